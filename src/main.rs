@@ -1,0 +1,3 @@
+fn main() {
+    println!("demls-node: under construction");
+}
