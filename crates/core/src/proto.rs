@@ -1,13 +1,23 @@
-//! Generated protobuf types (see `proto/` at the workspace root).
+//! Generated protobuf types (see `proto/` at the workspace root). Module paths mirror the
+//! protobuf packages because the generated code refers across them (`super::super::…`).
+#![allow(missing_docs)]
 
-/// `consensus.v1`: the hashgraph-like consensus Proposal and Vote.
+/// `consensus.*`
 pub mod consensus {
-    #![allow(missing_docs)]
-    include!(concat!(env!("OUT_DIR"), "/consensus.v1.rs"));
+    /// `consensus.v1`: the hashgraph-like consensus Proposal and Vote.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/consensus.v1.rs"));
+    }
 }
 
-/// `demls.v1`: de-MLS application messages.
+/// `demls.*`
 pub mod demls {
-    #![allow(missing_docs, clippy::large_enum_variant)]
-    include!(concat!(env!("OUT_DIR"), "/demls.v1.rs"));
+    /// `demls.v1`: de-MLS application messages.
+    pub mod v1 {
+        #![allow(clippy::large_enum_variant)]
+        include!(concat!(env!("OUT_DIR"), "/demls.v1.rs"));
+    }
 }
+
+pub use consensus::v1 as cpb;
+pub use demls::v1 as pb;
