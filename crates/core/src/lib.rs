@@ -6,5 +6,8 @@
 //! socket, a task or the wall clock; randomness is injected. See `docs/PROTOCOL.md`.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod identity;
 pub mod proto;
+pub mod scoring;
+pub mod steward;
