@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod consensus;
 pub mod identity;
 pub mod proto;
 pub mod scoring;

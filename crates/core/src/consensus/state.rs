@@ -1,0 +1,392 @@
+//! Per-conversation consensus sessions.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use super::decide;
+use super::error::{ConsensusError, Rejection};
+use super::vote::{sign_vote, validate_header, validate_vote, vote_hash};
+use crate::identity::{EthSigner, MemberId};
+use crate::proto::cpb::{Proposal, Vote};
+
+/// Sessions kept at most; decided and expired ones are pruned first.
+const MAX_SESSIONS: usize = 256;
+
+/// What to propose.
+#[derive(Clone, Debug)]
+pub struct NewProposal {
+    /// Human-readable name.
+    pub name: String,
+    /// Encoded payload.
+    pub payload: Vec<u8>,
+    /// Expected voters (member count).
+    pub expected_voters: u32,
+    /// Lifetime in seconds from now.
+    pub expiration_s: u64,
+    /// Silent voters count as YES, ties break to YES.
+    pub liveness_yes: bool,
+    /// A fixed id (self-leave) instead of a random one.
+    pub fixed_id: Option<u32>,
+}
+
+/// A proposal we created.
+#[derive(Clone, Debug)]
+pub struct Created {
+    /// To broadcast (with our vote if we cast one).
+    pub proposal: Proposal,
+    /// Decided already (one-voter proposals).
+    pub outcome: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(into = "SessionWire", try_from = "SessionWire")]
+struct Session {
+    /// Header (votes empty).
+    header: Proposal,
+    votes: Vec<Vote>,
+    outcome: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionWire {
+    header: Vec<u8>,
+    votes: Vec<Vec<u8>>,
+    outcome: Option<bool>,
+}
+
+impl From<Session> for SessionWire {
+    fn from(s: Session) -> Self {
+        Self {
+            header: s.header.encode_to_vec(),
+            votes: s.votes.iter().map(|v| v.encode_to_vec()).collect(),
+            outcome: s.outcome,
+        }
+    }
+}
+
+impl TryFrom<SessionWire> for Session {
+    type Error = prost::DecodeError;
+    fn try_from(w: SessionWire) -> Result<Self, Self::Error> {
+        Ok(Self {
+            header: Proposal::decode(w.header.as_slice())?,
+            votes: w
+                .votes
+                .iter()
+                .map(|v| Vote::decode(v.as_slice()))
+                .collect::<Result<_, _>>()?,
+            outcome: w.outcome,
+        })
+    }
+}
+
+impl Session {
+    fn tally(&self) -> (u32, u32) {
+        let yes = self.votes.iter().filter(|v| v.vote).count() as u32;
+        (yes, self.votes.len() as u32 - yes)
+    }
+
+    fn decide(&mut self, timed_out: bool) -> Option<bool> {
+        if self.outcome.is_none() {
+            let (yes, no) = self.tally();
+            self.outcome = decide(
+                self.header.expected_voters_count,
+                yes,
+                no,
+                self.header.liveness_criteria_yes,
+                timed_out,
+            );
+        }
+        self.outcome
+    }
+
+    /// Adds a vote that passed [`validate_vote`], refusing duplicates and equivocation.
+    fn add(&mut self, v: Vote, owner: MemberId) -> Result<(), Rejection> {
+        if let Some(prev) = self.votes.iter().find(|x| x.vote_owner == v.vote_owner) {
+            return Err(if prev.vote_hash == v.vote_hash {
+                Rejection::Replayed(owner)
+            } else {
+                Rejection::DuplicateVoter(owner)
+            });
+        }
+        if self.votes.len() >= self.header.expected_voters_count as usize {
+            return Err(Rejection::TooManyVotes);
+        }
+        self.votes.push(v);
+        Ok(())
+    }
+
+    fn with_votes(&self) -> Proposal {
+        let mut p = self.header.clone();
+        p.votes = self.votes.clone();
+        p
+    }
+}
+
+/// All consensus sessions of one conversation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConsensusState {
+    sessions: BTreeMap<u32, Session>,
+}
+
+impl ConsensusState {
+    fn prune(&mut self, now_s: u64) {
+        if self.sessions.len() < MAX_SESSIONS {
+            return;
+        }
+        let expired: Vec<u32> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.outcome.is_some() || now_s > s.header.expiration_timestamp)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired
+            .into_iter()
+            .take(self.sessions.len() + 1 - MAX_SESSIONS)
+        {
+            self.sessions.remove(&id);
+        }
+    }
+
+    /// Creates a proposal, optionally with our vote.
+    pub fn create_proposal(
+        &mut self,
+        signer: &EthSigner,
+        rng: &mut dyn rand::RngCore,
+        now_s: u64,
+        req: NewProposal,
+        creator_vote: Option<bool>,
+    ) -> Result<Created, ConsensusError> {
+        let id = match req.fixed_id {
+            Some(id) => id,
+            None => loop {
+                let id = rng.next_u32();
+                if !self.sessions.contains_key(&id) {
+                    break id;
+                }
+            },
+        };
+        if self.sessions.contains_key(&id) {
+            return Err(ConsensusError::ProposalAlreadyExists(id));
+        }
+        self.prune(now_s);
+        let header = Proposal {
+            name: req.name,
+            payload: req.payload,
+            proposal_id: id,
+            proposal_owner: signer.member_id().to_vec(),
+            votes: Vec::new(),
+            expected_voters_count: req.expected_voters.max(1),
+            round: 1,
+            timestamp: now_s,
+            expiration_timestamp: now_s + req.expiration_s,
+            liveness_criteria_yes: req.liveness_yes,
+        };
+        self.sessions.insert(
+            id,
+            Session {
+                header,
+                votes: Vec::new(),
+                outcome: None,
+            },
+        );
+        let mut outcome = None;
+        if let Some(yes) = creator_vote {
+            let (_, o) = self.cast_vote(signer, rng, id, yes, now_s)?;
+            outcome = o;
+        }
+        let proposal = self
+            .sessions
+            .get(&id)
+            .map(|s| s.with_votes())
+            .ok_or(ConsensusError::UnknownProposal(id))?;
+        Ok(Created { proposal, outcome })
+    }
+
+    /// Accepts a proposal from a peer: header and every vote in it are validated, and the
+    /// vote list must be hash-chained as created.
+    pub fn receive_proposal(
+        &mut self,
+        p: Proposal,
+        now_s: u64,
+        is_voter: &dyn Fn(&MemberId) -> bool,
+    ) -> Result<Option<bool>, Rejection> {
+        if self.sessions.contains_key(&p.proposal_id) {
+            return Err(Rejection::ProposalAlreadyExists(p.proposal_id));
+        }
+        validate_header(&p, now_s)?;
+        for w in p.votes.windows(2) {
+            if w[1].received_hash != w[0].vote_hash {
+                return Err(Rejection::BrokenChain(
+                    "received_hash does not name the previous vote",
+                ));
+            }
+        }
+        let mut header = p.clone();
+        header.votes.clear();
+        let mut s = Session {
+            header,
+            votes: Vec::new(),
+            outcome: None,
+        };
+        for v in p.votes {
+            if !v.parent_hash.is_empty()
+                && !s
+                    .votes
+                    .iter()
+                    .any(|x| x.vote_hash == v.parent_hash && x.vote_owner == v.vote_owner)
+            {
+                return Err(Rejection::BrokenChain(
+                    "parent_hash names no earlier vote of the owner",
+                ));
+            }
+            let owner = validate_vote(&v, &s.header, now_s, is_voter)?;
+            s.add(v, owner)?;
+        }
+        self.prune(now_s);
+        let outcome = s.decide(false);
+        self.sessions.insert(p.proposal_id, s);
+        Ok(outcome)
+    }
+
+    /// Accepts one vote on a known proposal.
+    pub fn receive_vote(
+        &mut self,
+        v: Vote,
+        now_s: u64,
+        is_voter: &dyn Fn(&MemberId) -> bool,
+    ) -> Result<Option<bool>, Rejection> {
+        let s = self
+            .sessions
+            .get_mut(&v.proposal_id)
+            .ok_or(Rejection::UnknownProposal(v.proposal_id))?;
+        let owner = validate_vote(&v, &s.header, now_s, is_voter)?;
+        s.add(v, owner)?;
+        Ok(s.decide(false))
+    }
+
+    /// Casts our vote, chained to our previous vote and the last one we received.
+    pub fn cast_vote(
+        &mut self,
+        signer: &EthSigner,
+        rng: &mut dyn rand::RngCore,
+        proposal_id: u32,
+        yes: bool,
+        now_s: u64,
+    ) -> Result<(Vote, Option<bool>), ConsensusError> {
+        let me = signer.member_id().to_vec();
+        let s = self
+            .sessions
+            .get_mut(&proposal_id)
+            .ok_or(ConsensusError::UnknownProposal(proposal_id))?;
+        if s.votes.iter().any(|v| v.vote_owner == me) {
+            return Err(ConsensusError::AlreadyVoted(proposal_id));
+        }
+        if now_s > s.header.expiration_timestamp {
+            return Err(ConsensusError::Expired(proposal_id));
+        }
+        let mut v = Vote {
+            vote_id: rng.next_u32(),
+            vote_owner: me,
+            proposal_id,
+            timestamp: now_s.max(s.header.timestamp),
+            vote: yes,
+            parent_hash: Vec::new(),
+            received_hash: s
+                .votes
+                .last()
+                .map(|l| l.vote_hash.clone())
+                .unwrap_or_default(),
+            vote_hash: Vec::new(),
+            signature: Vec::new(),
+        };
+        sign_vote(&mut v, signer).map_err(|e| ConsensusError::Signing(e.to_string()))?;
+        s.votes.push(v.clone());
+        Ok((v, s.decide(false)))
+    }
+
+    /// Applies the timeout rule (silent voters counted). `None`: still undecided, which
+    /// callers treat as a failed (rejected) proposal.
+    pub fn on_timeout(&mut self, proposal_id: u32, _now_s: u64) -> Option<bool> {
+        self.sessions.get_mut(&proposal_id)?.decide(true)
+    }
+
+    /// The proposal with every vote we hold.
+    pub fn evidence(&self, proposal_id: u32) -> Option<Proposal> {
+        self.sessions.get(&proposal_id).map(|s| s.with_votes())
+    }
+
+    /// Merges a peer's view of a proposal: unknown proposals are adopted, every valid vote
+    /// we lack is added (invalid ones are skipped). Returns the outcome.
+    pub fn ingest_evidence(
+        &mut self,
+        p: Proposal,
+        now_s: u64,
+        is_voter: &dyn Fn(&MemberId) -> bool,
+    ) -> Result<Option<bool>, Rejection> {
+        validate_header(&p, now_s)?;
+        let id = p.proposal_id;
+        if !self.sessions.contains_key(&id) {
+            let mut header = p.clone();
+            header.votes.clear();
+            self.prune(now_s);
+            self.sessions.insert(
+                id,
+                Session {
+                    header,
+                    votes: Vec::new(),
+                    outcome: None,
+                },
+            );
+        }
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(Rejection::UnknownProposal(id))?;
+        if s.header.payload != p.payload || s.header.proposal_owner != p.proposal_owner {
+            return Err(Rejection::Malformed(
+                "evidence does not match the proposal we hold".into(),
+            ));
+        }
+        for v in p.votes {
+            if s.votes.iter().any(|x| x.vote_hash == v.vote_hash) {
+                continue;
+            }
+            if let Ok(owner) = validate_vote(&v, &s.header, now_s, is_voter) {
+                let _ = s.add(v, owner);
+            }
+        }
+        Ok(s.decide(false))
+    }
+
+    /// Did `member` vote on the proposal?
+    pub fn has_voted(&self, proposal_id: u32, member: &MemberId) -> bool {
+        self.sessions
+            .get(&proposal_id)
+            .is_some_and(|s| s.votes.iter().any(|v| v.vote_owner == member.as_bytes()))
+    }
+
+    /// (yes, no, expected).
+    pub fn tally(&self, proposal_id: u32) -> Option<(u32, u32, u32)> {
+        self.sessions.get(&proposal_id).map(|s| {
+            let (y, n) = s.tally();
+            (y, n, s.header.expected_voters_count)
+        })
+    }
+
+    /// The decided outcome, if any.
+    pub fn outcome(&self, proposal_id: u32) -> Option<bool> {
+        self.sessions.get(&proposal_id).and_then(|s| s.outcome)
+    }
+
+    /// Forgets a proposal.
+    pub fn remove(&mut self, proposal_id: u32) {
+        self.sessions.remove(&proposal_id);
+    }
+
+    /// Hash of a vote (re-export for callers holding votes).
+    pub fn hash_of(v: &Vote) -> [u8; 32] {
+        vote_hash(v)
+    }
+}
