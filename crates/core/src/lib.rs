@@ -9,6 +9,7 @@
 pub mod config;
 pub mod consensus;
 pub mod identity;
+pub mod mls;
 pub mod proto;
 pub mod scoring;
 pub mod steward;

@@ -1,0 +1,469 @@
+//! One conversation's MLS group.
+
+use openmls::prelude::tls_codec::{Deserialize as TlsDeserialize, Serialize as TlsSerialize};
+use openmls::prelude::*;
+use openmls_traits::OpenMlsProvider;
+
+use super::CIPHERSUITE;
+use super::error::{DecryptError, MlsError, other};
+use super::ident::{MlsIdentity, credential_member, parse_key_package};
+use crate::identity::MemberId;
+
+/// Our candidate's MLS messages.
+#[derive(Debug, Clone)]
+pub struct CommitOutput {
+    /// By-reference proposals (empty: ours are inline).
+    pub proposals: Vec<Vec<u8>>,
+    /// The commit (TLS `MlsMessageOut`).
+    pub commit: Vec<u8>,
+    /// Welcome for added members.
+    pub welcome: Option<Vec<u8>>,
+}
+
+/// What a staged remote commit does, for validation before merging.
+#[derive(Debug, Clone)]
+pub struct StagedCommitInfo {
+    /// The member whose signature the commit carries.
+    pub commit_sender: MemberId,
+    /// Senders of the by-reference proposals it bundles.
+    pub proposal_senders: Vec<MemberId>,
+    /// Members it adds (from key package credentials).
+    pub adds: Vec<MemberId>,
+    /// Members it removes.
+    pub removes: Vec<MemberId>,
+    /// It removes us.
+    pub self_removed: bool,
+    /// The epoch after merging.
+    pub new_epoch: u64,
+}
+
+/// An opened application message.
+#[derive(Debug, Clone)]
+pub struct Decrypted {
+    /// MLS-authenticated sender.
+    pub sender: MemberId,
+    /// Plaintext.
+    pub plaintext: Vec<u8>,
+}
+
+/// The MLS group of one conversation (its state lives in the provider's storage).
+pub struct MlsConversation {
+    group: MlsGroup,
+    staged: Option<StagedCommit>,
+}
+
+fn create_config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(2)
+        .build()
+}
+
+fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(2)
+        .build()
+}
+
+fn protocol_message(bytes: &[u8]) -> Result<ProtocolMessage, String> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| e.to_string())?;
+    msg.try_into_protocol_message()
+        .map_err(|e| format!("{e:?}"))
+}
+
+impl MlsConversation {
+    /// A new group with us as the only member; group id = `name`.
+    pub fn create<P: OpenMlsProvider>(
+        provider: &P,
+        id: &MlsIdentity,
+        name: &str,
+    ) -> Result<Self, MlsError> {
+        let group = MlsGroup::new_with_group_id(
+            provider,
+            id.signer(),
+            &create_config(),
+            GroupId::from_slice(name.as_bytes()),
+            id.credential().clone(),
+        )
+        .map_err(other)?;
+        Ok(Self {
+            group,
+            staged: None,
+        })
+    }
+
+    /// Reloads the group of `name` from storage.
+    pub fn load<P: OpenMlsProvider>(provider: &P, name: &str) -> Result<Option<Self>, MlsError> {
+        let g = MlsGroup::load(provider.storage(), &GroupId::from_slice(name.as_bytes()))
+            .map_err(|e| MlsError::Storage(format!("{e:?}")))?;
+        Ok(g.map(|group| Self {
+            group,
+            staged: None,
+        }))
+    }
+
+    /// Joins from a welcome; `Ok(None)` when it is not for a key package we hold.
+    pub fn join_from_welcome<P: OpenMlsProvider>(
+        provider: &P,
+        welcome: &[u8],
+    ) -> Result<Option<Self>, MlsError> {
+        let msg = MlsMessageIn::tls_deserialize_exact(welcome)
+            .map_err(|e| MlsError::Malformed(e.to_string()))?;
+        let MlsMessageBodyIn::Welcome(w) = msg.extract() else {
+            return Err(MlsError::Malformed("not a welcome".into()));
+        };
+        match StagedWelcome::new_from_welcome(provider, &join_config(), w, None) {
+            Ok(staged) => {
+                let group = staged.into_group(provider).map_err(other)?;
+                Ok(Some(Self {
+                    group,
+                    staged: None,
+                }))
+            }
+            Err(WelcomeError::NoMatchingKeyPackage)
+            | Err(WelcomeError::NoMatchingEncryptionKey) => Ok(None),
+            Err(e) => Err(MlsError::Processing(format!("{e:?}"))),
+        }
+    }
+
+    /// Current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.group.epoch().as_u64()
+    }
+
+    /// Members in leaf order.
+    pub fn members(&self) -> Vec<MemberId> {
+        self.group
+            .members()
+            .filter_map(|m| credential_member(&m.credential).ok())
+            .collect()
+    }
+
+    /// Is `m` in the group?
+    pub fn is_member(&self, m: &MemberId) -> bool {
+        self.members().contains(m)
+    }
+
+    /// Equal at two members iff they share the epoch's key schedule.
+    pub fn epoch_authenticator(&self) -> Vec<u8> {
+        self.group.epoch_authenticator().as_slice().to_vec()
+    }
+
+    fn leaf_of(&self, m: &MemberId) -> Option<LeafNodeIndex> {
+        self.group
+            .members()
+            .find(|x| credential_member(&x.credential).ok().as_ref() == Some(m))
+            .map(|x| x.index)
+    }
+
+    fn sender_member(&self, sender: &Sender) -> Result<MemberId, MlsError> {
+        match sender {
+            Sender::Member(leaf) => {
+                let c = self
+                    .group
+                    .member(*leaf)
+                    .ok_or_else(|| MlsError::Processing("sender leaf is empty".into()))?;
+                credential_member(c)
+            }
+            _ => Err(MlsError::Processing("sender is not a member".into())),
+        }
+    }
+
+    /// Builds our commit (inline proposals) and leaves it pending.
+    pub fn create_commit<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        id: &MlsIdentity,
+        adds: &[Vec<u8>],
+        removes: &[MemberId],
+    ) -> Result<CommitOutput, MlsError> {
+        let kps = adds
+            .iter()
+            .map(|b| parse_key_package(provider, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let leaves = removes
+            .iter()
+            .map(|m| {
+                self.leaf_of(m)
+                    .ok_or_else(|| MlsError::Processing(format!("{m} is not a member")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let bundle = self
+            .group
+            .commit_builder()
+            .consume_proposal_store(false)
+            .propose_adds(kps)
+            .propose_removals(leaves)
+            .load_psks(provider.storage())
+            .map_err(other)?
+            .build(provider.rand(), provider.crypto(), id.signer(), |_| true)
+            .map_err(|e| MlsError::Processing(format!("{e:?}")))?
+            .stage_commit(provider)
+            .map_err(other)?;
+        let commit = bundle.commit().tls_serialize_detached().map_err(other)?;
+        let welcome = match bundle.welcome() {
+            Some(w) => Some(
+                MlsMessageOut::from_welcome(w.clone(), ProtocolVersion::Mls10)
+                    .tls_serialize_detached()
+                    .map_err(other)?,
+            ),
+            None => None,
+        };
+        Ok(CommitOutput {
+            proposals: Vec::new(),
+            commit,
+            welcome,
+        })
+    }
+
+    /// Merges our pending commit.
+    pub fn merge_own_commit<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<(), MlsError> {
+        if self.group.pending_commit().is_none() {
+            return Err(MlsError::NothingPending("own commit"));
+        }
+        self.group.merge_pending_commit(provider).map_err(other)
+    }
+
+    /// Drops our pending commit and any stored proposals.
+    pub fn discard_own_commit<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<(), MlsError> {
+        self.group
+            .clear_pending_commit(provider.storage())
+            .map_err(other)?;
+        self.group
+            .clear_pending_proposals(provider.storage())
+            .map_err(other)
+    }
+
+    /// Processes a remote candidate without merging it.
+    pub fn stage_remote_commit<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        proposals: &[Vec<u8>],
+        commit: &[u8],
+    ) -> Result<StagedCommitInfo, MlsError> {
+        let result = self.stage_inner(provider, proposals, commit);
+        if result.is_err() {
+            self.staged = None;
+            let _ = self.group.clear_pending_proposals(provider.storage());
+        }
+        result
+    }
+
+    fn check_context(&self, pm: &ProtocolMessage) -> Result<(), MlsError> {
+        if pm.group_id() != self.group.group_id() {
+            return Err(MlsError::WrongContext("another group".into()));
+        }
+        if pm.epoch() != self.group.epoch() {
+            return Err(MlsError::WrongContext(format!(
+                "epoch {} (we are at {})",
+                pm.epoch().as_u64(),
+                self.epoch()
+            )));
+        }
+        Ok(())
+    }
+
+    fn stage_inner<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        proposals: &[Vec<u8>],
+        commit: &[u8],
+    ) -> Result<StagedCommitInfo, MlsError> {
+        self.staged = None;
+        let mut proposal_senders = Vec::new();
+        for p in proposals {
+            let pm = protocol_message(p).map_err(MlsError::Malformed)?;
+            self.check_context(&pm)?;
+            let processed = self
+                .group
+                .process_message(provider, pm)
+                .map_err(|e| MlsError::Processing(format!("{e:?}")))?;
+            let sender = self.sender_member(processed.sender())?;
+            match processed.into_content() {
+                ProcessedMessageContent::ProposalMessage(q) => {
+                    self.group
+                        .store_pending_proposal(provider.storage(), *q)
+                        .map_err(other)?;
+                    proposal_senders.push(sender);
+                }
+                _ => {
+                    return Err(MlsError::Processing(
+                        "bundled message is not a proposal".into(),
+                    ));
+                }
+            }
+        }
+        let pm = protocol_message(commit).map_err(MlsError::Malformed)?;
+        self.check_context(&pm)?;
+        let processed = self
+            .group
+            .process_message(provider, pm)
+            .map_err(|e| MlsError::Processing(format!("{e:?}")))?;
+        let commit_sender = self.sender_member(processed.sender())?;
+        let ProcessedMessageContent::StagedCommitMessage(sc) = processed.into_content() else {
+            return Err(MlsError::Processing("not a commit".into()));
+        };
+        let mut adds = Vec::new();
+        for a in sc.add_proposals() {
+            adds.push(credential_member(
+                a.add_proposal().key_package().leaf_node().credential(),
+            )?);
+        }
+        let mut removes = Vec::new();
+        for r in sc.remove_proposals() {
+            let leaf = r.remove_proposal().removed();
+            let c = self
+                .group
+                .member(leaf)
+                .ok_or_else(|| MlsError::Processing("removes an empty leaf".into()))?;
+            removes.push(credential_member(c)?);
+        }
+        let info = StagedCommitInfo {
+            commit_sender,
+            proposal_senders,
+            adds,
+            removes,
+            self_removed: sc.self_removed(),
+            new_epoch: self.epoch() + 1,
+        };
+        self.staged = Some(*sc);
+        Ok(info)
+    }
+
+    /// Merges the staged remote commit (clearing our own pending one first).
+    pub fn merge_staged<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<(), MlsError> {
+        let sc = self
+            .staged
+            .take()
+            .ok_or(MlsError::NothingPending("staged commit"))?;
+        if self.group.pending_commit().is_some() {
+            self.group
+                .clear_pending_commit(provider.storage())
+                .map_err(other)?;
+        }
+        self.group.merge_staged_commit(provider, sc).map_err(other)
+    }
+
+    /// Drops the staged commit and stored proposals.
+    pub fn discard_staged<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<(), MlsError> {
+        self.staged = None;
+        self.group
+            .clear_pending_proposals(provider.storage())
+            .map_err(other)
+    }
+
+    /// A lone by-reference remove proposal (adversarial tests build bad bundles with it).
+    pub fn propose_remove<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        id: &MlsIdentity,
+        member: &MemberId,
+    ) -> Result<Vec<u8>, MlsError> {
+        let leaf = self
+            .leaf_of(member)
+            .ok_or_else(|| MlsError::Processing(format!("{member} is not a member")))?;
+        let (msg, _) = self
+            .group
+            .propose_remove_member(provider, id.signer(), leaf)
+            .map_err(other)?;
+        let bytes = msg.tls_serialize_detached().map_err(other)?;
+        // Keep our own store empty: the proposal is for someone else's bundle.
+        self.group
+            .clear_pending_proposals(provider.storage())
+            .map_err(other)?;
+        Ok(bytes)
+    }
+
+    /// Test support: processes another member's by-reference proposal and commits to it,
+    /// producing a commit that bundles someone else's proposal.
+    #[cfg(test)]
+    pub(crate) fn commit_to_foreign_proposal<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        id: &MlsIdentity,
+        proposal: &[u8],
+    ) -> Result<Vec<u8>, MlsError> {
+        let pm = protocol_message(proposal).map_err(MlsError::Malformed)?;
+        let processed = self.group.process_message(provider, pm).map_err(other)?;
+        if let ProcessedMessageContent::ProposalMessage(q) = processed.into_content() {
+            self.group
+                .store_pending_proposal(provider.storage(), *q)
+                .map_err(other)?;
+        }
+        let (commit, _, _) = self
+            .group
+            .commit_to_pending_proposals(provider, id.signer())
+            .map_err(other)?;
+        commit.tls_serialize_detached().map_err(other)
+    }
+
+    /// Encrypts an application message.
+    pub fn encrypt<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        id: &MlsIdentity,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, MlsError> {
+        let out = self
+            .group
+            .create_message(provider, id.signer(), plaintext)
+            .map_err(|e| MlsError::Processing(format!("{e:?}")))?;
+        out.tls_serialize_detached().map_err(other)
+    }
+
+    /// Opens an application message of the current epoch.
+    pub fn decrypt<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        bytes: &[u8],
+    ) -> Result<Decrypted, DecryptError> {
+        let pm = protocol_message(bytes).map_err(DecryptError::Malformed)?;
+        if pm.group_id() != self.group.group_id() {
+            return Err(DecryptError::WrongGroup);
+        }
+        let (message_epoch, our_epoch) = (pm.epoch().as_u64(), self.epoch());
+        if message_epoch != our_epoch {
+            return Err(DecryptError::WrongEpoch {
+                message_epoch,
+                our_epoch,
+            });
+        }
+        if pm.content_type() != ContentType::Application {
+            return Err(DecryptError::NotApplication);
+        }
+        // openmls cannot open our own messages (the ratchet secret is consumed); the
+        // transport drops echoes before this, so any failure here is someone else's.
+        let processed = self
+            .group
+            .process_message(provider, pm)
+            .map_err(|e| DecryptError::Crypto(format!("{e:?}")))?;
+        if matches!(processed.sender(), Sender::Member(leaf) if *leaf == self.group.own_leaf_index())
+        {
+            return Err(DecryptError::OwnMessage);
+        }
+        let sender = self
+            .sender_member(processed.sender())
+            .map_err(|e| DecryptError::Crypto(e.to_string()))?;
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(m) => Ok(Decrypted {
+                sender,
+                plaintext: m.into_bytes(),
+            }),
+            _ => Err(DecryptError::NotApplication),
+        }
+    }
+
+    /// The (unauthenticated) epoch of an MLS message, if it parses.
+    pub fn peek_epoch(bytes: &[u8]) -> Option<u64> {
+        protocol_message(bytes).ok().map(|pm| pm.epoch().as_u64())
+    }
+
+    /// Deletes the group's state from storage.
+    pub fn delete<P: OpenMlsProvider>(mut self, provider: &P) -> Result<(), MlsError> {
+        self.group
+            .delete(provider.storage())
+            .map_err(|e| MlsError::Storage(format!("{e:?}")))
+    }
+}
