@@ -72,7 +72,10 @@ impl std::str::FromStr for MemberId {
     /// can paste lower-case addresses).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        let h = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+        let h = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .unwrap_or(t);
         if h.len() != 40 {
             return Err(IdentityError::BadAddress(s.to_string()));
         }
@@ -164,7 +167,8 @@ pub fn recover(msg: &[u8], signature: &[u8]) -> Result<MemberId, IdentityError> 
             signature.len()
         )));
     }
-    let sig = Signature::from_raw(signature).map_err(|e| IdentityError::BadSignature(e.to_string()))?;
+    let sig =
+        Signature::from_raw(signature).map_err(|e| IdentityError::BadSignature(e.to_string()))?;
     sig.recover_address_from_msg(msg)
         .map(MemberId::from)
         .map_err(|e| IdentityError::BadSignature(e.to_string()))
@@ -202,20 +206,29 @@ mod tests {
             Err(IdentityError::WrongSigner { .. })
         ));
         assert!(verify(b"hellO", &sig, &a.member_id()).is_err());
-        assert!(matches!(recover(b"x", &sig[..64]), Err(IdentityError::BadSignature(_))));
+        assert!(matches!(
+            recover(b"x", &sig[..64]),
+            Err(IdentityError::BadSignature(_))
+        ));
     }
 
     #[test]
     fn known_key_gives_known_address() {
         // Hardhat/anvil account #0: a public test vector for secp256k1 -> address.
-        let k = hex::decode("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap();
+        let k = hex::decode("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+            .unwrap();
         let s = EthSigner::from_secret(&k).unwrap();
-        assert_eq!(s.member_id().to_string(), "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+        assert_eq!(
+            s.member_id().to_string(),
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+        );
     }
 
     #[test]
     fn parse_addresses() {
-        let id: MemberId = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266".parse().unwrap();
+        let id: MemberId = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
+            .parse()
+            .unwrap();
         assert_eq!(id.to_string(), "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
         assert!("0x1234".parse::<MemberId>().is_err());
         assert!("zz".repeat(20).parse::<MemberId>().is_err());

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod consensus;
+pub mod conversation;
 pub mod identity;
 pub mod mls;
 pub mod proto;

@@ -1,0 +1,545 @@
+//! The freeze round: after commit inactivity every member freezes, stewards submit commit
+//! candidates, and every member deterministically selects, validates and applies one.
+
+use std::collections::BTreeSet;
+
+use openmls_traits::OpenMlsProvider;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::mls::StagedCommitInfo;
+use crate::proto::pb;
+use crate::scoring::ScoreEvent;
+
+/// What a validated winner did.
+pub(super) struct Winner {
+    pub committer: MemberId,
+    pub added: Vec<MemberId>,
+    pub removed: Vec<MemberId>,
+    pub self_removed: bool,
+    pub welcome: Option<Vec<u8>>,
+    pub candidate: Vec<u8>,
+    pub hash: [u8; 32],
+    pub old_epoch: u64,
+}
+
+fn commit_hash(commit: &[u8]) -> [u8; 32] {
+    Sha256::digest(commit).into()
+}
+
+impl Conversation {
+    /// Working → Freezing after inactivity; Freezing → Selection when every steward's
+    /// candidate is in or the freeze window ends.
+    pub(super) fn tick_phase<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        let now = ctx.now;
+        match self.state {
+            ConversationState::Working | ConversationState::Reelection => {
+                if self.approved.is_empty() || self.election_in_flight() {
+                    self.anchor = None;
+                    return;
+                }
+                let anchor = *self.anchor.get_or_insert(now);
+                if now >= anchor + self.inactivity_window() {
+                    self.start_freeze(ctx, out);
+                }
+            }
+            ConversationState::Freezing => {
+                let due = self
+                    .freeze
+                    .as_ref()
+                    .is_none_or(|f| now >= f.started_at + self.config.freeze || self.all_candidates_in(f));
+                if due {
+                    self.finalize_freeze(ctx, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn all_candidates_in(&self, f: &FreezeRound) -> bool {
+        let expected: BTreeSet<MemberId> = if self.mode == OperatingMode::Recovery {
+            self.members().into_iter().filter(|m| self.eligible(m)).collect()
+        } else {
+            match &self.stewards {
+                Some(l) => l.live_stewards(|m| self.eligible(m)).into_iter().collect(),
+                None => return false,
+            }
+        };
+        let got: BTreeSet<MemberId> = f.candidates.iter().map(|c| c.steward).collect();
+        !expected.is_empty() && expected.is_subset(&got)
+    }
+
+    pub(super) fn election_in_flight(&self) -> bool {
+        self.proposals
+            .values()
+            .any(|p| p.status == ProposalStatus::Voting && matches!(p.action, Action::Election { .. }))
+    }
+
+    /// Urgent paths (accepted score removal, deadlock) freeze at once.
+    pub(super) fn force_freeze<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        if matches!(self.state, ConversationState::Working | ConversationState::Reelection) && !self.approved.is_empty() {
+            self.start_freeze(ctx, out);
+        }
+    }
+
+    /// May we submit a candidate this epoch?
+    fn may_commit(&self) -> bool {
+        if !self.eligible(&self.me) {
+            return false;
+        }
+        if self.mode == OperatingMode::Recovery {
+            return true;
+        }
+        self.stewards
+            .as_ref()
+            .is_some_and(|l| !l.is_exhausted(self.epoch()) && l.contains(&self.me))
+    }
+
+    pub(super) fn start_freeze<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        let epoch = self.epoch();
+        self.anchor = None;
+        let round = self.freeze.take().filter(|f| f.epoch == epoch).unwrap_or(FreezeRound {
+            epoch,
+            started_at: ctx.now,
+            ..Default::default()
+        });
+        self.freeze = Some(round);
+        self.set_state(out, ConversationState::Freezing);
+        if self.may_commit() {
+            self.submit_candidate(ctx, out);
+        }
+    }
+
+    /// The changes our commit carries: FIFO, at most `commit_batch_max`, only the urgent
+    /// target when one is set, skipping no-ops.
+    fn commit_batch(&self) -> Vec<Approved> {
+        let members = self.members();
+        self.approved
+            .iter()
+            .filter(|a| self.urgent_target.is_none_or(|t| a.change == Change::Remove { member: t }))
+            .filter(|a| match &a.change {
+                Change::Add { member, .. } => !members.contains(member),
+                Change::Remove { member } => members.contains(member),
+            })
+            .take(self.config.commit_batch_max)
+            .cloned()
+            .collect()
+    }
+
+    fn submit_candidate<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        let batch = self.commit_batch();
+        if batch.is_empty() {
+            return;
+        }
+        let adds: Vec<Vec<u8>> = batch
+            .iter()
+            .filter_map(|a| match &a.change {
+                Change::Add { key_package, .. } => Some(key_package.clone()),
+                _ => None,
+            })
+            .collect();
+        let removes: Vec<MemberId> = batch
+            .iter()
+            .filter_map(|a| match &a.change {
+                Change::Remove { member } => Some(*member),
+                _ => None,
+            })
+            .collect();
+        let Some(mls) = self.mls.as_mut() else { return };
+        let commit = match mls.create_commit(ctx.provider, &ctx.identity.mls, &adds, &removes) {
+            Ok(c) => c,
+            Err(e) => {
+                out.event(Event::Error {
+                    operation: "create commit",
+                    message: e.to_string(),
+                });
+                return;
+            }
+        };
+        let evidence = batch.iter().filter_map(|a| self.consensus.evidence(a.id)).collect();
+        let epoch = self.epoch();
+        let cand = pb::CommitCandidate {
+            conversation: self.name.clone(),
+            mls_proposals: commit.proposals,
+            commit_message: commit.commit,
+            steward_id: self.me.to_vec(),
+            epoch,
+            evidence,
+        };
+        let bytes = cand.encode_to_vec();
+        let hash = commit_hash(&cand.commit_message);
+        let actions = adds.len() + removes.len();
+        if let Some(f) = self.freeze.as_mut() {
+            f.own_pending = true;
+            f.candidates.push(Candidate {
+                bytes,
+                hash,
+                steward: self.me,
+                actions,
+                local: true,
+                welcome: commit.welcome,
+            });
+        }
+        tracing::info!(conversation = %self.name, epoch, actions, "submitted commit candidate");
+        let env = pb::AppEnvelope {
+            body: Some(pb::app_envelope::Body::CommitCandidate(cand)),
+        };
+        out.send(Subtopic::AppMsg, env.encode_to_vec());
+    }
+
+    /// A peer's candidate arrived.
+    pub(super) fn on_candidate<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, c: pb::CommitCandidate) {
+        let epoch = self.epoch();
+        if c.epoch > epoch {
+            self.behind(ctx.now, c.epoch);
+            return;
+        }
+        if c.epoch < epoch || c.conversation != self.name {
+            return;
+        }
+        let steward = match MemberId::from_slice(&c.steward_id) {
+            Ok(s) => s,
+            Err(_) => return out.reject("commit", "candidate without a steward id"),
+        };
+        if c.commit_message.is_empty() {
+            return out.reject("commit", "empty candidate");
+        }
+        let hash = commit_hash(&c.commit_message);
+        if self.committed_hashes.contains(&hash) {
+            return;
+        }
+        self.ingest_evidence(ctx, out, &c.evidence);
+        if matches!(self.state, ConversationState::Working | ConversationState::Reelection) && !self.approved.is_empty() {
+            self.start_freeze(ctx, out);
+        }
+        if self.state != ConversationState::Freezing {
+            return out.reject("commit", "candidate outside a freeze round with nothing approved");
+        }
+        let cap = self.members().len().max(1);
+        let Some(f) = self.freeze.as_mut() else { return };
+        if f.candidates.iter().any(|x| x.hash == hash) {
+            return;
+        }
+        if f.candidates.iter().filter(|x| x.steward == steward).count() >= 1 || f.candidates.len() >= cap {
+            return out.reject("commit", format!("extra candidate from {steward} dropped"));
+        }
+        let actions = if c.mls_proposals.is_empty() { c.evidence.len() } else { c.mls_proposals.len() };
+        f.candidates.push(Candidate {
+            bytes: c.encode_to_vec(),
+            hash,
+            steward,
+            actions,
+            local: false,
+            welcome: None,
+        });
+    }
+
+    /// Selection: rank, then apply the best candidate that validates.
+    pub(super) fn finalize_freeze<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        self.set_state(out, ConversationState::Selection);
+        let mut round = self.freeze.take().unwrap_or_default();
+        let epoch = self.epoch();
+        let (live_es, _) = self
+            .stewards
+            .as_ref()
+            .map(|l| l.live_roles(epoch, |m| self.eligible(m)))
+            .unwrap_or((None, None));
+        // Longest proposal sequence, then the live epoch steward, then the smallest
+        // steward id, then the smallest commit hash.
+        round
+            .candidates
+            .sort_by_key(|c| (std::cmp::Reverse(c.actions), Some(c.steward) != live_es, c.steward, c.hash));
+        let mut winner = None;
+        let mut tried: Vec<MemberId> = Vec::new();
+        for (i, cand) in round.candidates.iter().enumerate() {
+            let result = if cand.local {
+                self.apply_local(ctx, cand, epoch)
+            } else {
+                self.try_remote(ctx, out, cand, epoch, round.own_pending)
+            };
+            tried.push(cand.steward);
+            if let Some(w) = result {
+                winner = Some((i, w));
+                break;
+            }
+        }
+        match winner {
+            Some((i, w)) => {
+                // Honest losers: stewards' later candidates that we never had to try.
+                if let Some(list) = &self.stewards {
+                    for c in &round.candidates[i + 1..] {
+                        if list.contains(&c.steward) && c.steward != w.committer {
+                            self.scores.apply(&c.steward, ScoreEvent::HonestCommitAttempt);
+                        }
+                    }
+                }
+                if let Some(es) = live_es {
+                    if es != w.committer && es != self.me {
+                        self.scores.apply(&es, ScoreEvent::CensorshipInactivity);
+                    }
+                }
+                self.on_committed(ctx, out, w);
+            }
+            None => {
+                if round.own_pending {
+                    if let Some(mls) = self.mls.as_mut() {
+                        let _ = mls.discard_own_commit(ctx.provider);
+                    }
+                }
+                self.no_candidate(ctx, out, live_es);
+            }
+        }
+    }
+
+    fn apply_local<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, cand: &Candidate, epoch: u64) -> Option<Winner> {
+        let mls = self.mls.as_mut()?;
+        let before = mls.members();
+        if let Err(e) = mls.merge_own_commit(ctx.provider) {
+            tracing::warn!(error = %e, "could not merge our own commit");
+            return None;
+        }
+        let after = mls.members();
+        Some(Winner {
+            committer: self.me,
+            added: after.iter().filter(|m| !before.contains(m)).copied().collect(),
+            removed: before.iter().filter(|m| !after.contains(m)).copied().collect(),
+            self_removed: false,
+            welcome: cand.welcome.clone(),
+            candidate: cand.bytes.clone(),
+            hash: cand.hash,
+            old_epoch: epoch,
+        })
+    }
+
+    /// Stages a remote candidate and validates it; merges it if valid.
+    pub(super) fn try_remote<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        cand: &Candidate,
+        epoch: u64,
+        own_pending: bool,
+    ) -> Option<Winner> {
+        let c = pb::CommitCandidate::decode(cand.bytes.as_slice()).ok()?;
+        let mls = self.mls.as_mut()?;
+        let info = match mls.stage_remote_commit(ctx.provider, &c.mls_proposals, &c.commit_message) {
+            Ok(i) => i,
+            Err(e) => {
+                // The wire steward id is forgeable, so a commit that does not even stage
+                // costs nobody score (the reference's later behaviour).
+                out.reject("commit", format!("candidate from {} does not stage: {e}", cand.steward));
+                return None;
+            }
+        };
+        if let Err((who, ev, why)) = self.validate_staged(ctx, &c, cand.steward, &info) {
+            if let Some(mls) = self.mls.as_mut() {
+                let _ = mls.discard_staged(ctx.provider);
+            }
+            self.scores.apply(&who, ev);
+            out.reject("commit", why);
+            return None;
+        }
+        let mls = self.mls.as_mut()?;
+        if own_pending {
+            let _ = mls.discard_own_commit(ctx.provider);
+        }
+        if let Err(e) = mls.merge_staged(ctx.provider) {
+            out.reject("commit", format!("merge failed: {e}"));
+            return None;
+        }
+        Some(Winner {
+            committer: info.commit_sender,
+            added: info.adds.clone(),
+            removed: info.removes.clone(),
+            self_removed: info.self_removed,
+            welcome: None,
+            candidate: cand.bytes.clone(),
+            hash: cand.hash,
+            old_epoch: epoch,
+        })
+    }
+
+    /// The commit validation service (RFC; reference §4.5 step 5).
+    fn validate_staged<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        c: &pb::CommitCandidate,
+        claimed: MemberId,
+        info: &StagedCommitInfo,
+    ) -> Result<(), (MemberId, ScoreEvent, String)> {
+        let sender = info.commit_sender;
+        if sender != claimed {
+            return Err((
+                sender,
+                ScoreEvent::BrokenCommit,
+                format!("candidate claims steward {claimed} but was signed by {sender}"),
+            ));
+        }
+        if let Some(other) = info.proposal_senders.iter().find(|s| **s != sender) {
+            return Err((
+                sender,
+                ScoreEvent::BrokenCommit,
+                format!("commit by {sender} bundles a proposal by {other}"),
+            ));
+        }
+        if self.mode != OperatingMode::Recovery {
+            let on_list = self
+                .stewards
+                .as_ref()
+                .is_some_and(|l| !l.is_exhausted(c.epoch) && l.contains(&sender));
+            if !on_list {
+                return Err((
+                    sender,
+                    ScoreEvent::MisbehavingCommit,
+                    format!("{sender} is not a steward for epoch {}", c.epoch),
+                ));
+            }
+        }
+        // Every action must be a decided YES: approved locally or proven by the evidence.
+        let mut justified: BTreeSet<(bool, MemberId)> = self
+            .approved
+            .iter()
+            .map(|a| (a.change.is_add(), a.change.member()))
+            .collect();
+        let members = self.members();
+        let is_voter = |m: &MemberId| members.contains(m);
+        let timeout_s = self.config.consensus_timeout / 1000;
+        for p in &c.evidence {
+            let Ok(action) = Action::from_payload(&p.payload) else { continue };
+            let decided = crate::consensus::evidence_decision(p, ctx.now / 1000, timeout_s, &is_voter);
+            if decided == Ok(Some(true)) {
+                match action {
+                    Action::Add { member, .. } => {
+                        justified.insert((true, member));
+                    }
+                    Action::Remove { member } => {
+                        justified.insert((false, member));
+                    }
+                    Action::Emergency {
+                        violation,
+                        target: Some(t),
+                        ..
+                    } if violation == pb::ViolationType::ScoreBelowThreshold as i32 => {
+                        justified.insert((false, t));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let actions: Vec<(bool, MemberId)> = info
+            .adds
+            .iter()
+            .map(|m| (true, *m))
+            .chain(info.removes.iter().map(|m| (false, *m)))
+            .collect();
+        let distinct: BTreeSet<_> = actions.iter().copied().collect();
+        if distinct.len() != actions.len() {
+            return Err((sender, ScoreEvent::BrokenMlsProposal, "commit repeats a change".into()));
+        }
+        if let Some((add, m)) = actions.iter().find(|a| !justified.contains(a)) {
+            return Err((
+                sender,
+                ScoreEvent::BrokenMlsProposal,
+                format!("commit by {sender} {} {m} without an accepted vote", if *add { "adds" } else { "removes" }),
+            ));
+        }
+        if actions.is_empty() {
+            return Err((sender, ScoreEvent::BrokenMlsProposal, "commit carries no change".into()));
+        }
+        Ok(())
+    }
+
+    /// Nothing valid arrived: with approved work this is a missed commit → Reelection.
+    fn no_candidate<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, live_es: Option<MemberId>) {
+        if self.approved.is_empty() {
+            self.set_state(out, ConversationState::Working);
+            return;
+        }
+        if let Some(es) = live_es {
+            if es != self.me {
+                self.scores.apply(&es, ScoreEvent::CensorshipInactivity);
+            }
+            self.silent.insert(es);
+        }
+        tracing::warn!(conversation = %self.name, epoch = self.epoch(), "no valid commit candidate: reelection");
+        self.set_state(out, ConversationState::Reelection);
+        self.reelection_since = Some(ctx.now);
+        self.try_election(ctx, out, true);
+        self.check_score_removals(ctx, out);
+    }
+
+    /// Bookkeeping after a commit merged (ours, a peer's, or one fetched by catch-up).
+    pub(super) fn on_committed<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, w: Winner) {
+        self.freeze = None;
+        self.anchor = None;
+        self.committed_hashes.push_back(w.hash);
+        while self.committed_hashes.len() > COMMITTED_CAP {
+            self.committed_hashes.pop_front();
+        }
+        self.recent_commits.push_back((w.old_epoch, w.candidate.clone()));
+        while self.recent_commits.len() > self.config.catch_up_window {
+            self.recent_commits.pop_front();
+        }
+        if w.self_removed {
+            out.event(Event::CommitApplied {
+                epoch: w.old_epoch + 1,
+                committer: w.committer,
+                added: w.added,
+                removed: w.removed,
+            });
+            self.close(ctx, out, LeaveReason::Removed);
+            return;
+        }
+        let members = self.members();
+        let epoch = self.epoch();
+        // Drop what the commit carried out (and anything made moot by it).
+        let done: Vec<u32> = self
+            .approved
+            .iter()
+            .filter(|a| match &a.change {
+                Change::Add { member, .. } => members.contains(member),
+                Change::Remove { member } => !members.contains(member),
+            })
+            .map(|a| a.id)
+            .collect();
+        self.approved.retain(|a| !done.contains(&a.id));
+        for id in &done {
+            if let Some(p) = self.proposals.get_mut(id) {
+                p.status = ProposalStatus::Committed;
+            }
+        }
+        if self.urgent_target.is_some_and(|t| !members.contains(&t)) {
+            self.urgent_target = None;
+        }
+        self.scores.apply(&w.committer, ScoreEvent::SuccessfulCommit);
+        self.scores.sync_roster(&members, self.config.default_peer_score);
+        let max_age = self.config.pending_update_max_epochs;
+        self.pending_updates.retain(|m, u| {
+            let moot = match u.action {
+                Action::Add { .. } => members.contains(m),
+                _ => !members.contains(m),
+            };
+            !moot && u.first_seen_epoch + max_age >= epoch
+        });
+        self.next_retry_round = 0;
+        self.silent.clear();
+        self.catch_up.replies.remove(&w.old_epoch);
+        tracing::info!(
+            conversation = %self.name, epoch, committer = %w.committer,
+            added = w.added.len(), removed = w.removed.len(), "commit applied"
+        );
+        out.event(Event::CommitApplied {
+            epoch,
+            committer: w.committer,
+            added: w.added.clone(),
+            removed: w.removed,
+        });
+        self.set_state(out, ConversationState::Working);
+        self.after_commit_stewardship(ctx, out);
+        if let Some(welcome) = w.welcome {
+            self.send_welcome(ctx, out, welcome, w.added);
+        }
+        self.check_score_removals(ctx, out);
+    }
+}

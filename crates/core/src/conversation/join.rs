@@ -1,0 +1,351 @@
+//! Joining: signed key package announcements, welcomes, and the conversation sync that
+//! gives a joiner the steward list, scores and timings.
+
+use openmls_traits::OpenMlsProvider;
+use prost::Message;
+
+use super::*;
+use crate::identity;
+use crate::proto::pb;
+use crate::steward;
+
+/// Domain separation for key package announcement signatures.
+const KP_DOMAIN: &[u8] = b"demls/key-package/v1";
+
+fn kp_signed_bytes(conversation: &str, key_package: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(KP_DOMAIN.len() + conversation.len() + key_package.len() + 1);
+    m.extend_from_slice(KP_DOMAIN);
+    m.extend_from_slice(conversation.as_bytes());
+    m.push(0);
+    m.extend_from_slice(key_package);
+    m
+}
+
+/// Builds our signed key package announcement (encoded `KeyPackageAnnouncement`).
+pub(super) fn build_announcement<P: OpenMlsProvider>(name: &str, ctx: &mut Ctx<'_, P>) -> Result<Vec<u8>, ConversationError> {
+    let kp = crate::mls::generate_key_package(ctx.provider, &ctx.identity.mls)
+        .map_err(|e| ConversationError::Mls(e.to_string()))?;
+    let sig = ctx
+        .identity
+        .eth
+        .sign(&kp_signed_bytes(name, &kp))
+        .map_err(|e| ConversationError::Mls(e.to_string()))?;
+    Ok(pb::KeyPackageAnnouncement {
+        conversation: name.to_string(),
+        key_package: kp,
+        member_id: ctx.identity.member_id().to_vec(),
+        signature: sig,
+    }
+    .encode_to_vec())
+}
+
+/// Signs an announcement with an arbitrary key: used by tests to play an impostor.
+pub fn forge_announcement(name: &str, key_package: Vec<u8>, claimed: MemberId, signer: &identity::EthSigner) -> Vec<u8> {
+    let sig = signer.sign(&kp_signed_bytes(name, &key_package)).unwrap_or_default();
+    welcome_envelope_kp(
+        &pb::KeyPackageAnnouncement {
+            conversation: name.to_string(),
+            key_package,
+            member_id: claimed.to_vec(),
+            signature: sig,
+        }
+        .encode_to_vec(),
+    )
+}
+
+pub(super) fn welcome_envelope_kp(announcement: &[u8]) -> Vec<u8> {
+    let ann = pb::KeyPackageAnnouncement::decode(announcement).unwrap_or_default();
+    pb::WelcomeEnvelope {
+        body: Some(pb::welcome_envelope::Body::KeyPackage(ann)),
+    }
+    .encode_to_vec()
+}
+
+/// Checks the identity binding: the announcement is signed by `member_id`, and the key
+/// package's MLS credential names that same address. Returns the member.
+pub(super) fn verify_announcement<P: OpenMlsProvider>(conversation: &str, announcement: &[u8], provider: &P) -> Result<MemberId, String> {
+    let ann = pb::KeyPackageAnnouncement::decode(announcement).map_err(|e| format!("undecodable announcement: {e}"))?;
+    if ann.conversation != conversation {
+        return Err(format!("announcement is for conversation {:?}", ann.conversation));
+    }
+    let member = MemberId::from_slice(&ann.member_id).map_err(|e| e.to_string())?;
+    identity::verify(&kp_signed_bytes(conversation, &ann.key_package), &ann.signature, &member)
+        .map_err(|e| format!("key package announcement for {member}: {e}"))?;
+    let info = crate::mls::validate_key_package(provider, &ann.key_package).map_err(|e| format!("invalid key package: {e}"))?;
+    if info.member_id != member {
+        return Err(format!(
+            "key package credential names {} but the announcement is signed by {member}",
+            info.member_id
+        ));
+    }
+    Ok(member)
+}
+
+impl Conversation {
+    pub(super) fn tick_pending_join<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        let Some(pj) = self.pending_join.as_mut() else { return };
+        if ctx.now >= pj.started_at + self.config.pending_join_expiry() {
+            tracing::warn!(conversation = %self.name, "no welcome arrived: giving up the join");
+            self.close(ctx, out, LeaveReason::JoinExpired);
+            return;
+        }
+        if ctx.now >= pj.next_announce {
+            // Re-announce the same key package: a steward that already committed our add
+            // re-sends the welcome we missed; otherwise it is a fresh request.
+            pj.next_announce = ctx.now + self.config.commit_inactivity;
+            out.send(Subtopic::Welcome, welcome_envelope_kp(&pj.announcement));
+        }
+    }
+
+    pub(super) fn on_welcome_packet<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, payload: &[u8]) {
+        let env = match pb::WelcomeEnvelope::decode(payload) {
+            Ok(e) => e,
+            Err(e) => return out.reject("welcome", format!("undecodable: {e}")),
+        };
+        match env.body {
+            Some(pb::welcome_envelope::Body::KeyPackage(ann)) => self.on_key_package(ctx, out, ann),
+            Some(pb::welcome_envelope::Body::Welcome(w)) => self.on_member_welcome(ctx, out, w, payload),
+            None => out.reject("welcome", "empty envelope"),
+        }
+    }
+
+    fn on_key_package<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, ann: pb::KeyPackageAnnouncement) {
+        if self.state == ConversationState::PendingJoin || ann.conversation != self.name {
+            return;
+        }
+        let bytes = ann.encode_to_vec();
+        let member = match verify_announcement(&self.name, &bytes, ctx.provider) {
+            Ok(m) => m,
+            Err(e) => return out.reject("key_package", e),
+        };
+        if self.members().contains(&member) {
+            self.resend_welcome(ctx, out, member);
+            return;
+        }
+        self.buffer_update(
+            ctx.now,
+            Action::Add {
+                member,
+                key_package: ann.key_package,
+                announcement: bytes,
+            },
+        );
+        self.propose_buffered(ctx, out, false);
+    }
+
+    fn resend_welcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, member: MemberId) {
+        let me = self.me;
+        let is_es = self.role(&me) == Role::EpochSteward;
+        let gap = self.config.recovery_inactivity;
+        if let Some(w) = self.recent_welcomes.iter_mut().rev().find(|w| w.joiners.contains(&member)) {
+            if is_es && ctx.now >= w.resent_at + gap {
+                w.resent_at = ctx.now;
+                out.send(Subtopic::Welcome, w.envelope.clone());
+            }
+        }
+    }
+
+    /// After merging our winning commit: welcome the joiners, with the conversation sync
+    /// encrypted at the new epoch so only they (and members) can read it.
+    pub(super) fn send_welcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, welcome: Vec<u8>, joiners: Vec<MemberId>) {
+        let sync = self.build_sync();
+        let msg = pb::AppMessage {
+            body: Some(pb::app_message::Body::Sync(sync)),
+        };
+        let sealed = match self.mls.as_mut() {
+            Some(mls) => mls.encrypt(ctx.provider, &ctx.identity.mls, &msg.encode_to_vec()),
+            None => return,
+        };
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                out.event(Event::Error {
+                    operation: "seal sync",
+                    message: e.to_string(),
+                });
+                Vec::new()
+            }
+        };
+        let env = pb::WelcomeEnvelope {
+            body: Some(pb::welcome_envelope::Body::Welcome(pb::MemberWelcome {
+                conversation: self.name.clone(),
+                welcome,
+                sync: sealed,
+                joiner_ids: joiners.iter().map(|j| j.to_vec()).collect(),
+                epoch: self.epoch(),
+            })),
+        }
+        .encode_to_vec();
+        out.send(Subtopic::Welcome, env.clone());
+        self.remember_welcome(ctx.now, joiners, env);
+    }
+
+    fn remember_welcome(&mut self, now: Millis, joiners: Vec<MemberId>, envelope: Vec<u8>) {
+        if self.recent_welcomes.iter().any(|w| w.envelope == envelope) {
+            return;
+        }
+        self.recent_welcomes.push_back(RecentWelcome {
+            joiners,
+            envelope,
+            resent_at: now,
+        });
+        while self.recent_welcomes.len() > WELCOME_CAP {
+            self.recent_welcomes.pop_front();
+        }
+    }
+
+    fn on_member_welcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, w: pb::MemberWelcome, raw: &[u8]) {
+        if w.conversation != self.name {
+            return;
+        }
+        if self.state != ConversationState::PendingJoin {
+            let joiners = w.joiner_ids.iter().filter_map(|j| MemberId::from_slice(j).ok()).collect();
+            self.remember_welcome(ctx.now, joiners, raw.to_vec());
+            return;
+        }
+        if !w.joiner_ids.iter().any(|j| j.as_slice() == self.me.as_bytes()) {
+            return;
+        }
+        let mls = match MlsConversation::join_from_welcome(ctx.provider, &w.welcome) {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => return out.reject("welcome", e),
+        };
+        let epoch = mls.epoch();
+        self.mls = Some(mls);
+        self.pending_join = None;
+        self.scores.sync_roster(&self.members(), self.config.default_peer_score);
+        tracing::info!(conversation = %self.name, epoch, "joined");
+        out.event(Event::Joined { epoch });
+        self.set_state(out, ConversationState::Working);
+        if !w.sync.is_empty() {
+            let opened = self.mls.as_mut().map(|m| m.decrypt(ctx.provider, &w.sync));
+            match opened {
+                Some(Ok(d)) => match pb::AppMessage::decode(d.plaintext.as_slice()) {
+                    Ok(pb::AppMessage {
+                        body: Some(pb::app_message::Body::Sync(s)),
+                    }) => self.on_sync(ctx, out, s),
+                    _ => out.reject("sync", "welcome carries no conversation sync"),
+                },
+                Some(Err(e)) => out.reject("sync", e),
+                None => {}
+            }
+        }
+    }
+
+    /// Our view of the conversation's parameters, for joiners.
+    pub(super) fn build_sync(&self) -> pb::ConversationSync {
+        let list = self.stewards.clone().unwrap_or(crate::steward::StewardList {
+            stewards: Vec::new(),
+            election_epoch: 0,
+            retry_round: 0,
+        });
+        let c = &self.config;
+        pb::ConversationSync {
+            steward_members: list.stewards.iter().map(|s| s.to_vec()).collect(),
+            election_epoch: list.election_epoch,
+            sn_min: c.sn_min,
+            sn_max: c.sn_max,
+            peer_scores: self
+                .scores
+                .iter()
+                .filter(|(_, s)| **s != c.default_peer_score)
+                .map(|(m, s)| pb::PeerScore {
+                    member_id: m.to_vec(),
+                    score: *s,
+                })
+                .collect(),
+            timing: Some(pb::TimingConfig {
+                commit_inactivity_ms: c.commit_inactivity,
+                freeze_ms: c.freeze,
+                proposal_expiration_ms: c.proposal_expiration,
+                consensus_timeout_ms: c.consensus_timeout,
+                recovery_inactivity_ms: c.recovery_inactivity,
+                voting_delay_ms: c.voting_delay,
+                election_voting_delay_ms: c.election_voting_delay,
+            }),
+            retry_round: list.retry_round,
+            max_reelection_attempts: c.max_reelection_attempts,
+            liveness_criteria_yes: c.liveness_criteria_yes,
+            threshold_peer_score: c.threshold_peer_score,
+            pending_update_max_epochs: c.pending_update_max_epochs as u32,
+            recovery_mode: self.mode == OperatingMode::Recovery,
+            epoch: self.epoch(),
+        }
+    }
+
+    /// Applies a conversation sync once, after validating it (reference §4.7).
+    pub(super) fn on_sync<P: OpenMlsProvider>(&mut self, _ctx: &mut Ctx<'_, P>, out: &mut Output, s: pb::ConversationSync) {
+        if self.synced {
+            return;
+        }
+        match self.validate_sync(&s) {
+            Ok((list, cfg)) => {
+                self.config = cfg;
+                self.stewards = Some(list);
+                self.mode = if s.recovery_mode {
+                    OperatingMode::Recovery
+                } else {
+                    OperatingMode::Normal
+                };
+                for ps in &s.peer_scores {
+                    if let Ok(m) = MemberId::from_slice(&ps.member_id) {
+                        if self.members().contains(&m) {
+                            self.scores.set(m, ps.score);
+                        }
+                    }
+                }
+                self.synced = true;
+                tracing::info!(conversation = %self.name, "conversation sync applied");
+            }
+            Err(e) => out.reject("sync", e),
+        }
+    }
+
+    fn validate_sync(&self, s: &pb::ConversationSync) -> Result<(crate::steward::StewardList, crate::config::ConversationConfig), String> {
+        let epoch = self.epoch();
+        if s.election_epoch > epoch {
+            return Err(format!("sync election epoch {} is ahead of our epoch {epoch}", s.election_epoch));
+        }
+        let stewards: Vec<MemberId> = s
+            .steward_members
+            .iter()
+            .map(|b| MemberId::from_slice(b))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let members = self.members();
+        if !stewards.iter().any(|m| members.contains(m)) {
+            return Err("no listed steward is a member".into());
+        }
+        steward::validate(&stewards, &stewards, s.election_epoch, s.retry_round, &self.name, s.sn_min.max(1), s.sn_max.max(s.sn_min).max(1))
+            .map_err(|e| format!("steward list: {e}"))?;
+        let t = s.timing.clone().ok_or("sync without timings")?;
+        let mut cfg = self.config.clone();
+        cfg.commit_inactivity = t.commit_inactivity_ms;
+        cfg.freeze = t.freeze_ms;
+        cfg.proposal_expiration = t.proposal_expiration_ms;
+        cfg.consensus_timeout = t.consensus_timeout_ms;
+        cfg.recovery_inactivity = t.recovery_inactivity_ms;
+        if t.voting_delay_ms > 0 {
+            cfg.voting_delay = t.voting_delay_ms;
+        }
+        if t.election_voting_delay_ms > 0 {
+            cfg.election_voting_delay = t.election_voting_delay_ms;
+        }
+        cfg.sn_min = s.sn_min;
+        cfg.sn_max = s.sn_max;
+        cfg.max_reelection_attempts = s.max_reelection_attempts;
+        cfg.liveness_criteria_yes = s.liveness_criteria_yes;
+        cfg.threshold_peer_score = s.threshold_peer_score;
+        cfg.pending_update_max_epochs = s.pending_update_max_epochs as u64;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok((
+            crate::steward::StewardList {
+                stewards,
+                election_epoch: s.election_epoch,
+                retry_round: s.retry_round,
+            },
+            cfg,
+        ))
+    }
+}

@@ -1,0 +1,619 @@
+//! One de-MLS conversation as a sans-IO state machine.
+//!
+//! Inputs: [`Conversation::handle_packet`], the command methods (`send_chat`,
+//! `propose_removal`, `vote`, `leave`) and [`Conversation::tick`]; each takes a [`Ctx`]
+//! carrying the MLS provider, our identity, an RNG and the current time, and returns an
+//! [`Output`] (packets to publish, events). [`Conversation::next_wakeup`] says when the
+//! next tick is due. The state is serializable ([`Conversation::save`]); the MLS group
+//! itself lives in the provider's storage and is reloaded by [`Conversation::restore`].
+//!
+//! The flows are split by concern: `inbound` routes packets, `proposals` runs consensus
+//! bookkeeping, `freeze` builds, selects and applies commits, `join` handles key packages,
+//! welcomes and the conversation sync, `stewardship` keeps the steward list and scores,
+//! `catchup` lets members that missed a commit fetch it.
+
+mod action;
+mod adversary;
+mod catchup;
+mod freeze;
+mod inbound;
+mod join;
+mod proposals;
+mod stewardship;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use openmls_traits::OpenMlsProvider;
+use serde::{Deserialize, Serialize};
+
+pub use action::{Action, Approved, Change, ProposalStatus, Tracked};
+pub use join::forge_announcement;
+pub use types::*;
+
+use crate::config::{ConversationConfig, Millis};
+use crate::consensus::ConsensusState;
+use crate::identity::MemberId;
+use crate::mls::MlsConversation;
+use crate::scoring::Scores;
+use crate::steward::StewardList;
+
+/// Longest conversation name (it becomes part of a content topic).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Why a conversation cannot be created, joined or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    /// Bad name.
+    #[error("invalid conversation name {0:?}: use 1-64 characters without '/', whitespace or control characters")]
+    BadName(String),
+    /// Bad configuration.
+    #[error("invalid conversation config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// MLS failure.
+    #[error("MLS: {0}")]
+    Mls(String),
+    /// Saved state unreadable.
+    #[error("saved conversation state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Checks a conversation name: it must form a valid Waku content topic segment.
+pub fn validate_name(name: &str) -> Result<(), ConversationError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control());
+    if ok { Ok(()) } else { Err(ConversationError::BadName(name.to_string())) }
+}
+
+/// A freeze round: candidates collected for one epoch.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct FreezeRound {
+    pub epoch: u64,
+    pub started_at: Millis,
+    pub candidates: Vec<Candidate>,
+    /// We hold a pending MLS commit of our own.
+    pub own_pending: bool,
+}
+
+/// A commit candidate buffered in a freeze round.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Candidate {
+    /// Encoded `CommitCandidate`.
+    pub bytes: Vec<u8>,
+    pub hash: [u8; 32],
+    pub steward: MemberId,
+    pub actions: usize,
+    pub local: bool,
+    pub welcome: Option<Vec<u8>>,
+}
+
+/// A buffered membership request (key package announcement or removal) that the epoch
+/// steward turns into a proposal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PendingUpdate {
+    pub action: Action,
+    pub first_seen_epoch: u64,
+    pub first_seen_at: Millis,
+}
+
+/// State kept while waiting for a welcome.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PendingJoin {
+    pub started_at: Millis,
+    pub announcement: Vec<u8>,
+    pub next_announce: Millis,
+}
+
+/// A welcome we sent or saw, kept to re-send to a joiner that missed it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct RecentWelcome {
+    pub joiners: Vec<MemberId>,
+    pub envelope: Vec<u8>,
+    pub resent_at: Millis,
+}
+
+/// Catch-up bookkeeping.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct CatchUp {
+    /// Highest epoch we have seen evidence of.
+    pub seen_epoch: u64,
+    /// When we may ask again.
+    pub next_request_at: Millis,
+    /// Replies we will send: epoch → due time (cancelled if someone else answers first).
+    pub replies: BTreeMap<u64, Millis>,
+    /// Proposals we saw votes for but do not know: id → when we may ask again.
+    pub missing_proposals: BTreeMap<u32, Millis>,
+    /// Proposal re-sends we will make: id → due time (cancelled if someone else answers).
+    pub proposal_replies: BTreeMap<u32, Millis>,
+}
+
+/// One conversation, from our point of view.
+#[derive(Serialize, Deserialize)]
+pub struct Conversation {
+    name: String,
+    me: MemberId,
+    config: ConversationConfig,
+    state: ConversationState,
+    mode: OperatingMode,
+    #[serde(skip)]
+    mls: Option<MlsConversation>,
+    consensus: ConsensusState,
+    proposals: BTreeMap<u32, Tracked>,
+    approved: Vec<Approved>,
+    emergencies: BTreeSet<u32>,
+    pending_updates: BTreeMap<MemberId, PendingUpdate>,
+    resolved: VecDeque<u32>,
+    anchor: Option<Millis>,
+    reelection_since: Option<Millis>,
+    freeze: Option<FreezeRound>,
+    stewards: Option<StewardList>,
+    next_retry_round: u32,
+    /// Stewards found silent this epoch: left out of recovery elections.
+    silent: BTreeSet<MemberId>,
+    scores: Scores,
+    committed_hashes: VecDeque<[u8; 32]>,
+    recent_commits: VecDeque<(u64, Vec<u8>)>,
+    recent_welcomes: VecDeque<RecentWelcome>,
+    pending_join: Option<PendingJoin>,
+    urgent_target: Option<MemberId>,
+    score_removals: BTreeSet<MemberId>,
+    synced: bool,
+    catch_up: CatchUp,
+    closed: Option<LeaveReason>,
+}
+
+const RESOLVED_CAP: usize = 256;
+const COMMITTED_CAP: usize = 16;
+const WELCOME_CAP: usize = 8;
+
+impl Conversation {
+    fn blank(name: &str, me: MemberId, config: ConversationConfig, state: ConversationState) -> Self {
+        Self {
+            name: name.to_string(),
+            me,
+            config,
+            state,
+            mode: OperatingMode::Normal,
+            mls: None,
+            consensus: ConsensusState::default(),
+            proposals: BTreeMap::new(),
+            approved: Vec::new(),
+            emergencies: BTreeSet::new(),
+            pending_updates: BTreeMap::new(),
+            resolved: VecDeque::new(),
+            anchor: None,
+            reelection_since: None,
+            freeze: None,
+            stewards: None,
+            next_retry_round: 0,
+            silent: BTreeSet::new(),
+            scores: Scores::default(),
+            committed_hashes: VecDeque::new(),
+            recent_commits: VecDeque::new(),
+            recent_welcomes: VecDeque::new(),
+            pending_join: None,
+            urgent_target: None,
+            score_removals: BTreeSet::new(),
+            synced: false,
+            catch_up: CatchUp::default(),
+            closed: None,
+        }
+    }
+
+    /// Creates a conversation with us as its only member and sole steward at epoch 0.
+    pub fn create<P: OpenMlsProvider>(
+        name: &str,
+        config: ConversationConfig,
+        ctx: &mut Ctx<'_, P>,
+    ) -> Result<(Self, Output), ConversationError> {
+        validate_name(name)?;
+        config.validate()?;
+        let mls = MlsConversation::create(ctx.provider, &ctx.identity.mls, name)
+            .map_err(|e| ConversationError::Mls(e.to_string()))?;
+        let me = ctx.identity.member_id();
+        let mut c = Self::blank(name, me, config, ConversationState::Working);
+        c.stewards = Some(StewardList {
+            stewards: vec![me],
+            election_epoch: 0,
+            retry_round: 0,
+        });
+        c.synced = true;
+        c.mls = Some(mls);
+        c.scores.sync_roster(&[me], c.config.default_peer_score);
+        let mut out = Output::default();
+        out.event(Event::StateChanged {
+            state: ConversationState::Working,
+        });
+        tracing::info!(conversation = name, "created conversation at epoch 0");
+        Ok((c, out))
+    }
+
+    /// Starts joining `name`: announces a fresh key package (signed with our Ethereum key)
+    /// on the welcome subtopic and waits in PendingJoin.
+    pub fn join<P: OpenMlsProvider>(
+        name: &str,
+        config: ConversationConfig,
+        ctx: &mut Ctx<'_, P>,
+    ) -> Result<(Self, Output), ConversationError> {
+        validate_name(name)?;
+        config.validate()?;
+        let me = ctx.identity.member_id();
+        let mut c = Self::blank(name, me, config, ConversationState::PendingJoin);
+        let announcement = join::build_announcement(name, ctx)?;
+        let mut out = Output::default();
+        out.send(Subtopic::Welcome, join::welcome_envelope_kp(&announcement));
+        c.pending_join = Some(PendingJoin {
+            started_at: ctx.now,
+            announcement,
+            next_announce: ctx.now + c.config.commit_inactivity,
+        });
+        out.event(Event::StateChanged {
+            state: ConversationState::PendingJoin,
+        });
+        tracing::info!(conversation = name, "announced key package, waiting for a welcome");
+        Ok((c, out))
+    }
+
+    /// Serializes everything but the MLS group (which lives in the provider's storage).
+    pub fn save(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Restores a saved conversation and reloads its MLS group from storage.
+    pub fn restore<P: OpenMlsProvider>(bytes: &[u8], provider: &P) -> Result<Self, ConversationError> {
+        let mut c: Self = serde_json::from_slice(bytes).map_err(|e| ConversationError::Corrupt(e.to_string()))?;
+        if c.state != ConversationState::PendingJoin && c.closed.is_none() {
+            c.mls = MlsConversation::load(provider, &c.name).map_err(|e| ConversationError::Mls(e.to_string()))?;
+            if c.mls.is_none() {
+                return Err(ConversationError::Corrupt(format!(
+                    "MLS state for {:?} is missing from storage",
+                    c.name
+                )));
+            }
+        }
+        Ok(c)
+    }
+
+    // ---- queries ---------------------------------------------------------------------------
+
+    /// Conversation name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Current state.
+    pub fn state(&self) -> ConversationState {
+        self.state
+    }
+    /// Operating mode.
+    pub fn mode(&self) -> OperatingMode {
+        self.mode
+    }
+    /// The protocol parameters in force (updated by the conversation sync).
+    pub fn config(&self) -> &ConversationConfig {
+        &self.config
+    }
+    /// MLS epoch (0 while pending).
+    pub fn epoch(&self) -> u64 {
+        self.mls.as_ref().map(|m| m.epoch()).unwrap_or(0)
+    }
+    /// Members in MLS leaf order (empty while pending).
+    pub fn members(&self) -> Vec<MemberId> {
+        self.mls.as_ref().map(|m| m.members()).unwrap_or_default()
+    }
+    /// The MLS epoch authenticator: equal at every member iff they share the group state.
+    pub fn epoch_authenticator(&self) -> Vec<u8> {
+        self.mls.as_ref().map(|m| m.epoch_authenticator()).unwrap_or_default()
+    }
+    /// Closed (left, removed, expired)?
+    pub fn closed(&self) -> Option<LeaveReason> {
+        self.closed
+    }
+    /// The installed steward list.
+    pub fn steward_list(&self) -> Option<&StewardList> {
+        self.stewards.as_ref()
+    }
+    /// Score of a member.
+    pub fn score(&self, m: &MemberId) -> i64 {
+        self.scores.get(m, self.config.default_peer_score)
+    }
+    /// Approved membership changes waiting for a commit.
+    pub fn approved(&self) -> &[Approved] {
+        &self.approved
+    }
+    /// Every proposal we know, by id.
+    pub fn proposals(&self) -> impl Iterator<Item = &Tracked> {
+        self.proposals.values()
+    }
+    /// Vote tally of a proposal: (yes, no, expected).
+    pub fn tally(&self, id: u32) -> Option<(u32, u32, u32)> {
+        self.consensus.tally(id)
+    }
+    /// Open emergency proposals.
+    pub fn open_emergencies(&self) -> usize {
+        self.emergencies.len()
+    }
+
+    /// The role of `m` in the current epoch.
+    pub fn role(&self, m: &MemberId) -> Role {
+        let Some(list) = &self.stewards else {
+            return Role::Member;
+        };
+        let (es, bs) = list.live_roles(self.epoch(), |x| self.eligible(x));
+        if es == Some(*m) {
+            Role::EpochSteward
+        } else if bs == Some(*m) {
+            Role::BackupSteward
+        } else if list.contains(m) {
+            Role::Steward
+        } else {
+            Role::Member
+        }
+    }
+
+    /// When the next tick is needed (None: only inbound packets or commands can matter).
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        if self.closed.is_some() {
+            return None;
+        }
+        let mut t: Vec<Millis> = Vec::new();
+        if let Some(pj) = &self.pending_join {
+            t.push(pj.next_announce.min(pj.started_at + self.config.pending_join_expiry()));
+        }
+        for p in self.proposals.values() {
+            if p.status == ProposalStatus::Voting {
+                t.extend(p.auto_vote_at);
+                t.push(p.timeout_at);
+            }
+        }
+        if let Some(a) = self.anchor {
+            t.push(a + self.inactivity_window());
+        }
+        if let Some(f) = &self.freeze {
+            t.push(f.started_at + self.config.freeze);
+        }
+        if let Some(s) = self.reelection_since {
+            t.push(s + self.reelection_patience());
+        }
+        t.extend(self.catch_up.replies.values().copied());
+        t.extend(self.catch_up.proposal_replies.values().copied());
+        t.extend(self.catch_up.missing_proposals.values().copied());
+        if self.catch_up.seen_epoch > self.epoch() {
+            t.push(self.catch_up.next_request_at);
+        }
+        // A backup steward takes over requests the epoch steward left unproposed.
+        if self.state == ConversationState::Working
+            && self.emergencies.is_empty()
+            && self.role(&self.me) == Role::BackupSteward
+        {
+            for (m, u) in &self.pending_updates {
+                if !self.change_in_flight(m) {
+                    t.push(u.first_seen_at + self.takeover_window());
+                }
+            }
+        }
+        // Anything overdue is due now; callers tick at max(now, wakeup).
+        t.into_iter().min()
+    }
+
+    // ---- commands --------------------------------------------------------------------------
+
+    fn check_open(&self) -> Result<(), CommandError> {
+        if self.closed.is_some() { Err(CommandError::Closed) } else { Ok(()) }
+    }
+
+    /// Sends a chat message (an MLS application message).
+    pub fn send_chat<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, text: &str) -> Result<Output, CommandError> {
+        self.check_open()?;
+        if text.is_empty() || text.len() > 4096 {
+            return Err(CommandError::BadText);
+        }
+        match self.state {
+            ConversationState::Working | ConversationState::Reelection => {}
+            s => return Err(CommandError::Blocked(s)),
+        }
+        let mut out = Output::default();
+        let msg = crate::proto::pb::AppMessage {
+            body: Some(crate::proto::pb::app_message::Body::Chat(crate::proto::pb::ChatMessage {
+                text: text.to_string(),
+                timestamp_ms: ctx.now,
+            })),
+        };
+        self.send_app(ctx, &mut out, msg).map_err(CommandError::Internal)?;
+        Ok(out)
+    }
+
+    /// Proposes removing `member`, with our YES vote bundled. Returns the proposal id.
+    pub fn propose_removal<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        member: MemberId,
+    ) -> Result<(u32, Output), CommandError> {
+        self.check_open()?;
+        if self.state != ConversationState::Working {
+            return Err(CommandError::Blocked(self.state));
+        }
+        if !self.emergencies.is_empty() {
+            return Err(CommandError::PartialFreeze);
+        }
+        if member == self.me {
+            return Err(CommandError::SelfRemoval);
+        }
+        if !self.members().contains(&member) {
+            return Err(CommandError::NotAMember(member));
+        }
+        if self.removal_under_way(&member) {
+            return Err(CommandError::AlreadyProposed(member));
+        }
+        let mut out = Output::default();
+        let id = self.open_proposal(ctx, &mut out, Action::Remove { member }, Some(true), None, None)?;
+        Ok((id, out))
+    }
+
+    /// Files an emergency criteria proposal against `target` (our YES bundled). Emergencies
+    /// take priority: lower-priority proposals wait until it is decided.
+    pub fn report_violation<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        violation: crate::proto::pb::ViolationType,
+        target: MemberId,
+    ) -> Result<(u32, Output), CommandError> {
+        self.check_open()?;
+        if !matches!(self.state, ConversationState::Working | ConversationState::Reelection) {
+            return Err(CommandError::Blocked(self.state));
+        }
+        if !self.members().contains(&target) {
+            return Err(CommandError::NotAMember(target));
+        }
+        let action = Action::Emergency {
+            violation: violation as i32,
+            target: Some(target),
+            creator: self.me,
+            epoch: self.epoch(),
+        };
+        let mut out = Output::default();
+        let id = self.open_proposal(ctx, &mut out, action, Some(true), None, None)?;
+        Ok((id, out))
+    }
+
+    /// Votes on a proposal by hand (cancels the automatic vote).
+    pub fn vote<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, id: u32, yes: bool) -> Result<Output, CommandError> {
+        self.check_open()?;
+        match self.state {
+            ConversationState::Working | ConversationState::Reelection => {}
+            s => return Err(CommandError::Blocked(s)),
+        }
+        match self.proposals.get(&id) {
+            Some(p) if p.status == ProposalStatus::Voting => {}
+            _ => return Err(CommandError::UnknownProposal(id)),
+        }
+        if self.consensus.has_voted(id, &self.me) {
+            return Err(CommandError::AlreadyVoted(id));
+        }
+        let mut out = Output::default();
+        self.cast_vote(ctx, &mut out, id, yes)?;
+        Ok(out)
+    }
+
+    /// Leaves: while pending, locally and silently; otherwise by a one-voter self-leave
+    /// proposal (deterministic id, so asking twice proposes once) that a steward commits.
+    pub fn leave<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>) -> Result<Output, CommandError> {
+        self.check_open()?;
+        let mut out = Output::default();
+        if self.state == ConversationState::PendingJoin {
+            self.close(ctx, &mut out, LeaveReason::LeftWhilePending);
+            return Ok(out);
+        }
+        if self.members().len() <= 1 {
+            // Nobody is left to commit our removal: the group simply ends here.
+            self.close(ctx, &mut out, LeaveReason::Removed);
+            return Ok(out);
+        }
+        let id = crate::consensus::self_leave_proposal_id(&self.me);
+        if self.proposals.contains_key(&id) || self.removal_under_way(&self.me.clone()) {
+            return Ok(out);
+        }
+        self.open_proposal(ctx, &mut out, Action::Remove { member: self.me }, Some(true), Some(id), Some(1))?;
+        Ok(out)
+    }
+
+    // ---- time ------------------------------------------------------------------------------
+
+    /// Runs every timer that is due at `ctx.now`.
+    pub fn tick<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>) -> Output {
+        let mut out = Output::default();
+        if self.closed.is_some() {
+            return out;
+        }
+        if self.state == ConversationState::PendingJoin {
+            self.tick_pending_join(ctx, &mut out);
+            return out;
+        }
+        self.tick_votes(ctx, &mut out);
+        self.tick_catch_up(ctx, &mut out);
+        self.tick_proposal_recovery(ctx, &mut out);
+        self.tick_phase(ctx, &mut out);
+        self.tick_stewardship(ctx, &mut out);
+        out
+    }
+
+    // ---- shared helpers --------------------------------------------------------------------
+
+    fn set_state(&mut self, out: &mut Output, state: ConversationState) {
+        if self.state != state {
+            tracing::debug!(conversation = %self.name, from = self.state.as_str(), to = state.as_str(), "state");
+            self.state = state;
+            out.event(Event::StateChanged { state });
+        }
+        if state != ConversationState::Reelection {
+            self.reelection_since = None;
+        }
+    }
+
+    fn close<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, reason: LeaveReason) {
+        if let Some(mls) = self.mls.take() {
+            if let Err(e) = mls.delete(ctx.provider) {
+                out.event(Event::Error {
+                    operation: "delete MLS state",
+                    message: e.to_string(),
+                });
+            }
+        }
+        self.pending_join = None;
+        self.freeze = None;
+        self.anchor = None;
+        self.closed = Some(reason);
+        tracing::info!(conversation = %self.name, ?reason, "conversation closed");
+        out.event(Event::Left { reason });
+    }
+
+    /// A member that may be steward: in the group and not on its way out.
+    fn eligible(&self, m: &MemberId) -> bool {
+        self.mls.as_ref().is_some_and(|g| g.is_member(m))
+            && !self.approved.iter().any(|a| a.change == Change::Remove { member: *m })
+    }
+
+    fn removal_under_way(&self, m: &MemberId) -> bool {
+        self.approved.iter().any(|a| a.change == Change::Remove { member: *m })
+            || self.proposals.values().any(|p| {
+                p.status == ProposalStatus::Voting
+                    && matches!(p.action, Action::Remove { member } if member == *m)
+            })
+    }
+
+    fn inactivity_window(&self) -> Millis {
+        if self.mode == OperatingMode::Recovery || self.next_retry_round > 0 {
+            self.config.recovery_inactivity
+        } else {
+            self.config.commit_inactivity
+        }
+    }
+
+    /// How long a backup waits for the epoch steward to propose a buffered request.
+    fn takeover_window(&self) -> Millis {
+        self.config.commit_inactivity + self.config.recovery_inactivity
+    }
+
+    /// How long Reelection waits for an election before reshuffling the proposer.
+    fn reelection_patience(&self) -> Millis {
+        self.config.election_voting_delay * 2 + self.config.consensus_timeout
+    }
+
+    fn send_app<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        msg: crate::proto::pb::AppMessage,
+    ) -> Result<(), String> {
+        use prost::Message;
+        let mls = self.mls.as_mut().ok_or("no MLS group yet")?;
+        let ct = mls
+            .encrypt(ctx.provider, &ctx.identity.mls, &msg.encode_to_vec())
+            .map_err(|e| e.to_string())?;
+        let env = crate::proto::pb::AppEnvelope {
+            body: Some(crate::proto::pb::app_envelope::Body::MlsMessage(ct)),
+        };
+        out.send(Subtopic::AppMsg, env.encode_to_vec());
+        Ok(())
+    }
+}

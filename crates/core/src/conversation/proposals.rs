@@ -1,0 +1,476 @@
+//! Consensus bookkeeping: opening proposals, receiving proposals and votes, automatic
+//! votes and timeouts, and applying decided outcomes to the conversation's queues.
+
+use openmls_traits::OpenMlsProvider;
+
+use super::*;
+use crate::consensus::NewProposal;
+use crate::proto::{cpb, pb};
+use crate::scoring::ScoreEvent;
+
+impl Conversation {
+    fn now_s(ctx_now: Millis) -> u64 {
+        ctx_now / 1000
+    }
+
+    pub(super) fn voting_delay(&self, kind: ProposalKind) -> Millis {
+        if kind == ProposalKind::StewardElection {
+            self.config.election_voting_delay
+        } else {
+            self.config.voting_delay
+        }
+    }
+
+    /// Creates, records and broadcasts a proposal. `creator_vote: None` defers our vote
+    /// to the automatic vote (the reference's "Deferred" intent).
+    pub(super) fn open_proposal<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        action: Action,
+        creator_vote: Option<bool>,
+        fixed_id: Option<u32>,
+        expected: Option<u32>,
+    ) -> Result<u32, CommandError> {
+        let n = expected.unwrap_or(self.members().len() as u32).max(1);
+        let kind = action.kind();
+        let created = self
+            .consensus
+            .create_proposal(
+                &ctx.identity.eth,
+                ctx.rng,
+                Self::now_s(ctx.now),
+                NewProposal {
+                    name: action.summary(),
+                    payload: action.to_payload(),
+                    expected_voters: n,
+                    expiration_s: self.config.proposal_expiration / 1000,
+                    liveness_yes: self.config.liveness_criteria_yes,
+                    fixed_id,
+                },
+                creator_vote,
+            )
+            .map_err(|e| CommandError::Internal(e.to_string()))?;
+        let id = created.proposal.proposal_id;
+        let auto_vote_at = (creator_vote.is_none()).then(|| ctx.now + self.voting_delay(kind));
+        self.track(ctx.now, id, action.clone(), self.me, auto_vote_at, self.config.liveness_criteria_yes);
+        if kind == ProposalKind::Emergency {
+            self.emergencies.insert(id);
+        }
+        out.event(Event::ProposalCreated {
+            id,
+            kind,
+            summary: action.summary(),
+            owner: self.me,
+        });
+        if let Some(at) = auto_vote_at {
+            out.event(Event::VoteRequested { id, auto_vote_at: at });
+        }
+        // A one-voter proposal (self-leave) is decided locally; peers check it on the fast
+        // path, so it still has to be sent.
+        let msg = pb::AppMessage {
+            body: Some(pb::app_message::Body::Proposal(created.proposal)),
+        };
+        self.send_app(ctx, out, msg).map_err(CommandError::Internal)?;
+        tracing::info!(conversation = %self.name, id, summary = %action.summary(), "proposal opened");
+        if let Some(result) = created.outcome {
+            self.apply_outcome(ctx, out, id, result);
+        }
+        Ok(id)
+    }
+
+    fn track(&mut self, now: Millis, id: u32, action: Action, owner: MemberId, auto_vote_at: Option<Millis>, auto_vote: bool) {
+        let epoch = self.epoch();
+        self.proposals.insert(
+            id,
+            Tracked {
+                id,
+                action,
+                owner,
+                epoch,
+                timeout_at: now + self.config.consensus_timeout,
+                expires_at: now + self.config.proposal_expiration,
+                auto_vote_at,
+                auto_vote,
+                status: ProposalStatus::Voting,
+            },
+        );
+        // Keep the table bounded: forget the oldest finished proposals.
+        while self.proposals.len() > 512 {
+            let Some(old) = self
+                .proposals
+                .values()
+                .filter(|p| p.status != ProposalStatus::Voting && p.status != ProposalStatus::Accepted)
+                .map(|p| p.id)
+                .next()
+            else {
+                break;
+            };
+            self.proposals.remove(&old);
+        }
+    }
+
+    pub(super) fn cast_vote<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        id: u32,
+        yes: bool,
+    ) -> Result<(), CommandError> {
+        let (vote, outcome) = self
+            .consensus
+            .cast_vote(&ctx.identity.eth, ctx.rng, id, yes, Self::now_s(ctx.now))
+            .map_err(|e| CommandError::Internal(e.to_string()))?;
+        if let Some(p) = self.proposals.get_mut(&id) {
+            p.auto_vote_at = None;
+        }
+        let msg = pb::AppMessage {
+            body: Some(pb::app_message::Body::Vote(vote)),
+        };
+        self.send_app(ctx, out, msg).map_err(CommandError::Internal)?;
+        if let Some(result) = outcome {
+            self.apply_outcome(ctx, out, id, result);
+        }
+        Ok(())
+    }
+
+    /// Is this content acceptable to us? Invalid content is voted NO at once.
+    pub(super) fn content_is_valid<P: OpenMlsProvider>(&self, ctx: &Ctx<'_, P>, action: &Action) -> Result<(), String> {
+        let members = self.members();
+        match action {
+            Action::Add { member, announcement, .. } => {
+                if members.contains(member) {
+                    return Err(format!("{member} is already a member"));
+                }
+                join::verify_announcement(&self.name, announcement, ctx.provider).map(|_| ())
+            }
+            Action::Remove { member } => {
+                if members.contains(member) {
+                    Ok(())
+                } else {
+                    Err(format!("{member} is not a member"))
+                }
+            }
+            Action::Election {
+                stewards,
+                election_epoch,
+                retry_round,
+            } => self.validate_election(stewards, *election_epoch, *retry_round),
+            Action::Emergency { target, .. } => match target {
+                Some(t) if !members.contains(t) => Err(format!("{t} is not a member")),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    pub(super) fn on_proposal<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        sender: MemberId,
+        p: cpb::Proposal,
+    ) {
+        let id = p.proposal_id;
+        if self.proposals.contains_key(&id) {
+            return;
+        }
+        let action = match Action::from_payload(&p.payload) {
+            Ok(a) => a,
+            Err(e) => return out.reject("proposal", e),
+        };
+        let kind = action.kind();
+        if !self.emergencies.is_empty() && kind < ProposalKind::Emergency {
+            // RFC partial freeze: lower-priority governance traffic is dropped.
+            return out.reject("proposal", format!("{} dropped: an emergency proposal is open", action.summary()));
+        }
+        let owner = match MemberId::from_slice(&p.proposal_owner) {
+            Ok(o) if o == sender => o,
+            _ => return out.reject("proposal", "proposal owner is not the MLS sender"),
+        };
+        let members = self.members();
+        if p.expected_voters_count == 1 {
+            // Fast path: only a member's own leave may skip the group vote.
+            let ok = action == Action::Remove { member: sender }
+                && id == crate::consensus::self_leave_proposal_id(&sender);
+            if !ok {
+                return out.reject("proposal", "one-voter proposal that is not the sender's own leave");
+            }
+        } else if p.expected_voters_count as usize != members.len() {
+            return out.reject(
+                "proposal",
+                format!(
+                    "expects {} voters but the group has {}",
+                    p.expected_voters_count,
+                    members.len()
+                ),
+            );
+        }
+        let valid = self.content_is_valid(ctx, &action);
+        let is_voter = |m: &MemberId| members.contains(m);
+        let outcome = match self.consensus.receive_proposal(p.clone(), Self::now_s(ctx.now), &is_voter) {
+            Ok(o) => o,
+            Err(e) => return out.reject("proposal", e),
+        };
+        let n = p.expected_voters_count;
+        let auto_vote_at = (n > 1).then(|| ctx.now + self.voting_delay(kind));
+        self.track(ctx.now, id, action.clone(), owner, auto_vote_at, self.config.liveness_criteria_yes && valid.is_ok());
+        if kind == ProposalKind::Emergency {
+            self.emergencies.insert(id);
+        }
+        if matches!(action, Action::Add { .. } | Action::Remove { .. }) && valid.is_ok() {
+            self.buffer_update(ctx.now, action.clone());
+        }
+        out.event(Event::ProposalCreated {
+            id,
+            kind,
+            summary: action.summary(),
+            owner,
+        });
+        if let Some(r) = outcome {
+            self.apply_outcome(ctx, out, id, r);
+            return;
+        }
+        if let Err(why) = valid {
+            out.reject("proposal", format!("voting NO on {}: {why}", action.summary()));
+            if let Err(e) = self.cast_vote(ctx, out, id, false) {
+                out.event(Event::Error {
+                    operation: "vote",
+                    message: e.to_string(),
+                });
+            }
+        } else if let Some(at) = auto_vote_at {
+            out.event(Event::VoteRequested { id, auto_vote_at: at });
+        }
+    }
+
+    pub(super) fn on_vote<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, v: cpb::Vote) {
+        let members = self.members();
+        let is_voter = |m: &MemberId| members.contains(m);
+        let id = v.proposal_id;
+        match self.consensus.receive_vote(v, Self::now_s(ctx.now), &is_voter) {
+            Ok(Some(r)) => self.apply_outcome(ctx, out, id, r),
+            Ok(None) => {}
+            Err(crate::consensus::Rejection::UnknownProposal(id)) => {
+                // We missed the proposal (loss, or it was sent just before we joined).
+                self.catch_up.missing_proposals.entry(id).or_insert(ctx.now + 200);
+            }
+            Err(e) => out.reject("vote", e),
+        }
+    }
+
+    /// Merges the votes carried by a commit candidate and applies any decision they prove.
+    pub(super) fn ingest_evidence<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, evidence: &[cpb::Proposal]) {
+        let members = self.members();
+        let is_voter = |m: &MemberId| members.contains(m);
+        for p in evidence {
+            let id = p.proposal_id;
+            if self.resolved.contains(&id) {
+                continue;
+            }
+            let Ok(action) = Action::from_payload(&p.payload) else {
+                continue;
+            };
+            let owner = MemberId::from_slice(&p.proposal_owner).unwrap_or(self.me);
+            match self.consensus.ingest_evidence(p.clone(), Self::now_s(ctx.now), &is_voter) {
+                Ok(outcome) => {
+                    if !self.proposals.contains_key(&id) {
+                        self.track(ctx.now, id, action, owner, None, false);
+                    }
+                    if let Some(r) = outcome {
+                        self.apply_outcome(ctx, out, id, r);
+                    }
+                }
+                Err(e) => out.reject("evidence", e),
+            }
+        }
+    }
+
+    /// Automatic votes and consensus timeouts that are due.
+    pub(super) fn tick_votes<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        let now = ctx.now;
+        let due: Vec<(u32, bool)> = self
+            .proposals
+            .values()
+            .filter(|p| p.status == ProposalStatus::Voting && p.auto_vote_at.is_some_and(|t| t <= now))
+            .map(|p| (p.id, p.auto_vote))
+            .collect();
+        for (id, yes) in due {
+            if let Some(p) = self.proposals.get_mut(&id) {
+                p.auto_vote_at = None;
+            }
+            if self.consensus.has_voted(id, &self.me) {
+                continue;
+            }
+            if let Err(e) = self.cast_vote(ctx, out, id, yes) {
+                tracing::debug!(id, error = %e, "automatic vote not cast");
+            }
+        }
+        let timed_out: Vec<u32> = self
+            .proposals
+            .values()
+            .filter(|p| p.status == ProposalStatus::Voting && p.timeout_at <= now)
+            .map(|p| p.id)
+            .collect();
+        for id in timed_out {
+            // Every member applies the timeout rule (the reference lets only the owner do
+            // it); commit evidence reconciles members that saw different votes.
+            let result = self.consensus.on_timeout(id, Self::now_s(now)).unwrap_or(false);
+            self.apply_outcome(ctx, out, id, result);
+        }
+    }
+
+    /// Applies a decided proposal once (reference §3.6).
+    pub(super) fn apply_outcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, id: u32, accepted: bool) {
+        if self.resolved.contains(&id) {
+            return;
+        }
+        self.resolved.push_back(id);
+        while self.resolved.len() > RESOLVED_CAP {
+            self.resolved.pop_front();
+        }
+        let Some(p) = self.proposals.get_mut(&id) else {
+            return;
+        };
+        p.auto_vote_at = None;
+        p.status = if accepted {
+            ProposalStatus::Accepted
+        } else {
+            ProposalStatus::Rejected
+        };
+        let action = p.action.clone();
+        out.event(Event::ProposalDecided { id, accepted });
+        tracing::info!(conversation = %self.name, id, accepted, summary = %action.summary(), "proposal decided");
+        match action {
+            Action::Add { member, key_package, .. } => {
+                if accepted && !self.approved.iter().any(|a| a.change.member() == member && a.change.is_add()) {
+                    self.approved.push(Approved {
+                        id,
+                        change: Change::Add { member, key_package },
+                    });
+                } else if !accepted {
+                    self.pending_updates.remove(&member);
+                }
+            }
+            Action::Remove { member } => {
+                if accepted && !self.approved.iter().any(|a| a.change == Change::Remove { member }) {
+                    self.approved.push(Approved {
+                        id,
+                        change: Change::Remove { member },
+                    });
+                } else if !accepted {
+                    self.pending_updates.remove(&member);
+                }
+            }
+            Action::Election {
+                stewards,
+                election_epoch,
+                retry_round,
+            } => {
+                if accepted {
+                    self.install_elected(out, stewards, election_epoch, retry_round);
+                } else {
+                    self.on_election_rejected(ctx, out);
+                }
+            }
+            Action::Emergency {
+                violation,
+                target,
+                creator,
+                ..
+            } => {
+                self.emergencies.remove(&id);
+                if let Some(t) = target {
+                    self.score_removals.remove(&t);
+                }
+                self.scores.apply(
+                    &creator,
+                    if accepted {
+                        ScoreEvent::EmergencyYesCreator
+                    } else {
+                        ScoreEvent::EmergencyNoCreator
+                    },
+                );
+                if accepted {
+                    self.on_emergency_accepted(ctx, out, id, violation, target);
+                }
+                if self.state == ConversationState::Reelection && self.mode == OperatingMode::Normal && !accepted {
+                    // The emergency is settled; the reelection logic carries on by itself.
+                }
+            }
+        }
+        if accepted && self.anchor.is_none() && !self.approved.is_empty() {
+            self.anchor = Some(ctx.now);
+        }
+    }
+
+    fn on_emergency_accepted<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        id: u32,
+        violation: i32,
+        target: Option<MemberId>,
+    ) {
+        use pb::ViolationType as V;
+        match V::try_from(violation).unwrap_or(V::Unspecified) {
+            V::ScoreBelowThreshold => {
+                if let Some(t) = target {
+                    if !self.approved.iter().any(|a| a.change == Change::Remove { member: t }) {
+                        self.approved.push(Approved {
+                            id,
+                            change: Change::Remove { member: t },
+                        });
+                    }
+                    self.urgent_target = Some(t);
+                    self.force_freeze(ctx, out);
+                }
+            }
+            V::Deadlock => {
+                tracing::warn!(conversation = %self.name, "deadlock accepted: recovery mode, any member may commit");
+                self.mode = OperatingMode::Recovery;
+                self.force_freeze(ctx, out);
+            }
+            V::BrokenCommit => {
+                if let Some(t) = target {
+                    self.scores.apply(&t, ScoreEvent::BrokenCommit);
+                }
+            }
+            V::BrokenMlsProposal => {
+                if let Some(t) = target {
+                    self.scores.apply(&t, ScoreEvent::BrokenMlsProposal);
+                }
+            }
+            V::CensorshipInactivity => {
+                if let Some(t) = target {
+                    self.scores.apply(&t, ScoreEvent::CensorshipInactivity);
+                }
+            }
+            V::MisbehavingCommit => {
+                if let Some(t) = target {
+                    self.scores.apply(&t, ScoreEvent::MisbehavingCommit);
+                }
+            }
+            V::Unspecified => {}
+        }
+    }
+
+    /// Remembers a membership request so a (later) epoch steward can propose it.
+    pub(super) fn buffer_update(&mut self, now: Millis, action: Action) {
+        let Some(m) = action.member() else { return };
+        let epoch = self.epoch();
+        self.pending_updates.entry(m).or_insert(PendingUpdate {
+            action,
+            first_seen_epoch: epoch,
+            first_seen_at: now,
+        });
+    }
+
+    /// Is a proposal about `m` already open or approved?
+    pub(super) fn change_in_flight(&self, m: &MemberId) -> bool {
+        self.approved.iter().any(|a| a.change.member() == *m)
+            || self.proposals.values().any(|p| {
+                p.status == ProposalStatus::Voting
+                    && matches!(p.action, Action::Add { member, .. } | Action::Remove { member } if member == *m)
+            })
+    }
+}

@@ -1,0 +1,237 @@
+//! Steward duties: proposing buffered membership requests, keeping the steward list
+//! (local reconcile in small groups, elections in larger ones), reelection and deadlock
+//! recovery, and score-based removals.
+
+use openmls_traits::OpenMlsProvider;
+
+use super::*;
+use crate::proto::pb;
+use crate::steward;
+
+impl Conversation {
+    pub(super) fn tick_stewardship<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        if self.state == ConversationState::Working {
+            self.ensure_live_steward(ctx, out);
+            self.propose_buffered(ctx, out, true);
+        }
+        if self.state == ConversationState::Reelection {
+            let since = *self.reelection_since.get_or_insert(ctx.now);
+            if ctx.now >= since + self.reelection_patience() && !self.election_in_flight() {
+                // The expected election proposer is silent too: reshuffle and try again.
+                self.reelection_since = Some(ctx.now);
+                self.next_retry_round += 1;
+                self.try_election(ctx, out, true);
+            }
+        }
+    }
+
+    /// The epoch steward turns buffered requests into proposals; a backup does so once the
+    /// request has waited for the takeover window (the epoch steward is silent).
+    pub(super) fn propose_buffered<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, allow_takeover: bool) {
+        if self.state != ConversationState::Working || !self.emergencies.is_empty() {
+            return;
+        }
+        let role = self.role(&self.me);
+        let takeover = allow_takeover && role == Role::BackupSteward;
+        if role != Role::EpochSteward && !takeover {
+            return;
+        }
+        let window = self.takeover_window();
+        let members = self.members();
+        let todo: Vec<Action> = self
+            .pending_updates
+            .values()
+            .filter(|u| role == Role::EpochSteward || ctx.now >= u.first_seen_at + window)
+            .map(|u| u.action.clone())
+            .filter(|a| match a {
+                Action::Add { member, .. } => !members.contains(member),
+                Action::Remove { member } => members.contains(member),
+                _ => false,
+            })
+            .filter(|a| a.member().is_some_and(|m| !self.change_in_flight(&m)))
+            .collect();
+        for action in todo {
+            if let Err(e) = self.open_proposal(ctx, out, action, None, None, None) {
+                out.event(Event::Error {
+                    operation: "propose buffered request",
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// The members a steward list may be drawn from.
+    fn steward_pool(&self, recovery: bool) -> Vec<MemberId> {
+        self.members()
+            .into_iter()
+            .filter(|m| self.eligible(m))
+            .filter(|m| !recovery || !self.silent.contains(m))
+            .collect()
+    }
+
+    /// After a commit: keep a live steward list. Small groups (pool ≤ sn_max) install the
+    /// deterministic list locally; larger ones elect when the list is exhausted.
+    pub(super) fn after_commit_stewardship<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        self.ensure_live_steward(ctx, out);
+        if self.mode == OperatingMode::Recovery {
+            self.try_election(ctx, out, true);
+        }
+        self.propose_buffered(ctx, out, false);
+    }
+
+    fn ensure_live_steward<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        let Some(list) = &self.stewards else { return };
+        let epoch = self.epoch();
+        let exhausted = list.is_exhausted(epoch);
+        let none_live = list.live_roles(epoch, |m| self.eligible(m)).0.is_none();
+        if !exhausted && !none_live {
+            return;
+        }
+        let pool = self.steward_pool(false);
+        if pool.is_empty() {
+            return;
+        }
+        if pool.len() <= self.config.sn_max as usize {
+            let l = steward::generate(&pool, epoch, 0, &self.name, self.config.sn_min, self.config.sn_max);
+            tracing::debug!(conversation = %self.name, epoch, stewards = ?l.stewards, "steward list reconciled locally");
+            self.stewards = Some(l);
+        } else {
+            self.try_election(ctx, out, false);
+        }
+    }
+
+    /// Proposes an election if we are the deterministic proposer: the first steward of the
+    /// list being proposed.
+    pub(super) fn try_election<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, recovery: bool) {
+        if self.election_in_flight() || self.stewards.is_none() {
+            return;
+        }
+        if self.emergencies.iter().any(|id| self.proposals.get(id).is_some_and(|p| p.status == ProposalStatus::Voting)) {
+            return;
+        }
+        let pool = self.steward_pool(recovery);
+        if pool.is_empty() {
+            return;
+        }
+        let epoch = self.epoch();
+        if pool.len() <= self.config.sn_max as usize && self.mode == OperatingMode::Normal {
+            // Small group: no vote needed, everyone derives the same list.
+            let l = steward::generate(&pool, epoch, self.next_retry_round, &self.name, self.config.sn_min, self.config.sn_max);
+            self.stewards = Some(l);
+            if self.state == ConversationState::Reelection {
+                self.set_state(out, ConversationState::Working);
+            }
+            return;
+        }
+        let list = steward::generate(&pool, epoch, self.next_retry_round, &self.name, self.config.sn_min, self.config.sn_max);
+        if list.stewards.first() != Some(&self.me) {
+            return;
+        }
+        let action = Action::Election {
+            stewards: list.stewards,
+            election_epoch: epoch,
+            retry_round: self.next_retry_round,
+        };
+        if let Err(e) = self.open_proposal(ctx, out, action, None, None, None) {
+            out.event(Event::Error {
+                operation: "propose election",
+                message: e.to_string(),
+            });
+        }
+    }
+
+    /// An election proposal is valid iff its list is the deterministic one for our pool.
+    pub(super) fn validate_election(&self, stewards: &[MemberId], election_epoch: u64, retry_round: u32) -> Result<(), String> {
+        if election_epoch != self.epoch() {
+            return Err(format!("election for epoch {election_epoch}, we are at {}", self.epoch()));
+        }
+        if retry_round > self.next_retry_round + 1 {
+            return Err(format!("retry round {retry_round} is ahead of ours ({})", self.next_retry_round));
+        }
+        let full = self.steward_pool(false);
+        let recovery = self.steward_pool(true);
+        let check = |pool: &[MemberId]| {
+            steward::validate(stewards, pool, election_epoch, retry_round, &self.name, self.config.sn_min, self.config.sn_max)
+        };
+        check(&full).or_else(|_| check(&recovery)).map_err(|e| format!("tampered steward list: {e}"))
+    }
+
+    pub(super) fn install_elected(&mut self, out: &mut Output, stewards: Vec<MemberId>, election_epoch: u64, retry_round: u32) {
+        if let Err(e) = steward::validate(&stewards, &stewards, election_epoch, retry_round, &self.name, self.config.sn_min, self.config.sn_max) {
+            return out.reject("election", e);
+        }
+        tracing::info!(conversation = %self.name, election_epoch, ?stewards, "steward list elected");
+        self.stewards = Some(crate::steward::StewardList {
+            stewards,
+            election_epoch,
+            retry_round,
+        });
+        self.mode = OperatingMode::Normal;
+        self.silent.clear();
+        if self.state == ConversationState::Reelection {
+            self.set_state(out, ConversationState::Working);
+        }
+    }
+
+    pub(super) fn on_election_rejected<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        self.next_retry_round += 1;
+        if self.next_retry_round > self.config.max_reelection_attempts {
+            // Elections keep failing: the deterministic proposer files a DEADLOCK emergency.
+            let pool = self.steward_pool(true);
+            let list = steward::generate(&pool, self.epoch(), self.next_retry_round, &self.name, self.config.sn_min, self.config.sn_max);
+            if list.stewards.first() == Some(&self.me) && self.mode == OperatingMode::Normal {
+                let action = Action::Emergency {
+                    violation: pb::ViolationType::Deadlock as i32,
+                    target: None,
+                    creator: self.me,
+                    epoch: self.epoch(),
+                };
+                tracing::warn!(conversation = %self.name, "elections exhausted: filing DEADLOCK");
+                if let Err(e) = self.open_proposal(ctx, out, action, Some(true), None, None) {
+                    out.event(Event::Error {
+                        operation: "Reelection stuck",
+                        message: e.to_string(),
+                    });
+                }
+            }
+        } else {
+            self.try_election(ctx, out, true);
+        }
+    }
+
+    /// Stewards file SCORE_BELOW_THRESHOLD emergencies for members at or below the
+    /// threshold (never for themselves, once per target).
+    pub(super) fn check_score_removals<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        if !matches!(self.state, ConversationState::Working | ConversationState::Reelection) {
+            return;
+        }
+        if !self.stewards.as_ref().is_some_and(|l| l.contains(&self.me)) {
+            return;
+        }
+        let members = self.members();
+        let targets: Vec<MemberId> = self
+            .scores
+            .below(self.config.threshold_peer_score)
+            .into_iter()
+            .filter(|t| *t != self.me && members.contains(t))
+            .filter(|t| !self.score_removals.contains(t) && !self.removal_under_way(t))
+            .collect();
+        for t in targets {
+            self.score_removals.insert(t);
+            let action = Action::Emergency {
+                violation: pb::ViolationType::ScoreBelowThreshold as i32,
+                target: Some(t),
+                creator: self.me,
+                epoch: self.epoch(),
+            };
+            tracing::warn!(conversation = %self.name, target = %t, "score below threshold: emergency proposal");
+            if let Err(e) = self.open_proposal(ctx, out, action, Some(true), None, None) {
+                self.score_removals.remove(&t);
+                out.event(Event::Error {
+                    operation: "score removal",
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The conversation's inputs and outputs, and the small enums they use.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Millis;
+use crate::identity::{EthSigner, MemberId};
+use crate::mls::MlsIdentity;
+
+/// The two content-topic subtopics of a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Subtopic {
+    /// Everything inside the group: MLS application messages, commit candidates, catch-up.
+    AppMsg,
+    /// Key package announcements and MLS welcomes.
+    Welcome,
+}
+
+impl Subtopic {
+    /// The name used in the content topic.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AppMsg => "app_msg",
+            Self::Welcome => "welcome",
+        }
+    }
+}
+
+/// A packet to publish on one of the conversation's subtopics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutPacket {
+    /// Where it goes.
+    pub subtopic: Subtopic,
+    /// Encoded `AppEnvelope` or `WelcomeEnvelope`.
+    pub payload: Vec<u8>,
+}
+
+/// Who we are: the Ethereum key (member id, vote signatures) and the MLS signing identity
+/// bound to it.
+pub struct LocalIdentity {
+    /// Ethereum key.
+    pub eth: EthSigner,
+    /// MLS credential and signature keys.
+    pub mls: MlsIdentity,
+}
+
+impl LocalIdentity {
+    /// Our member id.
+    pub fn member_id(&self) -> MemberId {
+        self.eth.member_id()
+    }
+}
+
+/// Everything a call needs from the outside world: the MLS provider, our identity, an RNG
+/// and the current time. Nothing else enters the protocol core.
+pub struct Ctx<'a, P> {
+    /// The openmls provider (crypto + storage).
+    pub provider: &'a P,
+    /// Our identity.
+    pub identity: &'a LocalIdentity,
+    /// Randomness (seeded in the simulator).
+    pub rng: &'a mut dyn rand::RngCore,
+    /// Now, in milliseconds since the Unix epoch.
+    pub now: Millis,
+}
+
+/// The conversation state machine's states (reference: §2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConversationState {
+    /// Key package announced, waiting for a welcome.
+    PendingJoin,
+    /// Normal operation.
+    Working,
+    /// Collecting commit candidates; no new proposals, votes or chat.
+    Freezing,
+    /// Choosing and applying a candidate.
+    Selection,
+    /// The commit was missed; only emergency and election proposals.
+    Reelection,
+}
+
+impl ConversationState {
+    /// snake_case name used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingJoin => "pending_join",
+            Self::Working => "working",
+            Self::Freezing => "freezing",
+            Self::Selection => "selection",
+            Self::Reelection => "reelection",
+        }
+    }
+}
+
+/// Who may commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatingMode {
+    /// Only stewards on the list.
+    Normal,
+    /// Any member (after an accepted DEADLOCK emergency), until an election is accepted.
+    Recovery,
+}
+
+/// Proposal kinds in priority order (a higher one freezes the lower ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ProposalKind {
+    /// Add or remove a member.
+    Commit,
+    /// Elect a new steward list.
+    StewardElection,
+    /// Emergency criteria (score removal, deadlock, violations).
+    Emergency,
+}
+
+/// A member's role in the current epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Commits this epoch.
+    EpochSteward,
+    /// Commits if the epoch steward is silent.
+    BackupSteward,
+    /// On the list, another epoch.
+    Steward,
+    /// Not on the list.
+    Member,
+}
+
+impl Role {
+    /// snake_case name used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EpochSteward => "epoch_steward",
+            Self::BackupSteward => "backup_steward",
+            Self::Steward => "steward",
+            Self::Member => "member",
+        }
+    }
+}
+
+/// Why a conversation ended for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaveReason {
+    /// A commit removed us (vote, score, or our own leave request).
+    Removed,
+    /// We left while still pending: nothing was sent.
+    LeftWhilePending,
+    /// No welcome came within the pending-join window.
+    JoinExpired,
+}
+
+/// What happened, for the user and the logs. Emitted in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The state machine moved.
+    StateChanged {
+        /// New state.
+        state: ConversationState,
+    },
+    /// We are in: the welcome was processed.
+    Joined {
+        /// Our first epoch.
+        epoch: u64,
+    },
+    /// A chat message from another member.
+    Chat {
+        /// MLS-authenticated sender.
+        sender: MemberId,
+        /// Text.
+        text: String,
+        /// Epoch it was sent in.
+        epoch: u64,
+        /// Sender's timestamp, ms.
+        timestamp: Millis,
+    },
+    /// A proposal is known (ours or a peer's).
+    ProposalCreated {
+        /// Proposal id.
+        id: u32,
+        /// Kind.
+        kind: ProposalKind,
+        /// Human summary, e.g. "remove 0x…".
+        summary: String,
+        /// Creator.
+        owner: MemberId,
+    },
+    /// We can vote on this proposal (auto-vote at `auto_vote_at` otherwise).
+    VoteRequested {
+        /// Proposal id.
+        id: u32,
+        /// When the auto-vote fires.
+        auto_vote_at: Millis,
+    },
+    /// Consensus decided a proposal.
+    ProposalDecided {
+        /// Proposal id.
+        id: u32,
+        /// Accepted?
+        accepted: bool,
+    },
+    /// A commit moved the group to `epoch`.
+    CommitApplied {
+        /// New epoch.
+        epoch: u64,
+        /// Committer.
+        committer: MemberId,
+        /// Members added.
+        added: Vec<MemberId>,
+        /// Members removed.
+        removed: Vec<MemberId>,
+    },
+    /// We left or were removed; the conversation is closed.
+    Left {
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Something inbound was refused (counted by the node's metrics).
+    Rejected {
+        /// What was refused: "vote", "proposal", "commit", "key_package", "sync", …
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A recoverable local failure worth surfacing.
+    Error {
+        /// What we were doing.
+        operation: &'static str,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// The result of one call: packets to publish and events, in order.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Packets to publish.
+    pub packets: Vec<OutPacket>,
+    /// Events.
+    pub events: Vec<Event>,
+}
+
+impl Output {
+    pub(crate) fn send(&mut self, subtopic: Subtopic, payload: Vec<u8>) {
+        self.packets.push(OutPacket { subtopic, payload });
+    }
+    pub(crate) fn event(&mut self, e: Event) {
+        self.events.push(e);
+    }
+    pub(crate) fn reject(&mut self, what: &'static str, reason: impl ToString) {
+        let reason = reason.to_string();
+        tracing::debug!(what, %reason, "rejected");
+        self.events.push(Event::Rejected { what, reason });
+    }
+    /// Appends another output.
+    pub fn extend(&mut self, other: Output) {
+        self.packets.extend(other.packets);
+        self.events.extend(other.events);
+    }
+}
+
+/// A user command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Send a chat message.
+    Chat(String),
+    /// Propose removing a member (our YES vote bundled).
+    Remove(MemberId),
+    /// Vote on a proposal.
+    Vote {
+        /// Proposal id.
+        id: u32,
+        /// YES?
+        yes: bool,
+    },
+    /// Leave the conversation.
+    Leave,
+}
+
+/// Why a command cannot run. The node maps these to HTTP 4xx.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Not allowed in this state.
+    #[error("not allowed while the conversation is {}", .0.as_str())]
+    Blocked(ConversationState),
+    /// An emergency proposal is open; lower-priority proposals wait.
+    #[error("an emergency proposal is open; membership changes wait until it is decided")]
+    PartialFreeze,
+    /// The target is not a member.
+    #[error("{0} is not a member of this conversation")]
+    NotAMember(MemberId),
+    /// A removal of this member is already proposed or approved.
+    #[error("a removal of {0} is already under way")]
+    AlreadyProposed(MemberId),
+    /// Use leave to remove yourself.
+    #[error("use leave to remove yourself")]
+    SelfRemoval,
+    /// No such proposal.
+    #[error("no open proposal {0}")]
+    UnknownProposal(u32),
+    /// Already voted.
+    #[error("already voted on proposal {0}")]
+    AlreadyVoted(u32),
+    /// The conversation is closed.
+    #[error("the conversation is closed")]
+    Closed,
+    /// Empty or oversized chat text.
+    #[error("message text must be 1..=4096 bytes")]
+    BadText,
+    /// An internal failure (MLS, signing).
+    #[error("{0}")]
+    Internal(String),
+}

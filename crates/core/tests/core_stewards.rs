@@ -1,0 +1,501 @@
+//! Core II scenarios (issue 4): multiple stewards, commit validation, scoring, emergencies,
+//! elections and recovery. Each runs clean and with 10 % loss plus reordering.
+
+mod sim;
+
+use demls_core::config::ConversationConfig;
+use demls_core::conversation::{
+    Action, ConversationState, Event, OperatingMode, ProposalStatus, Role, Subtopic,
+};
+use demls_core::proto::pb::ViolationType;
+use sim::{Net, Sim, fast_config, for_seeds};
+
+const MIN: u64 = 60_000;
+
+fn nets() -> [Net; 2] {
+    [Net::clean(), Net::lossy(0.1)]
+}
+
+fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<usize>) {
+    let mut s = Sim::new(seed, net, cfg);
+    let ids = s.add_members(n);
+    s.create(ids[0]);
+    for &j in &ids[1..] {
+        s.join(j);
+        let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
+        s.assert_converge(&upto, 20 * MIN);
+    }
+    (s, ids)
+}
+
+fn others(all: &[usize], except: &[usize]) -> Vec<usize> {
+    all.iter()
+        .copied()
+        .filter(|i| !except.contains(i))
+        .collect()
+}
+
+#[test]
+fn silent_epoch_steward_the_backups_commit_wins_and_the_silent_one_is_penalized() {
+    for net in nets() {
+        for_seeds(0..2, |seed| {
+            let (mut s, ids) = group(seed, net.clone(), fast_config(), 4);
+            let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
+            let bs = s
+                .holder(ids[0], Role::BackupSteward)
+                .expect("backup steward");
+            s.silence(es);
+            let target = others(&ids, &[es, bs])[0];
+            let proposer = others(&ids, &[es, target])[0];
+            s.propose_removal(proposer, target);
+            let live = others(&ids, &[es, target]);
+            let roster = others(&ids, &[target]);
+            s.assert_agree(&live, &roster, 20 * MIN);
+            for &i in &live {
+                let c = s.members[i].conv();
+                assert!(
+                    c.score(&s.id(es)) < 100,
+                    "silent steward not penalized at {i}\n{}",
+                    s.describe()
+                );
+                let commits: Vec<_> = s
+                    .events_of(i, |e| matches!(e, Event::CommitApplied { .. }))
+                    .cloned()
+                    .collect();
+                match commits.last() {
+                    Some(Event::CommitApplied { committer, .. }) => {
+                        assert_ne!(*committer, s.id(es))
+                    }
+                    other => panic!("no commit: {other:?}"),
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn sole_steward_silent_observers_reelect_and_the_pending_change_is_committed() {
+    let cfg = ConversationConfig {
+        sn_max: 1,
+        ..fast_config()
+    };
+    for net in nets() {
+        for_seeds(0..2, |seed| {
+            let (mut s, ids) = group(seed, net.clone(), cfg.clone(), 5);
+            let es = s.holder(ids[0], Role::EpochSteward).expect("steward");
+            s.silence(es);
+            let target = others(&ids, &[es])[0];
+            let proposer = others(&ids, &[es, target])[0];
+            s.propose_removal(proposer, target);
+            let live = others(&ids, &[es, target]);
+            let reelected = s.run_until(20 * MIN, |s| {
+                live.iter().all(|i| {
+                    s.members[*i].events.iter().any(|(_, e)| {
+                        matches!(
+                            e,
+                            Event::StateChanged {
+                                state: ConversationState::Reelection
+                            }
+                        )
+                    })
+                })
+            });
+            assert!(
+                reelected,
+                "observers never reached Reelection\n{}",
+                s.describe()
+            );
+            s.assert_agree(&live, &others(&ids, &[target]), 30 * MIN);
+            for &i in &live {
+                let list = s.members[i].conv().steward_list().expect("list").clone();
+                assert!(
+                    !list.stewards.contains(&s.id(es)),
+                    "silent steward re-elected at {i}"
+                );
+            }
+        });
+    }
+}
+
+/// A member forges a candidate claiming to be the epoch steward (whose own candidates
+/// are lost): the forgery is tried first, rejected, and its real MLS signer penalized.
+#[test]
+fn forged_steward_identity_is_rejected_and_the_real_signer_penalized() {
+    for net in nets() {
+        for_seeds(0..2, |seed| {
+            let (mut s, ids) = group(seed, net.clone(), fast_config(), 4);
+            let es = s.holder(ids[0], Role::EpochSteward).unwrap();
+            let bs = s.holder(ids[0], Role::BackupSteward).unwrap();
+            let forger = others(&ids, &[es, bs])[0];
+            let target = others(&ids, &[es, bs, forger])[0];
+            // The epoch steward's candidates never arrive.
+            s.members[es].filter = Some(Box::new(|p| {
+                use prost::Message;
+                let env = demls_core::proto::pb::AppEnvelope::decode(p.payload.as_slice()).ok();
+                match env.and_then(|e| e.body) {
+                    Some(demls_core::proto::pb::app_envelope::Body::CommitCandidate(_)) => None,
+                    _ => Some(p.clone()),
+                }
+            }));
+            s.propose_removal(bs, target);
+            let frozen = s.run_until(10 * MIN, |s| {
+                s.state(forger) == Some(ConversationState::Freezing)
+            });
+            assert!(frozen, "{}", s.describe());
+            let es_id = s.id(es);
+            let forged = s
+                .act(forger, |c, ctx| {
+                    (c.adversary_candidate(ctx, es_id, &[]), Default::default())
+                })
+                .expect("forged");
+            s.inject(forger, Subtopic::AppMsg, forged);
+            let live = others(&ids, &[target]);
+            s.assert_agree(&live, &live, 20 * MIN);
+            for &i in &others(&ids, &[forger, target]) {
+                assert!(
+                    s.members[i].conv().score(&s.id(forger)) <= 50,
+                    "forger not penalized at {i}\n{}",
+                    s.describe()
+                );
+                assert!(s.events_of(i, |e| matches!(e, Event::Rejected { what: "commit", reason } if reason.contains("signed by"))).count() >= 1);
+            }
+        });
+    }
+}
+
+#[test]
+fn a_candidate_with_an_unvoted_change_is_rejected_as_a_broken_mls_proposal() {
+    for net in nets() {
+        for_seeds(0..2, |seed| {
+            let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
+            let es = s.holder(ids[0], Role::EpochSteward).unwrap();
+            let bs = s.holder(ids[0], Role::BackupSteward).unwrap();
+            let rest = others(&ids, &[es, bs]);
+            let (target, innocent) = (rest[0], rest[1]);
+            // The epoch steward turns malicious: it sends a candidate that also removes
+            // someone nobody voted to remove, and none of its honest ones.
+            s.members[es].filter = Some(Box::new(|p| {
+                use prost::Message;
+                let env = demls_core::proto::pb::AppEnvelope::decode(p.payload.as_slice()).ok();
+                match env.and_then(|e| e.body) {
+                    Some(demls_core::proto::pb::app_envelope::Body::CommitCandidate(_)) => None,
+                    _ => Some(p.clone()),
+                }
+            }));
+            s.propose_removal(bs, target);
+            let frozen = s.run_until(10 * MIN, |s| {
+                s.state(es) == Some(ConversationState::Freezing)
+            });
+            assert!(frozen, "{}", s.describe());
+            let (es_id, innocent_id) = (s.id(es), s.id(innocent));
+            let bad = s
+                .act(es, |c, ctx| {
+                    (
+                        c.adversary_candidate(ctx, es_id, &[innocent_id]),
+                        Default::default(),
+                    )
+                })
+                .expect("bad");
+            s.members[es].filter = None;
+            s.inject(es, Subtopic::AppMsg, bad);
+            let live = others(&ids, &[target]);
+            s.assert_agree(&live, &live, 20 * MIN);
+            for &i in &others(&ids, &[es, target]) {
+                assert!(
+                    s.events_of(i, |e| matches!(e, Event::Rejected { what: "commit", reason } if reason.contains("without an accepted vote"))).count() >= 1,
+                    "member {i} did not reject the unvoted change\n{}",
+                    s.describe()
+                );
+                assert!(s.members[i].conv().score(&es_id) < 100);
+            }
+        });
+    }
+}
+
+#[test]
+fn two_stewards_commit_the_same_change_and_every_member_applies_the_same_winner() {
+    for net in nets() {
+        for_seeds(0..2, |seed| {
+            let (mut s, ids) = group(seed, net.clone(), fast_config(), 4);
+            let es = s.holder(ids[0], Role::EpochSteward).unwrap();
+            let target = others(&ids, &[es, s.holder(ids[0], Role::BackupSteward).unwrap()])[0];
+            s.propose_removal(es, target);
+            let live = others(&ids, &[target]);
+            s.assert_agree(&live, &live, 20 * MIN);
+            // Both stewards submitted; the epoch steward's won everywhere.
+            let candidates = s
+                .log
+                .iter()
+                .filter(|(_, _, st, p)| {
+                    use prost::Message;
+                    *st == Subtopic::AppMsg
+                        && matches!(
+                            demls_core::proto::pb::AppEnvelope::decode(p.as_slice())
+                                .ok()
+                                .and_then(|e| e.body),
+                            Some(demls_core::proto::pb::app_envelope::Body::CommitCandidate(
+                                _
+                            ))
+                        )
+                })
+                .count();
+            assert!(candidates >= 2, "expected two candidates, saw {candidates}");
+            for &i in &live {
+                let last = s
+                    .events_of(i, |e| matches!(e, Event::CommitApplied { .. }))
+                    .last()
+                    .cloned();
+                assert!(
+                    matches!(last, Some(Event::CommitApplied { committer, .. }) if committer == s.id(es))
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn a_member_whose_score_falls_below_the_threshold_is_voted_out_by_an_emergency_proposal() {
+    // Threshold 70: one missed commit (−40) puts the silent epoch steward below it.
+    let cfg = ConversationConfig {
+        threshold_peer_score: 70,
+        ..fast_config()
+    };
+    for net in nets() {
+        for_seeds(0..2, |seed| {
+            let (mut s, ids) = group(seed, net.clone(), cfg.clone(), 5);
+            let es = s.holder(ids[0], Role::EpochSteward).unwrap();
+            let bs = s.holder(ids[0], Role::BackupSteward).unwrap();
+            s.silence(es);
+            let target = others(&ids, &[es, bs])[0];
+            s.propose_removal(bs, target);
+            let live = others(&ids, &[es, target]);
+            s.assert_agree(&live, &live, 30 * MIN);
+            for &i in &live {
+                assert!(
+                    s.events_of(i, |e| matches!(e, Event::ProposalCreated { summary, .. } if summary.contains("SCORE_BELOW_THRESHOLD"))).count() >= 1,
+                    "no score emergency seen at {i}\n{}",
+                    s.describe()
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn deadlock_recovery_mode_a_non_steward_commits_then_an_election_restores_normal_mode() {
+    let cfg = ConversationConfig {
+        sn_max: 1,
+        ..fast_config()
+    };
+    for net in nets() {
+        for_seeds(0..2, |seed| {
+            let (mut s, ids) = group(seed, net.clone(), cfg.clone(), 5);
+            let es = s.holder(ids[0], Role::EpochSteward).unwrap();
+            s.silence(es);
+            let target = others(&ids, &[es])[0];
+            let live = others(&ids, &[es, target]);
+            s.propose_removal(live[0], target);
+            // Honest members reject every election until the deadlock emergency passes.
+            let mut recovered = false;
+            let deadline = s.now + 30 * MIN;
+            while s.now < deadline {
+                s.run_for(100);
+                for &i in &live {
+                    let ids_to_reject: Vec<u32> = s.members[i]
+                        .conv()
+                        .proposals()
+                        .filter(|p| {
+                            p.status == ProposalStatus::Voting
+                                && matches!(p.action, Action::Election { .. })
+                        })
+                        .map(|p| p.id)
+                        .filter(|id| s.members[i].conv().tally(*id).is_some())
+                        .collect();
+                    for id in ids_to_reject {
+                        let st = s.state(i);
+                        if matches!(
+                            st,
+                            Some(ConversationState::Working | ConversationState::Reelection)
+                        ) {
+                            let _ =
+                                s.act(i, |c, ctx| ((), c.vote(ctx, id, false).unwrap_or_default()));
+                        }
+                    }
+                }
+                if live
+                    .iter()
+                    .any(|i| s.members[*i].conv().mode() == OperatingMode::Recovery)
+                {
+                    recovered = true;
+                    break;
+                }
+            }
+            assert!(recovered, "never entered recovery mode\n{}", s.describe());
+            let roster = others(&ids, &[target]);
+            s.assert_agree(&live, &roster, 30 * MIN);
+            let normal = s.run_until(30 * MIN, |s| {
+                live.iter()
+                    .all(|i| s.members[*i].conv().mode() == OperatingMode::Normal)
+            });
+            assert!(
+                normal,
+                "election did not restore normal mode\n{}",
+                s.describe()
+            );
+            let committers: Vec<_> = s
+                .events_of(live[0], |e| matches!(e, Event::CommitApplied { .. }))
+                .filter_map(|e| match e {
+                    Event::CommitApplied {
+                        committer, removed, ..
+                    } if removed.contains(&s.id(target)) => Some(*committer),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(committers.len(), 1);
+            assert_ne!(
+                committers[0],
+                s.id(es),
+                "the silent steward cannot have committed"
+            );
+        });
+    }
+}
+
+#[test]
+fn an_open_emergency_drops_incoming_lower_priority_proposals() {
+    for_seeds(0..2, |seed| {
+        let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
+        let (a, b, victim) = (ids[0], ids[1], ids[3]);
+        s.members[b].deaf = true;
+        let v = s.id(victim);
+        let (eid, _) = s.act(a, |c, ctx| {
+            let (id, out) = c
+                .report_violation(ctx, ViolationType::CensorshipInactivity, v)
+                .expect("report");
+            ((id, ()), out)
+        });
+        s.run_for(200);
+        // b missed the emergency and proposes a removal; everyone else drops it unseen.
+        let pid = s.propose_removal(b, ids[2]);
+        s.members[b].deaf = false;
+        s.run_for(300);
+        for &i in &[a, ids[2], victim] {
+            assert!(
+                s.members[i].conv().proposals().all(|p| p.id != pid),
+                "member {i} kept the proposal"
+            );
+            assert!(s.events_of(i, |e| matches!(e, Event::Rejected { what: "proposal", reason } if reason.contains("emergency"))).count() == 1);
+            assert!(s.members[i].conv().proposals().any(|p| p.id == eid));
+        }
+    });
+}
+
+#[test]
+fn a_tampered_election_list_is_rejected_by_every_honest_member() {
+    let cfg = ConversationConfig {
+        sn_max: 2,
+        ..fast_config()
+    };
+    for net in nets() {
+        for_seeds(0..2, |seed| {
+            let (mut s, ids) = group(seed, net.clone(), cfg.clone(), 5);
+            let rogue = ids[4];
+            let epoch = s.members[rogue].conv().epoch();
+            // A list that puts the rogue first, whatever the hash order says.
+            let mut list = vec![s.id(rogue), s.id(ids[0])];
+            let good = demls_core::steward::generate(
+                &s.members[rogue].conv().members(),
+                epoch,
+                0,
+                &s.name,
+                1,
+                2,
+            );
+            if good.stewards == list {
+                list.swap(0, 1);
+            }
+            let before = s.members[ids[0]].conv().steward_list().cloned();
+            let (id, _) = s.act(rogue, |c, ctx| {
+                let (id, out) = c
+                    .adversary_proposal(
+                        ctx,
+                        Action::Election {
+                            stewards: list.clone(),
+                            election_epoch: epoch,
+                            retry_round: 0,
+                        },
+                    )
+                    .expect("proposal");
+                ((id, ()), out)
+            });
+            s.run_for(3 * MIN);
+            for &i in &ids[..4] {
+                let c = s.members[i].conv();
+                let p = c.proposals().find(|p| p.id == id);
+                assert!(
+                    p.is_none_or(|p| p.status == ProposalStatus::Rejected),
+                    "member {i}\n{}",
+                    s.describe()
+                );
+                assert_eq!(c.steward_list().cloned(), before);
+                if p.is_some() {
+                    assert!(s.events_of(i, |e| matches!(e, Event::Rejected { reason, .. } if reason.contains("tampered"))).count() >= 1);
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn ten_members_with_sn_max_3_rotate_stewards_across_20_epochs_of_joins_and_removals() {
+    let cfg = ConversationConfig {
+        sn_max: 3,
+        ..fast_config()
+    };
+    for net in nets() {
+        for_seeds(0..1, |seed| {
+            let (mut s, ids) = group(seed, net.clone(), cfg.clone(), 10);
+            let mut committers = std::collections::BTreeSet::new();
+            let mut inside: Vec<usize> = ids.clone();
+            let mut outside: Vec<usize> = Vec::new();
+            let start = s.members[ids[0]].conv().epoch();
+            let mut round = 0;
+            while s.members[ids[0]].conv().epoch() < start + 20 {
+                round += 1;
+                if round % 2 == 1 {
+                    let victim = *inside.last().unwrap();
+                    let proposer = inside[0];
+                    s.propose_removal(proposer, victim);
+                    inside.pop();
+                    outside.push(victim);
+                } else {
+                    let j = outside.pop().unwrap();
+                    s.join(j);
+                    inside.push(j);
+                }
+                s.assert_converge(&inside, 30 * MIN);
+                if let Some(Event::CommitApplied { committer, .. }) = s
+                    .events_of(inside[0], |e| matches!(e, Event::CommitApplied { .. }))
+                    .last()
+                {
+                    committers.insert(*committer);
+                }
+            }
+            assert!(
+                committers.len() >= 3,
+                "stewards did not rotate: {committers:?}"
+            );
+            for &i in &inside {
+                let rejected = s
+                    .events_of(i, |e| matches!(e, Event::Rejected { what: "commit", .. }))
+                    .count();
+                assert_eq!(
+                    rejected,
+                    0,
+                    "member {i} rejected a commit\n{}",
+                    s.describe()
+                );
+            }
+        });
+    }
+}

@@ -1,0 +1,594 @@
+//! A deterministic simulator: N members over an in-memory network with a virtual clock and
+//! a seeded scheduler that can drop, delay, duplicate and reorder messages, partition and
+//! heal the network, and crash and restart members (their saved state and MLS storage
+//! survive, as on disk). Every run is a function of its seed; a failing scenario prints
+//! the seed so it can be replayed with `SIM_SEED=<seed>`.
+//!
+//! MLS key material comes from openmls' own RNG, so bytes differ between runs, but every
+//! scheduling decision (delivery order, loss, delays, who acts when) is seeded.
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use demls_core::config::{ConversationConfig, Millis};
+use demls_core::conversation::{
+    Conversation, ConversationState, Ctx, Event, LocalIdentity, OutPacket, Output, Subtopic,
+};
+use demls_core::identity::{EthSigner, MemberId};
+use demls_core::mls::MlsIdentity;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// Network behaviour.
+#[derive(Clone, Debug)]
+pub struct Net {
+    /// Probability a delivery is lost.
+    pub loss: f64,
+    /// Probability a delivery is duplicated.
+    pub dup: f64,
+    /// Delivery delay range (ms); a wide range reorders.
+    pub min_delay: Millis,
+    /// Upper bound of the delay.
+    pub max_delay: Millis,
+}
+
+impl Net {
+    /// Loss-free, 5-50 ms.
+    pub fn clean() -> Self {
+        Self {
+            loss: 0.0,
+            dup: 0.0,
+            min_delay: 5,
+            max_delay: 50,
+        }
+    }
+    /// `loss` loss, duplicates, and delays up to 2 s (heavy reordering).
+    pub fn lossy(loss: f64) -> Self {
+        Self {
+            loss,
+            dup: 0.05,
+            min_delay: 5,
+            max_delay: 2_000,
+        }
+    }
+}
+
+/// What a member does with its outbound packets.
+pub type OutFilter = Box<dyn FnMut(&OutPacket) -> Option<OutPacket>>;
+
+/// One simulated member.
+pub struct Member {
+    pub label: String,
+    pub identity: LocalIdentity,
+    pub provider: OpenMlsRustCrypto,
+    pub conv: Option<Conversation>,
+    pub alive: bool,
+    pub saved: Option<Vec<u8>>,
+    pub rng: ChaCha20Rng,
+    pub events: Vec<(Millis, Event)>,
+    /// Rewrites or drops outbound packets (a lying or silent member). None = honest.
+    pub filter: Option<OutFilter>,
+    /// Drops every inbound packet (a silent member still "alive" for the clock).
+    pub deaf: bool,
+    /// Real time spent inside this member's protocol calls (single-threaded, so this is
+    /// its CPU time).
+    pub cpu: std::time::Duration,
+}
+
+impl Member {
+    pub fn id(&self) -> MemberId {
+        self.identity.member_id()
+    }
+    pub fn conv(&self) -> &Conversation {
+        self.conv.as_ref().expect("member has no conversation")
+    }
+}
+
+struct Delivery {
+    to: usize,
+    from: usize,
+    subtopic: Subtopic,
+    payload: Vec<u8>,
+}
+
+/// The simulator.
+pub struct Sim {
+    pub now: Millis,
+    pub members: Vec<Member>,
+    pub seed: u64,
+    pub net: Net,
+    pub name: String,
+    pub config: ConversationConfig,
+    queue: BinaryHeap<Reverse<(Millis, u64)>>,
+    pending: BTreeMap<u64, Delivery>,
+    seq: u64,
+    rng: ChaCha20Rng,
+    /// Partition groups: members can only reach members with the same group number.
+    groups: Option<Vec<usize>>,
+    /// Every packet ever published: (time, from, subtopic, payload).
+    pub log: Vec<(Millis, usize, Subtopic, Vec<u8>)>,
+}
+
+/// Virtual start time: a realistic Unix time (ms), so timestamps look real.
+pub const T0: Millis = 1_790_000_000_000;
+
+impl Sim {
+    pub fn new(seed: u64, net: Net, config: ConversationConfig) -> Self {
+        if std::env::var("SIM_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("SIM_LOG").unwrap_or_default()).with_test_writer().try_init();
+        }
+        Self {
+            now: T0,
+            members: Vec::new(),
+            seed,
+            net,
+            name: "sim-chat".to_string(),
+            config,
+            queue: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            seq: 0,
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            groups: None,
+            log: Vec::new(),
+        }
+    }
+
+    /// Adds a member with a fresh Ethereum key (from the seeded RNG) and MLS identity.
+    pub fn add_member(&mut self, label: &str) -> usize {
+        let mut rng = ChaCha20Rng::seed_from_u64(self.rng.r#gen());
+        let eth = EthSigner::random_with(&mut rng);
+        let provider = OpenMlsRustCrypto::default();
+        let mls = MlsIdentity::create(&provider, eth.member_id()).expect("mls identity");
+        self.members.push(Member {
+            label: label.to_string(),
+            identity: LocalIdentity { eth, mls },
+            provider,
+            conv: None,
+            alive: true,
+            saved: None,
+            rng,
+            events: Vec::new(),
+            filter: None,
+            deaf: false,
+            cpu: std::time::Duration::ZERO,
+        });
+        self.members.len() - 1
+    }
+
+    pub fn add_members(&mut self, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|i| self.add_member(&format!("m{}", self.members.len() + i)))
+            .collect()
+    }
+
+    pub fn id(&self, i: usize) -> MemberId {
+        self.members[i].id()
+    }
+
+    /// Runs `f` with member `i`'s conversation and a context at the current time, then
+    /// publishes its output.
+    pub fn act<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Conversation, &mut Ctx<'_, OpenMlsRustCrypto>) -> (R, Output),
+    ) -> R {
+        let now = self.now;
+        let m = &mut self.members[i];
+        let conv = m.conv.as_mut().expect("member has no conversation");
+        let mut ctx = Ctx {
+            provider: &m.provider,
+            identity: &m.identity,
+            rng: &mut m.rng,
+            now,
+        };
+        let (r, out) = f(conv, &mut ctx);
+        self.publish(i, out);
+        r
+    }
+
+    pub fn create(&mut self, i: usize) {
+        let now = self.now;
+        let name = self.name.clone();
+        let cfg = self.config.clone();
+        let m = &mut self.members[i];
+        let mut ctx = Ctx {
+            provider: &m.provider,
+            identity: &m.identity,
+            rng: &mut m.rng,
+            now,
+        };
+        let (c, out) = Conversation::create(&name, cfg, &mut ctx).expect("create");
+        m.conv = Some(c);
+        self.publish(i, out);
+    }
+
+    pub fn join(&mut self, i: usize) {
+        let now = self.now;
+        let name = self.name.clone();
+        let cfg = self.config.clone();
+        let m = &mut self.members[i];
+        let mut ctx = Ctx {
+            provider: &m.provider,
+            identity: &m.identity,
+            rng: &mut m.rng,
+            now,
+        };
+        let (c, out) = Conversation::join(&name, cfg, &mut ctx).expect("join");
+        m.conv = Some(c);
+        self.publish(i, out);
+    }
+
+    pub fn chat(&mut self, i: usize, text: &str) {
+        let t = text.to_string();
+        self.act(i, |c, ctx| {
+            let out = c.send_chat(ctx, &t).expect("chat");
+            ((), out)
+        })
+    }
+
+    pub fn propose_removal(&mut self, i: usize, target: usize) -> u32 {
+        let t = self.id(target);
+        self.act(i, |c, ctx| {
+            c.propose_removal(ctx, t).expect("propose removal")
+        })
+    }
+
+    pub fn vote(&mut self, i: usize, id: u32, yes: bool) {
+        self.act(i, |c, ctx| {
+            let out = c.vote(ctx, id, yes).expect("vote");
+            ((), out)
+        })
+    }
+
+    pub fn leave(&mut self, i: usize) {
+        self.act(i, |c, ctx| {
+            let out = c.leave(ctx).expect("leave");
+            ((), out)
+        })
+    }
+
+    /// Crash: the in-memory conversation is lost; what was saved (state + MLS storage) stays.
+    pub fn crash(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        m.saved = m.conv.as_ref().map(|c| c.save());
+        m.conv = None;
+        m.alive = false;
+    }
+
+    /// Restart from the saved state.
+    pub fn restart(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        if let Some(bytes) = m.saved.take() {
+            m.conv = Some(Conversation::restore(&bytes, &m.provider).expect("restore"));
+        }
+        m.alive = true;
+    }
+
+    /// Splits the network; members not listed are alone.
+    pub fn partition(&mut self, groups: &[&[usize]]) {
+        let mut g = (0..self.members.len())
+            .map(|i| 1000 + i)
+            .collect::<Vec<_>>();
+        for (n, grp) in groups.iter().enumerate() {
+            for &i in grp.iter() {
+                g[i] = n;
+            }
+        }
+        self.groups = Some(g);
+    }
+
+    pub fn heal(&mut self) {
+        self.groups = None;
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        self.groups.as_ref().is_none_or(|g| g[a] == g[b])
+    }
+
+    fn publish(&mut self, from: usize, out: Output) {
+        for e in out.events {
+            self.members[from].events.push((self.now, e));
+        }
+        for p in out.packets {
+            let p = match self.members[from].filter.as_mut() {
+                Some(f) => match f(&p) {
+                    Some(p) => p,
+                    None => continue,
+                },
+                None => p,
+            };
+            self.log
+                .push((self.now, from, p.subtopic, p.payload.clone()));
+            for to in 0..self.members.len() {
+                if to == from {
+                    continue;
+                }
+                let copies = if self.rng.gen_bool(self.net.loss) {
+                    0
+                } else if self.rng.gen_bool(self.net.dup) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let delay = self.rng.gen_range(self.net.min_delay..=self.net.max_delay);
+                    self.seq += 1;
+                    self.queue.push(Reverse((self.now + delay, self.seq)));
+                    self.pending.insert(
+                        self.seq,
+                        Delivery {
+                            to,
+                            from,
+                            subtopic: p.subtopic,
+                            payload: p.payload.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Injects a raw packet as if `from` had published it.
+    pub fn inject(&mut self, from: usize, subtopic: Subtopic, payload: Vec<u8>) {
+        let out = Output {
+            packets: vec![OutPacket { subtopic, payload }],
+            events: Vec::new(),
+        };
+        self.publish(from, out);
+    }
+
+    fn next_wakeup(&self) -> Option<(Millis, usize)> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.alive)
+            .filter_map(|(i, m)| {
+                m.conv
+                    .as_ref()
+                    .and_then(|c| c.next_wakeup())
+                    .map(|t| (t.max(self.now), i))
+            })
+            .min()
+    }
+
+    /// Advances to the next event (delivery or timer). Returns false when nothing is left
+    /// before `limit`.
+    pub fn step(&mut self, limit: Millis) -> bool {
+        let next_delivery = self.queue.peek().map(|Reverse((t, _))| *t);
+        let next_timer = self.next_wakeup();
+        let t = match (next_delivery, next_timer) {
+            (None, None) => return false,
+            (Some(d), None) => d,
+            (None, Some((w, _))) => w,
+            (Some(d), Some((w, _))) => d.min(w),
+        };
+        if t > limit {
+            return false;
+        }
+        self.now = self.now.max(t);
+        if next_delivery == Some(t) {
+            let Reverse((_, seq)) = self.queue.pop().expect("peeked");
+            let d = self.pending.remove(&seq).expect("pending");
+            if self.members[d.to].alive && !self.members[d.to].deaf && self.reachable(d.from, d.to)
+            {
+                let now = self.now;
+                let m = &mut self.members[d.to];
+                if let Some(conv) = m.conv.as_mut() {
+                    let mut ctx = Ctx {
+                        provider: &m.provider,
+                        identity: &m.identity,
+                        rng: &mut m.rng,
+                        now,
+                    };
+                    let t = std::time::Instant::now();
+                    let out = conv.handle_packet(&mut ctx, d.subtopic, &d.payload);
+                    m.cpu += t.elapsed();
+                    self.publish(d.to, out);
+                }
+            }
+        } else if let Some((_, i)) = next_timer {
+            let _span = tracing::info_span!("m", i, tick = true).entered();
+            let now = self.now;
+            let m = &mut self.members[i];
+            if let Some(conv) = m.conv.as_mut() {
+                let mut ctx = Ctx {
+                    provider: &m.provider,
+                    identity: &m.identity,
+                    rng: &mut m.rng,
+                    now,
+                };
+                let t = std::time::Instant::now();
+                let out = conv.tick(&mut ctx);
+                m.cpu += t.elapsed();
+                self.publish(i, out);
+            }
+        }
+        true
+    }
+
+    /// Runs for `ms` of virtual time.
+    pub fn run_for(&mut self, ms: Millis) {
+        let limit = self.now + ms;
+        let mut steps = 0u64;
+        while self.step(limit) {
+            steps += 1;
+            assert!(steps < 5_000_000, "runaway simulation (seed {})", self.seed);
+        }
+        self.now = self.now.max(limit);
+    }
+
+    /// Runs until `pred` holds (checked after every step) or `max_ms` passes.
+    pub fn run_until(&mut self, max_ms: Millis, mut pred: impl FnMut(&Sim) -> bool) -> bool {
+        let limit = self.now + max_ms;
+        let mut steps = 0u64;
+        loop {
+            if pred(self) {
+                return true;
+            }
+            if !self.step(limit) {
+                self.now = self.now.max(limit);
+                return pred(self);
+            }
+            steps += 1;
+            assert!(steps < 5_000_000, "runaway simulation (seed {})", self.seed);
+        }
+    }
+
+    pub fn state(&self, i: usize) -> Option<ConversationState> {
+        self.members[i]
+            .conv
+            .as_ref()
+            .filter(|c| c.closed().is_none())
+            .map(|c| c.state())
+    }
+
+    pub fn working(&self, i: usize) -> bool {
+        self.state(i) == Some(ConversationState::Working)
+    }
+
+    /// Every listed member: Working, same epoch, same roster (exactly `ids`), same epoch
+    /// authenticator.
+    pub fn converged(&self, idx: &[usize]) -> bool {
+        let Some(first) = idx.first() else {
+            return true;
+        };
+        let Some(c0) = self.members[*first].conv.as_ref() else {
+            return false;
+        };
+        let mut roster: Vec<MemberId> = idx.iter().map(|i| self.id(*i)).collect();
+        roster.sort();
+        idx.iter().all(|i| {
+            let Some(c) = self.members[*i].conv.as_ref() else {
+                return false;
+            };
+            let mut r = c.members();
+            r.sort();
+            c.closed().is_none()
+                && c.state() == ConversationState::Working
+                && c.epoch() == c0.epoch()
+                && r == roster
+                && c.epoch_authenticator() == c0.epoch_authenticator()
+        })
+    }
+
+    /// `observers` are Working at one epoch with one epoch authenticator, and each sees
+    /// exactly `roster` (which may include silent or crashed members).
+    pub fn agree(&self, observers: &[usize], roster: &[usize]) -> bool {
+        let Some(c0) = observers
+            .first()
+            .and_then(|i| self.members[*i].conv.as_ref())
+        else {
+            return false;
+        };
+        let mut want: Vec<MemberId> = roster.iter().map(|i| self.id(*i)).collect();
+        want.sort();
+        observers.iter().all(|i| {
+            let Some(c) = self.members[*i].conv.as_ref() else {
+                return false;
+            };
+            let mut r = c.members();
+            r.sort();
+            c.closed().is_none()
+                && c.state() == ConversationState::Working
+                && c.epoch() == c0.epoch()
+                && r == want
+                && c.epoch_authenticator() == c0.epoch_authenticator()
+        })
+    }
+
+    pub fn assert_agree(&mut self, observers: &[usize], roster: &[usize], max_ms: Millis) {
+        let ok = self.run_until(max_ms, |s| s.agree(observers, roster));
+        assert!(
+            ok,
+            "observers {observers:?} did not agree on roster {roster:?}\n{}",
+            self.describe()
+        );
+    }
+
+    /// Makes member `i` silent: it sends nothing and hears nothing.
+    pub fn silence(&mut self, i: usize) {
+        self.members[i].filter = Some(Box::new(|_| None));
+        self.members[i].deaf = true;
+    }
+
+    /// Index of the member holding `role` in `observer`'s view.
+    pub fn holder(&self, observer: usize, role: demls_core::conversation::Role) -> Option<usize> {
+        let c = self.members[observer].conv.as_ref()?;
+        (0..self.members.len())
+            .find(|j| c.role(&self.id(*j)) == role && c.members().contains(&self.id(*j)))
+    }
+
+    pub fn describe(&self) -> String {
+        let mut s = format!("t=+{}ms seed={}\n", self.now - T0, self.seed);
+        for (i, m) in self.members.iter().enumerate() {
+            match m.conv.as_ref() {
+                Some(c) => s.push_str(&format!(
+                    "  [{i}] {} {:?} alive={} state={:?} closed={:?} epoch={} members={} approved={} stewards={:?} mode={:?}\n",
+                    m.label,
+                    m.id(),
+                    m.alive,
+                    c.state(),
+                    c.closed(),
+                    c.epoch(),
+                    c.members().len(),
+                    c.approved().len(),
+                    c.steward_list().map(|l| (l.election_epoch, l.stewards.clone())),
+                    c.mode(),
+                )),
+                None => s.push_str(&format!("  [{i}] {} {:?} (no conversation) alive={}\n", m.label, m.id(), m.alive)),
+            }
+        }
+        s
+    }
+
+    /// Events of member `i` matching `f`.
+    pub fn events_of<'a>(
+        &'a self,
+        i: usize,
+        f: impl Fn(&Event) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Event> + 'a {
+        self.members[i]
+            .events
+            .iter()
+            .map(|(_, e)| e)
+            .filter(move |e| f(e))
+    }
+
+    /// Asserts convergence within `max_ms`, with a readable dump on failure.
+    pub fn assert_converge(&mut self, idx: &[usize], max_ms: Millis) {
+        let ok = self.run_until(max_ms, |s| s.converged(idx));
+        assert!(ok, "members {idx:?} did not converge\n{}", self.describe());
+    }
+}
+
+/// Runs `scenario` once per seed; `SIM_SEED` replays one. On failure the seed is printed.
+pub fn for_seeds(seeds: std::ops::Range<u64>, scenario: impl Fn(u64)) {
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(s) => vec![s],
+        None => seeds.collect(),
+    };
+    for seed in seeds {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(seed)));
+        if let Err(e) = r {
+            eprintln!("\n*** scenario failed with seed {seed}; replay with SIM_SEED={seed} ***\n");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+/// Timings scaled down 10x from the defaults; virtual time makes the real ones free, but
+/// shorter runs keep logs small. Order and ratios are the reference's.
+pub fn fast_config() -> ConversationConfig {
+    ConversationConfig {
+        commit_inactivity: 6_000,
+        freeze: 3_000,
+        voting_delay: 1_000,
+        election_voting_delay: 500,
+        consensus_timeout: 3_000,
+        proposal_expiration: 60_000,
+        recovery_inactivity: 500,
+        ..ConversationConfig::default()
+    }
+}
