@@ -257,7 +257,7 @@ fn with_20_percent_loss_and_reordering_the_group_still_converges() {
         for &j in &ids[1..] {
             s.join(j);
         }
-        s.assert_converge(&ids, 30 * MIN);
+        s.assert_converge_rejoining(&ids, 30 * MIN);
         s.chat(ids[2], "still here");
         s.propose_removal(ids[1], ids[4]);
         s.assert_converge(&ids[..4], 30 * MIN);

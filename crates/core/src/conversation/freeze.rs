@@ -45,6 +45,7 @@ impl Conversation {
                 }
             }
             ConversationState::Freezing => {
+                self.resend_candidate(now, out);
                 let due = self
                     .freeze
                     .as_ref()
@@ -170,8 +171,10 @@ impl Conversation {
         let bytes = cand.encode_to_vec();
         let hash = commit_hash(&cand.commit_message);
         let actions = adds.len() + removes.len();
+        let resend_gap = self.config.freeze / 4;
         if let Some(f) = self.freeze.as_mut() {
             f.own_pending = true;
+            f.next_resend = Some(ctx.now + resend_gap);
             f.candidates.push(Candidate {
                 bytes,
                 hash,
@@ -186,6 +189,24 @@ impl Conversation {
             body: Some(pb::app_envelope::Body::CommitCandidate(cand)),
         };
         out.send(Subtopic::AppMsg, env.encode_to_vec());
+    }
+
+    fn resend_candidate(&mut self, now: Millis, out: &mut Output) {
+        let gap = self.config.freeze / 4;
+        let Some(f) = self.freeze.as_mut() else { return };
+        let Some(at) = f.next_resend else { return };
+        if now < at {
+            return;
+        }
+        f.next_resend = (now + gap < f.started_at + self.config.freeze).then_some(now + gap);
+        if let Some(c) = f.candidates.iter().find(|c| c.local) {
+            if let Ok(cand) = pb::CommitCandidate::decode(c.bytes.as_slice()) {
+                let env = pb::AppEnvelope {
+                    body: Some(pb::app_envelope::Body::CommitCandidate(cand)),
+                };
+                out.send(Subtopic::AppMsg, env.encode_to_vec());
+            }
+        }
     }
 
     /// A peer's candidate arrived.

@@ -206,6 +206,11 @@ impl Conversation {
         if !w.joiner_ids.iter().any(|j| j.as_slice() == self.me.as_bytes()) {
             return;
         }
+        // A group of this name left over from an earlier membership (we were removed and
+        // are rejoining) would block the new one; while pending we have no live group.
+        if let Ok(Some(stale)) = MlsConversation::load(ctx.provider, &self.name) {
+            let _ = stale.delete(ctx.provider);
+        }
         let mls = match MlsConversation::join_from_welcome(ctx.provider, &w.welcome) {
             Ok(Some(m)) => m,
             Ok(None) => return,
@@ -275,7 +280,7 @@ impl Conversation {
     }
 
     /// Applies a conversation sync once, after validating it (reference §4.7).
-    pub(super) fn on_sync<P: OpenMlsProvider>(&mut self, _ctx: &mut Ctx<'_, P>, out: &mut Output, s: pb::ConversationSync) {
+    pub(super) fn on_sync<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, s: pb::ConversationSync) {
         if self.synced {
             return;
         }
@@ -297,6 +302,9 @@ impl Conversation {
                 }
                 self.synced = true;
                 tracing::info!(conversation = %self.name, "conversation sync applied");
+                // The list we were given may already be exhausted (we may even be the
+                // next election's proposer).
+                self.after_commit_stewardship(ctx, out);
             }
             Err(e) => out.reject("sync", e),
         }

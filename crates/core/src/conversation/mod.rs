@@ -74,6 +74,9 @@ pub(crate) struct FreezeRound {
     pub candidates: Vec<Candidate>,
     /// We hold a pending MLS commit of our own.
     pub own_pending: bool,
+    /// When our candidate is next re-sent (a lost candidate forks the group, so it is
+    /// sent several times within the window).
+    pub next_resend: Option<Millis>,
 }
 
 /// A commit candidate buffered in a freeze round.
@@ -371,6 +374,7 @@ impl Conversation {
         }
         if let Some(f) = &self.freeze {
             t.push(f.started_at + self.config.freeze);
+            t.extend(f.next_resend);
         }
         if let Some(s) = self.reelection_since {
             t.push(s + self.reelection_patience());

@@ -556,6 +556,27 @@ impl Sim {
             .filter(move |e| f(e))
     }
 
+    /// Like [`Sim::assert_converge`], but a member whose join expired joins again, as its
+    /// user would (the epoch steward re-sends the welcome it missed).
+    pub fn assert_converge_rejoining(&mut self, idx: &[usize], max_ms: Millis) {
+        let limit = self.now + max_ms;
+        while self.now < limit {
+            if self.run_until(10_000.min(limit - self.now), |s| s.converged(idx)) {
+                return;
+            }
+            for &i in idx {
+                let expired = self.members[i]
+                    .conv
+                    .as_ref()
+                    .is_some_and(|c| c.closed() == Some(demls_core::conversation::LeaveReason::JoinExpired));
+                if expired {
+                    self.join(i);
+                }
+            }
+        }
+        assert!(self.converged(idx), "members {idx:?} did not converge\n{}", self.describe());
+    }
+
     /// Asserts convergence within `max_ms`, with a readable dump on failure.
     pub fn assert_converge(&mut self, idx: &[usize], max_ms: Millis) {
         let ok = self.run_until(max_ms, |s| s.converged(idx));
