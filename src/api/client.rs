@@ -1,0 +1,369 @@
+//! A small HTTP client for the API (hyper 1 + hyper-util), used by the CLI.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode, Uri, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+
+use super::types::*;
+
+/// How long a request may take (creating a conversation includes MLS work).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a call to the API failed. Each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The `--api` value is not an `http://host:port` URL.
+    #[error("invalid API URL {0:?}: expected http://HOST:PORT")]
+    BadUrl(String),
+    /// Nothing answers at the address.
+    #[error("cannot reach the node API at {0} (is the node running?)")]
+    Unreachable(String),
+    /// The node did not answer in time.
+    #[error("the node API at {0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+    /// The node answered with an error.
+    #[error("{message} (HTTP {})", status.as_u16())]
+    Http {
+        /// HTTP status.
+        status: StatusCode,
+        /// The `error` field of the body, or the body.
+        message: String,
+    },
+    /// The exchange broke off, or the answer is not what the API sends.
+    #[error("bad answer from the node API: {0}")]
+    Protocol(String),
+}
+
+/// A decoded answer with the exact body it was decoded from (for `--json`).
+#[derive(Debug, Clone)]
+pub struct Reply<T> {
+    /// The body as the API sent it.
+    pub raw: String,
+    /// The decoded body.
+    pub value: T,
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field (`message` if absent).
+    pub event: String,
+    /// The `data:` lines, joined with newlines.
+    pub data: String,
+}
+
+/// A client for one node's API.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Percent-encodes one path segment or query value.
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn conv(name: &str, rest: &str) -> String {
+    format!("/conversations/{}{rest}", encode_component(name))
+}
+
+impl ApiClient {
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:8645`).
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let trimmed = base.trim().trim_end_matches('/');
+        let uri: Uri = trimmed
+            .parse()
+            .map_err(|_| ClientError::BadUrl(base.to_string()))?;
+        let path_ok = uri.path().is_empty() || uri.path() == "/";
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() || !path_ok {
+            return Err(ClientError::BadUrl(base.to_string()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self {
+            base: trimmed.to_string(),
+            client,
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
+        let uri: Uri = format!("{}{path}", self.base)
+            .parse()
+            .map_err(|_| ClientError::BadUrl(format!("{}{path}", self.base)))?;
+        let mut b = Request::builder().method(method).uri(uri);
+        let body = match body {
+            Some(json) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(json))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        b.body(body)
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    fn map_send_error(&self, e: hyper_util::client::legacy::Error) -> ClientError {
+        if e.is_connect() {
+            ClientError::Unreachable(self.base.clone())
+        } else {
+            ClientError::Protocol(e.to_string())
+        }
+    }
+
+    /// Sends a request and returns the body of a 2xx answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<String, ClientError> {
+        let req = self.request(method, path, body.map(|b| b.to_string()))?;
+        let work = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| self.map_send_error(e))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if status.is_success() {
+                Ok(text)
+            } else {
+                let message = serde_json::from_str::<ErrorBody>(&text)
+                    .map(|b| b.error)
+                    .unwrap_or_else(|_| {
+                        let t = text.trim();
+                        if t.is_empty() {
+                            status.canonical_reason().unwrap_or("error").to_string()
+                        } else {
+                            t.lines().next().unwrap_or(t).to_string()
+                        }
+                    });
+                Err(ClientError::Http { status, message })
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| ClientError::Timeout(self.base.clone(), REQUEST_TIMEOUT))?
+    }
+
+    async fn typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Reply<T>, ClientError> {
+        let raw = self.call(method, path, body).await?;
+        let value =
+            serde_json::from_str(&raw).map_err(|e| ClientError::Protocol(format!("{e}: {raw}")))?;
+        Ok(Reply { raw, value })
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Reply<HealthView>, ClientError> {
+        self.typed(Method::GET, "/health", None).await
+    }
+
+    /// `GET /metrics` (Prometheus text).
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        self.call(Method::GET, "/metrics", None).await
+    }
+
+    /// `GET /status`.
+    pub async fn status(&self) -> Result<Reply<StatusView>, ClientError> {
+        self.typed(Method::GET, "/status", None).await
+    }
+
+    /// `GET /conversations`.
+    pub async fn conversations(&self) -> Result<Reply<Vec<ConversationSummary>>, ClientError> {
+        self.typed(Method::GET, "/conversations", None).await
+    }
+
+    /// `POST /conversations`.
+    pub async fn create(&self, name: &str) -> Result<Reply<ConversationView>, ClientError> {
+        let body = serde_json::json!({ "name": name });
+        self.typed(Method::POST, "/conversations", Some(body)).await
+    }
+
+    /// `POST /conversations/{name}/join`.
+    pub async fn join(&self, name: &str) -> Result<Reply<ConversationView>, ClientError> {
+        self.typed(Method::POST, &conv(name, "/join"), None).await
+    }
+
+    /// `POST /conversations/{name}/leave`.
+    pub async fn leave(&self, name: &str) -> Result<Reply<LeaveView>, ClientError> {
+        self.typed(Method::POST, &conv(name, "/leave"), None).await
+    }
+
+    /// `GET /conversations/{name}`.
+    pub async fn show(&self, name: &str) -> Result<Reply<ConversationView>, ClientError> {
+        self.typed(Method::GET, &conv(name, ""), None).await
+    }
+
+    /// `POST /conversations/{name}/messages`.
+    pub async fn send(&self, name: &str, text: &str) -> Result<Reply<SentView>, ClientError> {
+        let body = serde_json::json!({ "text": text });
+        self.typed(Method::POST, &conv(name, "/messages"), Some(body))
+            .await
+    }
+
+    /// `GET /conversations/{name}/messages`.
+    pub async fn messages(&self, name: &str) -> Result<Reply<Vec<MessageView>>, ClientError> {
+        self.typed(Method::GET, &conv(name, "/messages"), None)
+            .await
+    }
+
+    /// `POST /conversations/{name}/remove`.
+    pub async fn remove(
+        &self,
+        name: &str,
+        address: &str,
+    ) -> Result<Reply<ProposalRef>, ClientError> {
+        let body = serde_json::json!({ "address": address });
+        self.typed(Method::POST, &conv(name, "/remove"), Some(body))
+            .await
+    }
+
+    /// `GET /conversations/{name}/proposals`.
+    pub async fn proposals(&self, name: &str) -> Result<Reply<Vec<ProposalView>>, ClientError> {
+        self.typed(Method::GET, &conv(name, "/proposals"), None)
+            .await
+    }
+
+    /// `POST /conversations/{name}/proposals/{id}/vote`.
+    pub async fn vote(
+        &self,
+        name: &str,
+        id: u32,
+        yes: bool,
+    ) -> Result<Reply<VoteView>, ClientError> {
+        let body = serde_json::json!({ "vote": if yes { "yes" } else { "no" } });
+        let path = conv(name, &format!("/proposals/{id}/vote"));
+        self.typed(Method::POST, &path, Some(body)).await
+    }
+
+    /// `GET /events`: calls `on_event` for each event until it returns false, or the
+    /// node ends the stream (then `Ok`).
+    pub async fn events(
+        &self,
+        conversation: Option<&str>,
+        mut on_event: impl FnMut(SseEvent) -> bool,
+    ) -> Result<(), ClientError> {
+        let path = match conversation {
+            Some(c) => format!("/events?conversation={}", encode_component(c)),
+            None => "/events".to_string(),
+        };
+        let mut req = self.request(Method::GET, &path, None)?;
+        req.headers_mut().insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("text/event-stream"),
+        );
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| ClientError::Timeout(self.base.clone(), REQUEST_TIMEOUT))?
+            .map_err(|e| self.map_send_error(e))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
+            let text = String::from_utf8_lossy(&bytes);
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| text.trim().to_string());
+            return Err(ClientError::Http { status, message });
+        }
+        let mut parser = SseParser::default();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                for ev in parser.push(&data) {
+                    if !on_event(ev) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Incremental `text/event-stream` parser.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    event: Option<String>,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    /// Feeds bytes; returns the events they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() || self.event.is_some() {
+                    out.push(SseEvent {
+                        event: self.event.take().unwrap_or_else(|| "message".into()),
+                        data: std::mem::take(&mut self.data).join("\n"),
+                    });
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "event" => self.event = Some(value.to_string()),
+                "data" => self.data.push(value.to_string()),
+                _ => {}
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,88 @@
+//! The HTTP JSON API (server and client) and the seam the node runtime implements.
+//!
+//! The server ([`serve`]) knows nothing about the protocol: every route calls one method
+//! of [`NodeControl`]. The runtime implements that trait; tests implement it with a
+//! double. Routes are listed in `docs/API.md`.
+
+pub mod client;
+pub mod server;
+pub mod types;
+
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use demls_core::identity::MemberId;
+use tokio::sync::broadcast;
+
+pub use server::{router, serve};
+use types::*;
+
+/// An API failure, mapped to an HTTP status and a `{"error": "…"}` body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 404: unknown conversation or proposal (or we are no longer in the conversation).
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: a malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 409: not allowed in the conversation's current state; the message says why.
+    #[error("{0}")]
+    Conflict(String),
+    /// 500: the node failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        server::error_response(self.status(), self.to_string())
+    }
+}
+
+/// What the HTTP API needs from the node. Implemented by the node runtime.
+///
+/// Conversation names reaching these methods have been checked with
+/// [`crate::config::check_conversation_name`]; addresses are parsed.
+#[async_trait]
+pub trait NodeControl: Send + Sync + 'static {
+    /// Our identity, peer id, peers and conversations.
+    async fn status(&self) -> StatusView;
+    /// The conversations we are in.
+    async fn conversations(&self) -> Vec<ConversationSummary>;
+    /// Creates a conversation with us as its first member and steward.
+    async fn create(&self, name: &str) -> Result<ConversationView, ApiError>;
+    /// Asks to join a conversation (state `pending_join` until welcomed).
+    async fn join(&self, name: &str) -> Result<ConversationView, ApiError>;
+    /// Starts leaving a conversation.
+    async fn leave(&self, name: &str) -> Result<LeaveView, ApiError>;
+    /// One conversation's state and members. `NotFound` once we are no longer in it.
+    async fn show(&self, name: &str) -> Result<ConversationView, ApiError>;
+    /// Sends a chat message.
+    async fn send(&self, name: &str, text: &str) -> Result<SentView, ApiError>;
+    /// The conversation's stored chat messages, oldest first.
+    async fn messages(&self, name: &str) -> Result<Vec<MessageView>, ApiError>;
+    /// Proposes removing `member`; returns the new proposal's id.
+    async fn remove(&self, name: &str, member: MemberId) -> Result<ProposalRef, ApiError>;
+    /// The conversation's proposals with their tallies.
+    async fn proposals(&self, name: &str) -> Result<Vec<ProposalView>, ApiError>;
+    /// Casts our vote on a proposal.
+    async fn vote(&self, name: &str, proposal_id: u32, yes: bool) -> Result<VoteView, ApiError>;
+    /// A new subscription to the node's event stream (all conversations).
+    fn events(&self) -> broadcast::Receiver<EventView>;
+    /// Prometheus text exposition of the node's metrics. May block briefly; the server
+    /// calls it on the blocking thread pool.
+    fn metrics(&self) -> String;
+}

@@ -1,0 +1,273 @@
+//! The axum server: routes, request checking, error bodies, the SSE event stream.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use demls_core::identity::MemberId;
+use futures::{Stream, StreamExt, future};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::types::*;
+use super::{ApiError, NodeControl};
+use crate::config::check_conversation_name;
+
+/// Shared handler state.
+#[derive(Clone)]
+struct AppState {
+    node: Arc<dyn NodeControl>,
+    /// Turns true when the server shuts down; ends the event streams.
+    stopping: Option<watch::Receiver<bool>>,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// `{"error": message}` with `status`.
+pub(crate) fn error_response(status: StatusCode, message: String) -> Response {
+    (status, Json(ErrorBody { error: message })).into_response()
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; open event streams are ended
+/// then, so the graceful shutdown does not wait for them.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<dyn NodeControl>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let app = build(node, Some(rx));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await
+}
+
+/// The API's routes over `node` (event streams end only when the client goes away).
+pub fn router(node: Arc<dyn NodeControl>) -> Router {
+    build(node, None)
+}
+
+fn build(node: Arc<dyn NodeControl>, stopping: Option<watch::Receiver<bool>>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/events", get(events))
+        .route("/conversations", get(conversations).post(create))
+        .route("/conversations/{name}", get(show))
+        .route("/conversations/{name}/join", post(join))
+        .route("/conversations/{name}/leave", post(leave))
+        .route("/conversations/{name}/messages", get(messages).post(send))
+        .route("/conversations/{name}/remove", post(remove))
+        .route("/conversations/{name}/proposals", get(proposals))
+        .route("/conversations/{name}/proposals/{id}/vote", post(vote))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(AppState { node, stopping })
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        format!("no such route: {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+fn bad_json(r: JsonRejection) -> ApiError {
+    ApiError::BadRequest(format!("invalid request body: {}", r.body_text()))
+}
+
+fn conversation(name: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    let Path(name) = name.map_err(|r| ApiError::BadRequest(r.body_text()))?;
+    check_conversation_name(&name).map_err(ApiError::BadRequest)?;
+    Ok(name)
+}
+
+async fn health() -> Json<HealthView> {
+    Json(HealthView {
+        status: "ok".into(),
+    })
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let node = s.node.clone();
+    match tokio::task::spawn_blocking(move || node.metrics()).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::Internal(format!("metrics failed: {e}")).into_response(),
+    }
+}
+
+async fn status(State(s): State<AppState>) -> Json<StatusView> {
+    Json(s.node.status().await)
+}
+
+async fn conversations(State(s): State<AppState>) -> Json<Vec<ConversationSummary>> {
+    Json(s.node.conversations().await)
+}
+
+async fn create(
+    State(s): State<AppState>,
+    body: Result<Json<CreateRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ConversationView>)> {
+    let Json(req) = body.map_err(bad_json)?;
+    check_conversation_name(&req.name).map_err(ApiError::BadRequest)?;
+    Ok((StatusCode::CREATED, Json(s.node.create(&req.name).await?)))
+}
+
+async fn show(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ConversationView>> {
+    let name = conversation(name)?;
+    Ok(Json(s.node.show(&name).await?))
+}
+
+async fn join(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ConversationView>> {
+    let name = conversation(name)?;
+    Ok(Json(s.node.join(&name).await?))
+}
+
+async fn leave(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<LeaveView>> {
+    let name = conversation(name)?;
+    Ok(Json(s.node.leave(&name).await?))
+}
+
+async fn messages(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Vec<MessageView>>> {
+    let name = conversation(name)?;
+    Ok(Json(s.node.messages(&name).await?))
+}
+
+async fn send(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Json<SendRequest>, JsonRejection>,
+) -> ApiResult<Json<SentView>> {
+    let name = conversation(name)?;
+    let Json(req) = body.map_err(bad_json)?;
+    if req.text.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "message text must not be empty".into(),
+        ));
+    }
+    Ok(Json(s.node.send(&name, &req.text).await?))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Json<RemoveRequest>, JsonRejection>,
+) -> ApiResult<Json<ProposalRef>> {
+    let name = conversation(name)?;
+    let Json(req) = body.map_err(bad_json)?;
+    let member: MemberId = req.address.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid address {:?}: expected 0x and 40 hex digits",
+            req.address
+        ))
+    })?;
+    Ok(Json(s.node.remove(&name, member).await?))
+}
+
+async fn proposals(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Vec<ProposalView>>> {
+    let name = conversation(name)?;
+    Ok(Json(s.node.proposals(&name).await?))
+}
+
+async fn vote(
+    State(s): State<AppState>,
+    params: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Json<VoteRequest>, JsonRejection>,
+) -> ApiResult<Json<VoteView>> {
+    let Path((name, id)) = params.map_err(|r| ApiError::BadRequest(r.body_text()))?;
+    check_conversation_name(&name).map_err(ApiError::BadRequest)?;
+    let id: u32 = id.parse().map_err(|_| {
+        ApiError::BadRequest(format!("invalid proposal id {id:?}: expected a number"))
+    })?;
+    let Json(req) = body.map_err(bad_json)?;
+    Ok(Json(s.node.vote(&name, id, req.vote.is_yes()).await?))
+}
+
+/// `GET /events` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Only this conversation's events.
+    conversation: Option<String>,
+}
+
+async fn events(
+    State(s): State<AppState>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let Query(q) = q.map_err(|r| ApiError::BadRequest(r.body_text()))?;
+    if let Some(name) = &q.conversation {
+        check_conversation_name(name).map_err(ApiError::BadRequest)?;
+    }
+    let filter = q.conversation;
+    let stopping = s.stopping.clone();
+    let stop = async move {
+        match stopping {
+            Some(mut rx) => {
+                let _ = rx.wait_for(|v| *v).await;
+            }
+            None => future::pending::<()>().await,
+        }
+    };
+    let stream = BroadcastStream::new(s.node.events())
+        .filter_map(move |item| {
+            let out = match item {
+                Ok(ev) if filter.as_ref().is_none_or(|f| *f == ev.conversation) => {
+                    let kind = ev.kind.clone();
+                    Event::default().event(kind).json_data(&ev).ok()
+                }
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(n)) => Some(
+                    Event::default()
+                        .event("lagged")
+                        .data(format!("{{\"missed\":{n}}}")),
+                ),
+            };
+            future::ready(out.map(Ok))
+        })
+        .take_until(Box::pin(stop));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

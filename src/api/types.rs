@@ -1,0 +1,218 @@
+//! The JSON the API speaks. Field names are a contract: scripts depend on them (see
+//! `docs/API.md`); fields may be added, never renamed.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// Our address, EIP-55.
+    pub address: String,
+    /// Our libp2p peer id.
+    pub peer_id: String,
+    /// Connected relay peers.
+    pub peers: usize,
+    /// Names of the conversations we are in.
+    pub conversations: Vec<String>,
+    /// Our libp2p listen addresses.
+    #[serde(default)]
+    pub listen: Vec<String>,
+}
+
+/// One row of `GET /conversations`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    /// Conversation name.
+    pub name: String,
+    /// `pending_join`, `working`, `freezing`, `selection` or `reelection`.
+    pub state: String,
+    /// Current MLS epoch.
+    pub epoch: u64,
+    /// Number of members.
+    pub members: usize,
+}
+
+/// A member as shown by `GET /conversations/{name}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Address, EIP-55.
+    pub address: String,
+    /// Peer score.
+    pub score: i64,
+    /// `epoch_steward`, `backup_steward`, `steward` or `member`.
+    pub role: String,
+}
+
+/// `GET /conversations/{name}`, and the answer to create / join.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationView {
+    /// Conversation name.
+    pub name: String,
+    /// `pending_join`, `working`, `freezing`, `selection` or `reelection`.
+    pub state: String,
+    /// Current MLS epoch.
+    pub epoch: u64,
+    /// Members in MLS leaf order.
+    pub members: Vec<MemberView>,
+}
+
+/// `POST /conversations/{name}/leave`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveView {
+    /// Conversation name.
+    pub name: String,
+    /// True once the leave is under way (it completes when a commit removes us).
+    pub leaving: bool,
+}
+
+/// `POST /conversations/{name}/messages`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentView {
+    /// The message was handed to the relay.
+    pub sent: bool,
+}
+
+/// One chat message, `GET /conversations/{name}/messages`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageView {
+    /// Sender address, EIP-55.
+    pub sender: String,
+    /// Text.
+    pub text: String,
+    /// MLS epoch it was sent in.
+    pub epoch: u64,
+    /// Sender's timestamp, ms since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// `POST /conversations/{name}/remove`: the proposal that was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalRef {
+    /// Proposal id (vote on it with `POST …/proposals/{id}/vote`).
+    pub proposal_id: u32,
+}
+
+/// One row of `GET /conversations/{name}/proposals`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalView {
+    /// Proposal id.
+    pub id: u32,
+    /// What it proposes (`add`, `remove`, `election`, `emergency`, …).
+    pub kind: String,
+    /// `open`, `accepted`, `rejected`, `expired`, …
+    pub status: String,
+    /// YES votes so far.
+    pub yes: u32,
+    /// NO votes so far.
+    pub no: u32,
+    /// Votes expected (members at proposal time).
+    pub expected: u32,
+    /// Human summary (`remove 0xAb…`).
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// `POST /conversations/{name}/proposals/{id}/vote`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteView {
+    /// Proposal id.
+    pub proposal_id: u32,
+    /// The vote cast (true = yes).
+    pub vote: bool,
+}
+
+/// One item of the `GET /events` stream (sent as SSE `event: {kind}`, `data: {json}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Conversation it concerns.
+    pub conversation: String,
+    /// Event kind (`state`, `chat`, `proposal`, `decided`, `commit`, `left`, …).
+    pub kind: String,
+    /// Kind-specific payload.
+    pub data: serde_json::Value,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// Always `"ok"` while the node serves requests.
+    pub status: String,
+}
+
+/// Every error body: `{"error": "…"}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, one line.
+    pub error: String,
+}
+
+/// `POST /conversations` body (create).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// Conversation name.
+    pub name: String,
+}
+
+/// `POST /conversations/{name}/messages` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// Message text (non-empty).
+    pub text: String,
+}
+
+/// `POST /conversations/{name}/remove` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    /// Address of the member to remove (`0x…`, any case).
+    pub address: String,
+}
+
+/// A vote value: `"yes"` / `"no"` (JSON `true` / `false` are accepted too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoteValue {
+    /// In favour.
+    Yes,
+    /// Against.
+    No,
+}
+
+impl VoteValue {
+    /// True for yes.
+    pub fn is_yes(self) -> bool {
+        self == VoteValue::Yes
+    }
+}
+
+impl<'de> Deserialize<'de> for VoteValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            B(bool),
+            S(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::B(b)) => Ok(if b { VoteValue::Yes } else { VoteValue::No }),
+            Ok(Raw::S(s)) => match s.to_ascii_lowercase().as_str() {
+                "yes" => Ok(VoteValue::Yes),
+                "no" => Ok(VoteValue::No),
+                _ => Err(serde::de::Error::custom(format!(
+                    "unknown vote {s:?}: expected \"yes\" or \"no\""
+                ))),
+            },
+            Err(_) => Err(serde::de::Error::custom("a vote is \"yes\" or \"no\"")),
+        }
+    }
+}
+
+/// `POST /conversations/{name}/proposals/{id}/vote` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteRequest {
+    /// `"yes"` or `"no"`.
+    pub vote: VoteValue,
+}

@@ -1,0 +1,145 @@
+//! The `demls-node` command line: `run`, `keygen`, and client subcommands that talk to a
+//! running node's HTTP API. `--api URL` and `--json` are accepted after any subcommand.
+
+mod client;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use demls_core::identity::MemberId;
+
+pub use client::{CliError, keygen, run_client};
+
+/// The API address the client uses unless `--api` or `DEMLS_API` says otherwise.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8645";
+
+/// A de-MLS peer node: decentralized MLS group conversations over Waku relay.
+#[derive(Debug, Parser)]
+#[command(name = "demls-node", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The node API to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "DEMLS_API",
+        default_value = DEFAULT_API_URL,
+        value_name = "URL"
+    )]
+    pub api: String,
+    /// Print the API's JSON answer as is instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `yes` or `no`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Vote {
+    /// In favour.
+    Yes,
+    /// Against.
+    No,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Run the node in the foreground (until Ctrl-C / SIGTERM).
+    Run {
+        /// Configuration file (TOML). Without it, the built-in defaults apply.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Write a new Ethereum key (mode 0600) and print its address. Never overwrites.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// The node's address, peer id, peers and conversations.
+    Status,
+    /// The conversations the node is in.
+    Conversations,
+    /// Create a conversation (we become its first member and steward).
+    Create {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+    },
+    /// Ask to join a conversation (a steward adds us after a vote).
+    Join {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+    },
+    /// Leave a conversation.
+    Leave {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+    },
+    /// A conversation's state, epoch and members.
+    Show {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+    },
+    /// Send a chat message.
+    Send {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+        /// The message (quote it).
+        text: String,
+    },
+    /// A conversation's chat messages.
+    Messages {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+    },
+    /// Propose removing a member.
+    Remove {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+        /// The member's address (0x…).
+        #[arg(value_parser = address)]
+        address: MemberId,
+    },
+    /// A conversation's proposals and their votes.
+    Proposals {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+    },
+    /// Vote on a proposal.
+    Vote {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+        /// Proposal id (from `proposals`).
+        proposal_id: u32,
+        /// yes or no.
+        #[arg(value_enum)]
+        vote: Vote,
+    },
+    /// Follow the node's events (all conversations, or one) until interrupted.
+    Events {
+        /// Only this conversation.
+        #[arg(value_parser = conversation_name)]
+        name: Option<String>,
+    },
+}
+
+fn conversation_name(s: &str) -> Result<String, String> {
+    crate::config::check_conversation_name(s).map(|_| s.to_string())
+}
+
+fn address(s: &str) -> Result<MemberId, String> {
+    s.parse::<MemberId>()
+        .map_err(|_| format!("{s:?} is not an Ethereum address (0x and 40 hex digits)"))
+}

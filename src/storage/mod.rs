@@ -1,0 +1,428 @@
+//! The node's database: one SQLite file, `<data_dir>/demls.sqlite3`.
+//!
+//! It is marked as ours with `PRAGMA application_id` and a `meta` table holding the
+//! schema version and the address of the key it was created for. [`Storage::open`]
+//! refuses — without writing a byte — a file that is not SQLite or is corrupt, an SQLite
+//! database that is not ours, one written by a newer schema, and one created for a
+//! different identity. Next to our tables live OpenMLS's (see [`mls`]).
+
+pub mod mls;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use demls_core::identity::MemberId;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+pub use mls::{JsonCodec, MlsStorage, NodeProvider};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "demls.sqlite3";
+/// `PRAGMA application_id` of a demls-node database ("DMLS").
+pub const APPLICATION_ID: i32 = 0x444D_4C53;
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The data directory or file could not be created or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not an SQLite file at all, or a damaged one.
+    #[error("{path} is not a usable SQLite database ({reason}); it was left untouched")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An SQLite database of some other application.
+    #[error(
+        "{path} is not a demls-node database (application id {found:#010x}); it was left untouched"
+    )]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// Its application id.
+        found: i32,
+    },
+    /// Written by a newer demls-node.
+    #[error(
+        "{path} has schema version {found}, newer than this build's {SCHEMA_VERSION}; upgrade demls-node"
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+    },
+    /// Created for another key.
+    #[error(
+        "{path} belongs to identity {stored}, but this node's key is {ours}; use that key or another data_dir"
+    )]
+    IdentityMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The address recorded in the file.
+        stored: String,
+        /// The address of the key in use.
+        ours: MemberId,
+    },
+    /// An SQLite error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// OpenMLS's table migrations failed.
+    #[error("OpenMLS storage migration failed: {0}")]
+    Migration(String),
+}
+
+/// A stored chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Position in its conversation, from 1.
+    pub seq: u64,
+    /// Sender address (EIP-55).
+    pub sender: String,
+    /// Text.
+    pub text: String,
+    /// MLS epoch it was sent in.
+    pub epoch: u64,
+    /// Sender's timestamp, ms since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// The node's database.
+#[derive(Debug)]
+pub struct Storage {
+    conn: Connection,
+    path: PathBuf,
+    address: MemberId,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Storage {
+    /// Opens (creating on first use) the database in `data_dir` for the node whose key
+    /// has address `address`.
+    pub fn open(data_dir: &Path, address: MemberId) -> Result<Self, StorageError> {
+        let path = data_dir.join(DB_FILE);
+        let fresh = match fs::metadata(&path) {
+            Ok(m) => m.len() == 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(StorageError::Io { path, source: e }),
+        };
+        if !fresh {
+            Self::check_existing(&path, address)?;
+        }
+        fs::create_dir_all(data_dir).map_err(|source| StorageError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        Self::configure(&conn)?;
+        if fresh {
+            Self::create_schema(&mut conn, address)?;
+        }
+        mls::migrate(&mut conn).map_err(StorageError::Migration)?;
+        Ok(Self {
+            conn,
+            path,
+            address,
+        })
+    }
+
+    /// Read-only checks of an existing file; nothing is written.
+    fn check_existing(path: &Path, address: MemberId) -> Result<(), StorageError> {
+        let corrupt = |reason: String| StorageError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut header = [0u8; 16];
+        {
+            use std::io::Read;
+            let mut f = fs::File::open(path).map_err(|source| StorageError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            f.read_exact(&mut header)
+                .map_err(|_| corrupt("file too short for an SQLite header".into()))?;
+        }
+        if &header != SQLITE_MAGIC {
+            return Err(corrupt("no SQLite header".into()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
+        let app_id: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if app_id != APPLICATION_ID {
+            return Err(StorageError::Foreign {
+                path: path.to_path_buf(),
+                found: app_id,
+            });
+        }
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if check != "ok" {
+            return Err(corrupt(format!("integrity check: {check}")));
+        }
+        let meta = |key: &str| -> Result<Option<String>, StorageError> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(|e| corrupt(format!("meta table: {e}")))
+        };
+        let version: i64 = meta("schema_version")?
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt("no schema version recorded".into()))?;
+        if version > SCHEMA_VERSION {
+            return Err(StorageError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        let stored = meta("address")?.ok_or_else(|| corrupt("no address recorded".into()))?;
+        let matches = stored
+            .parse::<MemberId>()
+            .map(|m| m == address)
+            .unwrap_or(false);
+        if !matches {
+            return Err(StorageError::IdentityMismatch {
+                path: path.to_path_buf(),
+                stored,
+                ours: address,
+            });
+        }
+        Ok(())
+    }
+
+    fn configure(conn: &Connection) -> Result<(), StorageError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(())
+    }
+
+    fn create_schema(conn: &mut Connection, address: MemberId) -> Result<(), StorageError> {
+        let tx = conn.transaction()?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.execute_batch(
+            "CREATE TABLE meta (
+                 key   TEXT PRIMARY KEY,
+                 value TEXT NOT NULL
+             );
+             CREATE TABLE conversations (
+                 name       TEXT PRIMARY KEY,
+                 state_blob BLOB NOT NULL,
+                 updated_at INTEGER NOT NULL
+             );
+             CREATE TABLE messages (
+                 conversation TEXT NOT NULL,
+                 seq          INTEGER NOT NULL,
+                 sender       TEXT NOT NULL,
+                 text         TEXT NOT NULL,
+                 epoch        INTEGER NOT NULL,
+                 timestamp    INTEGER NOT NULL,
+                 PRIMARY KEY (conversation, seq)
+             );",
+        )?;
+        let mut ins = tx.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")?;
+        ins.execute(params!["schema_version", SCHEMA_VERSION.to_string()])?;
+        ins.execute(params!["address", address.to_string()])?;
+        ins.execute(params!["created_at", now_ms().to_string()])?;
+        drop(ins);
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The identity the database belongs to.
+    pub fn address(&self) -> MemberId {
+        self.address
+    }
+
+    /// An OpenMLS provider over a second connection to the same file (see [`mls`]).
+    pub fn mls_provider(&self) -> Result<NodeProvider, StorageError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        Self::configure(&conn)?;
+        Ok(NodeProvider::new(conn))
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn meta_set(&self, key: &str, value: &str) -> Result<(), StorageError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The public part of the node's MLS signature key, once saved.
+    pub fn mls_public_key(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .meta_get("mls_public_key")?
+            .and_then(|h| hex::decode(h).ok()))
+    }
+
+    /// Records the public part of the node's MLS signature key (its private part lives
+    /// in OpenMLS's tables).
+    pub fn save_mls_public_key(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.meta_set("mls_public_key", &hex::encode(key))
+    }
+
+    /// Saves (inserts or replaces) a conversation's serialized state.
+    pub fn save_conversation(&self, name: &str, state: &[u8]) -> Result<(), StorageError> {
+        self.conn.execute(
+            "INSERT INTO conversations (name, state_blob, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET state_blob = excluded.state_blob,
+                                             updated_at = excluded.updated_at",
+            params![name, state, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// One conversation's saved state.
+    pub fn load_conversation(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT state_blob FROM conversations WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every saved conversation with its state, by name.
+    pub fn load_conversations(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, state_blob FROM conversations ORDER BY name")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The names of the saved conversations.
+    pub fn list_conversations(&self) -> Result<Vec<String>, StorageError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name FROM conversations ORDER BY name")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a conversation's state and messages (one transaction). Returns whether it
+    /// existed.
+    pub fn delete_conversation(&self, name: &str) -> Result<bool, StorageError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let n = tx.execute("DELETE FROM conversations WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM messages WHERE conversation = ?1", [name])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Appends a chat message; returns its sequence number in the conversation.
+    pub fn append_message(
+        &self,
+        conversation: &str,
+        sender: &str,
+        text: &str,
+        epoch: u64,
+        timestamp: u64,
+    ) -> Result<u64, StorageError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let seq: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation = ?1",
+            [conversation],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO messages (conversation, seq, sender, text, epoch, timestamp)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                conversation,
+                seq,
+                sender,
+                text,
+                to_i64(epoch),
+                to_i64(timestamp)
+            ],
+        )?;
+        tx.commit()?;
+        Ok(seq.max(0) as u64)
+    }
+
+    /// A conversation's messages, oldest first.
+    pub fn messages(&self, conversation: &str) -> Result<Vec<StoredMessage>, StorageError> {
+        self.messages_after(conversation, 0, u32::MAX)
+    }
+
+    /// Up to `limit` messages with `seq > after`, oldest first.
+    pub fn messages_after(
+        &self,
+        conversation: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StorageError> {
+        let mut st = self.conn.prepare(
+            "SELECT seq, sender, text, epoch, timestamp FROM messages
+             WHERE conversation = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![conversation, to_i64(after), limit], |r| {
+            Ok(StoredMessage {
+                seq: r.get::<_, i64>(0)?.max(0) as u64,
+                sender: r.get(1)?,
+                text: r.get(2)?,
+                epoch: r.get::<_, i64>(3)?.max(0) as u64,
+                timestamp: r.get::<_, i64>(4)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests;
