@@ -133,12 +133,13 @@ impl Conversation {
         self.propose_buffered(ctx, out, false);
     }
 
+    /// Any member holding the welcome re-sends it, at most once per gap; seeing someone
+    /// else's re-send counts as ours (see `remember_welcome`), which keeps it to about one
+    /// copy per request.
     fn resend_welcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, member: MemberId) {
-        let me = self.me;
-        let is_es = self.role(&me) == Role::EpochSteward;
         let gap = self.config.recovery_inactivity;
         if let Some(w) = self.recent_welcomes.iter_mut().rev().find(|w| w.joiners.contains(&member)) {
-            if is_es && ctx.now >= w.resent_at + gap {
+            if ctx.now >= w.resent_at + gap {
                 w.resent_at = ctx.now;
                 out.send(Subtopic::Welcome, w.envelope.clone());
             }
@@ -181,7 +182,8 @@ impl Conversation {
     }
 
     fn remember_welcome(&mut self, now: Millis, joiners: Vec<MemberId>, envelope: Vec<u8>) {
-        if self.recent_welcomes.iter().any(|w| w.envelope == envelope) {
+        if let Some(w) = self.recent_welcomes.iter_mut().find(|w| w.envelope == envelope) {
+            w.resent_at = now;
             return;
         }
         self.recent_welcomes.push_back(RecentWelcome {

@@ -149,6 +149,8 @@ pub struct Conversation {
     resolved: VecDeque<u32>,
     anchor: Option<Millis>,
     reelection_since: Option<Millis>,
+    /// Since when our steward list has been exhausted with no election decided.
+    exhausted_since: Option<Millis>,
     freeze: Option<FreezeRound>,
     stewards: Option<StewardList>,
     next_retry_round: u32,
@@ -187,6 +189,7 @@ impl Conversation {
             resolved: VecDeque::new(),
             anchor: None,
             reelection_since: None,
+            exhausted_since: None,
             freeze: None,
             stewards: None,
             next_retry_round: 0,
@@ -369,14 +372,17 @@ impl Conversation {
                 t.push(p.timeout_at);
             }
         }
-        if let Some(a) = self.anchor {
+        if let Some(a) = self.anchor.filter(|_| matches!(self.state, ConversationState::Working | ConversationState::Reelection)) {
             t.push(a + self.inactivity_window());
         }
-        if let Some(f) = &self.freeze {
+        if let Some(f) = self.freeze.as_ref().filter(|_| self.state == ConversationState::Freezing) {
             t.push(f.started_at + self.config.freeze);
             t.extend(f.next_resend);
         }
-        if let Some(s) = self.reelection_since {
+        if let Some(s) = self.reelection_since.filter(|_| self.state == ConversationState::Reelection) {
+            t.push(s + self.reelection_patience());
+        }
+        if let Some(s) = self.exhausted_since.filter(|_| self.state == ConversationState::Working) {
             t.push(s + self.reelection_patience());
         }
         t.extend(self.catch_up.replies.values().copied());

@@ -13,14 +13,27 @@ impl Conversation {
         if self.state == ConversationState::Working {
             self.ensure_live_steward(ctx, out);
             self.propose_buffered(ctx, out, true);
+            if let Some(since) = self.exhausted_since {
+                if ctx.now >= since + self.reelection_patience() {
+                    self.exhausted_since = Some(ctx.now);
+                    if !self.election_in_flight() {
+                        // The deterministic proposer is silent (e.g. a joiner that never
+                        // got its welcome): reshuffle so someone else proposes.
+                        self.next_retry_round += 1;
+                        self.try_election(ctx, out, false);
+                    }
+                }
+            }
         }
         if self.state == ConversationState::Reelection {
             let since = *self.reelection_since.get_or_insert(ctx.now);
-            if ctx.now >= since + self.reelection_patience() && !self.election_in_flight() {
-                // The expected election proposer is silent too: reshuffle and try again.
+            if ctx.now >= since + self.reelection_patience() {
                 self.reelection_since = Some(ctx.now);
-                self.next_retry_round += 1;
-                self.try_election(ctx, out, true);
+                if !self.election_in_flight() {
+                    // The expected election proposer is silent too: reshuffle, try again.
+                    self.next_retry_round += 1;
+                    self.try_election(ctx, out, true);
+                }
             }
         }
     }
@@ -85,6 +98,7 @@ impl Conversation {
         let exhausted = list.is_exhausted(epoch);
         let none_live = list.live_roles(epoch, |m| self.eligible(m)).0.is_none();
         if !exhausted && !none_live {
+            self.exhausted_since = None;
             return;
         }
         let pool = self.steward_pool(false);
@@ -96,6 +110,7 @@ impl Conversation {
             tracing::debug!(conversation = %self.name, epoch, stewards = ?l.stewards, "steward list reconciled locally");
             self.stewards = Some(l);
         } else {
+            self.exhausted_since.get_or_insert(ctx.now);
             self.try_election(ctx, out, false);
         }
     }
@@ -168,6 +183,7 @@ impl Conversation {
         });
         self.mode = OperatingMode::Normal;
         self.silent.clear();
+        self.exhausted_since = None;
         if self.state == ConversationState::Reelection {
             self.set_state(out, ConversationState::Working);
         }
