@@ -86,6 +86,7 @@ fn a_member_removed_by_vote_sees_it_left_and_the_group_shrinks() {
         let victim = ids[3];
         s.propose_removal(ids[1], victim);
         s.assert_converge(&ids[..3], 5 * MIN);
+        s.run_until(MIN, |s| s.members[victim].conv().closed().is_some());
         let v = s.members[victim].conv();
         assert_eq!(v.closed(), Some(LeaveReason::Removed), "{}", s.describe());
         assert!(
@@ -141,10 +142,8 @@ fn self_leave_twice_proposes_once_and_completes() {
         );
         assert_eq!(s.log.len(), after_first, "second leave publishes nothing");
         s.assert_converge(&ids[..2], 5 * MIN);
-        assert_eq!(
-            s.members[ids[2]].conv().closed(),
-            Some(LeaveReason::Removed)
-        );
+        s.run_until(MIN, |s| s.members[ids[2]].conv().closed().is_some());
+        assert_eq!(s.members[ids[2]].conv().closed(), Some(LeaveReason::Removed), "{}", s.describe());
     });
 }
 
