@@ -204,3 +204,68 @@ pub fn load_identity(cfg: &NodeConfig) -> Result<(EthSigner, KeySource), KeyFile
     };
     Ok((signer, src))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("sub/key");
+        let (a, created) = load_or_create(&p).unwrap();
+        assert!(created);
+        let (b, created) = load_or_create(&p).unwrap();
+        assert!(!created);
+        assert_eq!(a.member_id(), b.member_id());
+        assert!(matches!(write_new(&p, &a), Err(KeyFileError::Exists(_))));
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+            let e = read(&p).unwrap_err();
+            assert!(e.to_string().contains("chmod 600"), "{e}");
+        }
+
+        let bad = tmp.path().join("bad");
+        write_new(&bad, &a).unwrap();
+        fs::write(&bad, "0x1234\n").unwrap();
+        assert!(matches!(read(&bad), Err(KeyFileError::Malformed { .. })));
+        fs::write(&bad, "zz").unwrap();
+        assert!(matches!(read(&bad), Err(KeyFileError::Malformed { .. })));
+        // Bare hex with whitespace is fine.
+        fs::write(&bad, format!("  {}  \n", hex::encode(a.secret_bytes()))).unwrap();
+        assert_eq!(read(&bad).unwrap().member_id(), a.member_id());
+    }
+
+    #[test]
+    fn keystore_import() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = generate();
+        let mut rng = rand::rngs::OsRng;
+        PrivateKeySigner::encrypt_keystore(
+            tmp.path(),
+            &mut rng,
+            key.secret_bytes(),
+            "hunter2",
+            Some("ks.json"),
+        )
+        .unwrap();
+        let ks = tmp.path().join("ks.json");
+        let got = read_keystore(&ks, b"hunter2").unwrap();
+        assert_eq!(got.member_id(), key.member_id());
+        let e = read_keystore(&ks, b"wrong").unwrap_err();
+        assert!(matches!(e, KeyFileError::Keystore { .. }), "{e}");
+        let e = read_keystore(&tmp.path().join("missing.json"), b"x").unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
+
+        // Through the config, with the password in a file.
+        fs::write(tmp.path().join("pw"), "hunter2\n").unwrap();
+        let text = "[identity]\nkeystore = \"ks.json\"\nkeystore_password_file = \"pw\"\n";
+        let cfg = NodeConfig::from_toml(text, "t", tmp.path(), Some(Default::default())).unwrap();
+        let (signer, src) = load_identity(&cfg).unwrap();
+        assert_eq!(signer.member_id(), key.member_id());
+        assert_eq!(src, KeySource::Keystore(ks));
+    }
+}

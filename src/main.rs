@@ -54,20 +54,26 @@ fn run(config_path: Option<&Path>) -> ExitCode {
     init_logging(&config.log.level);
     match start(config_path, config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            fail(&format!("{e:#}"))
-        }
+        Err(e) => fail(&format!("{e:#}")),
     }
 }
 
 fn init_logging(level: &str) {
+    use std::io::IsTerminal;
+    // OpenMLS's storage migrations log every step at info; keep them out of the story
+    // unless asked for.
+    let configured = if level.contains("refinery") {
+        level.to_string()
+    } else {
+        format!("{level},refinery_core=warn")
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&configured))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

@@ -131,3 +131,15 @@ impl FromStr for Addr {
 pub(crate) fn multiaddrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Multiaddr>, D::Error> {
     Ok(list::<D, Addr>(d)?.into_iter().map(|a| a.0).collect())
 }
+
+/// An `IP:port` socket address.
+pub(crate) fn socket_addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::net::SocketAddr, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    s.trim().parse().map_err(|_| {
+        de::Error::custom(format!(
+            "invalid address {s:?}: expected IP:PORT such as \"127.0.0.1:8645\""
+        ))
+    })
+}

@@ -141,11 +141,13 @@ fn map_error(e: config::ConfigError, origin: &str) -> ConfigError {
             let suffix = from_env(&o);
             match *error {
                 E::Message(m) => message_error(&key, &m, suffix),
-                E::NotFound(k) => ConfigError::new(join(&key, &k), "missing required key"),
+                E::NotFound(k) => {
+                    ConfigError::new(normalize_key(&join(&key, &k)), "missing required key")
+                }
                 other => ConfigError::new(key, format!("{other}{suffix}")),
             }
         }
-        E::NotFound(k) => ConfigError::new(k, "missing required key"),
+        E::NotFound(k) => ConfigError::new(normalize_key(&k), "missing required key"),
         E::Message(m) => message_error("", &m, ""),
         E::FileParse { cause, .. } => ConfigError::new(
             origin,
@@ -153,6 +155,20 @@ fn map_error(e: config::ConfigError, origin: &str) -> ConfigError {
         ),
         other => ConfigError::new(origin, other.to_string()),
     }
+}
+
+/// The `config` crate writes `list[0]field` for a missing field of a list element.
+fn normalize_key(k: &str) -> String {
+    let mut out = String::with_capacity(k.len() + 2);
+    let mut prev = '\0';
+    for c in k.chars() {
+        if prev == ']' && (c.is_alphanumeric() || c == '_') {
+            out.push('.');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
 }
 
 fn join(parent: &str, child: &str) -> String {

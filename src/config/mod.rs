@@ -121,6 +121,7 @@ impl Default for StorageConfig {
 pub struct ApiConfig {
     /// Listen address (`IP:port`). Default `127.0.0.1:8645`; anything but loopback is
     /// warned about, since the API has no authentication.
+    #[serde(deserialize_with = "de::socket_addr")]
     pub listen: SocketAddr,
 }
 
@@ -139,14 +140,26 @@ impl Default for ApiConfig {
 }
 
 /// How conversations map to Waku shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sharding {
     /// Autosharding: the content topic's hash picks one of `num_shards` shards.
     #[default]
     Auto,
     /// Every conversation on the one shard `static_shard`.
     Static,
+}
+
+impl<'de> Deserialize<'de> for Sharding {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "auto" => Ok(Sharding::Auto),
+            "static" => Ok(Sharding::Static),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown value {s:?} (expected \"auto\" or \"static\")"
+            ))),
+        }
+    }
 }
 
 /// `[waku]`: the node's own view of the relay settings (the runtime maps it onto the

@@ -116,6 +116,33 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(|source| StorageError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn create_private_file(path: &Path) -> Result<(), StorageError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)
+        .map(drop)
+        .map_err(|source| StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -133,10 +160,12 @@ impl Storage {
         if !fresh {
             Self::check_existing(&path, address)?;
         }
-        fs::create_dir_all(data_dir).map_err(|source| StorageError::Io {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
+        create_private_dir(data_dir)?;
+        if fresh {
+            // The file holds MLS private keys: owner-only from the start (SQLite gives its
+            // -wal and -shm files the same mode).
+            create_private_file(&path)?;
+        }
         let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

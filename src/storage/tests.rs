@@ -22,6 +22,13 @@ fn fresh_open_creates_dir_and_marks_the_file() {
     let dir = tmp.path().join("a/b/data");
     let s = Storage::open(&dir, addr(1)).unwrap();
     assert!(dir.join(DB_FILE).is_file());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+    }
     assert_eq!(s.address(), addr(1));
     let app: i32 = s
         .conn
