@@ -1,0 +1,19 @@
+//! The libp2p behaviours a Waku relay peer runs.
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{gossipsub, identify, ping, request_response};
+
+use super::metadata::MetadataCodec;
+
+/// Relay, identify, ping and metadata.
+#[derive(NetworkBehaviour)]
+pub struct WakuBehaviour {
+    /// 11/WAKU2-RELAY.
+    pub relay: gossipsub::Behaviour,
+    /// libp2p identify.
+    pub identify: identify::Behaviour,
+    /// libp2p ping (keeps NATed connections alive, measures RTT).
+    pub ping: ping::Behaviour,
+    /// 66/WAKU2-METADATA.
+    pub metadata: request_response::Behaviour<MetadataCodec>,
+}

@@ -1,0 +1,94 @@
+//! 66/WAKU2-METADATA: cluster id and shards, exchanged on connection. Messages are
+//! varint-length-prefixed protobuf, as libp2p request-response protocols in nwaku are.
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use prost::Message;
+
+/// Generated from `proto/waku/metadata.proto`.
+#[allow(missing_docs)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/waku.metadata.v1.rs"));
+}
+
+const MAX_LEN: usize = 64 * 1024;
+
+/// The request-response codec.
+#[derive(Clone, Default)]
+pub struct MetadataCodec;
+
+async fn read_lp<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
+    let mut len: usize = 0;
+    for shift in (0..).step_by(7).take(4) {
+        let mut b = [0u8; 1];
+        io.read_exact(&mut b).await?;
+        len |= ((b[0] & 0x7f) as usize) << shift;
+        if b[0] & 0x80 == 0 {
+            if len > MAX_LEN {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "metadata message too long",
+                ));
+            }
+            let mut buf = vec![0u8; len];
+            io.read_exact(&mut buf).await?;
+            return Ok(buf);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "bad varint length",
+    ))
+}
+
+async fn write_lp<T: AsyncWrite + Unpin>(io: &mut T, data: &[u8]) -> std::io::Result<()> {
+    let mut prefix = Vec::new();
+    prost::encoding::encode_varint(data.len() as u64, &mut prefix);
+    io.write_all(&prefix).await?;
+    io.write_all(data).await?;
+    io.close().await
+}
+
+fn invalid(e: prost::DecodeError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+impl libp2p::request_response::Codec for MetadataCodec {
+    type Protocol = StreamProtocol;
+    type Request = pb::WakuMetadataRequest;
+    type Response = pb::WakuMetadataResponse;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Self::Request> {
+        pb::WakuMetadataRequest::decode(read_lp(io).await?.as_slice()).map_err(invalid)
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Self::Response> {
+        pb::WakuMetadataResponse::decode(read_lp(io).await?.as_slice()).map_err(invalid)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Self::Request,
+    ) -> std::io::Result<()> {
+        write_lp(io, &req.encode_to_vec()).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Self::Response,
+    ) -> std::io::Result<()> {
+        write_lp(io, &res.encode_to_vec()).await
+    }
+}

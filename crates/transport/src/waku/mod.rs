@@ -1,0 +1,219 @@
+//! A native Waku v2 relay peer (11/WAKU2-RELAY) on rust-libp2p.
+//!
+//! gossipsub v1.1 under `/vac/waku/relay/2.0.0`, StrictNoSign (anonymous messages),
+//! message id = the 14/WAKU2-MESSAGE deterministic hash, validation before forwarding,
+//! 66/WAKU2-METADATA, TCP + WebSocket, noise, yamux, identify, ping, pure-Rust DNS.
+//! The swarm runs in its own task; [`WakuRelay`] is the handle the node uses.
+
+mod behaviour;
+mod config;
+mod metadata;
+mod node;
+mod validation;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::WakuConfig;
+pub use validation::{Rejection, validate};
+
+use crate::{
+    InboundPacket, Subtopic, Transport, TransportError, TransportStats, content_topic, pubsub_topic,
+};
+
+/// The gossipsub protocol id of Waku relay.
+pub const RELAY_PROTOCOL: &str = "/vac/waku/relay/2.0.0";
+/// 66/WAKU2-METADATA.
+pub const METADATA_PROTOCOL: &str = "/vac/waku/metadata/1.0.0";
+/// Largest WakuMessage accepted (64/WAKU2-NETWORK: 150 KB), plus protobuf framing room.
+pub const MAX_MESSAGE_SIZE: usize = 150 * 1024;
+
+pub(crate) enum Command {
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), TransportError>>,
+    },
+    Subscribe(String),
+    Unsubscribe(String),
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub stats: TransportStats,
+    /// Conversations whose packets we deliver.
+    pub conversations: BTreeSet<String>,
+    /// How many conversations use each pubsub topic.
+    pub topic_refs: BTreeMap<String, usize>,
+}
+
+/// Handle on a running relay.
+pub struct WakuRelay {
+    cmd: mpsc::Sender<Command>,
+    shared: Arc<Mutex<Shared>>,
+    instance: Vec<u8>,
+    cfg: WakuConfig,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl WakuRelay {
+    /// Starts listening, dials the bootstrap peers, and returns the inbound stream.
+    pub async fn start(
+        cfg: WakuConfig,
+    ) -> Result<(Self, mpsc::Receiver<InboundPacket>), TransportError> {
+        cfg.validate()?;
+        let instance: Vec<u8> = (0..16).map(|_| rand::random::<u8>()).collect();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (in_tx, in_rx) = mpsc::channel(4096);
+        let task =
+            node::spawn(cfg.clone(), instance.clone(), shared.clone(), cmd_rx, in_tx).await?;
+        Ok((
+            Self {
+                cmd: cmd_tx,
+                shared,
+                instance,
+                cfg,
+                task: Some(task),
+            },
+            in_rx,
+        ))
+    }
+
+    /// The pubsub topic (shard) a conversation lives on.
+    pub fn shard_topic(&self, conversation: &str) -> String {
+        self.cfg.topic_for(conversation)
+    }
+
+    /// Publishes raw bytes as a relay message on `pubsub_topic`, bypassing every check:
+    /// lets tests play a peer that sends malformed messages.
+    #[doc(hidden)]
+    pub async fn publish_raw(
+        &self,
+        pubsub_topic: &str,
+        data: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Publish {
+                topic: pubsub_topic.to_string(),
+                data,
+                reply,
+            })
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)?
+    }
+
+    /// Stops the swarm.
+    pub async fn shutdown(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for WakuRelay {
+    async fn publish(
+        &self,
+        conversation: &str,
+        subtopic: Subtopic,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        let ct = content_topic(conversation, subtopic)?;
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let msg = crate::message::WakuMessage {
+            payload,
+            content_topic: ct,
+            version: Some(0),
+            timestamp: Some(now_ns),
+            meta: Some(self.instance.clone()),
+            rate_limit_proof: None,
+            ephemeral: None,
+        };
+        let data = prost::Message::encode_to_vec(&msg);
+        if data.len() > MAX_MESSAGE_SIZE {
+            return Err(TransportError::Publish(format!(
+                "message of {} bytes exceeds {MAX_MESSAGE_SIZE}",
+                data.len()
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        let topic = self.shard_topic(conversation);
+        self.cmd
+            .send(Command::Publish { topic, data, reply })
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)?
+    }
+
+    async fn subscribe(&self, conversation: &str) -> Result<(), TransportError> {
+        content_topic(conversation, Subtopic::AppMsg)?;
+        let topic = self.shard_topic(conversation);
+        let first = {
+            let mut s = self.shared.lock().map_err(|_| TransportError::Stopped)?;
+            if !s.conversations.insert(conversation.to_string()) {
+                return Ok(());
+            }
+            let n = s.topic_refs.entry(topic.clone()).or_default();
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            self.cmd
+                .send(Command::Subscribe(topic))
+                .await
+                .map_err(|_| TransportError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, conversation: &str) -> Result<(), TransportError> {
+        let topic = self.shard_topic(conversation);
+        let last = {
+            let mut s = self.shared.lock().map_err(|_| TransportError::Stopped)?;
+            if !s.conversations.remove(conversation) {
+                return Ok(());
+            }
+            let n = s.topic_refs.entry(topic.clone()).or_default();
+            *n = n.saturating_sub(1);
+            *n == 0
+        };
+        if last
+            && !self
+                .cfg
+                .relay_shards
+                .iter()
+                .any(|sh| pubsub_topic(self.cfg.cluster_id, *sh) == topic)
+        {
+            self.cmd
+                .send(Command::Unsubscribe(topic))
+                .await
+                .map_err(|_| TransportError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    fn instance_id(&self) -> &[u8] {
+        &self.instance
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.shared
+            .lock()
+            .map(|s| s.stats.clone())
+            .unwrap_or_default()
+    }
+}

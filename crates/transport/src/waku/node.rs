@@ -1,0 +1,458 @@
+//! The swarm task: owns the libp2p swarm, runs commands from the handle, validates and
+//! delivers inbound messages, answers metadata, and redials bootstrap peers.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::behaviour::{WakuBehaviour, WakuBehaviourEvent};
+use super::metadata::pb as meta;
+use super::{
+    Command, MAX_MESSAGE_SIZE, METADATA_PROTOCOL, RELAY_PROTOCOL, Shared, WakuConfig, validate,
+};
+use crate::message::{WakuMessage, message_hash};
+use crate::{InboundPacket, TransportError, parse_content_topic, pubsub_topic};
+
+fn io(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Io(e.to_string())
+}
+
+/// Loads the node key, creating it (mode 0600) on first start.
+fn node_key(path: Option<&Path>) -> Result<Keypair, TransportError> {
+    let Some(path) = path else {
+        return Ok(Keypair::generate_ed25519());
+    };
+    if path.exists() {
+        let bytes = std::fs::read(path)
+            .map_err(|e| io(format!("reading node key {}: {e}", path.display())))?;
+        return Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| io(format!("node key {} is unreadable: {e}", path.display())));
+    }
+    let key = Keypair::generate_ed25519();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let bytes = key.to_protobuf_encoding().map_err(io)?;
+    std::fs::write(path, bytes)
+        .map_err(|e| io(format!("writing node key {}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(key)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn relay_behaviour(key: &Keypair) -> Result<gossipsub::Behaviour, TransportError> {
+    let cfg = gossipsub::ConfigBuilder::default()
+        .protocol_id(RELAY_PROTOCOL, gossipsub::Version::V1_1)
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .validate_messages()
+        .max_transmit_size(MAX_MESSAGE_SIZE + 16 * 1024)
+        .heartbeat_interval(Duration::from_millis(700))
+        .message_id_fn(|m: &gossipsub::Message| {
+            // The Waku deterministic hash, so every implementation dedupes alike.
+            match WakuMessage::decode(m.data.as_slice()) {
+                Ok(w) => gossipsub::MessageId::from(message_hash(m.topic.as_str(), &w).to_vec()),
+                Err(_) => gossipsub::MessageId::from(
+                    sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+                        &m.data,
+                    ))
+                    .to_vec(),
+                ),
+            }
+        })
+        .build()
+        .map_err(|e| TransportError::Config(format!("gossipsub: {e}")))?;
+    let _ = key;
+    let mut b = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, cfg)
+        .map_err(|e| TransportError::Config(e.to_string()))?;
+    b.with_peer_score(
+        gossipsub::PeerScoreParams::default(),
+        gossipsub::PeerScoreThresholds::default(),
+    )
+    .map_err(|e| TransportError::Config(format!("peer score: {e}")))?;
+    Ok(b)
+}
+
+/// Penalize invalid messages on a topic so repeat offenders are pruned.
+fn topic_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..Default::default()
+    }
+}
+
+struct Bootstrap {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    next_dial: Instant,
+    backoff: Duration,
+}
+
+struct Node {
+    swarm: Swarm<WakuBehaviour>,
+    cfg: WakuConfig,
+    instance: Vec<u8>,
+    shared: Arc<Mutex<Shared>>,
+    inbound: mpsc::Sender<InboundPacket>,
+    bootstrap: Vec<Bootstrap>,
+}
+
+pub(super) async fn spawn(
+    cfg: WakuConfig,
+    instance: Vec<u8>,
+    shared: Arc<Mutex<Shared>>,
+    cmds: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<InboundPacket>,
+) -> Result<tokio::task::JoinHandle<()>, TransportError> {
+    let key = node_key(cfg.node_key_file.as_deref())?;
+    let relay = relay_behaviour(&key)?;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(io)?
+        .with_dns()
+        .map_err(io)?
+        .with_websocket(noise::Config::new, yamux::Config::default)
+        .await
+        .map_err(io)?
+        .with_behaviour(|key| {
+            Ok(WakuBehaviour {
+                relay,
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                        .with_agent_version(format!("demls-node/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::default(),
+                metadata: request_response::Behaviour::new(
+                    [(
+                        StreamProtocol::new(METADATA_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default(),
+                ),
+            })
+        })
+        .map_err(io)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    let mut node = Node {
+        swarm,
+        bootstrap: cfg
+            .bootstrap
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .map(|addr| Bootstrap {
+                addr,
+                peer: None,
+                next_dial: Instant::now(),
+                backoff: Duration::from_millis(500),
+            })
+            .collect(),
+        cfg,
+        instance,
+        shared,
+        inbound,
+    };
+    let peer_id = *node.swarm.local_peer_id();
+    if let Ok(mut s) = node.shared.lock() {
+        s.stats.peer_id = peer_id.to_string();
+    }
+    for a in &node.cfg.listen {
+        let addr: Multiaddr = a
+            .parse()
+            .map_err(|e| TransportError::Config(format!("waku.listen: {a:?}: {e}")))?;
+        node.swarm
+            .listen_on(addr.clone())
+            .map_err(|e| io(format!("cannot listen on {addr}: {e}")))?;
+    }
+    for shard in node.cfg.relay_shards.clone() {
+        node.subscribe(&pubsub_topic(node.cfg.cluster_id, shard));
+    }
+    // Wait until the listeners are bound, so the caller can report real addresses.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node
+        .shared
+        .lock()
+        .map(|s| s.stats.listen_addrs.len())
+        .unwrap_or(0)
+        < node.cfg.listen.len()
+        && Instant::now() < deadline
+    {
+        tokio::select! {
+            ev = node.swarm.select_next_some() => node.on_event(ev),
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+    Ok(tokio::spawn(node.run(cmds)))
+}
+
+impl Node {
+    fn subscribe(&mut self, topic: &str) {
+        let t = IdentTopic::new(topic);
+        let _ = self.swarm.behaviour_mut().relay.subscribe(&t);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .relay
+            .set_topic_params(t, topic_params());
+        tracing::info!(pubsub_topic = topic, "relaying shard");
+    }
+
+    fn my_shards(&self) -> Vec<u32> {
+        let s = self.shared.lock();
+        let mut shards: Vec<u32> = self.cfg.relay_shards.clone();
+        if let Ok(s) = s {
+            for t in s.topic_refs.iter().filter(|(_, n)| **n > 0).map(|(t, _)| t) {
+                if let Some(sh) = t.rsplit('/').next().and_then(|x| x.parse().ok()) {
+                    shards.push(sh);
+                }
+            }
+        }
+        shards.sort();
+        shards.dedup();
+        shards
+    }
+
+    fn count(&self, topic: &str, f: impl FnOnce(&mut crate::TopicStats)) {
+        if let Ok(mut s) = self.shared.lock() {
+            f(s.stats.topics.entry(topic.to_string()).or_default());
+        }
+    }
+
+    fn update_peers(&self) {
+        let n = self.swarm.connected_peers().count();
+        if let Ok(mut s) = self.shared.lock() {
+            s.stats.connected_peers = n;
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
+        let mut redial = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+                cmd = cmds.recv() => match cmd {
+                    None => break,
+                    Some(Command::Shutdown(done)) => { let _ = done.send(()); break; }
+                    Some(c) => self.on_command(c),
+                },
+                _ = redial.tick() => self.redial(),
+            }
+        }
+        tracing::info!("waku relay stopped");
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Publish { topic, data, reply } => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .relay
+                    .publish(IdentTopic::new(&topic), data);
+                let r = match r {
+                    Ok(_) => {
+                        self.count(&topic, |s| s.published += 1);
+                        Ok(())
+                    }
+                    // Alone on the network: nothing to do, and not worth an error upstream.
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
+                    | Err(gossipsub::PublishError::Duplicate) => {
+                        self.count(&topic, |s| s.published += 1);
+                        Ok(())
+                    }
+                    Err(e) => Err(TransportError::Publish(e.to_string())),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Subscribe(t) => self.subscribe(&t),
+            Command::Unsubscribe(t) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .relay
+                    .unsubscribe(&IdentTopic::new(t));
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn redial(&mut self) {
+        let now = Instant::now();
+        let max = Duration::from_secs(self.cfg.max_redial_secs.max(1));
+        for i in 0..self.bootstrap.len() {
+            let connected = self.bootstrap[i]
+                .peer
+                .is_some_and(|p| self.swarm.is_connected(&p));
+            let b = &mut self.bootstrap[i];
+            if connected || now < b.next_dial {
+                continue;
+            }
+            b.next_dial = now + b.backoff;
+            b.backoff = (b.backoff * 2).min(max);
+            let addr = b.addr.clone();
+            tracing::debug!(%addr, "dialing bootstrap peer");
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "dial failed");
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: SwarmEvent<WakuBehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = format!("{address}/p2p/{}", self.swarm.local_peer_id());
+                tracing::info!(address = %full, "listening");
+                if let Ok(mut s) = self.shared.lock() {
+                    s.stats.listen_addrs.push(full);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if let libp2p::core::ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    for b in self.bootstrap.iter_mut() {
+                        if &b.addr == address
+                            || address.to_string().starts_with(&b.addr.to_string())
+                        {
+                            b.peer = Some(peer_id);
+                            b.backoff = Duration::from_millis(500);
+                        }
+                    }
+                }
+                self.update_peers();
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, "connected");
+                    let req = meta::WakuMetadataRequest {
+                        cluster_id: Some(self.cfg.cluster_id),
+                        shards: self.my_shards(),
+                    };
+                    self.swarm
+                        .behaviour_mut()
+                        .metadata
+                        .send_request(&peer_id, req);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                self.update_peers();
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, "disconnected");
+                }
+            }
+            SwarmEvent::Behaviour(WakuBehaviourEvent::Relay(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_message(propagation_source, message_id, message),
+            SwarmEvent::Behaviour(WakuBehaviourEvent::Metadata(
+                request_response::Event::Message { peer, message, .. },
+            )) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let res = meta::WakuMetadataResponse {
+                        cluster_id: Some(self.cfg.cluster_id),
+                        shards: self.my_shards(),
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .metadata
+                        .send_response(channel, res);
+                    self.check_cluster(peer, request.cluster_id);
+                }
+                request_response::Message::Response { response, .. } => {
+                    self.check_cluster(peer, response.cluster_id)
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn check_cluster(&mut self, peer: PeerId, cluster: Option<u32>) {
+        if let Some(c) = cluster {
+            if c != self.cfg.cluster_id {
+                tracing::warn!(%peer, their_cluster = c, our_cluster = self.cfg.cluster_id, "peer is in another cluster: disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    fn on_message(&mut self, source: PeerId, id: gossipsub::MessageId, m: gossipsub::Message) {
+        let topic = m.topic.as_str().to_string();
+        let verdict = validate(&m.data, now_ns(), self.cfg.max_timestamp_skew_secs);
+        let relay = &mut self.swarm.behaviour_mut().relay;
+        let msg = match verdict {
+            Ok(w) => {
+                let _ =
+                    relay.report_message_validation_result(&id, &source, MessageAcceptance::Accept);
+                w
+            }
+            Err(e) => {
+                let _ =
+                    relay.report_message_validation_result(&id, &source, MessageAcceptance::Reject);
+                tracing::debug!(peer = %source, reason = %e, "rejected relay message");
+                self.count(&topic, |s| {
+                    *s.rejected.entry(e.label().to_string()).or_default() += 1
+                });
+                return;
+            }
+        };
+        self.count(&topic, |s| s.received += 1);
+        if msg.meta.as_deref() == Some(self.instance.as_slice()) {
+            return; // our own echo
+        }
+        let Ok((conversation, subtopic)) = parse_content_topic(&msg.content_topic) else {
+            return; // another application's traffic on a shard we relay
+        };
+        let ours = self
+            .shared
+            .lock()
+            .is_ok_and(|s| s.conversations.contains(&conversation));
+        if !ours {
+            return;
+        }
+        let pkt = InboundPacket {
+            conversation,
+            subtopic,
+            payload: msg.payload,
+            sender_instance: msg.meta.unwrap_or_default(),
+            timestamp_ns: msg.timestamp.unwrap_or(0),
+            pubsub_topic: topic,
+        };
+        if self.inbound.try_send(pkt).is_err() {
+            tracing::warn!("inbound queue full: dropping a packet");
+        }
+    }
+}
