@@ -1,13 +1,154 @@
-//! The node runtime: ties the protocol core, the Waku transport, storage and the HTTP API
-//! together and handles SIGINT / SIGTERM. Not wired yet; `demls-node run` stops here.
+//! The node runtime: wires configuration, identity, storage, the Waku relay and the HTTP
+//! API around the sans-IO protocol core, and shuts down cleanly on SIGINT / SIGTERM.
 
+mod handle;
+mod metrics;
+mod runtime;
+mod views;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use demls_core::conversation::LocalIdentity;
 use demls_core::identity::EthSigner;
+use demls_core::mls::MlsIdentity;
+use tokio::sync::{broadcast, mpsc};
+
+pub use handle::NodeHandle;
 
 use crate::config::NodeConfig;
 use crate::storage::Storage;
 
+/// Maps the node's `[waku]` section onto the transport's configuration. The libp2p node
+/// key lives in the data directory, so a restarted node keeps its peer id.
+fn waku_config(config: &NodeConfig) -> demls_transport::waku::WakuConfig {
+    let w = &config.waku;
+    demls_transport::waku::WakuConfig {
+        listen: w.listen.iter().map(|a| a.to_string()).collect(),
+        bootstrap: w.bootstrap.iter().map(|a| a.to_string()).collect(),
+        cluster_id: w.cluster_id as u32,
+        num_shards: w.num_shards as u32,
+        static_shard: match w.sharding {
+            crate::config::Sharding::Static => Some(w.static_shard.unwrap_or(0) as u32),
+            crate::config::Sharding::Auto => None,
+        },
+        relay_shards: w.relay_shards.iter().map(|s| *s as u32).collect(),
+        node_key_file: Some(config.storage.data_dir.join("node-key.bin")),
+        ..Default::default()
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}
+
 /// Runs the node in the foreground until SIGINT / SIGTERM.
 pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> anyhow::Result<()> {
-    let _ = (config, identity, storage);
-    anyhow::bail!("node runtime not yet wired")
+    let address = identity.member_id();
+    tracing::info!(%address, "starting demls-node");
+    let provider = storage.mls_provider().context("opening MLS storage")?;
+    let mls = match storage.mls_public_key().context("reading MLS identity")? {
+        Some(pk) => MlsIdentity::load(&provider, address, &pk).context("loading MLS identity")?,
+        None => {
+            let id = MlsIdentity::create(&provider, address).context("creating MLS identity")?;
+            storage
+                .save_mls_public_key(id.public_key())
+                .context("saving MLS identity")?;
+            id
+        }
+    };
+    let identity = LocalIdentity { eth: identity, mls };
+
+    let waku_cfg = waku_config(&config);
+    let (relay, inbound) = demls_transport::waku::WakuRelay::start(waku_cfg)
+        .await
+        .context("starting the Waku relay")?;
+    let relay = Arc::new(relay);
+    let stats = demls_transport::Transport::stats(relay.as_ref());
+    tracing::info!(peer_id = %stats.peer_id, listen = ?stats.listen_addrs, "Waku relay up");
+
+    let (events_tx, _) = broadcast::channel(1024);
+    let (req_tx, req_rx) = mpsc::channel(256);
+    let mut rt = runtime::Runtime::new(
+        identity,
+        provider,
+        storage,
+        relay.clone(),
+        config.conversation_config(),
+        events_tx.clone(),
+    );
+    rt.restore_all().await?;
+    for c in &config.conversations {
+        if rt.convs.contains_key(&c.name) {
+            continue;
+        }
+        match rt.open(&c.name, c.create).await {
+            Ok(v) => {
+                tracing::info!(conversation = %c.name, state = %v.state, "{} from config", if c.create { "created" } else { "joining" })
+            }
+            Err(e) => anyhow::bail!("conversation {:?} from config: {e}", c.name),
+        }
+    }
+
+    let handle = NodeHandle {
+        tx: req_tx,
+        events: events_tx,
+    };
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the API on {}", config.api.listen))?;
+    tracing::info!(listen = %config.api.listen, "HTTP API up");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    let api = tokio::spawn(crate::api::serve(listener, Arc::new(handle), api_stop));
+    let actor_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    // The actor owns a SQLite connection (Send, not Sync) and borrows it across awaits,
+    // so it runs on its own thread with a single-threaded runtime.
+    let actor = std::thread::Builder::new()
+        .name("demls-runtime".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let local = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            local.block_on(rt.run(req_rx, inbound, actor_stop))
+        })
+        .context("starting the runtime thread")?;
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    tokio::task::spawn_blocking(move || actor.join())
+        .await
+        .context("runtime thread")?
+        .map_err(|_| anyhow::anyhow!("the runtime thread panicked"))??;
+    let _ = api.await;
+    if let Ok(relay) = Arc::try_unwrap(relay) {
+        relay.shutdown().await;
+    }
+    tracing::info!("bye");
+    Ok(())
 }

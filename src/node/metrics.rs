@@ -1,0 +1,124 @@
+//! Counters for `GET /metrics` (Prometheus text format).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use demls_core::conversation::{Conversation, Event};
+use demls_transport::TransportStats;
+
+/// Node-level counters, bumped by the runtime as events flow.
+#[derive(Default, Debug)]
+pub struct Metrics {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub publish_errors: u64,
+    pub proposals: u64,
+    pub decided_yes: u64,
+    pub decided_no: u64,
+    pub votes_requested: u64,
+    pub commits: u64,
+    pub chats_received: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+impl Metrics {
+    pub fn count_event(&mut self, e: &Event) {
+        match e {
+            Event::ProposalCreated { .. } => self.proposals += 1,
+            Event::ProposalDecided { accepted: true, .. } => self.decided_yes += 1,
+            Event::ProposalDecided {
+                accepted: false, ..
+            } => self.decided_no += 1,
+            Event::VoteRequested { .. } => self.votes_requested += 1,
+            Event::CommitApplied { .. } => self.commits += 1,
+            Event::Chat { .. } => self.chats_received += 1,
+            Event::Rejected { what, .. } => *self.rejected.entry(what).or_default() += 1,
+            _ => {}
+        }
+    }
+
+    pub fn render(&self, convs: &BTreeMap<String, Conversation>, t: &TransportStats) -> String {
+        let mut s = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "demls_packets_received_total",
+            "Packets delivered to conversations.",
+            self.packets_in,
+        );
+        counter(
+            "demls_packets_published_total",
+            "Packets published by conversations.",
+            self.packets_out,
+        );
+        counter(
+            "demls_publish_errors_total",
+            "Publish attempts that failed.",
+            self.publish_errors,
+        );
+        counter(
+            "demls_proposals_total",
+            "Proposals seen or created.",
+            self.proposals,
+        );
+        counter(
+            "demls_proposals_accepted_total",
+            "Proposals decided YES.",
+            self.decided_yes,
+        );
+        counter(
+            "demls_proposals_rejected_total",
+            "Proposals decided NO or failed.",
+            self.decided_no,
+        );
+        counter(
+            "demls_votes_requested_total",
+            "Proposals this node was asked to vote on.",
+            self.votes_requested,
+        );
+        counter("demls_commits_total", "Commits applied.", self.commits);
+        counter(
+            "demls_chat_received_total",
+            "Chat messages received.",
+            self.chats_received,
+        );
+        let _ = writeln!(
+            s,
+            "# HELP demls_rejected_total Inbound items refused, by kind.\n# TYPE demls_rejected_total counter"
+        );
+        for (what, v) in &self.rejected {
+            let _ = writeln!(s, "demls_rejected_total{{what=\"{what}\"}} {v}");
+        }
+        let _ = writeln!(
+            s,
+            "# HELP demls_conversations Conversations this node is in.\n# TYPE demls_conversations gauge\ndemls_conversations {}",
+            convs.len()
+        );
+        let _ = writeln!(
+            s,
+            "# HELP demls_epoch Current MLS epoch per conversation.\n# TYPE demls_epoch gauge"
+        );
+        for (n, c) in convs {
+            let _ = writeln!(s, "demls_epoch{{conversation=\"{n}\"}} {}", c.epoch());
+        }
+        let _ = writeln!(
+            s,
+            "# HELP demls_members Members per conversation.\n# TYPE demls_members gauge"
+        );
+        for (n, c) in convs {
+            let _ = writeln!(
+                s,
+                "demls_members{{conversation=\"{n}\"}} {}",
+                c.members().len()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP waku_connected_peers Connected libp2p peers.\n# TYPE waku_connected_peers gauge\nwaku_connected_peers {}",
+            t.connected_peers
+        );
+        s.push_str(&t.to_prometheus());
+        s
+    }
+}

@@ -1,0 +1,107 @@
+//! Turns protocol state and events into the API's JSON views.
+
+use demls_core::conversation::{Conversation, Event};
+use serde_json::json;
+
+use crate::api::types::*;
+
+pub(crate) fn conversation_view(c: &Conversation) -> ConversationView {
+    let members = c
+        .members()
+        .into_iter()
+        .map(|m| MemberView {
+            address: m.to_string(),
+            score: c.score(&m),
+            role: c.role(&m).as_str().to_string(),
+        })
+        .collect();
+    ConversationView {
+        name: c.name().to_string(),
+        state: c.state().as_str().to_string(),
+        epoch: c.epoch(),
+        members,
+    }
+}
+
+pub(crate) fn summary(c: &Conversation) -> ConversationSummary {
+    ConversationSummary {
+        name: c.name().to_string(),
+        state: c.state().as_str().to_string(),
+        epoch: c.epoch(),
+        members: c.members().len(),
+    }
+}
+
+pub(crate) fn proposals(c: &Conversation) -> Vec<ProposalView> {
+    c.proposals()
+        .map(|p| {
+            let (yes, no, expected) = c.tally(p.id).unwrap_or((0, 0, 0));
+            ProposalView {
+                id: p.id,
+                kind: p.action.kind_name().to_string(),
+                status: p.status.as_str().to_string(),
+                yes,
+                no,
+                expected,
+                summary: p.action.summary(),
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView {
+    let (kind, data) = match e {
+        Event::StateChanged { state } => ("state", json!({ "state": state.as_str() })),
+        Event::Joined { epoch } => ("joined", json!({ "epoch": epoch })),
+        Event::Chat {
+            sender,
+            text,
+            epoch,
+            timestamp,
+        } => (
+            "chat",
+            json!({ "sender": sender.to_string(), "text": text, "epoch": epoch, "timestamp": timestamp }),
+        ),
+        Event::ProposalCreated {
+            id,
+            kind,
+            summary,
+            owner,
+        } => (
+            "proposal",
+            json!({ "id": id, "kind": format!("{kind:?}"), "summary": summary, "owner": owner.to_string() }),
+        ),
+        Event::VoteRequested { id, auto_vote_at } => (
+            "vote_requested",
+            json!({ "id": id, "auto_vote_at": auto_vote_at }),
+        ),
+        Event::ProposalDecided { id, accepted } => {
+            ("decided", json!({ "id": id, "accepted": accepted }))
+        }
+        Event::CommitApplied {
+            epoch,
+            committer,
+            added,
+            removed,
+        } => (
+            "commit",
+            json!({
+                "epoch": epoch,
+                "committer": committer.to_string(),
+                "added": added.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+                "removed": removed.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+            }),
+        ),
+        Event::Left { reason } => ("left", json!({ "reason": format!("{reason:?}") })),
+        Event::Rejected { what, reason } => ("rejected", json!({ "what": what, "reason": reason })),
+        Event::Error { operation, message } => (
+            "error",
+            json!({ "operation": operation, "message": message }),
+        ),
+    };
+    EventView {
+        conversation: conversation.to_string(),
+        kind: kind.to_string(),
+        data: json!({ "epoch": epoch, "event": data }),
+    }
+}
