@@ -152,7 +152,7 @@ impl<T: Transport + 'static> Runtime<T> {
             }
         }
         for (name, c) in &self.convs {
-            if let Err(e) = self.storage.save_conversation(name, &c.save()) {
+            if let Err(e) = c.save().map_err(|e| e.to_string()).and_then(|b| self.storage.save_conversation(name, &b).map_err(|e| e.to_string())) {
                 tracing::error!(conversation = %name, error = %e, "could not save state at shutdown");
             }
         }
@@ -255,7 +255,7 @@ impl<T: Transport + 'static> Runtime<T> {
                 tracing::error!(conversation = %name, error = %e, "could not delete state");
             }
         } else if let Some(c) = self.convs.get(name) {
-            if let Err(e) = self.storage.save_conversation(name, &c.save()) {
+            if let Err(e) = c.save().map_err(|e| e.to_string()).and_then(|b| self.storage.save_conversation(name, &b).map_err(|e| e.to_string())) {
                 tracing::error!(conversation = %name, error = %e, "could not save state");
             }
         }

@@ -37,9 +37,23 @@ pub enum IdentityError {
     BadSecretKey,
 }
 
-/// A member's 20-byte Ethereum address. Displayed EIP-55 checksummed.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A member's 20-byte Ethereum address. Displayed EIP-55 checksummed; serialized as a
+/// lower-case `0x…` string (so it can key JSON maps in saved state).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemberId(pub [u8; 20]);
+
+impl Serialize for MemberId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("0x{}", hex::encode(self.0)))
+    }
+}
+
+impl<'de> Deserialize<'de> for MemberId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 impl MemberId {
     /// Parses raw bytes (must be exactly 20).

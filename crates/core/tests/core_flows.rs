@@ -143,7 +143,12 @@ fn self_leave_twice_proposes_once_and_completes() {
         assert_eq!(s.log.len(), after_first, "second leave publishes nothing");
         s.assert_converge(&ids[..2], 5 * MIN);
         s.run_until(MIN, |s| s.members[ids[2]].conv().closed().is_some());
-        assert_eq!(s.members[ids[2]].conv().closed(), Some(LeaveReason::Removed), "{}", s.describe());
+        assert_eq!(
+            s.members[ids[2]].conv().closed(),
+            Some(LeaveReason::Removed),
+            "{}",
+            s.describe()
+        );
     });
 }
 
@@ -265,5 +270,24 @@ fn with_20_percent_loss_and_reordering_the_group_still_converges() {
         s.chat(ids[2], "still here");
         s.propose_removal(ids[1], ids[4]);
         s.assert_converge(&ids[..4], 30 * MIN);
+    });
+}
+
+#[test]
+fn a_crashed_member_restarts_from_its_saved_state_and_keeps_up() {
+    for_seeds(0..2, |seed| {
+        let (mut s, ids) = group(seed, Net::clean(), 3);
+        let epoch = s.members[ids[1]].conv().epoch();
+        s.crash(ids[1]);
+        s.run_for(2_000);
+        s.restart(ids[1]);
+        assert_eq!(s.members[ids[1]].conv().epoch(), epoch);
+        s.chat(ids[1], "after restart");
+        s.run_for(5_000);
+        assert!(s.events_of(ids[0], |e| matches!(e, Event::Chat { text, .. } if text == "after restart")).count() == 1);
+        // And it still takes part in the next change.
+        let more = s.add_member("late");
+        s.join(more);
+        s.assert_converge(&[ids[0], ids[1], ids[2], more], 5 * MIN);
     });
 }

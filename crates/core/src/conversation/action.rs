@@ -77,7 +77,11 @@ impl Action {
                 ..
             } => format!(
                 "elect stewards [{}] from epoch {election_epoch}",
-                stewards.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+                stewards
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Self::Emergency {
                 violation, target, ..
@@ -143,7 +147,8 @@ impl Action {
     /// Decodes a proposal payload. Structural checks only; the caller checks meaning.
     pub fn from_payload(bytes: &[u8]) -> Result<Self, String> {
         use pb::conversation_update_request::Kind;
-        let req = pb::ConversationUpdateRequest::decode(bytes).map_err(|e| format!("undecodable payload: {e}"))?;
+        let req = pb::ConversationUpdateRequest::decode(bytes)
+            .map_err(|e| format!("undecodable payload: {e}"))?;
         let id = |b: &[u8]| MemberId::from_slice(b).map_err(|e| e.to_string());
         match req.kind {
             Some(Kind::InviteMember(inv)) => {
@@ -158,7 +163,11 @@ impl Action {
                 member: id(&r.member_id)?,
             }),
             Some(Kind::StewardElection(e)) => Ok(Self::Election {
-                stewards: e.proposed_stewards.iter().map(|s| id(s)).collect::<Result<_, _>>()?,
+                stewards: e
+                    .proposed_stewards
+                    .iter()
+                    .map(|s| id(s))
+                    .collect::<Result<_, _>>()?,
                 election_epoch: e.election_epoch,
                 retry_round: e.retry_round,
             }),

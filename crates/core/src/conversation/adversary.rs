@@ -34,10 +34,15 @@ impl Conversation {
             })
             .collect();
         removes.extend_from_slice(extra_removes);
-        let evidence = batch.iter().filter_map(|a| self.consensus.evidence(a.id)).collect();
+        let evidence = batch
+            .iter()
+            .filter_map(|a| self.consensus.evidence(a.id))
+            .collect();
         let epoch = self.epoch();
         let mls = self.mls.as_mut()?;
-        let commit = mls.create_commit(ctx.provider, &ctx.identity.mls, &adds, &removes).ok()?;
+        let commit = mls
+            .create_commit(ctx.provider, &ctx.identity.mls, &adds, &removes)
+            .ok()?;
         let _ = mls.discard_own_commit(ctx.provider);
         let cand = pb::CommitCandidate {
             conversation: self.name.clone(),
@@ -58,7 +63,11 @@ impl Conversation {
     /// Opens a proposal with arbitrary content (e.g. a tampered steward election), with
     /// our YES bundled, bypassing every local check.
     #[doc(hidden)]
-    pub fn adversary_proposal<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, action: Action) -> Result<(u32, Output), CommandError> {
+    pub fn adversary_proposal<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        action: Action,
+    ) -> Result<(u32, Output), CommandError> {
         let mut out = Output::default();
         let id = self.open_proposal(ctx, &mut out, action, Some(true), None, None)?;
         Ok((id, out))

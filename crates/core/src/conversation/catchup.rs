@@ -30,7 +30,11 @@ impl Conversation {
         }
     }
 
-    pub(super) fn tick_catch_up<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn tick_catch_up<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         let now = ctx.now;
         let epoch = self.epoch();
         if self.catch_up.seen_epoch > epoch && now >= self.catch_up.next_request_at {
@@ -44,7 +48,13 @@ impl Conversation {
             };
             out.send(Subtopic::AppMsg, env.encode_to_vec());
         }
-        let due: Vec<u64> = self.catch_up.replies.iter().filter(|(_, t)| **t <= now).map(|(e, _)| *e).collect();
+        let due: Vec<u64> = self
+            .catch_up
+            .replies
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(e, _)| *e)
+            .collect();
         for e in due {
             self.catch_up.replies.remove(&e);
             if let Some((_, cand)) = self.recent_commits.iter().find(|(ep, _)| *ep == e) {
@@ -58,17 +68,28 @@ impl Conversation {
         }
     }
 
-    pub(super) fn on_catch_up_request<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, r: pb::CatchUpRequest) {
+    pub(super) fn on_catch_up_request<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        r: pb::CatchUpRequest,
+    ) {
         if r.conversation != self.name || r.epoch >= self.epoch() {
             return;
         }
-        if self.recent_commits.iter().any(|(e, _)| *e == r.epoch) && !self.catch_up.replies.contains_key(&r.epoch) {
+        if self.recent_commits.iter().any(|(e, _)| *e == r.epoch)
+            && !self.catch_up.replies.contains_key(&r.epoch)
+        {
             let jitter = ctx.rng.gen_range(0..REPLY_JITTER_MS);
             self.catch_up.replies.insert(r.epoch, ctx.now + jitter);
         }
     }
 
-    pub(super) fn on_catch_up_commit<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, c: pb::CommitCandidate) {
+    pub(super) fn on_catch_up_commit<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        c: pb::CommitCandidate,
+    ) {
         // Someone answered: ours is no longer needed.
         self.catch_up.replies.remove(&c.epoch);
         let epoch = self.epoch();
@@ -85,7 +106,10 @@ impl Conversation {
         let own_pending = self.freeze.as_ref().is_some_and(|f| f.own_pending);
         let cand = Candidate {
             bytes: c.encode_to_vec(),
-            hash: sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&c.commit_message)).into(),
+            hash: sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+                &c.commit_message,
+            ))
+            .into(),
             steward,
             actions: c.mls_proposals.len(),
             local: false,
@@ -103,15 +127,27 @@ impl Conversation {
 
 /// Re-sending proposals to members that saw votes for one they do not know.
 impl Conversation {
-    pub(super) fn tick_proposal_recovery<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn tick_proposal_recovery<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         let now = ctx.now;
-        let ask: Vec<u32> = self.catch_up.missing_proposals.iter().filter(|(_, t)| **t <= now).map(|(id, _)| *id).collect();
+        let ask: Vec<u32> = self
+            .catch_up
+            .missing_proposals
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ask {
             if self.proposals.contains_key(&id) || self.consensus.tally(id).is_some() {
                 self.catch_up.missing_proposals.remove(&id);
                 continue;
             }
-            self.catch_up.missing_proposals.insert(id, now + self.config.recovery_inactivity);
+            self.catch_up
+                .missing_proposals
+                .insert(id, now + self.config.recovery_inactivity);
             let msg = pb::AppMessage {
                 body: Some(pb::app_message::Body::ProposalRequest(id)),
             };
@@ -121,8 +157,16 @@ impl Conversation {
         }
         // Give up on proposals nobody answers for (they expire anyway).
         let limit = self.config.proposal_expiration;
-        self.catch_up.missing_proposals.retain(|_, t| *t + limit > now);
-        let due: Vec<u32> = self.catch_up.proposal_replies.iter().filter(|(_, t)| **t <= now).map(|(id, _)| *id).collect();
+        self.catch_up
+            .missing_proposals
+            .retain(|_, t| *t + limit > now);
+        let due: Vec<u32> = self
+            .catch_up
+            .proposal_replies
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for id in due {
             self.catch_up.proposal_replies.remove(&id);
             if let Some(p) = self.consensus.evidence(id) {
@@ -136,7 +180,11 @@ impl Conversation {
         }
     }
 
-    pub(super) fn on_proposal_request<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, id: u32) {
+    pub(super) fn on_proposal_request<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        id: u32,
+    ) {
         if self.consensus.tally(id).is_some() && !self.catch_up.proposal_replies.contains_key(&id) {
             let jitter = ctx.rng.gen_range(0..REPLY_JITTER_MS);
             self.catch_up.proposal_replies.insert(id, ctx.now + jitter);
@@ -144,19 +192,31 @@ impl Conversation {
     }
 
     /// A proposal re-sent with its votes: adopt it (as evidence) and merge the votes.
-    pub(super) fn on_proposal_state<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, p: crate::proto::cpb::Proposal) {
+    pub(super) fn on_proposal_state<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        p: crate::proto::cpb::Proposal,
+    ) {
         let id = p.proposal_id;
         self.catch_up.proposal_replies.remove(&id);
         self.catch_up.missing_proposals.remove(&id);
         let known = self.proposals.contains_key(&id);
         let action = Action::from_payload(&p.payload);
-        if !known && action.as_ref().is_ok_and(|a| !self.emergencies.is_empty() && a.kind() < ProposalKind::Emergency) {
+        if !known
+            && action
+                .as_ref()
+                .is_ok_and(|a| !self.emergencies.is_empty() && a.kind() < ProposalKind::Emergency)
+        {
             return;
         }
         self.ingest_evidence(ctx, out, std::slice::from_ref(&p));
         // A proposal we can still vote on (we were a voter when it was made) gets our
         // automatic vote like any other.
-        if !known && p.expected_voters_count as usize == self.members().len() && p.expected_voters_count > 1 {
+        if !known
+            && p.expected_voters_count as usize == self.members().len()
+            && p.expected_voters_count > 1
+        {
             if let (Ok(a), Some(t)) = (action, self.proposals.get(&id).map(|t| t.status)) {
                 if t == ProposalStatus::Voting && !self.consensus.has_voted(id, &self.me) {
                     let valid = self.content_is_valid(ctx, &a).is_ok();

@@ -31,7 +31,11 @@ fn commit_hash(commit: &[u8]) -> [u8; 32] {
 impl Conversation {
     /// Working → Freezing after inactivity; Freezing → Selection when every steward's
     /// candidate is in or the freeze window ends.
-    pub(super) fn tick_phase<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn tick_phase<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         let now = ctx.now;
         match self.state {
             ConversationState::Working | ConversationState::Reelection => {
@@ -46,10 +50,9 @@ impl Conversation {
             }
             ConversationState::Freezing => {
                 self.resend_candidate(now, out);
-                let due = self
-                    .freeze
-                    .as_ref()
-                    .is_none_or(|f| now >= f.started_at + self.config.freeze || self.all_candidates_in(f));
+                let due = self.freeze.as_ref().is_none_or(|f| {
+                    now >= f.started_at + self.config.freeze || self.all_candidates_in(f)
+                });
                 if due {
                     self.finalize_freeze(ctx, out);
                 }
@@ -60,7 +63,10 @@ impl Conversation {
 
     fn all_candidates_in(&self, f: &FreezeRound) -> bool {
         let expected: BTreeSet<MemberId> = if self.mode == OperatingMode::Recovery {
-            self.members().into_iter().filter(|m| self.eligible(m)).collect()
+            self.members()
+                .into_iter()
+                .filter(|m| self.eligible(m))
+                .collect()
         } else {
             match &self.stewards {
                 Some(l) => l.live_stewards(|m| self.eligible(m)).into_iter().collect(),
@@ -72,14 +78,22 @@ impl Conversation {
     }
 
     pub(super) fn election_in_flight(&self) -> bool {
-        self.proposals
-            .values()
-            .any(|p| p.status == ProposalStatus::Voting && matches!(p.action, Action::Election { .. }))
+        self.proposals.values().any(|p| {
+            p.status == ProposalStatus::Voting && matches!(p.action, Action::Election { .. })
+        })
     }
 
     /// Urgent paths (accepted score removal, deadlock) freeze at once.
-    pub(super) fn force_freeze<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
-        if matches!(self.state, ConversationState::Working | ConversationState::Reelection) && !self.approved.is_empty() {
+    pub(super) fn force_freeze<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        if matches!(
+            self.state,
+            ConversationState::Working | ConversationState::Reelection
+        ) && !self.approved.is_empty()
+        {
             self.start_freeze(ctx, out);
         }
     }
@@ -97,14 +111,22 @@ impl Conversation {
             .is_some_and(|l| !l.is_exhausted(self.epoch()) && l.contains(&self.me))
     }
 
-    pub(super) fn start_freeze<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn start_freeze<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         let epoch = self.epoch();
         self.anchor = None;
-        let round = self.freeze.take().filter(|f| f.epoch == epoch).unwrap_or(FreezeRound {
-            epoch,
-            started_at: ctx.now,
-            ..Default::default()
-        });
+        let round = self
+            .freeze
+            .take()
+            .filter(|f| f.epoch == epoch)
+            .unwrap_or(FreezeRound {
+                epoch,
+                started_at: ctx.now,
+                ..Default::default()
+            });
         self.freeze = Some(round);
         self.set_state(out, ConversationState::Freezing);
         if self.may_commit() {
@@ -118,7 +140,10 @@ impl Conversation {
         let members = self.members();
         self.approved
             .iter()
-            .filter(|a| self.urgent_target.is_none_or(|t| a.change == Change::Remove { member: t }))
+            .filter(|a| {
+                self.urgent_target
+                    .is_none_or(|t| a.change == Change::Remove { member: t })
+            })
             .filter(|a| match &a.change {
                 Change::Add { member, .. } => !members.contains(member),
                 Change::Remove { member } => members.contains(member),
@@ -158,7 +183,10 @@ impl Conversation {
                 return;
             }
         };
-        let evidence = batch.iter().filter_map(|a| self.consensus.evidence(a.id)).collect();
+        let evidence = batch
+            .iter()
+            .filter_map(|a| self.consensus.evidence(a.id))
+            .collect();
         let epoch = self.epoch();
         let cand = pb::CommitCandidate {
             conversation: self.name.clone(),
@@ -193,7 +221,9 @@ impl Conversation {
 
     fn resend_candidate(&mut self, now: Millis, out: &mut Output) {
         let gap = self.config.freeze / 4;
-        let Some(f) = self.freeze.as_mut() else { return };
+        let Some(f) = self.freeze.as_mut() else {
+            return;
+        };
         let Some(at) = f.next_resend else { return };
         if now < at {
             return;
@@ -210,7 +240,12 @@ impl Conversation {
     }
 
     /// A peer's candidate arrived.
-    pub(super) fn on_candidate<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, c: pb::CommitCandidate) {
+    pub(super) fn on_candidate<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        c: pb::CommitCandidate,
+    ) {
         let epoch = self.epoch();
         if c.epoch > epoch {
             self.behind(ctx.now, c.epoch);
@@ -231,21 +266,36 @@ impl Conversation {
             return;
         }
         self.ingest_evidence(ctx, out, &c.evidence);
-        if matches!(self.state, ConversationState::Working | ConversationState::Reelection) && !self.approved.is_empty() {
+        if matches!(
+            self.state,
+            ConversationState::Working | ConversationState::Reelection
+        ) && !self.approved.is_empty()
+        {
             self.start_freeze(ctx, out);
         }
         if self.state != ConversationState::Freezing {
-            return out.reject("commit", "candidate outside a freeze round with nothing approved");
+            return out.reject(
+                "commit",
+                "candidate outside a freeze round with nothing approved",
+            );
         }
         let cap = self.members().len().max(1);
-        let Some(f) = self.freeze.as_mut() else { return };
+        let Some(f) = self.freeze.as_mut() else {
+            return;
+        };
         if f.candidates.iter().any(|x| x.hash == hash) {
             return;
         }
-        if f.candidates.iter().filter(|x| x.steward == steward).count() >= 1 || f.candidates.len() >= cap {
+        if f.candidates.iter().filter(|x| x.steward == steward).count() >= 1
+            || f.candidates.len() >= cap
+        {
             return out.reject("commit", format!("extra candidate from {steward} dropped"));
         }
-        let actions = if c.mls_proposals.is_empty() { c.evidence.len() } else { c.mls_proposals.len() };
+        let actions = if c.mls_proposals.is_empty() {
+            c.evidence.len()
+        } else {
+            c.mls_proposals.len()
+        };
         f.candidates.push(Candidate {
             bytes: c.encode_to_vec(),
             hash,
@@ -257,7 +307,11 @@ impl Conversation {
     }
 
     /// Selection: rank, then apply the best candidate that validates.
-    pub(super) fn finalize_freeze<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn finalize_freeze<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         self.set_state(out, ConversationState::Selection);
         let mut round = self.freeze.take().unwrap_or_default();
         let epoch = self.epoch();
@@ -268,9 +322,14 @@ impl Conversation {
             .unwrap_or((None, None));
         // Longest proposal sequence, then the live epoch steward, then the smallest
         // steward id, then the smallest commit hash.
-        round
-            .candidates
-            .sort_by_key(|c| (std::cmp::Reverse(c.actions), Some(c.steward) != live_es, c.steward, c.hash));
+        round.candidates.sort_by_key(|c| {
+            (
+                std::cmp::Reverse(c.actions),
+                Some(c.steward) != live_es,
+                c.steward,
+                c.hash,
+            )
+        });
         let mut winner = None;
         let mut tried: Vec<MemberId> = Vec::new();
         for (i, cand) in round.candidates.iter().enumerate() {
@@ -291,7 +350,8 @@ impl Conversation {
                 if let Some(list) = &self.stewards {
                     for c in &round.candidates[i + 1..] {
                         if list.contains(&c.steward) && c.steward != w.committer {
-                            self.scores.apply(&c.steward, ScoreEvent::HonestCommitAttempt);
+                            self.scores
+                                .apply(&c.steward, ScoreEvent::HonestCommitAttempt);
                         }
                     }
                 }
@@ -313,7 +373,12 @@ impl Conversation {
         }
     }
 
-    fn apply_local<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, cand: &Candidate, epoch: u64) -> Option<Winner> {
+    fn apply_local<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        cand: &Candidate,
+        epoch: u64,
+    ) -> Option<Winner> {
         let mls = self.mls.as_mut()?;
         let before = mls.members();
         if let Err(e) = mls.merge_own_commit(ctx.provider) {
@@ -323,8 +388,16 @@ impl Conversation {
         let after = mls.members();
         Some(Winner {
             committer: self.me,
-            added: after.iter().filter(|m| !before.contains(m)).copied().collect(),
-            removed: before.iter().filter(|m| !after.contains(m)).copied().collect(),
+            added: after
+                .iter()
+                .filter(|m| !before.contains(m))
+                .copied()
+                .collect(),
+            removed: before
+                .iter()
+                .filter(|m| !after.contains(m))
+                .copied()
+                .collect(),
             self_removed: false,
             welcome: cand.welcome.clone(),
             candidate: cand.bytes.clone(),
@@ -344,12 +417,16 @@ impl Conversation {
     ) -> Option<Winner> {
         let c = pb::CommitCandidate::decode(cand.bytes.as_slice()).ok()?;
         let mls = self.mls.as_mut()?;
-        let info = match mls.stage_remote_commit(ctx.provider, &c.mls_proposals, &c.commit_message) {
+        let info = match mls.stage_remote_commit(ctx.provider, &c.mls_proposals, &c.commit_message)
+        {
             Ok(i) => i,
             Err(e) => {
                 // The wire steward id is forgeable, so a commit that does not even stage
                 // costs nobody score (the reference's later behaviour).
-                out.reject("commit", format!("candidate from {} does not stage: {e}", cand.steward));
+                out.reject(
+                    "commit",
+                    format!("candidate from {} does not stage: {e}", cand.steward),
+                );
                 return None;
             }
         };
@@ -427,8 +504,11 @@ impl Conversation {
         let is_voter = |m: &MemberId| members.contains(m);
         let timeout_s = self.config.consensus_timeout / 1000;
         for p in &c.evidence {
-            let Ok(action) = Action::from_payload(&p.payload) else { continue };
-            let decided = crate::consensus::evidence_decision(p, ctx.now / 1000, timeout_s, &is_voter);
+            let Ok(action) = Action::from_payload(&p.payload) else {
+                continue;
+            };
+            let decided =
+                crate::consensus::evidence_decision(p, ctx.now / 1000, timeout_s, &is_voter);
             if decided == Ok(Some(true)) {
                 match action {
                     Action::Add { member, .. } => {
@@ -456,23 +536,39 @@ impl Conversation {
             .collect();
         let distinct: BTreeSet<_> = actions.iter().copied().collect();
         if distinct.len() != actions.len() {
-            return Err((sender, ScoreEvent::BrokenMlsProposal, "commit repeats a change".into()));
+            return Err((
+                sender,
+                ScoreEvent::BrokenMlsProposal,
+                "commit repeats a change".into(),
+            ));
         }
         if let Some((add, m)) = actions.iter().find(|a| !justified.contains(a)) {
             return Err((
                 sender,
                 ScoreEvent::BrokenMlsProposal,
-                format!("commit by {sender} {} {m} without an accepted vote", if *add { "adds" } else { "removes" }),
+                format!(
+                    "commit by {sender} {} {m} without an accepted vote",
+                    if *add { "adds" } else { "removes" }
+                ),
             ));
         }
         if actions.is_empty() {
-            return Err((sender, ScoreEvent::BrokenMlsProposal, "commit carries no change".into()));
+            return Err((
+                sender,
+                ScoreEvent::BrokenMlsProposal,
+                "commit carries no change".into(),
+            ));
         }
         Ok(())
     }
 
     /// Nothing valid arrived: with approved work this is a missed commit → Reelection.
-    fn no_candidate<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, live_es: Option<MemberId>) {
+    fn no_candidate<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        live_es: Option<MemberId>,
+    ) {
         if self.approved.is_empty() {
             self.set_state(out, ConversationState::Working);
             return;
@@ -491,14 +587,20 @@ impl Conversation {
     }
 
     /// Bookkeeping after a commit merged (ours, a peer's, or one fetched by catch-up).
-    pub(super) fn on_committed<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, w: Winner) {
+    pub(super) fn on_committed<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        w: Winner,
+    ) {
         self.freeze = None;
         self.anchor = None;
         self.committed_hashes.push_back(w.hash);
         while self.committed_hashes.len() > COMMITTED_CAP {
             self.committed_hashes.pop_front();
         }
-        self.recent_commits.push_back((w.old_epoch, w.candidate.clone()));
+        self.recent_commits
+            .push_back((w.old_epoch, w.candidate.clone()));
         while self.recent_commits.len() > self.config.catch_up_window {
             self.recent_commits.pop_front();
         }
@@ -533,8 +635,10 @@ impl Conversation {
         if self.urgent_target.is_some_and(|t| !members.contains(&t)) {
             self.urgent_target = None;
         }
-        self.scores.apply(&w.committer, ScoreEvent::SuccessfulCommit);
-        self.scores.sync_roster(&members, self.config.default_peer_score);
+        self.scores
+            .apply(&w.committer, ScoreEvent::SuccessfulCommit);
+        self.scores
+            .sync_roster(&members, self.config.default_peer_score);
         let max_age = self.config.pending_update_max_epochs;
         self.pending_updates.retain(|m, u| {
             let moot = match u.action {

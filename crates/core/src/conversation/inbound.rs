@@ -11,7 +11,12 @@ use crate::proto::pb;
 impl Conversation {
     /// Handles one packet received on this conversation's `subtopic`. Our own echoes must
     /// have been dropped by the transport already.
-    pub fn handle_packet<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, subtopic: Subtopic, payload: &[u8]) -> Output {
+    pub fn handle_packet<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        subtopic: Subtopic,
+        payload: &[u8],
+    ) -> Output {
         let mut out = Output::default();
         if self.closed.is_some() {
             return out;
@@ -23,7 +28,12 @@ impl Conversation {
         out
     }
 
-    fn on_app_packet<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, payload: &[u8]) {
+    fn on_app_packet<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        payload: &[u8],
+    ) {
         if self.state == ConversationState::PendingJoin {
             return;
         }
@@ -40,11 +50,19 @@ impl Conversation {
         }
     }
 
-    fn on_mls_message<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, ct: &[u8]) {
+    fn on_mls_message<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        ct: &[u8],
+    ) {
         let Some(mls) = self.mls.as_mut() else { return };
         let decrypted = match mls.decrypt(ctx.provider, ct) {
             Ok(d) => d,
-            Err(DecryptError::WrongEpoch { message_epoch, our_epoch }) => {
+            Err(DecryptError::WrongEpoch {
+                message_epoch,
+                our_epoch,
+            }) => {
                 if message_epoch > our_epoch {
                     self.behind(ctx.now, message_epoch);
                 }

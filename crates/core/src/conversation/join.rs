@@ -22,7 +22,10 @@ fn kp_signed_bytes(conversation: &str, key_package: &[u8]) -> Vec<u8> {
 }
 
 /// Builds our signed key package announcement (encoded `KeyPackageAnnouncement`).
-pub(super) fn build_announcement<P: OpenMlsProvider>(name: &str, ctx: &mut Ctx<'_, P>) -> Result<Vec<u8>, ConversationError> {
+pub(super) fn build_announcement<P: OpenMlsProvider>(
+    name: &str,
+    ctx: &mut Ctx<'_, P>,
+) -> Result<Vec<u8>, ConversationError> {
     let kp = crate::mls::generate_key_package(ctx.provider, &ctx.identity.mls)
         .map_err(|e| ConversationError::Mls(e.to_string()))?;
     let sig = ctx
@@ -40,8 +43,15 @@ pub(super) fn build_announcement<P: OpenMlsProvider>(name: &str, ctx: &mut Ctx<'
 }
 
 /// Signs an announcement with an arbitrary key: used by tests to play an impostor.
-pub fn forge_announcement(name: &str, key_package: Vec<u8>, claimed: MemberId, signer: &identity::EthSigner) -> Vec<u8> {
-    let sig = signer.sign(&kp_signed_bytes(name, &key_package)).unwrap_or_default();
+pub fn forge_announcement(
+    name: &str,
+    key_package: Vec<u8>,
+    claimed: MemberId,
+    signer: &identity::EthSigner,
+) -> Vec<u8> {
+    let sig = signer
+        .sign(&kp_signed_bytes(name, &key_package))
+        .unwrap_or_default();
     welcome_envelope_kp(
         &pb::KeyPackageAnnouncement {
             conversation: name.to_string(),
@@ -63,15 +73,28 @@ pub(super) fn welcome_envelope_kp(announcement: &[u8]) -> Vec<u8> {
 
 /// Checks the identity binding: the announcement is signed by `member_id`, and the key
 /// package's MLS credential names that same address. Returns the member.
-pub(super) fn verify_announcement<P: OpenMlsProvider>(conversation: &str, announcement: &[u8], provider: &P) -> Result<MemberId, String> {
-    let ann = pb::KeyPackageAnnouncement::decode(announcement).map_err(|e| format!("undecodable announcement: {e}"))?;
+pub(super) fn verify_announcement<P: OpenMlsProvider>(
+    conversation: &str,
+    announcement: &[u8],
+    provider: &P,
+) -> Result<MemberId, String> {
+    let ann = pb::KeyPackageAnnouncement::decode(announcement)
+        .map_err(|e| format!("undecodable announcement: {e}"))?;
     if ann.conversation != conversation {
-        return Err(format!("announcement is for conversation {:?}", ann.conversation));
+        return Err(format!(
+            "announcement is for conversation {:?}",
+            ann.conversation
+        ));
     }
     let member = MemberId::from_slice(&ann.member_id).map_err(|e| e.to_string())?;
-    identity::verify(&kp_signed_bytes(conversation, &ann.key_package), &ann.signature, &member)
-        .map_err(|e| format!("key package announcement for {member}: {e}"))?;
-    let info = crate::mls::validate_key_package(provider, &ann.key_package).map_err(|e| format!("invalid key package: {e}"))?;
+    identity::verify(
+        &kp_signed_bytes(conversation, &ann.key_package),
+        &ann.signature,
+        &member,
+    )
+    .map_err(|e| format!("key package announcement for {member}: {e}"))?;
+    let info = crate::mls::validate_key_package(provider, &ann.key_package)
+        .map_err(|e| format!("invalid key package: {e}"))?;
     if info.member_id != member {
         return Err(format!(
             "key package credential names {} but the announcement is signed by {member}",
@@ -82,8 +105,14 @@ pub(super) fn verify_announcement<P: OpenMlsProvider>(conversation: &str, announ
 }
 
 impl Conversation {
-    pub(super) fn tick_pending_join<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
-        let Some(pj) = self.pending_join.as_mut() else { return };
+    pub(super) fn tick_pending_join<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        let Some(pj) = self.pending_join.as_mut() else {
+            return;
+        };
         if ctx.now >= pj.started_at + self.config.pending_join_expiry() {
             tracing::warn!(conversation = %self.name, "no welcome arrived: giving up the join");
             self.close(ctx, out, LeaveReason::JoinExpired);
@@ -97,19 +126,31 @@ impl Conversation {
         }
     }
 
-    pub(super) fn on_welcome_packet<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, payload: &[u8]) {
+    pub(super) fn on_welcome_packet<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        payload: &[u8],
+    ) {
         let env = match pb::WelcomeEnvelope::decode(payload) {
             Ok(e) => e,
             Err(e) => return out.reject("welcome", format!("undecodable: {e}")),
         };
         match env.body {
             Some(pb::welcome_envelope::Body::KeyPackage(ann)) => self.on_key_package(ctx, out, ann),
-            Some(pb::welcome_envelope::Body::Welcome(w)) => self.on_member_welcome(ctx, out, w, payload),
+            Some(pb::welcome_envelope::Body::Welcome(w)) => {
+                self.on_member_welcome(ctx, out, w, payload)
+            }
             None => out.reject("welcome", "empty envelope"),
         }
     }
 
-    fn on_key_package<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, ann: pb::KeyPackageAnnouncement) {
+    fn on_key_package<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        ann: pb::KeyPackageAnnouncement,
+    ) {
         if self.state == ConversationState::PendingJoin || ann.conversation != self.name {
             return;
         }
@@ -136,9 +177,19 @@ impl Conversation {
     /// Any member holding the welcome re-sends it, at most once per gap; seeing someone
     /// else's re-send counts as ours (see `remember_welcome`), which keeps it to about one
     /// copy per request.
-    fn resend_welcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, member: MemberId) {
+    fn resend_welcome<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        member: MemberId,
+    ) {
         let gap = self.config.recovery_inactivity;
-        if let Some(w) = self.recent_welcomes.iter_mut().rev().find(|w| w.joiners.contains(&member)) {
+        if let Some(w) = self
+            .recent_welcomes
+            .iter_mut()
+            .rev()
+            .find(|w| w.joiners.contains(&member))
+        {
             if ctx.now >= w.resent_at + gap {
                 w.resent_at = ctx.now;
                 out.send(Subtopic::Welcome, w.envelope.clone());
@@ -148,7 +199,13 @@ impl Conversation {
 
     /// After merging our winning commit: welcome the joiners, with the conversation sync
     /// encrypted at the new epoch so only they (and members) can read it.
-    pub(super) fn send_welcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, welcome: Vec<u8>, joiners: Vec<MemberId>) {
+    pub(super) fn send_welcome<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        welcome: Vec<u8>,
+        joiners: Vec<MemberId>,
+    ) {
         let sync = self.build_sync();
         let msg = pb::AppMessage {
             body: Some(pb::app_message::Body::Sync(sync)),
@@ -182,7 +239,11 @@ impl Conversation {
     }
 
     fn remember_welcome(&mut self, now: Millis, joiners: Vec<MemberId>, envelope: Vec<u8>) {
-        if let Some(w) = self.recent_welcomes.iter_mut().find(|w| w.envelope == envelope) {
+        if let Some(w) = self
+            .recent_welcomes
+            .iter_mut()
+            .find(|w| w.envelope == envelope)
+        {
             w.resent_at = now;
             return;
         }
@@ -196,16 +257,30 @@ impl Conversation {
         }
     }
 
-    fn on_member_welcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, w: pb::MemberWelcome, raw: &[u8]) {
+    fn on_member_welcome<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        w: pb::MemberWelcome,
+        raw: &[u8],
+    ) {
         if w.conversation != self.name {
             return;
         }
         if self.state != ConversationState::PendingJoin {
-            let joiners = w.joiner_ids.iter().filter_map(|j| MemberId::from_slice(j).ok()).collect();
+            let joiners = w
+                .joiner_ids
+                .iter()
+                .filter_map(|j| MemberId::from_slice(j).ok())
+                .collect();
             self.remember_welcome(ctx.now, joiners, raw.to_vec());
             return;
         }
-        if !w.joiner_ids.iter().any(|j| j.as_slice() == self.me.as_bytes()) {
+        if !w
+            .joiner_ids
+            .iter()
+            .any(|j| j.as_slice() == self.me.as_bytes())
+        {
             return;
         }
         // A group of this name left over from an earlier membership (we were removed and
@@ -221,7 +296,8 @@ impl Conversation {
         let epoch = mls.epoch();
         self.mls = Some(mls);
         self.pending_join = None;
-        self.scores.sync_roster(&self.members(), self.config.default_peer_score);
+        self.scores
+            .sync_roster(&self.members(), self.config.default_peer_score);
         tracing::info!(conversation = %self.name, epoch, "joined");
         out.event(Event::Joined { epoch });
         self.set_state(out, ConversationState::Working);
@@ -242,11 +318,14 @@ impl Conversation {
 
     /// Our view of the conversation's parameters, for joiners.
     pub(super) fn build_sync(&self) -> pb::ConversationSync {
-        let list = self.stewards.clone().unwrap_or(crate::steward::StewardList {
-            stewards: Vec::new(),
-            election_epoch: 0,
-            retry_round: 0,
-        });
+        let list = self
+            .stewards
+            .clone()
+            .unwrap_or(crate::steward::StewardList {
+                stewards: Vec::new(),
+                election_epoch: 0,
+                retry_round: 0,
+            });
         let c = &self.config;
         pb::ConversationSync {
             steward_members: list.stewards.iter().map(|s| s.to_vec()).collect(),
@@ -282,7 +361,12 @@ impl Conversation {
     }
 
     /// Applies a conversation sync once, after validating it (reference §4.7).
-    pub(super) fn on_sync<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, s: pb::ConversationSync) {
+    pub(super) fn on_sync<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        s: pb::ConversationSync,
+    ) {
         if self.synced {
             return;
         }
@@ -312,10 +396,22 @@ impl Conversation {
         }
     }
 
-    fn validate_sync(&self, s: &pb::ConversationSync) -> Result<(crate::steward::StewardList, crate::config::ConversationConfig), String> {
+    fn validate_sync(
+        &self,
+        s: &pb::ConversationSync,
+    ) -> Result<
+        (
+            crate::steward::StewardList,
+            crate::config::ConversationConfig,
+        ),
+        String,
+    > {
         let epoch = self.epoch();
         if s.election_epoch > epoch {
-            return Err(format!("sync election epoch {} is ahead of our epoch {epoch}", s.election_epoch));
+            return Err(format!(
+                "sync election epoch {} is ahead of our epoch {epoch}",
+                s.election_epoch
+            ));
         }
         let stewards: Vec<MemberId> = s
             .steward_members
@@ -327,8 +423,16 @@ impl Conversation {
         if !stewards.iter().any(|m| members.contains(m)) {
             return Err("no listed steward is a member".into());
         }
-        steward::validate(&stewards, &stewards, s.election_epoch, s.retry_round, &self.name, s.sn_min.max(1), s.sn_max.max(s.sn_min).max(1))
-            .map_err(|e| format!("steward list: {e}"))?;
+        steward::validate(
+            &stewards,
+            &stewards,
+            s.election_epoch,
+            s.retry_round,
+            &self.name,
+            s.sn_min.max(1),
+            s.sn_max.max(s.sn_min).max(1),
+        )
+        .map_err(|e| format!("steward list: {e}"))?;
         let t = s.timing.clone().ok_or("sync without timings")?;
         let mut cfg = self.config.clone();
         cfg.commit_inactivity = t.commit_inactivity_ms;

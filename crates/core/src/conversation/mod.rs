@@ -45,7 +45,9 @@ pub const MAX_NAME_LEN: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum ConversationError {
     /// Bad name.
-    #[error("invalid conversation name {0:?}: use 1-64 characters without '/', whitespace or control characters")]
+    #[error(
+        "invalid conversation name {0:?}: use 1-64 characters without '/', whitespace or control characters"
+    )]
     BadName(String),
     /// Bad configuration.
     #[error("invalid conversation config: {0}")]
@@ -62,8 +64,14 @@ pub enum ConversationError {
 pub fn validate_name(name: &str) -> Result<(), ConversationError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && !name.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control());
-    if ok { Ok(()) } else { Err(ConversationError::BadName(name.to_string())) }
+        && !name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConversationError::BadName(name.to_string()))
+    }
 }
 
 /// A freeze round: candidates collected for one epoch.
@@ -173,7 +181,12 @@ const COMMITTED_CAP: usize = 16;
 const WELCOME_CAP: usize = 8;
 
 impl Conversation {
-    fn blank(name: &str, me: MemberId, config: ConversationConfig, state: ConversationState) -> Self {
+    fn blank(
+        name: &str,
+        me: MemberId,
+        config: ConversationConfig,
+        state: ConversationState,
+    ) -> Self {
         Self {
             name: name.to_string(),
             me,
@@ -257,20 +270,28 @@ impl Conversation {
         out.event(Event::StateChanged {
             state: ConversationState::PendingJoin,
         });
-        tracing::info!(conversation = name, "announced key package, waiting for a welcome");
+        tracing::info!(
+            conversation = name,
+            "announced key package, waiting for a welcome"
+        );
         Ok((c, out))
     }
 
     /// Serializes everything but the MLS group (which lives in the provider's storage).
-    pub fn save(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    pub fn save(&self) -> Result<Vec<u8>, ConversationError> {
+        serde_json::to_vec(self).map_err(|e| ConversationError::Corrupt(format!("cannot serialize state: {e}")))
     }
 
     /// Restores a saved conversation and reloads its MLS group from storage.
-    pub fn restore<P: OpenMlsProvider>(bytes: &[u8], provider: &P) -> Result<Self, ConversationError> {
-        let mut c: Self = serde_json::from_slice(bytes).map_err(|e| ConversationError::Corrupt(e.to_string()))?;
+    pub fn restore<P: OpenMlsProvider>(
+        bytes: &[u8],
+        provider: &P,
+    ) -> Result<Self, ConversationError> {
+        let mut c: Self =
+            serde_json::from_slice(bytes).map_err(|e| ConversationError::Corrupt(e.to_string()))?;
         if c.state != ConversationState::PendingJoin && c.closed.is_none() {
-            c.mls = MlsConversation::load(provider, &c.name).map_err(|e| ConversationError::Mls(e.to_string()))?;
+            c.mls = MlsConversation::load(provider, &c.name)
+                .map_err(|e| ConversationError::Mls(e.to_string()))?;
             if c.mls.is_none() {
                 return Err(ConversationError::Corrupt(format!(
                     "MLS state for {:?} is missing from storage",
@@ -309,7 +330,10 @@ impl Conversation {
     }
     /// The MLS epoch authenticator: equal at every member iff they share the group state.
     pub fn epoch_authenticator(&self) -> Vec<u8> {
-        self.mls.as_ref().map(|m| m.epoch_authenticator()).unwrap_or_default()
+        self.mls
+            .as_ref()
+            .map(|m| m.epoch_authenticator())
+            .unwrap_or_default()
     }
     /// Closed (left, removed, expired)?
     pub fn closed(&self) -> Option<LeaveReason> {
@@ -364,7 +388,10 @@ impl Conversation {
         }
         let mut t: Vec<Millis> = Vec::new();
         if let Some(pj) = &self.pending_join {
-            t.push(pj.next_announce.min(pj.started_at + self.config.pending_join_expiry()));
+            t.push(
+                pj.next_announce
+                    .min(pj.started_at + self.config.pending_join_expiry()),
+            );
         }
         for p in self.proposals.values() {
             if p.status == ProposalStatus::Voting {
@@ -372,17 +399,32 @@ impl Conversation {
                 t.push(p.timeout_at);
             }
         }
-        if let Some(a) = self.anchor.filter(|_| matches!(self.state, ConversationState::Working | ConversationState::Reelection)) {
+        if let Some(a) = self.anchor.filter(|_| {
+            matches!(
+                self.state,
+                ConversationState::Working | ConversationState::Reelection
+            )
+        }) {
             t.push(a + self.inactivity_window());
         }
-        if let Some(f) = self.freeze.as_ref().filter(|_| self.state == ConversationState::Freezing) {
+        if let Some(f) = self
+            .freeze
+            .as_ref()
+            .filter(|_| self.state == ConversationState::Freezing)
+        {
             t.push(f.started_at + self.config.freeze);
             t.extend(f.next_resend);
         }
-        if let Some(s) = self.reelection_since.filter(|_| self.state == ConversationState::Reelection) {
+        if let Some(s) = self
+            .reelection_since
+            .filter(|_| self.state == ConversationState::Reelection)
+        {
             t.push(s + self.reelection_patience());
         }
-        if let Some(s) = self.exhausted_since.filter(|_| self.state == ConversationState::Working) {
+        if let Some(s) = self
+            .exhausted_since
+            .filter(|_| self.state == ConversationState::Working)
+        {
             t.push(s + self.reelection_patience());
         }
         t.extend(self.catch_up.replies.values().copied());
@@ -409,11 +451,19 @@ impl Conversation {
     // ---- commands --------------------------------------------------------------------------
 
     fn check_open(&self) -> Result<(), CommandError> {
-        if self.closed.is_some() { Err(CommandError::Closed) } else { Ok(()) }
+        if self.closed.is_some() {
+            Err(CommandError::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     /// Sends a chat message (an MLS application message).
-    pub fn send_chat<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, text: &str) -> Result<Output, CommandError> {
+    pub fn send_chat<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        text: &str,
+    ) -> Result<Output, CommandError> {
         self.check_open()?;
         if text.is_empty() || text.len() > 4096 {
             return Err(CommandError::BadText);
@@ -424,12 +474,15 @@ impl Conversation {
         }
         let mut out = Output::default();
         let msg = crate::proto::pb::AppMessage {
-            body: Some(crate::proto::pb::app_message::Body::Chat(crate::proto::pb::ChatMessage {
-                text: text.to_string(),
-                timestamp_ms: ctx.now,
-            })),
+            body: Some(crate::proto::pb::app_message::Body::Chat(
+                crate::proto::pb::ChatMessage {
+                    text: text.to_string(),
+                    timestamp_ms: ctx.now,
+                },
+            )),
         };
-        self.send_app(ctx, &mut out, msg).map_err(CommandError::Internal)?;
+        self.send_app(ctx, &mut out, msg)
+            .map_err(CommandError::Internal)?;
         Ok(out)
     }
 
@@ -456,7 +509,14 @@ impl Conversation {
             return Err(CommandError::AlreadyProposed(member));
         }
         let mut out = Output::default();
-        let id = self.open_proposal(ctx, &mut out, Action::Remove { member }, Some(true), None, None)?;
+        let id = self.open_proposal(
+            ctx,
+            &mut out,
+            Action::Remove { member },
+            Some(true),
+            None,
+            None,
+        )?;
         Ok((id, out))
     }
 
@@ -469,7 +529,10 @@ impl Conversation {
         target: MemberId,
     ) -> Result<(u32, Output), CommandError> {
         self.check_open()?;
-        if !matches!(self.state, ConversationState::Working | ConversationState::Reelection) {
+        if !matches!(
+            self.state,
+            ConversationState::Working | ConversationState::Reelection
+        ) {
             return Err(CommandError::Blocked(self.state));
         }
         if !self.members().contains(&target) {
@@ -487,7 +550,12 @@ impl Conversation {
     }
 
     /// Votes on a proposal by hand (cancels the automatic vote).
-    pub fn vote<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, id: u32, yes: bool) -> Result<Output, CommandError> {
+    pub fn vote<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        id: u32,
+        yes: bool,
+    ) -> Result<Output, CommandError> {
         self.check_open()?;
         match self.state {
             ConversationState::Working | ConversationState::Reelection => {}
@@ -507,7 +575,10 @@ impl Conversation {
 
     /// Leaves: while pending, locally and silently; otherwise by a one-voter self-leave
     /// proposal (deterministic id, so asking twice proposes once) that a steward commits.
-    pub fn leave<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>) -> Result<Output, CommandError> {
+    pub fn leave<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+    ) -> Result<Output, CommandError> {
         self.check_open()?;
         let mut out = Output::default();
         if self.state == ConversationState::PendingJoin {
@@ -523,7 +594,14 @@ impl Conversation {
         if self.proposals.contains_key(&id) || self.removal_under_way(&self.me.clone()) {
             return Ok(out);
         }
-        self.open_proposal(ctx, &mut out, Action::Remove { member: self.me }, Some(true), Some(id), Some(1))?;
+        self.open_proposal(
+            ctx,
+            &mut out,
+            Action::Remove { member: self.me },
+            Some(true),
+            Some(id),
+            Some(1),
+        )?;
         Ok(out)
     }
 
@@ -560,7 +638,12 @@ impl Conversation {
         }
     }
 
-    fn close<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, reason: LeaveReason) {
+    fn close<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        reason: LeaveReason,
+    ) {
         if let Some(mls) = self.mls.take() {
             if let Err(e) = mls.delete(ctx.provider) {
                 out.event(Event::Error {
@@ -580,11 +663,16 @@ impl Conversation {
     /// A member that may be steward: in the group and not on its way out.
     fn eligible(&self, m: &MemberId) -> bool {
         self.mls.as_ref().is_some_and(|g| g.is_member(m))
-            && !self.approved.iter().any(|a| a.change == Change::Remove { member: *m })
+            && !self
+                .approved
+                .iter()
+                .any(|a| a.change == Change::Remove { member: *m })
     }
 
     fn removal_under_way(&self, m: &MemberId) -> bool {
-        self.approved.iter().any(|a| a.change == Change::Remove { member: *m })
+        self.approved
+            .iter()
+            .any(|a| a.change == Change::Remove { member: *m })
             || self.proposals.values().any(|p| {
                 p.status == ProposalStatus::Voting
                     && matches!(p.action, Action::Remove { member } if member == *m)

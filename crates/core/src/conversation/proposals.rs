@@ -53,7 +53,14 @@ impl Conversation {
             .map_err(|e| CommandError::Internal(e.to_string()))?;
         let id = created.proposal.proposal_id;
         let auto_vote_at = (creator_vote.is_none()).then(|| ctx.now + self.voting_delay(kind));
-        self.track(ctx.now, id, action.clone(), self.me, auto_vote_at, self.config.liveness_criteria_yes);
+        self.track(
+            ctx.now,
+            id,
+            action.clone(),
+            self.me,
+            auto_vote_at,
+            self.config.liveness_criteria_yes,
+        );
         if kind == ProposalKind::Emergency {
             self.emergencies.insert(id);
         }
@@ -64,14 +71,18 @@ impl Conversation {
             owner: self.me,
         });
         if let Some(at) = auto_vote_at {
-            out.event(Event::VoteRequested { id, auto_vote_at: at });
+            out.event(Event::VoteRequested {
+                id,
+                auto_vote_at: at,
+            });
         }
         // A one-voter proposal (self-leave) is decided locally; peers check it on the fast
         // path, so it still has to be sent.
         let msg = pb::AppMessage {
             body: Some(pb::app_message::Body::Proposal(created.proposal)),
         };
-        self.send_app(ctx, out, msg).map_err(CommandError::Internal)?;
+        self.send_app(ctx, out, msg)
+            .map_err(CommandError::Internal)?;
         tracing::info!(conversation = %self.name, id, summary = %action.summary(), "proposal opened");
         if let Some(result) = created.outcome {
             self.apply_outcome(ctx, out, id, result);
@@ -79,7 +90,15 @@ impl Conversation {
         Ok(id)
     }
 
-    fn track(&mut self, now: Millis, id: u32, action: Action, owner: MemberId, auto_vote_at: Option<Millis>, auto_vote: bool) {
+    fn track(
+        &mut self,
+        now: Millis,
+        id: u32,
+        action: Action,
+        owner: MemberId,
+        auto_vote_at: Option<Millis>,
+        auto_vote: bool,
+    ) {
         let epoch = self.epoch();
         self.proposals.insert(
             id,
@@ -100,7 +119,9 @@ impl Conversation {
             let Some(old) = self
                 .proposals
                 .values()
-                .filter(|p| p.status != ProposalStatus::Voting && p.status != ProposalStatus::Accepted)
+                .filter(|p| {
+                    p.status != ProposalStatus::Voting && p.status != ProposalStatus::Accepted
+                })
                 .map(|p| p.id)
                 .next()
             else {
@@ -127,7 +148,8 @@ impl Conversation {
         let msg = pb::AppMessage {
             body: Some(pb::app_message::Body::Vote(vote)),
         };
-        self.send_app(ctx, out, msg).map_err(CommandError::Internal)?;
+        self.send_app(ctx, out, msg)
+            .map_err(CommandError::Internal)?;
         if let Some(result) = outcome {
             self.apply_outcome(ctx, out, id, result);
         }
@@ -135,10 +157,18 @@ impl Conversation {
     }
 
     /// Is this content acceptable to us? Invalid content is voted NO at once.
-    pub(super) fn content_is_valid<P: OpenMlsProvider>(&self, ctx: &Ctx<'_, P>, action: &Action) -> Result<(), String> {
+    pub(super) fn content_is_valid<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        action: &Action,
+    ) -> Result<(), String> {
         let members = self.members();
         match action {
-            Action::Add { member, announcement, .. } => {
+            Action::Add {
+                member,
+                announcement,
+                ..
+            } => {
                 if members.contains(member) {
                     return Err(format!("{member} is already a member"));
                 }
@@ -181,7 +211,13 @@ impl Conversation {
         let kind = action.kind();
         if !self.emergencies.is_empty() && kind < ProposalKind::Emergency {
             // RFC partial freeze: lower-priority governance traffic is dropped.
-            return out.reject("proposal", format!("{} dropped: an emergency proposal is open", action.summary()));
+            return out.reject(
+                "proposal",
+                format!(
+                    "{} dropped: an emergency proposal is open",
+                    action.summary()
+                ),
+            );
         }
         let owner = match MemberId::from_slice(&p.proposal_owner) {
             Ok(o) if o == sender => o,
@@ -193,7 +229,10 @@ impl Conversation {
             let ok = action == Action::Remove { member: sender }
                 && id == crate::consensus::self_leave_proposal_id(&sender);
             if !ok {
-                return out.reject("proposal", "one-voter proposal that is not the sender's own leave");
+                return out.reject(
+                    "proposal",
+                    "one-voter proposal that is not the sender's own leave",
+                );
             }
         } else if p.expected_voters_count as usize != members.len() {
             return out.reject(
@@ -207,13 +246,24 @@ impl Conversation {
         }
         let valid = self.content_is_valid(ctx, &action);
         let is_voter = |m: &MemberId| members.contains(m);
-        let outcome = match self.consensus.receive_proposal(p.clone(), Self::now_s(ctx.now), &is_voter) {
-            Ok(o) => o,
-            Err(e) => return out.reject("proposal", e),
-        };
+        let outcome =
+            match self
+                .consensus
+                .receive_proposal(p.clone(), Self::now_s(ctx.now), &is_voter)
+            {
+                Ok(o) => o,
+                Err(e) => return out.reject("proposal", e),
+            };
         let n = p.expected_voters_count;
         let auto_vote_at = (n > 1).then(|| ctx.now + self.voting_delay(kind));
-        self.track(ctx.now, id, action.clone(), owner, auto_vote_at, self.config.liveness_criteria_yes && valid.is_ok());
+        self.track(
+            ctx.now,
+            id,
+            action.clone(),
+            owner,
+            auto_vote_at,
+            self.config.liveness_criteria_yes && valid.is_ok(),
+        );
         if kind == ProposalKind::Emergency {
             self.emergencies.insert(id);
         }
@@ -231,7 +281,10 @@ impl Conversation {
             return;
         }
         if let Err(why) = valid {
-            out.reject("proposal", format!("voting NO on {}: {why}", action.summary()));
+            out.reject(
+                "proposal",
+                format!("voting NO on {}: {why}", action.summary()),
+            );
             if let Err(e) = self.cast_vote(ctx, out, id, false) {
                 out.event(Event::Error {
                     operation: "vote",
@@ -239,27 +292,46 @@ impl Conversation {
                 });
             }
         } else if let Some(at) = auto_vote_at {
-            out.event(Event::VoteRequested { id, auto_vote_at: at });
+            out.event(Event::VoteRequested {
+                id,
+                auto_vote_at: at,
+            });
         }
     }
 
-    pub(super) fn on_vote<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, v: cpb::Vote) {
+    pub(super) fn on_vote<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        v: cpb::Vote,
+    ) {
         let members = self.members();
         let is_voter = |m: &MemberId| members.contains(m);
         let id = v.proposal_id;
-        match self.consensus.receive_vote(v, Self::now_s(ctx.now), &is_voter) {
+        match self
+            .consensus
+            .receive_vote(v, Self::now_s(ctx.now), &is_voter)
+        {
             Ok(Some(r)) => self.apply_outcome(ctx, out, id, r),
             Ok(None) => {}
             Err(crate::consensus::Rejection::UnknownProposal(id)) => {
                 // We missed the proposal (loss, or it was sent just before we joined).
-                self.catch_up.missing_proposals.entry(id).or_insert(ctx.now + 200);
+                self.catch_up
+                    .missing_proposals
+                    .entry(id)
+                    .or_insert(ctx.now + 200);
             }
             Err(e) => out.reject("vote", e),
         }
     }
 
     /// Merges the votes carried by a commit candidate and applies any decision they prove.
-    pub(super) fn ingest_evidence<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, evidence: &[cpb::Proposal]) {
+    pub(super) fn ingest_evidence<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        evidence: &[cpb::Proposal],
+    ) {
         let members = self.members();
         let is_voter = |m: &MemberId| members.contains(m);
         for p in evidence {
@@ -271,7 +343,10 @@ impl Conversation {
                 continue;
             };
             let owner = MemberId::from_slice(&p.proposal_owner).unwrap_or(self.me);
-            match self.consensus.ingest_evidence(p.clone(), Self::now_s(ctx.now), &is_voter) {
+            match self
+                .consensus
+                .ingest_evidence(p.clone(), Self::now_s(ctx.now), &is_voter)
+            {
                 Ok(outcome) => {
                     if !self.proposals.contains_key(&id) {
                         self.track(ctx.now, id, action, owner, None, false);
@@ -286,12 +361,18 @@ impl Conversation {
     }
 
     /// Automatic votes and consensus timeouts that are due.
-    pub(super) fn tick_votes<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn tick_votes<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         let now = ctx.now;
         let due: Vec<(u32, bool)> = self
             .proposals
             .values()
-            .filter(|p| p.status == ProposalStatus::Voting && p.auto_vote_at.is_some_and(|t| t <= now))
+            .filter(|p| {
+                p.status == ProposalStatus::Voting && p.auto_vote_at.is_some_and(|t| t <= now)
+            })
             .map(|p| (p.id, p.auto_vote))
             .collect();
         for (id, yes) in due {
@@ -314,13 +395,22 @@ impl Conversation {
         for id in timed_out {
             // Every member applies the timeout rule (the reference lets only the owner do
             // it); commit evidence reconciles members that saw different votes.
-            let result = self.consensus.on_timeout(id, Self::now_s(now)).unwrap_or(false);
+            let result = self
+                .consensus
+                .on_timeout(id, Self::now_s(now))
+                .unwrap_or(false);
             self.apply_outcome(ctx, out, id, result);
         }
     }
 
     /// Applies a decided proposal once (reference §3.6).
-    pub(super) fn apply_outcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, id: u32, accepted: bool) {
+    pub(super) fn apply_outcome<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        id: u32,
+        accepted: bool,
+    ) {
         if self.resolved.contains(&id) {
             return;
         }
@@ -341,18 +431,35 @@ impl Conversation {
         out.event(Event::ProposalDecided { id, accepted });
         tracing::info!(conversation = %self.name, id, accepted, summary = %action.summary(), "proposal decided");
         match action {
-            Action::Add { member, key_package, .. } => {
-                if accepted && !self.approved.iter().any(|a| a.change.member() == member && a.change.is_add()) {
+            Action::Add {
+                member,
+                key_package,
+                ..
+            } => {
+                if accepted
+                    && !self
+                        .approved
+                        .iter()
+                        .any(|a| a.change.member() == member && a.change.is_add())
+                {
                     self.approved.push(Approved {
                         id,
-                        change: Change::Add { member, key_package },
+                        change: Change::Add {
+                            member,
+                            key_package,
+                        },
                     });
                 } else if !accepted {
                     self.pending_updates.remove(&member);
                 }
             }
             Action::Remove { member } => {
-                if accepted && !self.approved.iter().any(|a| a.change == Change::Remove { member }) {
+                if accepted
+                    && !self
+                        .approved
+                        .iter()
+                        .any(|a| a.change == Change::Remove { member })
+                {
                     self.approved.push(Approved {
                         id,
                         change: Change::Remove { member },
@@ -393,7 +500,10 @@ impl Conversation {
                 if accepted {
                     self.on_emergency_accepted(ctx, out, id, violation, target);
                 }
-                if self.state == ConversationState::Reelection && self.mode == OperatingMode::Normal && !accepted {
+                if self.state == ConversationState::Reelection
+                    && self.mode == OperatingMode::Normal
+                    && !accepted
+                {
                     // The emergency is settled; the reelection logic carries on by itself.
                 }
             }
@@ -415,7 +525,11 @@ impl Conversation {
         match V::try_from(violation).unwrap_or(V::Unspecified) {
             V::ScoreBelowThreshold => {
                 if let Some(t) = target {
-                    if !self.approved.iter().any(|a| a.change == Change::Remove { member: t }) {
+                    if !self
+                        .approved
+                        .iter()
+                        .any(|a| a.change == Change::Remove { member: t })
+                    {
                         self.approved.push(Approved {
                             id,
                             change: Change::Remove { member: t },

@@ -9,7 +9,11 @@ use crate::proto::pb;
 use crate::steward;
 
 impl Conversation {
-    pub(super) fn tick_stewardship<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn tick_stewardship<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         if self.state == ConversationState::Working {
             self.ensure_live_steward(ctx, out);
             self.propose_buffered(ctx, out, true);
@@ -40,7 +44,12 @@ impl Conversation {
 
     /// The epoch steward turns buffered requests into proposals; a backup does so once the
     /// request has waited for the takeover window (the epoch steward is silent).
-    pub(super) fn propose_buffered<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, allow_takeover: bool) {
+    pub(super) fn propose_buffered<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        allow_takeover: bool,
+    ) {
         if self.state != ConversationState::Working || !self.emergencies.is_empty() {
             return;
         }
@@ -84,7 +93,11 @@ impl Conversation {
 
     /// After a commit: keep a live steward list. Small groups (pool ≤ sn_max) install the
     /// deterministic list locally; larger ones elect when the list is exhausted.
-    pub(super) fn after_commit_stewardship<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn after_commit_stewardship<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         self.ensure_live_steward(ctx, out);
         if self.mode == OperatingMode::Recovery {
             self.try_election(ctx, out, true);
@@ -106,7 +119,14 @@ impl Conversation {
             return;
         }
         if pool.len() <= self.config.sn_max as usize {
-            let l = steward::generate(&pool, epoch, 0, &self.name, self.config.sn_min, self.config.sn_max);
+            let l = steward::generate(
+                &pool,
+                epoch,
+                0,
+                &self.name,
+                self.config.sn_min,
+                self.config.sn_max,
+            );
             tracing::debug!(conversation = %self.name, epoch, stewards = ?l.stewards, "steward list reconciled locally");
             self.stewards = Some(l);
         } else {
@@ -117,11 +137,20 @@ impl Conversation {
 
     /// Proposes an election if we are the deterministic proposer: the first steward of the
     /// list being proposed.
-    pub(super) fn try_election<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output, recovery: bool) {
+    pub(super) fn try_election<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        recovery: bool,
+    ) {
         if self.election_in_flight() || self.stewards.is_none() {
             return;
         }
-        if self.emergencies.iter().any(|id| self.proposals.get(id).is_some_and(|p| p.status == ProposalStatus::Voting)) {
+        if self.emergencies.iter().any(|id| {
+            self.proposals
+                .get(id)
+                .is_some_and(|p| p.status == ProposalStatus::Voting)
+        }) {
             return;
         }
         let pool = self.steward_pool(recovery);
@@ -131,14 +160,28 @@ impl Conversation {
         let epoch = self.epoch();
         if pool.len() <= self.config.sn_max as usize && self.mode == OperatingMode::Normal {
             // Small group: no vote needed, everyone derives the same list.
-            let l = steward::generate(&pool, epoch, self.next_retry_round, &self.name, self.config.sn_min, self.config.sn_max);
+            let l = steward::generate(
+                &pool,
+                epoch,
+                self.next_retry_round,
+                &self.name,
+                self.config.sn_min,
+                self.config.sn_max,
+            );
             self.stewards = Some(l);
             if self.state == ConversationState::Reelection {
                 self.set_state(out, ConversationState::Working);
             }
             return;
         }
-        let list = steward::generate(&pool, epoch, self.next_retry_round, &self.name, self.config.sn_min, self.config.sn_max);
+        let list = steward::generate(
+            &pool,
+            epoch,
+            self.next_retry_round,
+            &self.name,
+            self.config.sn_min,
+            self.config.sn_max,
+        );
         if list.stewards.first() != Some(&self.me) {
             return;
         }
@@ -156,23 +199,58 @@ impl Conversation {
     }
 
     /// An election proposal is valid iff its list is the deterministic one for our pool.
-    pub(super) fn validate_election(&self, stewards: &[MemberId], election_epoch: u64, retry_round: u32) -> Result<(), String> {
+    pub(super) fn validate_election(
+        &self,
+        stewards: &[MemberId],
+        election_epoch: u64,
+        retry_round: u32,
+    ) -> Result<(), String> {
         if election_epoch != self.epoch() {
-            return Err(format!("election for epoch {election_epoch}, we are at {}", self.epoch()));
+            return Err(format!(
+                "election for epoch {election_epoch}, we are at {}",
+                self.epoch()
+            ));
         }
         if retry_round > self.next_retry_round + 1 {
-            return Err(format!("retry round {retry_round} is ahead of ours ({})", self.next_retry_round));
+            return Err(format!(
+                "retry round {retry_round} is ahead of ours ({})",
+                self.next_retry_round
+            ));
         }
         let full = self.steward_pool(false);
         let recovery = self.steward_pool(true);
         let check = |pool: &[MemberId]| {
-            steward::validate(stewards, pool, election_epoch, retry_round, &self.name, self.config.sn_min, self.config.sn_max)
+            steward::validate(
+                stewards,
+                pool,
+                election_epoch,
+                retry_round,
+                &self.name,
+                self.config.sn_min,
+                self.config.sn_max,
+            )
         };
-        check(&full).or_else(|_| check(&recovery)).map_err(|e| format!("tampered steward list: {e}"))
+        check(&full)
+            .or_else(|_| check(&recovery))
+            .map_err(|e| format!("tampered steward list: {e}"))
     }
 
-    pub(super) fn install_elected(&mut self, out: &mut Output, stewards: Vec<MemberId>, election_epoch: u64, retry_round: u32) {
-        if let Err(e) = steward::validate(&stewards, &stewards, election_epoch, retry_round, &self.name, self.config.sn_min, self.config.sn_max) {
+    pub(super) fn install_elected(
+        &mut self,
+        out: &mut Output,
+        stewards: Vec<MemberId>,
+        election_epoch: u64,
+        retry_round: u32,
+    ) {
+        if let Err(e) = steward::validate(
+            &stewards,
+            &stewards,
+            election_epoch,
+            retry_round,
+            &self.name,
+            self.config.sn_min,
+            self.config.sn_max,
+        ) {
             return out.reject("election", e);
         }
         tracing::info!(conversation = %self.name, election_epoch, ?stewards, "steward list elected");
@@ -189,12 +267,23 @@ impl Conversation {
         }
     }
 
-    pub(super) fn on_election_rejected<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn on_election_rejected<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         self.next_retry_round += 1;
         if self.next_retry_round > self.config.max_reelection_attempts {
             // Elections keep failing: the deterministic proposer files a DEADLOCK emergency.
             let pool = self.steward_pool(true);
-            let list = steward::generate(&pool, self.epoch(), self.next_retry_round, &self.name, self.config.sn_min, self.config.sn_max);
+            let list = steward::generate(
+                &pool,
+                self.epoch(),
+                self.next_retry_round,
+                &self.name,
+                self.config.sn_min,
+                self.config.sn_max,
+            );
             if list.stewards.first() == Some(&self.me) && self.mode == OperatingMode::Normal {
                 let action = Action::Emergency {
                     violation: pb::ViolationType::Deadlock as i32,
@@ -217,8 +306,15 @@ impl Conversation {
 
     /// Stewards file SCORE_BELOW_THRESHOLD emergencies for members at or below the
     /// threshold (never for themselves, once per target).
-    pub(super) fn check_score_removals<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
-        if !matches!(self.state, ConversationState::Working | ConversationState::Reelection) {
+    pub(super) fn check_score_removals<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        if !matches!(
+            self.state,
+            ConversationState::Working | ConversationState::Reelection
+        ) {
             return;
         }
         if !self.stewards.as_ref().is_some_and(|l| l.contains(&self.me)) {

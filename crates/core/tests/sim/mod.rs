@@ -117,7 +117,10 @@ pub const T0: Millis = 1_790_000_000_000;
 impl Sim {
     pub fn new(seed: u64, net: Net, config: ConversationConfig) -> Self {
         if std::env::var("SIM_LOG").is_ok() {
-            let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("SIM_LOG").unwrap_or_default()).with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(std::env::var("SIM_LOG").unwrap_or_default())
+                .with_test_writer()
+                .try_init();
         }
         Self {
             now: T0,
@@ -252,7 +255,7 @@ impl Sim {
     /// Crash: the in-memory conversation is lost; what was saved (state + MLS storage) stays.
     pub fn crash(&mut self, i: usize) {
         let m = &mut self.members[i];
-        m.saved = m.conv.as_ref().map(|c| c.save());
+        m.saved = m.conv.as_ref().map(|c| c.save().expect("save"));
         m.conv = None;
         m.alive = false;
     }
@@ -565,16 +568,19 @@ impl Sim {
                 return;
             }
             for &i in idx {
-                let expired = self.members[i]
-                    .conv
-                    .as_ref()
-                    .is_some_and(|c| c.closed() == Some(demls_core::conversation::LeaveReason::JoinExpired));
+                let expired = self.members[i].conv.as_ref().is_some_and(|c| {
+                    c.closed() == Some(demls_core::conversation::LeaveReason::JoinExpired)
+                });
                 if expired {
                     self.join(i);
                 }
             }
         }
-        assert!(self.converged(idx), "members {idx:?} did not converge\n{}", self.describe());
+        assert!(
+            self.converged(idx),
+            "members {idx:?} did not converge\n{}",
+            self.describe()
+        );
     }
 
     /// Asserts convergence within `max_ms`, with a readable dump on failure.
