@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::identity::MemberId;
 
 /// An installed steward list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StewardList {
     /// Stewards in slot order.
     pub stewards: Vec<MemberId>,

@@ -665,6 +665,7 @@ impl Conversation {
         if let Some(welcome) = w.welcome {
             self.send_welcome(ctx, out, welcome, w.added);
         }
+        self.replay_future(ctx, out);
         self.check_score_removals(ctx, out);
     }
 }

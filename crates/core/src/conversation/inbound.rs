@@ -8,7 +8,20 @@ use super::*;
 use crate::mls::DecryptError;
 use crate::proto::pb;
 
+/// Most buffered future-epoch messages.
+const FUTURE_CAP: usize = 512;
+
 impl Conversation {
+    /// Replays buffered messages that belong to the epoch we just reached.
+    pub(super) fn replay_future<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        let epoch = self.epoch();
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future).into_iter().filter(|(e, _)| *e >= epoch).partition(|(e, _)| *e == epoch);
+        self.future = later;
+        for (_, ct) in now {
+            self.on_mls_message(ctx, out, &ct);
+        }
+    }
+
     /// Handles one packet received on this conversation's `subtopic`. Our own echoes must
     /// have been dropped by the transport already.
     pub fn handle_packet<P: OpenMlsProvider>(
@@ -50,7 +63,7 @@ impl Conversation {
         }
     }
 
-    fn on_mls_message<P: OpenMlsProvider>(
+    pub(super) fn on_mls_message<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,

@@ -171,6 +171,9 @@ pub struct Conversation {
     pending_join: Option<PendingJoin>,
     urgent_target: Option<MemberId>,
     score_removals: BTreeSet<MemberId>,
+    /// Application messages from later epochs, replayed when we get there (under
+    /// reordering the first messages of an epoch can overtake its commit).
+    future: Vec<(u64, Vec<u8>)>,
     synced: bool,
     catch_up: CatchUp,
     closed: Option<LeaveReason>,
@@ -214,6 +217,7 @@ impl Conversation {
             pending_join: None,
             urgent_target: None,
             score_removals: BTreeSet::new(),
+            future: Vec::new(),
             synced: false,
             catch_up: CatchUp::default(),
             closed: None,
