@@ -54,6 +54,7 @@ pub struct MlsConversation {
 
 fn create_config() -> MlsGroupCreateConfig {
     MlsGroupCreateConfig::builder()
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
         .ciphersuite(CIPHERSUITE)
         .use_ratchet_tree_extension(true)
         .max_past_epochs(2)
@@ -62,6 +63,7 @@ fn create_config() -> MlsGroupCreateConfig {
 
 fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
         .max_past_epochs(2)
         .build()
@@ -126,6 +128,11 @@ impl MlsConversation {
             | Err(WelcomeError::NoMatchingEncryptionKey) => Ok(None),
             Err(e) => Err(MlsError::Processing(format!("{e:?}"))),
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn policy(&self) -> String {
+        format!("{:?}", self.group.configuration().wire_format_policy())
     }
 
     /// Current epoch.

@@ -8,6 +8,9 @@
 //! - Remote candidates may still bundle by-reference proposals (as the reference's do):
 //!   each is processed and its sender reported, so the caller can refuse a commit that
 //!   carries another member's proposal.
+//! - Handshake messages are PublicMessage (MIXED_PLAINTEXT policy): candidates are public
+//!   by design and the same candidate may need staging more than once (in a later round,
+//!   or via catch-up), which an MLS ciphertext would not allow.
 //! - A remote commit can be staged while our own is pending; merging it first clears ours.
 //!   A rejected staged commit is discarded together with any stored proposals, so the
 //!   next candidate of the same epoch can be staged.
