@@ -253,6 +253,14 @@ impl Conversation {
         ) {
             return out.reject("election", e);
         }
+        // Two elections for one epoch can both pass (a reshuffled retry overlapping the
+        // original), and members see the outcomes in different orders: the lowest
+        // (retry round, list) wins everywhere, whatever the order.
+        if let Some(cur) = &self.stewards {
+            if cur.election_epoch == election_epoch && (cur.retry_round, &cur.stewards) < (retry_round, &stewards) {
+                return;
+            }
+        }
         tracing::info!(conversation = %self.name, election_epoch, ?stewards, "steward list elected");
         self.stewards = Some(crate::steward::StewardList {
             stewards,
