@@ -87,7 +87,6 @@ fn silent_epoch_steward_the_backups_commit_wins_and_the_silent_one_is_penalized(
 }
 
 #[test]
-#[ignore = "open (issue 4): groups larger than sn_max that elect stewards by vote do not yet converge reliably"]
 fn sole_steward_silent_observers_reelect_and_the_pending_change_is_committed() {
     let cfg = ConversationConfig {
         sn_max: 1,
@@ -179,7 +178,6 @@ fn forged_steward_identity_is_rejected_and_the_real_signer_penalized() {
 }
 
 #[test]
-#[ignore = "open (issue 4): groups larger than sn_max that elect stewards by vote do not yet converge reliably"]
 fn a_candidate_with_an_unvoted_change_is_rejected_as_a_broken_mls_proposal() {
     for net in nets() {
         for_seeds(0..2, |seed| {
@@ -466,7 +464,6 @@ fn a_tampered_election_list_is_rejected_by_every_honest_member() {
 }
 
 #[test]
-#[ignore = "open (issue 4): groups larger than sn_max that elect stewards by vote do not yet converge reliably"]
 fn ten_members_with_sn_max_3_rotate_stewards_across_20_epochs_of_joins_and_removals() {
     let cfg = ConversationConfig {
         sn_max: 3,

@@ -78,6 +78,9 @@ impl Conversation {
             }) => {
                 if message_epoch > our_epoch {
                     self.behind(ctx.now, message_epoch);
+                    if self.future.len() < FUTURE_CAP {
+                        self.future.push((message_epoch, ct.to_vec()));
+                    }
                 }
                 return;
             }
