@@ -119,7 +119,8 @@ cmd_status() {
 import json,sys
 d=json.load(sys.stdin); me=sys.argv[1]; node=sys.argv[2]; peers=sys.argv[3]
 role=next((m["role"] for m in d["members"] if m["address"].lower()==me.lower()), "-")
-print(f"{node:<10} {d[\"epoch\"]:<6} {d[\"state\"]:<13} {role:<15} {len(d[\"members\"]):<8} {peers:<6}")' "$me" "$node" "$(echo "$st" | jget 'd["peers"]')"
+epoch=d["epoch"]; state=d["state"]; n=len(d["members"])
+print(f"{node:<10} {epoch:<6} {state:<13} {role:<15} {n:<8} {peers:<6}")' "$me" "$node" "$(echo "$st" | jget 'd["peers"]')"
     else
       printf '%-10s %-6s %-13s %-15s %-8s %-6s\n' "$node" - "(not in $CONV)" - - "$(echo "$st" | jget 'd["peers"]')"
     fi
