@@ -268,6 +268,7 @@ case "${1:-}" in
   events) cli "${2:?node}" events ;;
   scenario)
     ensure_image
+    unset REBUILD
     [ -f "$N_FILE" ] || gen_compose 4
     declare -A result
     case "${2:-}" in

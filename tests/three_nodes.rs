@@ -11,7 +11,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_demls-node");
 const CONV: &str = "trio";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Node {
@@ -26,7 +30,9 @@ impl Node {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let (waku, api) = (free_port(), free_port());
-        let boot = bootstrap.map(|p| format!("\"/ip4/127.0.0.1/tcp/{p}\"")).unwrap_or_default();
+        let boot = bootstrap
+            .map(|p| format!("\"/ip4/127.0.0.1/tcp/{p}\""))
+            .unwrap_or_default();
         let cfg = format!(
             r#"
 [storage]
@@ -50,7 +56,12 @@ level = "info"
             dir = dir.display()
         );
         std::fs::write(dir.join("node.toml"), cfg).unwrap();
-        let mut n = Self { name, dir, api: format!("http://127.0.0.1:{api}"), child: None };
+        let mut n = Self {
+            name,
+            dir,
+            api: format!("http://127.0.0.1:{api}"),
+            child: None,
+        };
         n.start();
         (n, waku)
     }
@@ -76,7 +87,11 @@ level = "info"
     }
 
     fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(BIN).args(args).args(["--api", &self.api, "--json"]).output().map_err(|e| e.to_string())?;
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--api", &self.api, "--json"])
+            .output()
+            .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -85,11 +100,16 @@ level = "info"
     }
 
     fn json(&self, args: &[&str]) -> Option<serde_json::Value> {
-        self.cli(args).ok().and_then(|s| serde_json::from_str(&s).ok())
+        self.cli(args)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
     }
 
     fn address(&self) -> String {
-        self.json(&["status"]).unwrap()["address"].as_str().unwrap().to_lowercase()
+        self.json(&["status"]).unwrap()["address"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
     }
 
     fn view(&self) -> Option<(String, u64, Vec<String>)> {
@@ -100,7 +120,11 @@ level = "info"
             .map(|m| m["address"].as_str().unwrap_or_default().to_lowercase())
             .collect();
         members.sort();
-        Some((v["state"].as_str()?.to_string(), v["epoch"].as_u64()?, members))
+        Some((
+            v["state"].as_str()?.to_string(),
+            v["epoch"].as_u64()?,
+            members,
+        ))
     }
 
     fn has_message(&self, text: &str) -> bool {
@@ -119,7 +143,11 @@ level = "info"
         }
         let log = std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        panic!("{}: timed out after {secs}s waiting for {what}\n--- log tail ---\n{}", self.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        panic!(
+            "{}: timed out after {secs}s waiting for {what}\n--- log tail ---\n{}",
+            self.name,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
 }
 
@@ -133,8 +161,15 @@ fn converged(nodes: &[&Node]) -> bool {
     let mut want: Vec<String> = nodes.iter().map(|n| n.address()).collect();
     want.sort();
     let views: Vec<_> = nodes.iter().map(|n| n.view()).collect();
-    views.iter().all(|v| matches!(v, Some((s, _, m)) if s == "working" && *m == want))
-        && views.iter().filter_map(|v| v.as_ref().map(|x| x.1)).collect::<std::collections::BTreeSet<_>>().len() == 1
+    views
+        .iter()
+        .all(|v| matches!(v, Some((s, _, m)) if s == "working" && *m == want))
+        && views
+            .iter()
+            .filter_map(|v| v.as_ref().map(|x| x.1))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == 1
 }
 
 #[test]
@@ -143,7 +178,10 @@ fn three_processes_create_join_chat_remove_restart_leave() {
     let (a, a_port) = Node::new(root.path(), "a", None);
     let (mut b, _) = Node::new(root.path(), "b", Some(a_port));
     let (c, _) = Node::new(root.path(), "c", Some(a_port));
-    a.wait(30, "peers", |n| n.json(&["status"]).is_some_and(|s| s["peers"].as_u64() == Some(2)));
+    a.wait(30, "peers", |n| {
+        n.json(&["status"])
+            .is_some_and(|s| s["peers"].as_u64() == Some(2))
+    });
 
     a.cli(&["create", CONV]).unwrap();
     b.cli(&["join", CONV]).unwrap();
@@ -169,9 +207,13 @@ fn three_processes_create_join_chat_remove_restart_leave() {
     let epoch = a.view().unwrap().1;
     b.kill();
     b.start();
-    b.wait(30, "B resumed at the same epoch", |b| b.view().is_some_and(|v| v.0 == "working" && v.1 == epoch));
+    b.wait(30, "B resumed at the same epoch", |b| {
+        b.view().is_some_and(|v| v.0 == "working" && v.1 == epoch)
+    });
     b.cli(&["send", CONV, "back again"]).unwrap();
-    a.wait(30, "A got B's message after restart", |a| a.has_message("back again"));
+    a.wait(30, "A got B's message after restart", |a| {
+        a.has_message("back again")
+    });
 
     b.cli(&["leave", CONV]).unwrap();
     b.wait(90, "B left", |b| b.cli(&["show", CONV]).is_err());

@@ -152,7 +152,11 @@ impl<T: Transport + 'static> Runtime<T> {
             }
         }
         for (name, c) in &self.convs {
-            if let Err(e) = c.save().map_err(|e| e.to_string()).and_then(|b| self.storage.save_conversation(name, &b).map_err(|e| e.to_string())) {
+            if let Err(e) = c.save().map_err(|e| e.to_string()).and_then(|b| {
+                self.storage
+                    .save_conversation(name, &b)
+                    .map_err(|e| e.to_string())
+            }) {
                 tracing::error!(conversation = %name, error = %e, "could not save state at shutdown");
             }
         }
@@ -233,13 +237,11 @@ impl<T: Transport + 'static> Runtime<T> {
                 epoch,
                 timestamp,
             } = &e
-            {
-                if let Err(err) =
+                && let Err(err) =
                     self.storage
                         .append_message(name, &sender.to_string(), text, *epoch, *timestamp)
-                {
-                    tracing::error!(conversation = %name, error = %err, "could not store message");
-                }
+            {
+                tracing::error!(conversation = %name, error = %err, "could not store message");
             }
             if let Event::Rejected { what, reason } = &e {
                 tracing::debug!(conversation = %name, what, %reason, "rejected inbound");
@@ -254,10 +256,14 @@ impl<T: Transport + 'static> Runtime<T> {
             if let Err(e) = self.storage.delete_conversation(name) {
                 tracing::error!(conversation = %name, error = %e, "could not delete state");
             }
-        } else if let Some(c) = self.convs.get(name) {
-            if let Err(e) = c.save().map_err(|e| e.to_string()).and_then(|b| self.storage.save_conversation(name, &b).map_err(|e| e.to_string())) {
-                tracing::error!(conversation = %name, error = %e, "could not save state");
-            }
+        } else if let Some(c) = self.convs.get(name)
+            && let Err(e) = c.save().map_err(|e| e.to_string()).and_then(|b| {
+                self.storage
+                    .save_conversation(name, &b)
+                    .map_err(|e| e.to_string())
+            })
+        {
+            tracing::error!(conversation = %name, error = %e, "could not save state");
         }
     }
 

@@ -284,7 +284,14 @@ fn a_crashed_member_restarts_from_its_saved_state_and_keeps_up() {
         assert_eq!(s.members[ids[1]].conv().epoch(), epoch);
         s.chat(ids[1], "after restart");
         s.run_for(5_000);
-        assert!(s.events_of(ids[0], |e| matches!(e, Event::Chat { text, .. } if text == "after restart")).count() == 1);
+        assert!(
+            s.events_of(
+                ids[0],
+                |e| matches!(e, Event::Chat { text, .. } if text == "after restart")
+            )
+            .count()
+                == 1
+        );
         // And it still takes part in the next change.
         let more = s.add_member("late");
         s.join(more);

@@ -34,8 +34,14 @@ fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<us
     // Let the post-join steward election (if any) finish: every member sees an epoch
     // steward, and the same list.
     let settled = s.run_until(10 * MIN, |s| {
-        let lists: std::collections::BTreeSet<_> = ids.iter().map(|i| s.members[*i].conv().steward_list().cloned()).collect();
-        lists.len() == 1 && ids.iter().all(|i| s.holder(*i, Role::EpochSteward).is_some())
+        let lists: std::collections::BTreeSet<_> = ids
+            .iter()
+            .map(|i| s.members[*i].conv().steward_list().cloned())
+            .collect();
+        lists.len() == 1
+            && ids
+                .iter()
+                .all(|i| s.holder(*i, Role::EpochSteward).is_some())
     });
     assert!(settled, "steward list never settled\n{}", s.describe());
     (s, ids)
@@ -333,8 +339,7 @@ fn deadlock_recovery_mode_a_non_steward_commits_then_an_election_restores_normal
                             st,
                             Some(ConversationState::Working | ConversationState::Reelection)
                         ) {
-                            let _ =
-                                s.act(i, |c, ctx| ((), c.vote(ctx, id, false).unwrap_or_default()));
+                            s.act(i, |c, ctx| ((), c.vote(ctx, id, false).unwrap_or_default()));
                         }
                     }
                 }

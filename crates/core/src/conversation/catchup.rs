@@ -57,13 +57,13 @@ impl Conversation {
             .collect();
         for e in due {
             self.catch_up.replies.remove(&e);
-            if let Some((_, cand)) = self.recent_commits.iter().find(|(ep, _)| *ep == e) {
-                if let Ok(c) = pb::CommitCandidate::decode(cand.as_slice()) {
-                    let env = pb::AppEnvelope {
-                        body: Some(pb::app_envelope::Body::CatchUpCommit(c)),
-                    };
-                    out.send(Subtopic::AppMsg, env.encode_to_vec());
-                }
+            if let Some((_, cand)) = self.recent_commits.iter().find(|(ep, _)| *ep == e)
+                && let Ok(c) = pb::CommitCandidate::decode(cand.as_slice())
+            {
+                let env = pb::AppEnvelope {
+                    body: Some(pb::app_envelope::Body::CatchUpCommit(c)),
+                };
+                out.send(Subtopic::AppMsg, env.encode_to_vec());
             }
         }
     }
@@ -216,19 +216,18 @@ impl Conversation {
         if !known
             && p.expected_voters_count as usize == self.members().len()
             && p.expected_voters_count > 1
+            && let (Ok(a), Some(t)) = (action, self.proposals.get(&id).map(|t| t.status))
+            && t == ProposalStatus::Voting
+            && !self.consensus.has_voted(id, &self.me)
         {
-            if let (Ok(a), Some(t)) = (action, self.proposals.get(&id).map(|t| t.status)) {
-                if t == ProposalStatus::Voting && !self.consensus.has_voted(id, &self.me) {
-                    let valid = self.content_is_valid(ctx, &a).is_ok();
-                    let at = ctx.now + self.voting_delay(a.kind());
-                    if let Some(tr) = self.proposals.get_mut(&id) {
-                        tr.auto_vote_at = Some(at);
-                        tr.auto_vote = valid && self.config.liveness_criteria_yes;
-                    }
-                    if a.kind() == ProposalKind::Emergency {
-                        self.emergencies.insert(id);
-                    }
-                }
+            let valid = self.content_is_valid(ctx, &a).is_ok();
+            let at = ctx.now + self.voting_delay(a.kind());
+            if let Some(tr) = self.proposals.get_mut(&id) {
+                tr.auto_vote_at = Some(at);
+                tr.auto_vote = valid && self.config.liveness_criteria_yes;
+            }
+            if a.kind() == ProposalKind::Emergency {
+                self.emergencies.insert(id);
             }
         }
     }

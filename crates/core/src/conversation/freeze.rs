@@ -229,13 +229,13 @@ impl Conversation {
             return;
         }
         f.next_resend = (now + gap < f.started_at + self.config.freeze).then_some(now + gap);
-        if let Some(c) = f.candidates.iter().find(|c| c.local) {
-            if let Ok(cand) = pb::CommitCandidate::decode(c.bytes.as_slice()) {
-                let env = pb::AppEnvelope {
-                    body: Some(pb::app_envelope::Body::CommitCandidate(cand)),
-                };
-                out.send(Subtopic::AppMsg, env.encode_to_vec());
-            }
+        if let Some(c) = f.candidates.iter().find(|c| c.local)
+            && let Ok(cand) = pb::CommitCandidate::decode(c.bytes.as_slice())
+        {
+            let env = pb::AppEnvelope {
+                body: Some(pb::app_envelope::Body::CommitCandidate(cand)),
+            };
+            out.send(Subtopic::AppMsg, env.encode_to_vec());
         }
     }
 
@@ -355,18 +355,19 @@ impl Conversation {
                         }
                     }
                 }
-                if let Some(es) = live_es {
-                    if es != w.committer && es != self.me {
-                        self.scores.apply(&es, ScoreEvent::CensorshipInactivity);
-                    }
+                if let Some(es) = live_es
+                    && es != w.committer
+                    && es != self.me
+                {
+                    self.scores.apply(&es, ScoreEvent::CensorshipInactivity);
                 }
                 self.on_committed(ctx, out, w);
             }
             None => {
-                if round.own_pending {
-                    if let Some(mls) = self.mls.as_mut() {
-                        let _ = mls.discard_own_commit(ctx.provider);
-                    }
+                if round.own_pending
+                    && let Some(mls) = self.mls.as_mut()
+                {
+                    let _ = mls.discard_own_commit(ctx.provider);
                 }
                 self.no_candidate(ctx, out, live_es);
             }

@@ -13,9 +13,16 @@ const FUTURE_CAP: usize = 512;
 
 impl Conversation {
     /// Replays buffered messages that belong to the epoch we just reached.
-    pub(super) fn replay_future<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn replay_future<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         let epoch = self.epoch();
-        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future).into_iter().filter(|(e, _)| *e >= epoch).partition(|(e, _)| *e == epoch);
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
+            .into_iter()
+            .filter(|(e, _)| *e >= epoch)
+            .partition(|(e, _)| *e == epoch);
         self.future = later;
         for (_, ct) in now {
             self.on_mls_message(ctx, out, &ct);

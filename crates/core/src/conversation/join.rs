@@ -189,11 +189,10 @@ impl Conversation {
             .iter_mut()
             .rev()
             .find(|w| w.joiners.contains(&member))
+            && ctx.now >= w.resent_at + gap
         {
-            if ctx.now >= w.resent_at + gap {
-                w.resent_at = ctx.now;
-                out.send(Subtopic::Welcome, w.envelope.clone());
-            }
+            w.resent_at = ctx.now;
+            out.send(Subtopic::Welcome, w.envelope.clone());
         }
     }
 
@@ -380,10 +379,10 @@ impl Conversation {
                     OperatingMode::Normal
                 };
                 for ps in &s.peer_scores {
-                    if let Ok(m) = MemberId::from_slice(&ps.member_id) {
-                        if self.members().contains(&m) {
-                            self.scores.set(m, ps.score);
-                        }
+                    if let Ok(m) = MemberId::from_slice(&ps.member_id)
+                        && self.members().contains(&m)
+                    {
+                        self.scores.set(m, ps.score);
                     }
                 }
                 self.synced = true;
@@ -433,7 +432,7 @@ impl Conversation {
             s.sn_max.max(s.sn_min).max(1),
         )
         .map_err(|e| format!("steward list: {e}"))?;
-        let t = s.timing.clone().ok_or("sync without timings")?;
+        let t = s.timing.ok_or("sync without timings")?;
         let mut cfg = self.config.clone();
         cfg.commit_inactivity = t.commit_inactivity_ms;
         cfg.freeze = t.freeze_ms;

@@ -283,7 +283,8 @@ impl Conversation {
 
     /// Serializes everything but the MLS group (which lives in the provider's storage).
     pub fn save(&self) -> Result<Vec<u8>, ConversationError> {
-        serde_json::to_vec(self).map_err(|e| ConversationError::Corrupt(format!("cannot serialize state: {e}")))
+        serde_json::to_vec(self)
+            .map_err(|e| ConversationError::Corrupt(format!("cannot serialize state: {e}")))
     }
 
     /// Restores a saved conversation and reloads its MLS group from storage.
@@ -648,13 +649,13 @@ impl Conversation {
         out: &mut Output,
         reason: LeaveReason,
     ) {
-        if let Some(mls) = self.mls.take() {
-            if let Err(e) = mls.delete(ctx.provider) {
-                out.event(Event::Error {
-                    operation: "delete MLS state",
-                    message: e.to_string(),
-                });
-            }
+        if let Some(mls) = self.mls.take()
+            && let Err(e) = mls.delete(ctx.provider)
+        {
+            out.event(Event::Error {
+                operation: "delete MLS state",
+                message: e.to_string(),
+            });
         }
         self.pending_join = None;
         self.freeze = None;

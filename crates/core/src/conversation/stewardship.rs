@@ -17,15 +17,15 @@ impl Conversation {
         if self.state == ConversationState::Working {
             self.ensure_live_steward(ctx, out);
             self.propose_buffered(ctx, out, true);
-            if let Some(since) = self.exhausted_since {
-                if ctx.now >= since + self.reelection_patience() {
-                    self.exhausted_since = Some(ctx.now);
-                    if !self.election_in_flight() {
-                        // The deterministic proposer is silent (e.g. a joiner that never
-                        // got its welcome): reshuffle so someone else proposes.
-                        self.next_retry_round += 1;
-                        self.try_election(ctx, out, false);
-                    }
+            if let Some(since) = self.exhausted_since
+                && ctx.now >= since + self.reelection_patience()
+            {
+                self.exhausted_since = Some(ctx.now);
+                if !self.election_in_flight() {
+                    // The deterministic proposer is silent (e.g. a joiner that never
+                    // got its welcome): reshuffle so someone else proposes.
+                    self.next_retry_round += 1;
+                    self.try_election(ctx, out, false);
                 }
             }
         }
@@ -256,10 +256,11 @@ impl Conversation {
         // Two elections for one epoch can both pass (a reshuffled retry overlapping the
         // original), and members see the outcomes in different orders: the lowest
         // (retry round, list) wins everywhere, whatever the order.
-        if let Some(cur) = &self.stewards {
-            if cur.election_epoch == election_epoch && (cur.retry_round, &cur.stewards) < (retry_round, &stewards) {
-                return;
-            }
+        if let Some(cur) = &self.stewards
+            && cur.election_epoch == election_epoch
+            && (cur.retry_round, &cur.stewards) < (retry_round, &stewards)
+        {
+            return;
         }
         tracing::info!(conversation = %self.name, election_epoch, ?stewards, "steward list elected");
         self.stewards = Some(crate::steward::StewardList {

@@ -33,7 +33,11 @@ fn pair(a: &M, b: &M) -> (MlsConversation, MlsConversation) {
 fn add_then_chat() {
     let (a, b) = (member(1), member(2));
     let (mut ga, mut gb) = pair(&a, &b);
-    assert_eq!(ga.policy(), gb.policy(), "joiner keeps the plaintext-handshake policy");
+    assert_eq!(
+        ga.policy(),
+        gb.policy(),
+        "joiner keeps the plaintext-handshake policy"
+    );
     assert_eq!(ga.epoch(), 1);
     assert_eq!(gb.epoch(), 1);
     assert_eq!(ga.epoch_authenticator(), gb.epoch_authenticator());

@@ -401,11 +401,11 @@ impl Node {
     }
 
     fn check_cluster(&mut self, peer: PeerId, cluster: Option<u32>) {
-        if let Some(c) = cluster {
-            if c != self.cfg.cluster_id {
-                tracing::warn!(%peer, their_cluster = c, our_cluster = self.cfg.cluster_id, "peer is in another cluster: disconnecting");
-                let _ = self.swarm.disconnect_peer_id(peer);
-            }
+        if let Some(c) = cluster
+            && c != self.cfg.cluster_id
+        {
+            tracing::warn!(%peer, their_cluster = c, our_cluster = self.cfg.cluster_id, "peer is in another cluster: disconnecting");
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
