@@ -12,7 +12,7 @@ if [ -x scripts/setup-test-deps.sh ]; then
 fi
 
 echo "== cargo test (workspace)"
-cargo test --workspace --all-targets --locked -- --test-threads=2
+cargo test --workspace --lib --bins --tests --locked -- --test-threads=2
 
 if [ -x scripts/testnet.sh ]; then
   if docker info >/dev/null 2>&1; then
