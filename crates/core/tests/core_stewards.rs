@@ -47,6 +47,18 @@ fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<us
     (s, ids)
 }
 
+/// An outbound filter that loses every commit candidate and passes everything else.
+fn drop_candidates() -> sim::OutFilter {
+    Box::new(|p| {
+        use prost::Message;
+        let env = demls_core::proto::pb::AppEnvelope::decode(p.payload.as_slice()).ok();
+        match env.and_then(|e| e.body) {
+            Some(demls_core::proto::pb::app_envelope::Body::CommitCandidate(_)) => None,
+            _ => Some(p.clone()),
+        }
+    })
+}
+
 fn others(all: &[usize], except: &[usize]) -> Vec<usize> {
     all.iter()
         .copied()
@@ -149,14 +161,7 @@ fn forged_steward_identity_is_rejected_and_the_real_signer_penalized() {
             let forger = others(&ids, &[es, bs])[0];
             let target = others(&ids, &[es, bs, forger])[0];
             // The epoch steward's candidates never arrive.
-            s.members[es].filter = Some(Box::new(|p| {
-                use prost::Message;
-                let env = demls_core::proto::pb::AppEnvelope::decode(p.payload.as_slice()).ok();
-                match env.and_then(|e| e.body) {
-                    Some(demls_core::proto::pb::app_envelope::Body::CommitCandidate(_)) => None,
-                    _ => Some(p.clone()),
-                }
-            }));
+            s.members[es].filter = Some(drop_candidates());
             s.propose_removal(bs, target);
             let frozen = s.run_until(10 * MIN, |s| {
                 s.state(forger) == Some(ConversationState::Freezing)
@@ -194,14 +199,7 @@ fn a_candidate_with_an_unvoted_change_is_rejected_as_a_broken_mls_proposal() {
             let (target, innocent) = (rest[0], rest[1]);
             // The epoch steward turns malicious: it sends a candidate that also removes
             // someone nobody voted to remove, and none of its honest ones.
-            s.members[es].filter = Some(Box::new(|p| {
-                use prost::Message;
-                let env = demls_core::proto::pb::AppEnvelope::decode(p.payload.as_slice()).ok();
-                match env.and_then(|e| e.body) {
-                    Some(demls_core::proto::pb::app_envelope::Body::CommitCandidate(_)) => None,
-                    _ => Some(p.clone()),
-                }
-            }));
+            s.members[es].filter = Some(drop_candidates());
             s.propose_removal(bs, target);
             let frozen = s.run_until(10 * MIN, |s| {
                 s.state(es) == Some(ConversationState::Freezing)

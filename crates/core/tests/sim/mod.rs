@@ -192,22 +192,14 @@ impl Sim {
     }
 
     pub fn create(&mut self, i: usize) {
-        let now = self.now;
-        let name = self.name.clone();
-        let cfg = self.config.clone();
-        let m = &mut self.members[i];
-        let mut ctx = Ctx {
-            provider: &m.provider,
-            identity: &m.identity,
-            rng: &mut m.rng,
-            now,
-        };
-        let (c, out) = Conversation::create(&name, cfg, &mut ctx).expect("create");
-        m.conv = Some(c);
-        self.publish(i, out);
+        self.open(i, true);
     }
 
     pub fn join(&mut self, i: usize) {
+        self.open(i, false);
+    }
+
+    fn open(&mut self, i: usize, create: bool) {
         let now = self.now;
         let name = self.name.clone();
         let cfg = self.config.clone();
@@ -218,7 +210,12 @@ impl Sim {
             rng: &mut m.rng,
             now,
         };
-        let (c, out) = Conversation::join(&name, cfg, &mut ctx).expect("join");
+        let made = if create {
+            Conversation::create(&name, cfg, &mut ctx)
+        } else {
+            Conversation::join(&name, cfg, &mut ctx)
+        };
+        let (c, out) = made.expect("create or join");
         m.conv = Some(c);
         self.publish(i, out);
     }
