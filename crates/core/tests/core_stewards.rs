@@ -410,7 +410,6 @@ fn an_open_emergency_drops_incoming_lower_priority_proposals() {
 }
 
 #[test]
-#[ignore = "open (issue 4): groups larger than sn_max that elect stewards by vote do not yet converge reliably"]
 fn a_tampered_election_list_is_rejected_by_every_honest_member() {
     let cfg = ConversationConfig {
         sn_max: 2,
@@ -457,7 +456,13 @@ fn a_tampered_election_list_is_rejected_by_every_honest_member() {
                     "member {i}\n{}",
                     s.describe()
                 );
-                assert_eq!(c.steward_list().cloned(), before);
+                // Never installed (a later, honest election may replace `before`).
+                assert_ne!(
+                    c.steward_list().map(|l| l.stewards.clone()),
+                    Some(list.clone()),
+                    "tampered list installed at {i}"
+                );
+                assert!(before.is_some());
                 if p.is_some() {
                     assert!(s.events_of(i, |e| matches!(e, Event::Rejected { reason, .. } if reason.contains("tampered"))).count() >= 1);
                 }
