@@ -203,13 +203,8 @@ impl Conversation {
         self.catch_up.missing_proposals.remove(&id);
         let known = self.proposals.contains_key(&id);
         let action = Action::from_payload(&p.payload);
-        if !known
-            && action
-                .as_ref()
-                .is_ok_and(|a| !self.emergencies.is_empty() && a.kind() < ProposalKind::Emergency)
-        {
-            return;
-        }
+        // No partial-freeze drop here: a re-sent proposal is one peers already hold, and
+        // members must end up with the same set of decided proposals.
         self.ingest_evidence(ctx, out, std::slice::from_ref(&p));
         // A proposal we can still vote on (we were a voter when it was made) gets our
         // automatic vote like any other.

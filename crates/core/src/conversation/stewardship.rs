@@ -326,6 +326,7 @@ impl Conversation {
         ) {
             return;
         }
+        tracing::debug!(conversation = %self.name, below = ?self.scores.below(self.config.threshold_peer_score), threshold = self.config.threshold_peer_score, "score check");
         if !self.stewards.as_ref().is_some_and(|l| l.contains(&self.me)) {
             return;
         }
