@@ -82,6 +82,17 @@ impl TryFrom<SessionWire> for Session {
 }
 
 impl Session {
+    /// A session for `p`'s header, without votes yet.
+    fn from_header(p: &Proposal) -> Self {
+        let mut header = p.clone();
+        header.votes.clear();
+        Self {
+            header,
+            votes: Vec::new(),
+            outcome: None,
+        }
+    }
+
     fn tally(&self) -> (u32, u32) {
         let yes = self.votes.iter().filter(|v| v.vote).count() as u32;
         (yes, self.votes.len() as u32 - yes)
@@ -223,13 +234,7 @@ impl ConsensusState {
                 ));
             }
         }
-        let mut header = p.clone();
-        header.votes.clear();
-        let mut s = Session {
-            header,
-            votes: Vec::new(),
-            outcome: None,
-        };
+        let mut s = Session::from_header(&p);
         for v in p.votes {
             if !v.parent_hash.is_empty()
                 && !s
@@ -328,17 +333,8 @@ impl ConsensusState {
         validate_header(&p, now_s)?;
         let id = p.proposal_id;
         if !self.sessions.contains_key(&id) {
-            let mut header = p.clone();
-            header.votes.clear();
             self.prune(now_s);
-            self.sessions.insert(
-                id,
-                Session {
-                    header,
-                    votes: Vec::new(),
-                    outcome: None,
-                },
-            );
+            self.sessions.insert(id, Session::from_header(&p));
         }
         let s = self
             .sessions

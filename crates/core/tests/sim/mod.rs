@@ -451,26 +451,7 @@ impl Sim {
     /// Every listed member: Working, same epoch, same roster (exactly `ids`), same epoch
     /// authenticator.
     pub fn converged(&self, idx: &[usize]) -> bool {
-        let Some(first) = idx.first() else {
-            return true;
-        };
-        let Some(c0) = self.members[*first].conv.as_ref() else {
-            return false;
-        };
-        let mut roster: Vec<MemberId> = idx.iter().map(|i| self.id(*i)).collect();
-        roster.sort();
-        idx.iter().all(|i| {
-            let Some(c) = self.members[*i].conv.as_ref() else {
-                return false;
-            };
-            let mut r = c.members();
-            r.sort();
-            c.closed().is_none()
-                && c.state() == ConversationState::Working
-                && c.epoch() == c0.epoch()
-                && r == roster
-                && c.epoch_authenticator() == c0.epoch_authenticator()
-        })
+        self.agree(idx, idx)
     }
 
     /// `observers` are Working at one epoch with one epoch authenticator, and each sees
