@@ -21,6 +21,13 @@ pub enum MlsError {
     /// Nothing staged / pending.
     #[error("no {0} to merge")]
     NothingPending(&'static str),
+    /// Application messages cannot be sent while by-reference proposals are held (a
+    /// staged remote candidate): merge or discard it first.
+    #[error("proposals are pending: merge or discard the staged commit first")]
+    PendingProposals,
+    /// We are no longer a member of the group.
+    #[error("no longer a member of the group")]
+    NotAMember,
     /// Storage failure.
     #[error("MLS storage: {0}")]
     Storage(String),

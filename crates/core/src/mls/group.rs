@@ -230,6 +230,11 @@ impl MlsConversation {
         if self.group.pending_commit().is_none() {
             return Err(MlsError::NothingPending("own commit"));
         }
+        // A remote candidate staged for the same epoch is obsolete once ours merges.
+        self.staged = None;
+        self.group
+            .clear_pending_proposals(provider.storage())
+            .map_err(other)?;
         self.group.merge_pending_commit(provider).map_err(other)
     }
 
@@ -278,7 +283,12 @@ impl MlsConversation {
         proposals: &[Vec<u8>],
         commit: &[u8],
     ) -> Result<StagedCommitInfo, MlsError> {
+        // Start clean: a previous staged candidate and its proposals are dropped, so only
+        // this bundle's proposals can be referenced (and reported) below.
         self.staged = None;
+        self.group
+            .clear_pending_proposals(provider.storage())
+            .map_err(other)?;
         let mut proposal_senders = Vec::new();
         for p in proposals {
             let pm = protocol_message(p).map_err(MlsError::Malformed)?;
@@ -416,7 +426,15 @@ impl MlsConversation {
         let out = self
             .group
             .create_message(provider, id.signer(), plaintext)
-            .map_err(|e| MlsError::Processing(format!("{e:?}")))?;
+            .map_err(|e| match e {
+                CreateMessageError::GroupStateError(MlsGroupStateError::PendingProposal) => {
+                    MlsError::PendingProposals
+                }
+                CreateMessageError::GroupStateError(MlsGroupStateError::UseAfterEviction) => {
+                    MlsError::NotAMember
+                }
+                e => MlsError::Processing(format!("{e:?}")),
+            })?;
         out.tls_serialize_detached().map_err(other)
     }
 
@@ -440,8 +458,8 @@ impl MlsConversation {
         if pm.content_type() != ContentType::Application {
             return Err(DecryptError::NotApplication);
         }
-        // openmls cannot open our own messages (the ratchet secret is consumed); the
-        // transport drops echoes before this, so any failure here is someone else's.
+        // openmls 0.9 recognises an echo of our own ciphertext and returns it as
+        // `OwnPrivateMessage` (sender = our leaf) without the plaintext.
         let processed = self
             .group
             .process_message(provider, pm)
@@ -458,6 +476,7 @@ impl MlsConversation {
                 sender,
                 plaintext: m.into_bytes(),
             }),
+            ProcessedMessageContent::OwnPrivateMessage => Err(DecryptError::OwnMessage),
             _ => Err(DecryptError::NotApplication),
         }
     }

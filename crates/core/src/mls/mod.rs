@@ -1,19 +1,44 @@
-//! The openmls wrapper: one MLS group per conversation.
+//! The openmls wrapper: one MLS group per conversation, sans-IO and generic over the
+//! provider (`OpenMlsRustCrypto` in tests and the simulator, an sqlite-backed provider in
+//! the node). Group state lives in the provider's storage; [`MlsConversation`] only adds
+//! the slot for a staged remote commit, so dropping it and calling
+//! [`MlsConversation::load`] on the same provider restores the group.
 //!
-//! Choices, each checked by a test in `tests.rs`:
-//! - Our candidates carry their proposals **inline** in the commit (openmls commit
-//!   builder). openmls refuses `create_message` while its proposal store is non-empty, so
-//!   by-reference proposals would block application messages for the whole freeze;
-//!   inline ones leave the store empty, and we keep decrypting and encrypting.
-//! - Remote candidates may still bundle by-reference proposals (as the reference's do):
-//!   each is processed and its sender reported, so the caller can refuse a commit that
-//!   carries another member's proposal.
-//! - Handshake messages are PublicMessage (MIXED_PLAINTEXT policy): candidates are public
-//!   by design and the same candidate may need staging more than once (in a later round,
-//!   or via catch-up), which an MLS ciphertext would not allow.
-//! - A remote commit can be staged while our own is pending; merging it first clears ours.
-//!   A rejected staged commit is discarded together with any stored proposals, so the
-//!   next candidate of the same epoch can be staged.
+//! Choices and openmls 0.9.2 facts, each checked by a test in `tests.rs`:
+//! - **Our candidates carry their proposals inline** in the commit (openmls commit
+//!   builder, `consume_proposal_store(false)`); [`CommitOutput::proposals`] is empty.
+//!   openmls refuses `create_message` while its proposal store is non-empty
+//!   (`PendingProposal`), so by-reference proposals (the reference's
+//!   `propose_*` + `commit_to_pending_proposals`) would block our application messages
+//!   for the whole freeze. A pending *commit* blocks nothing: with our candidate pending we
+//!   still encrypt and decrypt in the current epoch.
+//! - **Remote candidates may bundle by-reference proposals** (as the reference's do): each
+//!   must be a proposal of the current epoch; it is processed and stored, and its MLS
+//!   sender reported in [`StagedCommitInfo::proposal_senders`], so the caller can refuse
+//!   a commit carrying another member's proposal. While such a candidate is staged,
+//!   decrypting works but [`MlsConversation::encrypt`] returns
+//!   [`MlsError::PendingProposals`] until it is merged or discarded.
+//! - **Staging coexists with our own pending commit.** To let a remote candidate win,
+//!   either discard ours and then stage, or stage over it and merge
+//!   ([`MlsConversation::merge_staged`] clears our pending commit first). A staged
+//!   candidate we reject ([`MlsConversation::discard_staged`]) leaves our own pending
+//!   commit intact, so ours can still be merged; merging ours drops any staged one.
+//! - **Staging is repeatable:** each `stage_remote_commit` starts by dropping the previous
+//!   staged commit and all stored proposals, and a failed staging leaves nothing behind, so
+//!   any number of candidates of one epoch can be tried in turn.
+//! - **Handshake messages are PublicMessage** (`MIXED_PLAINTEXT` policy, joiners too):
+//!   candidates are public by design and the same candidate may need staging more than
+//!   once (in a later round, or via catch-up), which an MLS ciphertext would not allow.
+//!   Application messages are always ciphertexts.
+//! - **Decrypt is for application messages only.** Checks are done on the outer message
+//!   before anything is processed: group (`WrongGroup`), epoch (`WrongEpoch`, so no secret
+//!   of another epoch is consumed), content type (`NotApplication`). An echo of our own
+//!   ciphertext is recognised by openmls (`OwnPrivateMessage`) and reported as
+//!   `OwnMessage`.
+//! - openmls refuses to create a proposal while our own commit is pending
+//!   ([`MlsConversation::propose_remove`] then fails).
+//! - Wire input never panics: mutated and random key packages, commits, proposals,
+//!   welcomes and ciphertexts only produce errors.
 
 mod error;
 mod group;
