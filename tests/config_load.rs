@@ -33,6 +33,7 @@ fn embedded_default_is_all_defaults() {
     assert_eq!(c.api, d.api);
     assert_eq!(c.api.listen.to_string(), "127.0.0.1:8645");
     assert_eq!(c.waku, d.waku);
+    assert_eq!(c.waku.max_timestamp_skew, Duration::from_secs(20));
     assert_eq!(c.protocol, d.protocol);
     assert_eq!(c.conversations, d.conversations);
     assert_eq!(c.log.level, "info");
@@ -76,6 +77,7 @@ sharding = "static"
 num_shards = 4
 static_shard = 3
 relay_shards = [1]
+max_timestamp_skew = "1m"
 
 [protocol]
 commit_inactivity = "2m"
@@ -121,6 +123,7 @@ fn every_key_is_read() {
     assert_eq!(c.waku.sharding, Sharding::Static);
     assert_eq!((c.waku.num_shards, c.waku.static_shard), (4, Some(3)));
     assert_eq!(c.waku.relay_shards, vec![1]);
+    assert_eq!(c.waku.max_timestamp_skew, Duration::from_secs(60));
     let p = &c.protocol;
     assert_eq!(p.freeze, Duration::from_secs(65));
     assert_eq!(p.voting_delay, Duration::from_millis(250));
@@ -187,6 +190,26 @@ fn environment_overrides_the_file() {
     .unwrap();
     assert_eq!(c.waku.relay_shards, vec![3]);
     assert!(c.waku.bootstrap.is_empty());
+
+    // `static_shard` alone (file or environment) selects static sharding.
+    let c = load("[waku]\nstatic_shard = 2").unwrap();
+    assert_eq!(
+        (c.waku.sharding, c.waku.static_shard),
+        (Sharding::Static, Some(2))
+    );
+    let c = load_env(
+        "",
+        &[
+            ("DEMLS__WAKU__STATIC_SHARD", "5"),
+            ("DEMLS__WAKU__MAX_TIMESTAMP_SKEW", "30s"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.waku.sharding, c.waku.static_shard),
+        (Sharding::Static, Some(5))
+    );
+    assert_eq!(c.waku.max_timestamp_skew, Duration::from_secs(30));
 }
 
 #[test]
@@ -274,10 +297,31 @@ fn bad_values_name_their_key() {
             "required",
         ),
         (
-            "[waku]\nstatic_shard = 2",
+            "[waku]\nsharding = \"auto\"\nstatic_shard = 2",
             &[],
             "waku.static_shard",
             "only used",
+        ),
+        (
+            "",
+            &[
+                ("DEMLS__WAKU__SHARDING", "auto"),
+                ("DEMLS__WAKU__STATIC_SHARD", "2"),
+            ],
+            "waku.static_shard",
+            "only used",
+        ),
+        (
+            "[waku]\nmax_timestamp_skew = \"500ms\"",
+            &[],
+            "waku.max_timestamp_skew",
+            "whole seconds",
+        ),
+        (
+            "[waku]\nmax_timestamp_skew = \"20\"",
+            &[],
+            "waku.max_timestamp_skew",
+            "invalid duration",
         ),
         (
             "[waku]\nsharding = \"sometimes\"",

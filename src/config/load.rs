@@ -72,7 +72,12 @@ impl NodeConfig {
             .add_source(envsrc)
             .build()
             .map_err(|e| map_error(e, origin))?;
+        // `static_shard` alone means static sharding; an explicit `sharding` wins.
+        let sharding_given = built.get_string("waku.sharding").is_ok();
         let mut cfg: NodeConfig = built.try_deserialize().map_err(|e| map_error(e, origin))?;
+        if !sharding_given && cfg.waku.static_shard.is_some() {
+            cfg.waku.sharding = super::Sharding::Static;
+        }
         cfg.resolve_paths(base_dir);
         cfg.validate()?;
         Ok(cfg)

@@ -176,6 +176,7 @@ pub struct WakuConfig {
     /// Waku network cluster id. Default 15.
     pub cluster_id: u16,
     /// `"auto"` (autosharding over `num_shards`) or `"static"` (all on `static_shard`).
+    /// When the key is absent, setting `static_shard` alone selects `"static"`.
     pub sharding: Sharding,
     /// Shards in the network, for autosharding. Default 8.
     pub num_shards: u16,
@@ -185,7 +186,14 @@ pub struct WakuConfig {
     /// them all). Default empty.
     #[serde(deserialize_with = "de::list")]
     pub relay_shards: Vec<u16>,
+    /// Relayed messages whose timestamp is further than this from our clock are
+    /// rejected. Whole seconds, at least 1s. Default 20s.
+    #[serde(deserialize_with = "de::duration")]
+    pub max_timestamp_skew: Duration,
 }
+
+/// The default of `waku.max_timestamp_skew`.
+pub const DEFAULT_MAX_TIMESTAMP_SKEW: Duration = Duration::from_secs(20);
 
 impl Default for WakuConfig {
     fn default() -> Self {
@@ -201,6 +209,7 @@ impl Default for WakuConfig {
             num_shards: 8,
             static_shard: None,
             relay_shards: Vec::new(),
+            max_timestamp_skew: DEFAULT_MAX_TIMESTAMP_SKEW,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Consistency checks that serde cannot express. Each failure names its key.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::{ConfigError, NodeConfig, Sharding};
 
@@ -122,10 +123,18 @@ impl NodeConfig {
             (Sharding::Auto, Some(_)) => {
                 return Err(ConfigError::new(
                     "waku.static_shard",
-                    "only used with waku.sharding = \"static\" (set that, or remove static_shard)",
+                    "only used with waku.sharding = \"static\" (set that, or remove static_shard; \
+                     without a sharding key, static_shard alone selects static sharding)",
                 ));
             }
             _ => {}
+        }
+        let skew = w.max_timestamp_skew;
+        if skew < Duration::from_secs(1) || skew.subsec_nanos() != 0 {
+            return Err(ConfigError::new(
+                "waku.max_timestamp_skew",
+                format!("must be whole seconds, at least 1s, got {skew:?}"),
+            ));
         }
         if w.sharding == Sharding::Auto
             && let Some(s) = w.relay_shards.iter().find(|s| **s >= w.num_shards)
