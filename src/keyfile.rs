@@ -149,7 +149,7 @@ pub fn load_or_create(path: &Path) -> Result<(EthSigner, bool), KeyFileError> {
 }
 
 /// Decrypts an Ethereum V3 keystore JSON.
-pub fn read_keystore(path: &Path, password: &[u8]) -> Result<EthSigner, KeyFileError> {
+pub fn import_keystore(path: &Path, password: &[u8]) -> Result<EthSigner, KeyFileError> {
     if !path.is_file() {
         return Err(KeyFileError::Keystore {
             path: path.to_path_buf(),
@@ -192,7 +192,7 @@ pub fn load_identity(cfg: &NodeConfig) -> Result<(EthSigner, KeySource), KeyFile
                 "set identity.keystore_password_env or identity.keystore_password_file".into(),
             ));
         };
-        let signer = read_keystore(ks, password.as_bytes())?;
+        let signer = import_keystore(ks, password.as_bytes())?;
         return Ok((signer, KeySource::Keystore(ks.clone())));
     }
     let path = cfg.key_file();
@@ -253,11 +253,11 @@ mod tests {
         )
         .unwrap();
         let ks = tmp.path().join("ks.json");
-        let got = read_keystore(&ks, b"hunter2").unwrap();
+        let got = import_keystore(&ks, b"hunter2").unwrap();
         assert_eq!(got.member_id(), key.member_id());
-        let e = read_keystore(&ks, b"wrong").unwrap_err();
+        let e = import_keystore(&ks, b"wrong").unwrap_err();
         assert!(matches!(e, KeyFileError::Keystore { .. }), "{e}");
-        let e = read_keystore(&tmp.path().join("missing.json"), b"x").unwrap_err();
+        let e = import_keystore(&tmp.path().join("missing.json"), b"x").unwrap_err();
         assert!(e.to_string().contains("no such file"), "{e}");
 
         // Through the config, with the password in a file.
