@@ -277,8 +277,13 @@ case "${1:-}" in
       *) echo "usage: $0 scenario basic|kill-steward|partition|all" >&2; exit 2 ;;
     esac
     fails=0
+    # A failed scenario is run once more (known intermittent stall after a self-leave,
+    # see docs/PROTOCOL.md "Known gaps"); the summary says when a retry was needed.
     for s in "${list[@]}"; do
-      if run_scenario "$s"; then result[$s]=PASS; else result[$s]=FAIL; fails=$((fails + 1)); fi
+      if run_scenario "$s"; then result[$s]=PASS
+      elif cp "$DIR/$s.log" "$DIR/$s.first-attempt.log" 2>/dev/null; log "retrying $s once"; run_scenario "$s"; then
+        result[$s]="PASS (on retry; first attempt failed, logs in $DIR/$s.first-attempt.log)"
+      else result[$s]=FAIL; fails=$((fails + 1)); fi
     done
     echo; echo "testnet summary:"
     for s in "${list[@]}"; do printf '  %-14s %s\n' "$s" "${result[$s]}"; done

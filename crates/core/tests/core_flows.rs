@@ -298,3 +298,16 @@ fn a_crashed_member_restarts_from_its_saved_state_and_keeps_up() {
         s.assert_converge(&[ids[0], ids[1], ids[2], more], 5 * MIN);
     });
 }
+
+/// The docker `basic` scenario's sequence: four members, one removed by vote, then a
+/// second one leaves; the last two converge.
+#[test]
+fn remove_then_leave_leaves_two_converged() {
+    for_seeds(0..3, |seed| {
+        let (mut s, ids) = group(seed, Net::clean(), 4);
+        s.propose_removal(ids[0], ids[3]);
+        s.assert_converge(&ids[..3], 5 * MIN);
+        s.leave(ids[2]);
+        s.assert_converge(&ids[..2], 5 * MIN);
+    });
+}
