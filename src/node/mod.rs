@@ -34,6 +34,7 @@ fn waku_config(config: &NodeConfig) -> demls_transport::waku::WakuConfig {
         },
         relay_shards: w.relay_shards.iter().map(|s| *s as u32).collect(),
         node_key_file: Some(config.storage.data_dir.join("node-key.bin")),
+        max_timestamp_skew_secs: w.max_timestamp_skew.as_secs(),
         ..Default::default()
     }
 }
