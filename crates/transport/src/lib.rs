@@ -79,6 +79,9 @@ pub struct TransportStats {
     pub connected_peers: usize,
     /// Per pubsub topic counters.
     pub topics: BTreeMap<String, TopicStats>,
+    /// Gossipsub score of each connected peer (refreshed twice a second); peers that
+    /// send invalid messages go negative.
+    pub peer_scores: BTreeMap<String, f64>,
 }
 
 impl TransportStats {

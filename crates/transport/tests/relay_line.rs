@@ -1,110 +1,92 @@
-//! Three Waku relays in a line A–B–C over real TCP on 127.0.0.1. A and C only know B.
-//! B is in no conversation but relays the shard, so it forwards; it validates first, so
-//! a malformed message published at A stops at B.
+//! Three Waku relays in a line A–B–C, each a separate OS process (`demls-waku-peer`) on
+//! real TCP sockets on 127.0.0.1. A and C only know B.
+//!
+//! B is in no conversation but relays the conversation's shard (`--relay-shard`), and
+//! that is what makes it forward: gossipsub forwards per pubsub topic, so a relay that
+//! subscribes to the shard forwards every conversation on it, and one that does not
+//! forwards none. B validates before forwarding, so a malformed message published at A
+//! stops at B.
+
+mod common;
 
 use std::time::Duration;
 
+use common::Peer;
 use demls_transport::waku::{WakuConfig, WakuRelay};
 use demls_transport::{Subtopic, Transport};
-use tokio::time::timeout;
 
-fn cfg(bootstrap: Vec<String>, relay_shards: Vec<u32>) -> WakuConfig {
-    WakuConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap,
-        relay_shards,
-        ..WakuConfig::default()
-    }
+fn payload_of(recv_line: &str) -> Vec<u8> {
+    let hex = recv_line.rsplit(' ').next().unwrap();
+    hex::decode(hex).unwrap()
 }
 
-async fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
-    for _ in 0..150 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+#[test]
+fn a_message_crosses_a_line_of_relay_processes_once_and_garbage_stops_at_the_middle() {
+    let shard = WakuConfig::default().shard_for("line").to_string();
+    let mut b = Peer::start("B", &["--relay-shard", &shard]);
+    let b_addr = b.addrs[0].clone();
+    let mut a = Peer::start("A", &["--bootstrap", &b_addr, "--subscribe", "line"]);
+    let mut c = Peer::start("C", &["--bootstrap", &b_addr, "--subscribe", "line"]);
+    b.wait_until("A and C to connect", |b| b.count("peers") == 2);
+    assert_eq!(a.count("peers"), 1, "A knows only B");
+    assert_eq!(c.count("peers"), 1, "C knows only B");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_crosses_a_line_of_relays_once_and_garbage_stops_at_the_middle() {
-    let shard = WakuConfig::default().shard_for("line");
-    let (b, _rb) = WakuRelay::start(cfg(vec![], vec![shard])).await.unwrap();
-    let b_addr = b.stats().listen_addrs[0].clone();
-    let (a, mut ra) = WakuRelay::start(cfg(vec![b_addr.clone()], vec![]))
-        .await
-        .unwrap();
-    let (c, mut rc) = WakuRelay::start(cfg(vec![b_addr], vec![])).await.unwrap();
-    a.subscribe("line").await.unwrap();
-    c.subscribe("line").await.unwrap();
-    wait_for(|| b.stats().connected_peers == 2, "A and C to connect to B").await;
-    assert_eq!(a.stats().connected_peers, 1, "A knows only B");
-    assert_eq!(c.stats().connected_peers, 1, "C knows only B");
-
-    // Gossipsub meshes form over a few heartbeats; publish until C hears it.
-    let mut got = None;
+    // Gossipsub meshes form over a few heartbeats: publish until C hears one.
+    let mut heard = None;
     for i in 0..40 {
-        a.publish("line", Subtopic::AppMsg, format!("hello {i}").into_bytes())
-            .await
-            .unwrap();
-        if let Ok(Some(p)) = timeout(Duration::from_millis(500), rc.recv()).await {
-            got = Some(p);
+        let msg = format!("hello {i}");
+        assert_eq!(
+            a.ask(&format!("publish line app_msg {}", hex::encode(&msg))),
+            "published"
+        );
+        c.drain(Duration::from_millis(500));
+        if let Some(l) = c.inbox.first() {
+            heard = Some(l.clone());
             break;
         }
     }
-    let p = got.expect("C never received A's message");
-    assert_eq!(p.conversation, "line");
-    assert_eq!(p.subtopic, Subtopic::AppMsg);
-    assert_eq!(p.sender_instance, a.instance_id());
-    // Exactly once: a marked message arrives once and only once.
-    a.publish("line", Subtopic::Welcome, b"once".to_vec())
-        .await
-        .unwrap();
-    let mut copies = 0;
-    while let Ok(Some(p)) = timeout(Duration::from_secs(2), rc.recv()).await {
-        if p.payload == b"once" {
-            copies += 1;
-        }
-    }
-    assert_eq!(copies, 1);
-    // No echo at A.
-    assert!(ra.try_recv().is_err(), "A heard its own message");
+    let l = heard.expect("C never received A's message");
+    let fields: Vec<&str> = l.split(' ').collect();
+    assert_eq!(fields[1], "line");
+    assert_eq!(fields[2], "app_msg");
+    assert!(payload_of(&l).starts_with(b"hello "));
 
-    // A malformed message: B rejects it, so C never sees it.
-    let before = c.stats();
-    a.publish_raw(&b.shard_topic("line"), vec![0xff, 0x01, 0x02])
-        .await
-        .unwrap();
-    wait_for(
-        || {
-            b.stats()
-                .topics
-                .values()
-                .any(|t| t.rejected.get("undecodable").copied().unwrap_or(0) >= 1)
-        },
-        "B to reject the malformed message",
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = c.stats();
-    let received =
-        |s: &demls_transport::TransportStats| s.topics.values().map(|t| t.received).sum::<u64>();
-    let rejected = |s: &demls_transport::TransportStats| {
-        s.topics
-            .values()
-            .flat_map(|t| t.rejected.values())
-            .sum::<u64>()
-    };
+    // Exactly once: a marked message arrives once and only once.
+    c.inbox.clear();
     assert_eq!(
-        received(&after),
-        received(&before),
-        "C received the garbage"
+        a.ask(&format!("publish line welcome {}", hex::encode("once"))),
+        "published"
     );
-    assert_eq!(rejected(&after), 0, "the garbage reached C at all");
-    a.shutdown().await;
-    b.shutdown().await;
-    c.shutdown().await;
+    c.drain(Duration::from_secs(2));
+    let copies = c.inbox.iter().filter(|l| payload_of(l) == b"once").count();
+    assert_eq!(copies, 1, "C's inbox: {:?}", c.inbox);
+    assert!(c.inbox.iter().all(|l| l.contains(" welcome ")));
+    // No echo at A: its own messages never come back to it.
+    a.drain(Duration::from_millis(200));
+    assert!(
+        a.inbox.is_empty(),
+        "A heard its own messages: {:?}",
+        a.inbox
+    );
+
+    // A raw gossipsub message that is no WakuMessage: B rejects it, C never sees it.
+    let c_received = c.count("received");
+    let topic = WakuConfig::default().topic_for("line");
+    assert_eq!(a.ask(&format!("raw {topic} ff0102")), "published");
+    b.wait_until("B to reject the malformed message", |b| {
+        b.count("rejected") >= 1
+    });
+    // …and A, the sender, loses gossipsub score at B.
+    let a_id = a.addrs[0].rsplit('/').next().unwrap().to_string();
+    b.wait_until("A's score at B to go negative", |b| {
+        let r = b.ask(&format!("score {a_id}"));
+        r.strip_prefix("score ")
+            .and_then(|s| s.parse::<f64>().ok())
+            .is_some_and(|s| s < 0.0)
+    });
+    c.drain(Duration::from_millis(500));
+    assert_eq!(c.count("received"), c_received, "C received the garbage");
+    assert_eq!(c.count("rejected"), 0, "the garbage reached C at all");
 }
 
 #[tokio::test]
@@ -115,7 +97,22 @@ async fn bad_config_and_names_are_refused() {
     };
     let e = WakuRelay::start(bad).await.err().expect("refused");
     assert!(e.to_string().contains("waku.listen"), "{e}");
-    let (a, _r) = WakuRelay::start(cfg(vec![], vec![])).await.unwrap();
+    let ok = WakuConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        ..WakuConfig::default()
+    };
+    let (a, _r) = WakuRelay::start(ok).await.unwrap();
     assert!(a.subscribe("has space").await.is_err());
     assert!(a.publish("a/b", Subtopic::AppMsg, vec![]).await.is_err());
+    a.shutdown().await;
+}
+
+#[test]
+fn the_peer_binary_refuses_bad_arguments_clearly() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_demls-waku-peer"))
+        .args(["--relay-shard", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a number"));
 }

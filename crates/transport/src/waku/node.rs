@@ -92,9 +92,22 @@ fn relay_behaviour(key: &Keypair) -> Result<gossipsub::Behaviour, TransportError
     Ok(b)
 }
 
-/// Penalize invalid messages on a topic so repeat offenders are pruned.
+/// Scoring per relayed shard. Invalid messages dominate: the positive terms are capped
+/// small (at most 0.1 for time in mesh and 10 for first deliveries), so one rejected
+/// message (-100) takes a peer below the gossip, publish and graylist thresholds until it
+/// decays (halving each second). Mesh delivery deficits are not penalized: de-MLS shards
+/// are quiet for minutes, and a silent honest peer must not look like a bad one.
 fn topic_params() -> gossipsub::TopicScoreParams {
     gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 10.0,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_decay: 0.5,
+        first_message_deliveries_cap: 10.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
         invalid_message_deliveries_weight: -100.0,
         invalid_message_deliveries_decay: 0.5,
         ..Default::default()
@@ -250,6 +263,20 @@ impl Node {
         }
     }
 
+    /// Gossipsub scores of connected peers, so operators (and tests) can see that a peer
+    /// sending invalid messages is being punished.
+    fn update_scores(&self) {
+        let relay = &self.swarm.behaviour().relay;
+        let scores = self
+            .swarm
+            .connected_peers()
+            .filter_map(|p| relay.peer_score(p).map(|s| (p.to_string(), s)))
+            .collect();
+        if let Ok(mut s) = self.shared.lock() {
+            s.stats.peer_scores = scores;
+        }
+    }
+
     async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
         let mut redial = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -260,7 +287,10 @@ impl Node {
                     Some(Command::Shutdown(done)) => { let _ = done.send(()); break; }
                     Some(c) => self.on_command(c),
                 },
-                _ = redial.tick() => self.redial(),
+                _ = redial.tick() => {
+                    self.redial();
+                    self.update_scores();
+                }
             }
         }
         tracing::info!("waku relay stopped");
