@@ -7,6 +7,11 @@
 //! after a random delay of up to one second, and stay quiet if someone else answered
 //! first. The answer is validated exactly like a live candidate (steward list, MLS signer,
 //! decided votes carried as evidence), so answering gives no one extra power.
+//!
+//! A member can also miss every candidate of a round while the others move on, and then
+//! see no later traffic at all if the group goes quiet. So a round that ends with nothing
+//! valid is followed by a probe: the same request for our own epoch, repeated, before we
+//! take part in an election. Only if nobody answers is the epoch really stuck.
 
 use openmls_traits::OpenMlsProvider;
 use prost::Message;
@@ -30,6 +35,27 @@ impl Conversation {
         }
     }
 
+    /// Starts asking whether anyone left our epoch already (see [`CatchUp::probe_until`]):
+    /// a few requests, each answered within the reply jitter by members that hold the
+    /// commit.
+    pub(super) fn start_probe(&mut self, now: Millis) {
+        let wait = 2 * self.config.recovery_inactivity + REPLY_JITTER_MS;
+        self.catch_up.probe_until = Some(now + wait);
+        self.catch_up.next_request_at = now;
+    }
+
+    /// Whether a probe is still waiting for answers at `now`; clears one that ran out.
+    pub(super) fn probing(&mut self, now: Millis) -> bool {
+        match self.catch_up.probe_until {
+            Some(u) if now < u => true,
+            Some(_) => {
+                self.catch_up.probe_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
     pub(super) fn tick_catch_up<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -37,7 +63,13 @@ impl Conversation {
     ) {
         let now = ctx.now;
         let epoch = self.epoch();
-        if self.catch_up.seen_epoch > epoch && now >= self.catch_up.next_request_at {
+        // Reelection's tick acts on the probe running out; elsewhere it just ends.
+        if self.state != ConversationState::Reelection {
+            self.probing(now);
+        }
+        let asking =
+            self.catch_up.seen_epoch > epoch || self.catch_up.probe_until.is_some_and(|u| now < u);
+        if asking && now >= self.catch_up.next_request_at {
             self.catch_up.next_request_at = now + self.config.recovery_inactivity;
             tracing::info!(conversation = %self.name, epoch, seen = self.catch_up.seen_epoch, "behind: asking for the missed commit");
             let env = pb::AppEnvelope {

@@ -24,6 +24,9 @@ pub(super) struct Winner {
     pub old_epoch: u64,
 }
 
+/// See [`Conversation::rank`].
+type RankKey = (std::cmp::Reverse<usize>, bool, MemberId);
+
 fn commit_hash(commit: &[u8]) -> [u8; 32] {
     Sha256::digest(commit).into()
 }
@@ -39,7 +42,10 @@ impl Conversation {
         let now = ctx.now;
         match self.state {
             ConversationState::Working | ConversationState::Reelection => {
-                if self.approved.is_empty() || self.election_in_flight() {
+                if self.approved.is_empty()
+                    || self.election_in_flight()
+                    || self.catch_up.probe_until.is_some()
+                {
                     self.anchor = None;
                     return;
                 }
@@ -51,7 +57,7 @@ impl Conversation {
             ConversationState::Freezing => {
                 self.resend_candidate(now, out);
                 let due = self.freeze.as_ref().is_none_or(|f| {
-                    now >= f.started_at + self.config.freeze || self.all_candidates_in(f)
+                    now >= f.deadline(self.config.freeze) || self.all_candidates_in(f)
                 });
                 if due {
                     self.finalize_freeze(ctx, out);
@@ -116,6 +122,14 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
+        self.open_freeze(ctx.now, out);
+        if self.may_commit() {
+            self.submit_candidate(ctx, out);
+        }
+    }
+
+    /// Enters Freezing (keeping a round already open for this epoch) without submitting.
+    fn open_freeze(&mut self, now: Millis, out: &mut Output) {
         let epoch = self.epoch();
         self.anchor = None;
         let round = self
@@ -124,13 +138,56 @@ impl Conversation {
             .filter(|f| f.epoch == epoch)
             .unwrap_or(FreezeRound {
                 epoch,
-                started_at: ctx.now,
+                started_at: now,
                 ..Default::default()
             });
         self.freeze = Some(round);
         self.set_state(out, ConversationState::Freezing);
-        if self.may_commit() {
-            self.submit_candidate(ctx, out);
+    }
+
+    /// Selection rank of a candidate (smaller wins), up to the commit hash: longest
+    /// proposal sequence, then the live epoch steward, then the smallest steward id.
+    fn rank(actions: usize, steward: MemberId, live_es: Option<MemberId>) -> RankKey {
+        (
+            std::cmp::Reverse(actions),
+            Some(steward) != live_es,
+            steward,
+        )
+    }
+
+    fn live_epoch_steward(&self) -> Option<MemberId> {
+        let epoch = self.epoch();
+        self.stewards
+            .as_ref()
+            .and_then(|l| l.live_roles(epoch, |m| self.eligible(m)).0)
+    }
+
+    /// A steward that first hears of the round through another steward's candidate is
+    /// late: members whose window opened earlier may already have selected without its
+    /// candidate. It submits only a candidate that ranks below one it holds (which
+    /// cannot change anyone's winner and lets windows end early); a candidate that would
+    /// win is withheld, since some members would apply it and others would not — a fork.
+    fn submit_if_late_is_harmless<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        if !self.may_commit() {
+            return;
+        }
+        let live_es = self.live_epoch_steward();
+        let mine = Self::rank(self.commit_batch().len(), self.me, live_es);
+        let best_held = self.freeze.as_ref().and_then(|f| {
+            f.candidates
+                .iter()
+                .map(|c| Self::rank(c.actions, c.steward, live_es))
+                .min()
+        });
+        match best_held {
+            Some(best) if mine < best => {
+                tracing::debug!(conversation = %self.name, "late steward: withholding a candidate that would outrank one already out");
+            }
+            _ => self.submit_candidate(ctx, out),
         }
     }
 
@@ -185,7 +242,9 @@ impl Conversation {
         };
         let evidence = batch
             .iter()
-            .filter_map(|a| self.consensus.evidence(a.id))
+            .map(|a| a.id)
+            .chain(self.election_proof)
+            .filter_map(|id| self.consensus.evidence(id))
             .collect();
         let epoch = self.epoch();
         let cand = pb::CommitCandidate {
@@ -266,12 +325,12 @@ impl Conversation {
             return;
         }
         self.ingest_evidence(ctx, out, &c.evidence);
-        if matches!(
+        let late = matches!(
             self.state,
             ConversationState::Working | ConversationState::Reelection
-        ) && !self.approved.is_empty()
-        {
-            self.start_freeze(ctx, out);
+        ) && !self.approved.is_empty();
+        if late {
+            self.open_freeze(ctx.now, out);
         }
         if self.state != ConversationState::Freezing {
             return out.reject(
@@ -292,7 +351,18 @@ impl Conversation {
             return out.reject("commit", format!("extra candidate from {steward} dropped"));
         }
         let actions = if c.mls_proposals.is_empty() {
-            c.evidence.len()
+            // Inline proposals: count the membership changes the evidence proves (an
+            // election carried along as evidence is not an action of this commit).
+            c.evidence
+                .iter()
+                .filter(|p| {
+                    Action::from_payload(&p.payload).is_ok_and(|a| {
+                        matches!(a, Action::Add { .. } | Action::Remove { .. })
+                            || matches!(a, Action::Emergency { target: Some(_), violation, .. }
+                                if violation == pb::ViolationType::ScoreBelowThreshold as i32)
+                    })
+                })
+                .count()
         } else {
             c.mls_proposals.len()
         };
@@ -304,6 +374,10 @@ impl Conversation {
             local: false,
             welcome: None,
         });
+        f.first_foreign_at.get_or_insert(ctx.now);
+        if late {
+            self.submit_if_late_is_harmless(ctx, out);
+        }
     }
 
     /// Selection: rank, then apply the best candidate that validates.
@@ -320,16 +394,10 @@ impl Conversation {
             .as_ref()
             .map(|l| l.live_roles(epoch, |m| self.eligible(m)))
             .unwrap_or((None, None));
-        // Longest proposal sequence, then the live epoch steward, then the smallest
-        // steward id, then the smallest commit hash.
-        round.candidates.sort_by_key(|c| {
-            (
-                std::cmp::Reverse(c.actions),
-                Some(c.steward) != live_es,
-                c.steward,
-                c.hash,
-            )
-        });
+        // Rank, then the smallest commit hash.
+        round
+            .candidates
+            .sort_by_key(|c| (Self::rank(c.actions, c.steward, live_es), c.hash));
         let mut winner = None;
         let mut tried: Vec<MemberId> = Vec::new();
         for (i, cand) in round.candidates.iter().enumerate() {
@@ -583,7 +651,8 @@ impl Conversation {
         tracing::warn!(conversation = %self.name, epoch = self.epoch(), "no valid commit candidate: reelection");
         self.set_state(out, ConversationState::Reelection);
         self.reelection_since = Some(ctx.now);
-        self.try_election(ctx, out, true);
+        // The election waits for the probe: we may just have missed the round.
+        self.start_probe(ctx.now);
         self.check_score_removals(ctx, out);
     }
 
@@ -596,6 +665,7 @@ impl Conversation {
     ) {
         self.freeze = None;
         self.anchor = None;
+        self.catch_up.probe_until = None;
         self.committed_hashes.push_back(w.hash);
         while self.committed_hashes.len() > COMMITTED_CAP {
             self.committed_hashes.pop_front();

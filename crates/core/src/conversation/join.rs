@@ -176,7 +176,9 @@ impl Conversation {
 
     /// Any member holding the welcome re-sends it, at most once per gap; seeing someone
     /// else's re-send counts as ours (see `remember_welcome`), which keeps it to about one
-    /// copy per request.
+    /// copy per request. While we are still in the welcome's epoch the sync is sealed
+    /// afresh: an election decided since the commit changed the steward list, and a
+    /// joiner given the old one would reject every later commit.
     fn resend_welcome<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -184,16 +186,49 @@ impl Conversation {
         member: MemberId,
     ) {
         let gap = self.config.recovery_inactivity;
-        if let Some(w) = self
+        let Some(w) = self
             .recent_welcomes
             .iter_mut()
             .rev()
             .find(|w| w.joiners.contains(&member))
-            && ctx.now >= w.resent_at + gap
+            .filter(|w| ctx.now >= w.resent_at + gap)
+        else {
+            return;
+        };
+        w.resent_at = ctx.now;
+        let stored = w.envelope.clone();
+        let fresh = match pb::WelcomeEnvelope::decode(stored.as_slice())
+            .ok()
+            .and_then(|e| e.body)
         {
-            w.resent_at = ctx.now;
-            out.send(Subtopic::Welcome, w.envelope.clone());
-        }
+            Some(pb::welcome_envelope::Body::Welcome(mut mw)) if mw.epoch == self.epoch() => {
+                mw.sync = self.seal_sync(ctx, out);
+                pb::WelcomeEnvelope {
+                    body: Some(pb::welcome_envelope::Body::Welcome(mw)),
+                }
+                .encode_to_vec()
+            }
+            _ => stored,
+        };
+        out.send(Subtopic::Welcome, fresh);
+    }
+
+    /// The conversation sync as an MLS application message of the current epoch.
+    fn seal_sync<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) -> Vec<u8> {
+        let msg = pb::AppMessage {
+            body: Some(pb::app_message::Body::Sync(self.build_sync())),
+        };
+        let sealed = match self.mls.as_mut() {
+            Some(mls) => mls.encrypt(ctx.provider, &ctx.identity.mls, &msg.encode_to_vec()),
+            None => return Vec::new(),
+        };
+        sealed.unwrap_or_else(|e| {
+            out.event(Event::Error {
+                operation: "seal sync",
+                message: e.to_string(),
+            });
+            Vec::new()
+        })
     }
 
     /// After merging our winning commit: welcome the joiners, with the conversation sync
@@ -205,24 +240,7 @@ impl Conversation {
         welcome: Vec<u8>,
         joiners: Vec<MemberId>,
     ) {
-        let sync = self.build_sync();
-        let msg = pb::AppMessage {
-            body: Some(pb::app_message::Body::Sync(sync)),
-        };
-        let sealed = match self.mls.as_mut() {
-            Some(mls) => mls.encrypt(ctx.provider, &ctx.identity.mls, &msg.encode_to_vec()),
-            None => return,
-        };
-        let sealed = match sealed {
-            Ok(s) => s,
-            Err(e) => {
-                out.event(Event::Error {
-                    operation: "seal sync",
-                    message: e.to_string(),
-                });
-                Vec::new()
-            }
-        };
+        let sealed = self.seal_sync(ctx, out);
         let env = pb::WelcomeEnvelope {
             body: Some(pb::welcome_envelope::Body::Welcome(pb::MemberWelcome {
                 conversation: self.name.clone(),
@@ -237,11 +255,18 @@ impl Conversation {
         self.remember_welcome(ctx.now, joiners, env);
     }
 
+    /// Remembers a welcome we sent or saw, keyed by its MLS welcome: copies with freshly
+    /// sealed syncs are the same welcome.
     fn remember_welcome(&mut self, now: Millis, joiners: Vec<MemberId>, envelope: Vec<u8>) {
+        let inner = |e: &[u8]| match pb::WelcomeEnvelope::decode(e).ok().and_then(|e| e.body) {
+            Some(pb::welcome_envelope::Body::Welcome(w)) => Some(w.welcome),
+            _ => None,
+        };
+        let key = inner(&envelope);
         if let Some(w) = self
             .recent_welcomes
             .iter_mut()
-            .find(|w| w.envelope == envelope)
+            .find(|w| w.envelope == envelope || (key.is_some() && inner(&w.envelope) == key))
         {
             w.resent_at = now;
             return;
@@ -300,6 +325,9 @@ impl Conversation {
         tracing::info!(conversation = %self.name, epoch, "joined");
         out.event(Event::Joined { epoch });
         self.set_state(out, ConversationState::Working);
+        // The welcome may be a re-send from a member that has moved on since: ask before
+        // acting on what may be an old epoch.
+        self.start_probe(ctx.now);
         if !w.sync.is_empty() {
             let opened = self.mls.as_mut().map(|m| m.decrypt(ctx.provider, &w.sync));
             match opened {
@@ -373,6 +401,7 @@ impl Conversation {
             Ok((list, cfg)) => {
                 self.config = cfg;
                 self.stewards = Some(list);
+                self.election_proof = None;
                 self.mode = if s.recovery_mode {
                     OperatingMode::Recovery
                 } else {

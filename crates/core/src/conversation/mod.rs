@@ -85,6 +85,18 @@ pub(crate) struct FreezeRound {
     /// When our candidate is next re-sent (a lost candidate forks the group, so it is
     /// sent several times within the window).
     pub next_resend: Option<Millis>,
+    /// When the first other steward's candidate arrived. The window runs `freeze` from
+    /// the later of this and our own start, so a member whose inactivity timer fired
+    /// early still waits long enough to hear every steward.
+    #[serde(default)]
+    pub first_foreign_at: Option<Millis>,
+}
+
+impl FreezeRound {
+    /// When selection is due (unless every steward's candidate is in before).
+    pub fn deadline(&self, freeze: Millis) -> Millis {
+        self.started_at.max(self.first_foreign_at.unwrap_or(0)) + freeze
+    }
 }
 
 /// A commit candidate buffered in a freeze round.
@@ -137,6 +149,11 @@ pub(crate) struct CatchUp {
     pub missing_proposals: BTreeMap<u32, Millis>,
     /// Proposal re-sends we will make: id → due time (cancelled if someone else answers).
     pub proposal_replies: BTreeMap<u32, Millis>,
+    /// A freeze round ended with nothing valid: until this instant we ask whether the
+    /// group already left our epoch before we take part in an election (a member that
+    /// missed every candidate would otherwise commit a branch of its own).
+    #[serde(default)]
+    pub probe_until: Option<Millis>,
 }
 
 /// One conversation, from our point of view.
@@ -176,6 +193,11 @@ pub struct Conversation {
     future: Vec<(u64, Vec<u8>)>,
     synced: bool,
     catch_up: CatchUp,
+    /// The accepted election proposal that installed the current steward list, if it came
+    /// by vote. Its evidence travels with our candidates, so a member that missed the
+    /// election learns the list before judging the commit.
+    #[serde(default)]
+    election_proof: Option<u32>,
     closed: Option<LeaveReason>,
 }
 
@@ -220,6 +242,7 @@ impl Conversation {
             future: Vec::new(),
             synced: false,
             catch_up: CatchUp::default(),
+            election_proof: None,
             closed: None,
         }
     }
@@ -417,7 +440,7 @@ impl Conversation {
             .as_ref()
             .filter(|_| self.state == ConversationState::Freezing)
         {
-            t.push(f.started_at + self.config.freeze);
+            t.push(f.deadline(self.config.freeze));
             t.extend(f.next_resend);
         }
         if let Some(s) = self
@@ -435,6 +458,12 @@ impl Conversation {
         t.extend(self.catch_up.replies.values().copied());
         t.extend(self.catch_up.proposal_replies.values().copied());
         t.extend(self.catch_up.missing_proposals.values().copied());
+        if let Some(u) = self.catch_up.probe_until {
+            t.push(u);
+            if self.catch_up.next_request_at < u {
+                t.push(self.catch_up.next_request_at);
+            }
+        }
         if self.catch_up.seen_epoch > self.epoch() {
             t.push(self.catch_up.next_request_at);
         }
@@ -640,6 +669,12 @@ impl Conversation {
         }
         if state != ConversationState::Reelection {
             self.reelection_since = None;
+        }
+        if !matches!(
+            state,
+            ConversationState::Working | ConversationState::Reelection
+        ) {
+            self.catch_up.probe_until = None;
         }
     }
 

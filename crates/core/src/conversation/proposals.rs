@@ -473,8 +473,8 @@ impl Conversation {
                 election_epoch,
                 retry_round,
             } => {
-                if accepted {
-                    self.install_elected(out, stewards, election_epoch, retry_round);
+                if accepted && self.install_elected(out, stewards, election_epoch, retry_round) {
+                    self.election_proof = Some(id);
                 } else {
                     self.on_election_rejected(ctx, out);
                 }

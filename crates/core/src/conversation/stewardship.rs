@@ -30,13 +30,24 @@ impl Conversation {
             }
         }
         if self.state == ConversationState::Reelection {
+            let probe_was_open = self.catch_up.probe_until.is_some();
+            if self.probing(ctx.now) {
+                return;
+            }
+            if probe_was_open {
+                // Nobody answered: the epoch really is stuck, so elect.
+                self.reelection_since = Some(ctx.now);
+                self.try_election(ctx, out, true);
+                return;
+            }
             let since = *self.reelection_since.get_or_insert(ctx.now);
             if ctx.now >= since + self.reelection_patience() {
                 self.reelection_since = Some(ctx.now);
                 if !self.election_in_flight() {
-                    // The expected election proposer is silent too: reshuffle, try again.
+                    // The expected election proposer is silent too: reshuffle, and try
+                    // again once a fresh probe finds nobody ahead of us.
                     self.next_retry_round += 1;
-                    self.try_election(ctx, out, true);
+                    self.start_probe(ctx.now);
                 }
             }
         }
@@ -129,6 +140,7 @@ impl Conversation {
             );
             tracing::debug!(conversation = %self.name, epoch, stewards = ?l.stewards, "steward list reconciled locally");
             self.stewards = Some(l);
+            self.election_proof = None;
         } else {
             self.exhausted_since.get_or_insert(ctx.now);
             self.try_election(ctx, out, false);
@@ -169,6 +181,7 @@ impl Conversation {
                 self.config.sn_max,
             );
             self.stewards = Some(l);
+            self.election_proof = None;
             if self.state == ConversationState::Reelection {
                 self.set_state(out, ConversationState::Working);
             }
@@ -235,13 +248,14 @@ impl Conversation {
             .map_err(|e| format!("tampered steward list: {e}"))
     }
 
+    /// Installs an accepted election's list; false if it was refused or superseded.
     pub(super) fn install_elected(
         &mut self,
         out: &mut Output,
         stewards: Vec<MemberId>,
         election_epoch: u64,
         retry_round: u32,
-    ) {
+    ) -> bool {
         if let Err(e) = steward::validate(
             &stewards,
             &stewards,
@@ -251,7 +265,16 @@ impl Conversation {
             self.config.sn_min,
             self.config.sn_max,
         ) {
-            return out.reject("election", e);
+            out.reject("election", e);
+            return false;
+        }
+        // An old election's evidence (carried by a candidate) never replaces a newer list.
+        if self
+            .stewards
+            .as_ref()
+            .is_some_and(|cur| cur.election_epoch > election_epoch)
+        {
+            return false;
         }
         // Two elections for one epoch can both pass (a reshuffled retry overlapping the
         // original), and members see the outcomes in different orders: the lowest
@@ -260,7 +283,13 @@ impl Conversation {
             && cur.election_epoch == election_epoch
             && (cur.retry_round, &cur.stewards) < (retry_round, &stewards)
         {
-            return;
+            return false;
+        }
+        if self.stewards.as_ref().is_some_and(|cur| {
+            (cur.election_epoch, cur.retry_round, &cur.stewards)
+                == (election_epoch, retry_round, &stewards)
+        }) {
+            return true;
         }
         tracing::info!(conversation = %self.name, election_epoch, ?stewards, "steward list elected");
         self.stewards = Some(crate::steward::StewardList {
@@ -274,6 +303,7 @@ impl Conversation {
         if self.state == ConversationState::Reelection {
             self.set_state(out, ConversationState::Working);
         }
+        true
     }
 
     pub(super) fn on_election_rejected<P: OpenMlsProvider>(

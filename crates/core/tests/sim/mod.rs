@@ -119,6 +119,8 @@ impl Sim {
         if std::env::var("SIM_LOG").is_ok() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(std::env::var("SIM_LOG").unwrap_or_default())
+                .without_time()
+                .with_ansi(false)
                 .with_test_writer()
                 .try_init();
         }
@@ -178,6 +180,8 @@ impl Sim {
         f: impl FnOnce(&mut Conversation, &mut Ctx<'_, OpenMlsRustCrypto>) -> (R, Output),
     ) -> R {
         let now = self.now;
+        let _span =
+            tracing::info_span!(target: "demls_core", "m", i, t = now - T0, act = true).entered();
         let m = &mut self.members[i];
         let conv = m.conv.as_mut().expect("member has no conversation");
         let mut ctx = Ctx {
@@ -373,6 +377,8 @@ impl Sim {
             let d = self.pending.remove(&seq).expect("pending");
             if self.members[d.to].alive && !self.members[d.to].deaf && self.reachable(d.from, d.to)
             {
+                let _span =
+                    tracing::info_span!(target: "demls_core", "m", i = d.to, t = self.now - T0, from = d.from).entered();
                 let now = self.now;
                 let m = &mut self.members[d.to];
                 if let Some(conv) = m.conv.as_mut() {
@@ -389,7 +395,9 @@ impl Sim {
                 }
             }
         } else if let Some((_, i)) = next_timer {
-            let _span = tracing::info_span!("m", i, tick = true).entered();
+            let _span =
+                tracing::info_span!(target: "demls_core", "m", i, t = self.now - T0, tick = true)
+                    .entered();
             let now = self.now;
             let m = &mut self.members[i];
             if let Some(conv) = m.conv.as_mut() {
@@ -432,7 +440,13 @@ impl Sim {
                 return pred(self);
             }
             steps += 1;
-            assert!(steps < 5_000_000, "runaway simulation (seed {})", self.seed);
+            assert!(
+                steps < 5_000_000,
+                "runaway simulation (seed {}); next timer {:?}\n{}",
+                self.seed,
+                self.next_wakeup(),
+                self.describe()
+            );
         }
     }
 
@@ -506,13 +520,14 @@ impl Sim {
         for (i, m) in self.members.iter().enumerate() {
             match m.conv.as_ref() {
                 Some(c) => s.push_str(&format!(
-                    "  [{i}] {} {:?} alive={} state={:?} closed={:?} epoch={} members={} approved={} stewards={:?} mode={:?}\n",
+                    "  [{i}] {} {:?} alive={} state={:?} closed={:?} epoch={} auth={} members={} approved={} stewards={:?} mode={:?}\n",
                     m.label,
                     m.id(),
                     m.alive,
                     c.state(),
                     c.closed(),
                     c.epoch(),
+                    hex::encode(&c.epoch_authenticator()[..c.epoch_authenticator().len().min(4)]),
                     c.members().len(),
                     c.approved().len(),
                     c.steward_list().map(|l| (l.election_epoch, l.stewards.clone())),
