@@ -271,7 +271,6 @@ fn two_stewards_commit_the_same_change_and_every_member_applies_the_same_winner(
 }
 
 #[test]
-#[ignore = "open (issue 4): groups larger than sn_max that elect stewards by vote do not yet converge reliably"]
 fn a_member_whose_score_falls_below_the_threshold_is_voted_out_by_an_emergency_proposal() {
     // Threshold 99 with scores starting at 100: one missed commit (−40) puts the silent
     // epoch steward below it even after earlier winning commits (+10 each).
@@ -301,7 +300,6 @@ fn a_member_whose_score_falls_below_the_threshold_is_voted_out_by_an_emergency_p
 }
 
 #[test]
-#[ignore = "open (issue 4): groups larger than sn_max that elect stewards by vote do not yet converge reliably"]
 fn deadlock_recovery_mode_a_non_steward_commits_then_an_election_restores_normal_mode() {
     let cfg = ConversationConfig {
         sn_max: 1,

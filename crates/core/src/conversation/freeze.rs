@@ -162,6 +162,22 @@ impl Conversation {
             .and_then(|l| l.live_roles(epoch, |m| self.eligible(m)).0)
     }
 
+    /// An election decided during our freeze round made us a steward: take part, as a
+    /// late steward would.
+    pub(super) fn submit_if_new_steward<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        let submitted = self
+            .freeze
+            .as_ref()
+            .is_none_or(|f| f.candidates.iter().any(|c| c.local));
+        if self.state == ConversationState::Freezing && !submitted {
+            self.submit_if_late_is_harmless(ctx, out);
+        }
+    }
+
     /// A steward that first hears of the round through another steward's candidate is
     /// late: members whose window opened earlier may already have selected without its
     /// candidate. It submits only a candidate that ranks below one it holds (which

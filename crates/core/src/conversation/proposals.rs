@@ -475,6 +475,8 @@ impl Conversation {
             } => {
                 if accepted && self.install_elected(out, stewards, election_epoch, retry_round) {
                     self.election_proof = Some(id);
+                    // A list installed mid-round: its stewards have not submitted yet.
+                    self.submit_if_new_steward(ctx, out);
                 } else {
                     self.on_election_rejected(ctx, out);
                 }
