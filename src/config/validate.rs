@@ -6,29 +6,12 @@ use std::time::Duration;
 use super::{ConfigError, NodeConfig, Sharding};
 
 /// Longest conversation name, in bytes.
-pub const MAX_CONVERSATION_NAME_LEN: usize = 64;
+pub const MAX_CONVERSATION_NAME_LEN: usize = demls_core::conversation::MAX_NAME_LEN;
 
-/// Checks a conversation name: non-empty, at most 64 bytes, no `/`, no whitespace or
-/// control characters (it becomes part of a Waku content topic).
+/// Checks a conversation name (the core's rule: it becomes part of a Waku content topic);
+/// the message says which rule failed.
 pub fn check_conversation_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("a conversation name must not be empty".into());
-    }
-    if name.len() > MAX_CONVERSATION_NAME_LEN {
-        return Err(format!(
-            "conversation name {name:?} is {} bytes; at most {MAX_CONVERSATION_NAME_LEN} are allowed",
-            name.len()
-        ));
-    }
-    if name.contains('/') {
-        return Err(format!("conversation name {name:?} must not contain '/'"));
-    }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "conversation name {name:?} must not contain whitespace or control characters"
-        ));
-    }
-    Ok(())
+    demls_core::conversation::validate_name(name).map_err(|e| e.to_string())
 }
 
 impl NodeConfig {

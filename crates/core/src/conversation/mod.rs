@@ -44,10 +44,8 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Why a conversation cannot be created, joined or restored.
 #[derive(Debug, thiserror::Error)]
 pub enum ConversationError {
-    /// Bad name.
-    #[error(
-        "invalid conversation name {0:?}: use 1-64 characters without '/', whitespace or control characters"
-    )]
+    /// Bad name; the text says which rule it breaks.
+    #[error("{0}")]
     BadName(String),
     /// Bad configuration.
     #[error("invalid conversation config: {0}")]
@@ -60,18 +58,25 @@ pub enum ConversationError {
     Corrupt(String),
 }
 
-/// Checks a conversation name: it must form a valid Waku content topic segment.
+/// Checks a conversation name: non-empty, at most 64 bytes, no `/`, no whitespace or
+/// control characters (it becomes a segment of a Waku content topic). The error says
+/// which rule failed.
 pub fn validate_name(name: &str) -> Result<(), ConversationError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name
-            .chars()
-            .any(|c| c == '/' || c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(())
+    let problem = if name.is_empty() {
+        "a conversation name must not be empty".to_string()
+    } else if name.len() > MAX_NAME_LEN {
+        format!(
+            "conversation name {name:?} is {} bytes; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        )
+    } else if name.contains('/') {
+        format!("conversation name {name:?} must not contain '/'")
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        format!("conversation name {name:?} must not contain whitespace or control characters")
     } else {
-        Err(ConversationError::BadName(name.to_string()))
-    }
+        return Ok(());
+    };
+    Err(ConversationError::BadName(problem))
 }
 
 /// A freeze round: candidates collected for one epoch.
