@@ -1,0 +1,305 @@
+"""A Waku relay peer (11/WAKU2-RELAY) on py-libp2p, an independent implementation to test
+our Rust relay against (crates/transport/tests/interop_py.rs drives it).
+
+Install: scripts/setup-test-deps.sh (venv .venv-interop, libp2p==0.8.1 pinned).
+
+    py_waku_peer.py --connect MA/p2p/ID --topic /waku/2/rs/15/N --content-topic CT
+                    [--send TEXT] [--expect TEXT] [--timeout SECS]
+
+stdout, one line each: `ready PEERID`, `connected`, `sent` (per publish),
+`recv CONTENT_TOPIC PAYLOAD_TEXT` (`recv-garbage HEX` for a non-WakuMessage), then
+`done` or `fail REASON` (and on failure the router's view of its peers on stderr).
+stdin: `stop` ends the publishing of --send (every 0.5 s until then) and lets it finish.
+Exit 0 only if the --expect payload arrived and, with --send, `stop` came.
+PY_WAKU_PEER_LOG=FILE writes py-libp2p's debug log to FILE.
+
+Stock py-libp2p 0.8.1 cannot be a Waku relay peer; four patches, applied here at run
+time (never in site-packages), make it one. Switching 1, 2, 3 or the msg_id_constructor
+off makes interop_py.rs fail; 4 and the rate limit matter only once gossip (IHAVE/IWANT)
+or a busy topic come in, which two peers do not exercise (measured with more peers):
+1. its gossipsub speaks only /meshsub/*: we make it speak /vac/waku/relay/2.0.0, by
+   passing that protocol and by renaming the module's v1.1 id (the router checks peers'
+   protocols against those module constants), or our peer and it never agree on one;
+2. Pubsub.publish() always sets `from` and `seqno`, which Waku's StrictNoSign peers must
+   reject: we build the RPC Message(data, topicIDs) ourselves and push it;
+3. its equivocation check keys on from+seqno, both empty in anonymous messages, so it
+   would forward one message ever and drop the rest as "equivocation": switched off
+   (the seen-cache, keyed on the Waku message id, still drops duplicates);
+4. its message cache (what IHAVE/IWANT gossip serves) keys on from+seqno too: we key it
+   on the Waku message id, which is also what our peer asks for in IWANT.
+Also: Pubsub(strict_signing=False, msg_id_constructor=<Waku hash>), security /noise,
+muxer /yamux/1.0.0 (what our relay offers); py delivers its own publishes to itself
+(we drop those by our instance id in `meta`, as the Rust relay does); and its router
+silently stops forwarding above 10 msg/s per peer and topic, so that limit is raised.
+"""
+
+import argparse
+import hashlib
+import os
+import secrets
+import sys
+import time
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub import gossipsub, mcache
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+
+WAKU_RELAY = TProtocol("/vac/waku/relay/2.0.0")
+
+
+def say(*words):
+    print(*words, flush=True)
+
+
+# --- 14/WAKU2-MESSAGE: a minimal protobuf codec (no protoc needed) -----------------------
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def encode_waku(payload, content_topic, timestamp_ns, meta):
+    """payload=1 bytes, content_topic=2 string, timestamp=10 sint64, meta=11 bytes."""
+    ct = content_topic.encode()
+    zigzag = (timestamp_ns << 1) ^ (timestamp_ns >> 63)
+    return (
+        b"\x0a" + _varint(len(payload)) + payload
+        + b"\x12" + _varint(len(ct)) + ct
+        + b"\x50" + _varint(zigzag)
+        + b"\x5a" + _varint(len(meta)) + meta
+    )
+
+
+def decode_waku(data):
+    """{field number: value} for varint and length-delimited fields; ValueError if bad."""
+    fields, i = {}, 0
+
+    def varint():
+        nonlocal i
+        n = shift = 0
+        while True:
+            if i >= len(data) or shift > 63:
+                raise ValueError("truncated varint")
+            b = data[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return n
+
+    while i < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            fields[number] = varint()
+        elif wire == 2:
+            n = varint()
+            if i + n > len(data):
+                raise ValueError("truncated field")
+            fields[number] = data[i : i + n]
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"wire type {wire}")
+    return fields
+
+
+def waku_message_id(msg: rpc_pb2.Message) -> bytes:
+    """sha256(pubsub_topic | payload | content_topic | meta | timestamp as 8-byte BE),
+    an absent meta contributing nothing: what every Waku relay uses as message id.
+    Not a WakuMessage: sha256 of the data (as our Rust relay does)."""
+    try:
+        f = decode_waku(msg.data)
+    except ValueError:
+        return hashlib.sha256(msg.data).digest()
+    zz = f.get(10, 0)
+    ts = (zz >> 1) ^ -(zz & 1)
+    h = hashlib.sha256(msg.topicIDs[0].encode() if msg.topicIDs else b"")
+    h.update(f.get(1, b""))
+    h.update(f.get(2, b""))
+    h.update(f.get(11, b""))
+    h.update((ts & (2**64 - 1)).to_bytes(8, "big"))
+    return h.digest()
+
+
+# --- the patches (see the module doc) ----------------------------------------------------
+
+gossipsub.PROTOCOL_ID_V11 = WAKU_RELAY  # 1: accepted by add_peer, treated as v1.1
+mcache.default_msg_id_fn = waku_message_id  # 4: the message cache keys on the Waku id
+
+
+def make_router():
+    router = gossipsub.GossipSub(
+        protocols=[WAKU_RELAY],  # 1: the only protocol we offer and accept
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=1,
+        max_messages_per_topic_per_second=1000.0,  # at 10 it silently stops forwarding
+    )
+    router._check_equivocation = lambda msg: True  # 3: from+seqno are empty here
+    return router
+
+
+async def publish(pubsub, topic, data):
+    # 2: anonymous (StrictNoSign): no from, seqno, signature or key.
+    await pubsub.push_msg(pubsub.my_id, rpc_pb2.Message(data=data, topicIDs=[topic]))
+
+
+# --- the peer ----------------------------------------------------------------------------
+
+
+async def read_stdin(state):
+    """`stop` on stdin ends the publishing; EOF changes nothing."""
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buf = b""
+    while chunk := await stream.receive_some():
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        if any(line.strip() == b"stop" for line in lines):
+            state["stopped"].set()
+
+
+def print_router_view(pubsub, router, topic):
+    """What the router thinks of its peers, on stderr: to tell why a message did not go."""
+    ids = lambda peers: [str(p) for p in peers]  # noqa: E731
+    print(
+        "py_waku_peer view:",
+        f"streams={ {str(p): s.get_protocol() for p, s in pubsub.peers.items()} }",
+        f"subscribed={ids(pubsub.peer_topics.get(topic, ()))}",
+        f"mesh={ids(router.mesh.get(topic, ()))}",
+        f"backoff={router.back_off.get(topic)}",
+        f"queues={ {str(p): len(q) for p, q in pubsub.peer_queues.items()} }",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def run(args):
+    key = create_new_key_pair()
+    noise = NoiseTransport(key, noise_privkey=create_new_x25519_key_pair().private_key)
+    host = new_host(key_pair=key, sec_opt={NOISE_ID: noise}, muxer_opt={YAMUX_ID: Yamux})
+    router = make_router()
+    pubsub = Pubsub(host, router, strict_signing=False, msg_id_constructor=waku_message_id)
+    instance = secrets.token_bytes(16)  # our `meta`, to know our own messages
+    state = {"got": trio.Event(), "stopped": trio.Event()}
+    if args.send is None:
+        state["stopped"].set()
+
+    async def receive(sub):
+        async for msg in sub:
+            try:
+                f = decode_waku(msg.data)
+            except ValueError:
+                say("recv-garbage", msg.data.hex())
+                continue
+            if f.get(11) == instance:
+                continue  # our own publish, delivered to ourselves
+            ct = f.get(2, b"").decode(errors="replace")
+            text = f.get(1, b"").decode(errors="replace")
+            say("recv", ct, text)
+            if text == args.expect:
+                state["got"].set()
+
+    async def send():
+        while not state["stopped"].is_set():
+            # A fresh timestamp each time: a new Waku message id, and within our relay's
+            # 20 s skew window.
+            now = time.time_ns()
+            data = encode_waku(args.send.encode(), args.content_topic, now, instance)
+            await publish(pubsub, args.topic, data)
+            say("sent")
+            with trio.move_on_after(0.5):
+                await state["stopped"].wait()
+
+    async with (
+        host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
+        background_trio_service(pubsub),
+        background_trio_service(router),
+        trio.open_nursery() as nursery,
+    ):
+        await pubsub.wait_until_ready()
+        say("ready", host.get_id().to_base58())
+        connected = False
+        with trio.move_on_after(args.timeout):
+            try:
+                await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(args.connect)))
+                connected = True
+            except Exception as e:
+                say("fail", f"could not connect to {args.connect}: {e}")
+                nursery.cancel_scope.cancel()
+                return False
+            say("connected")
+            sub = await pubsub.subscribe(args.topic)
+            nursery.start_soon(receive, sub)
+            nursery.start_soon(read_stdin, state)
+            if args.send is not None:
+                nursery.start_soon(send)
+            if args.expect is not None:
+                await state["got"].wait()
+            await state["stopped"].wait()
+        ok = args.expect is None or state["got"].is_set()
+        ok = ok and state["stopped"].is_set()
+        if ok:
+            say("done")
+        else:
+            missing = [] if connected else [f"could not connect to {args.connect}"]
+            if args.expect is not None and not state["got"].is_set():
+                missing.append(f"never received {args.expect!r}")
+            if not state["stopped"].is_set():
+                missing.append("no `stop` on stdin (the other side lacks our messages?)")
+            say("fail", "; ".join(missing))
+            print_router_view(pubsub, router, args.topic)
+        nursery.cancel_scope.cancel()
+        return ok
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--connect", required=True, help="our Rust peer's multiaddr with /p2p/")
+    p.add_argument("--topic", required=True, help="pubsub topic, /waku/2/rs/CLUSTER/SHARD")
+    p.add_argument("--content-topic", required=True)
+    p.add_argument("--send", help="payload to publish every 0.5 s until `stop` on stdin")
+    p.add_argument("--expect", help="payload that must arrive")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds, from `ready` on")
+    args = p.parse_args()
+    if os.environ.get("PY_WAKU_PEER_LOG"):
+        import logging
+
+        logging.basicConfig(
+            filename=os.environ["PY_WAKU_PEER_LOG"],
+            level=logging.DEBUG,
+            format="%(asctime)s %(name)s %(message)s",
+        )
+    ok = False
+    try:
+        ok = trio.run(run, args)
+    except Exception as e:  # report it in the protocol too, then the traceback
+        say("fail", f"{type(e).__name__}: {e}")
+        raise
+    # Skip the interpreter's teardown of py-libp2p's leftover threads and sockets.
+    sys.stdout.flush()
+    os._exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
