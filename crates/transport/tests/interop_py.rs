@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Child, ChildStdin, Command};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::Peer;
+use common::{Peer, spawn_with_lines};
 use demls_transport::waku::WakuConfig;
 use demls_transport::{Subtopic, content_topic};
 
@@ -42,24 +42,10 @@ struct PyPeer {
 impl PyPeer {
     fn start(python: &Path, args: &[&str]) -> PyPeer {
         let script = repo_root().join("tests/interop/py_waku_peer.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the Python peer");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, stdin, lines) = spawn_with_lines(
+            Command::new(python).arg(script).args(args),
+            "the Python peer",
+        );
         PyPeer {
             child,
             stdin,

@@ -8,6 +8,27 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+/// Spawns `cmd` with piped stdin and stdout; a thread forwards its stdout lines.
+pub fn spawn_with_lines(cmd: &mut Command, what: &str) -> (Child, ChildStdin, Receiver<String>) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, stdin, lines)
+}
+
 /// One running relay process; killed when dropped, so a failing test leaves nothing behind.
 pub struct Peer {
     pub name: &'static str,
@@ -23,23 +44,10 @@ pub struct Peer {
 impl Peer {
     /// Starts a peer with `args` and waits for `ready`.
     pub fn start(name: &'static str, args: &[&str]) -> Peer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_demls-waku-peer"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn demls-waku-peer");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, stdin, lines) = spawn_with_lines(
+            Command::new(env!("CARGO_BIN_EXE_demls-waku-peer")).args(args),
+            "demls-waku-peer",
+        );
         let mut p = Peer {
             name,
             child,
