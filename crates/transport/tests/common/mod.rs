@@ -104,8 +104,13 @@ impl Peer {
             .unwrap_or_else(|| panic!("{}: unexpected reply to {cmd}: {r}", self.name))
     }
 
-    /// Collects `recv` lines arriving within `d`.
+    /// Collects `recv` lines already queued or arriving within `d` (zero: only queued).
     pub fn drain(&mut self, d: Duration) {
+        while let Ok(l) = self.lines.try_recv() {
+            if l.starts_with("recv ") {
+                self.inbox.push(l);
+            }
+        }
         let end = Instant::now() + d;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
