@@ -213,7 +213,17 @@ fn a_candidate_with_an_unvoted_change_is_rejected_as_a_broken_mls_proposal() {
                     )
                 })
                 .expect("bad");
-            s.members[es].filter = None;
+            // Only the broken candidate gets out (its honest one stays suppressed: under
+            // loss a re-send of it would otherwise race the broken one).
+            let only_bad = bad.clone();
+            let mut drop_rest = drop_candidates();
+            s.members[es].filter = Some(Box::new(move |p| {
+                if p.payload == only_bad {
+                    Some(p.clone())
+                } else {
+                    drop_rest(p)
+                }
+            }));
             s.inject(es, Subtopic::AppMsg, bad);
             let live = others(&ids, &[target]);
             s.assert_agree(&live, &live, 20 * MIN);

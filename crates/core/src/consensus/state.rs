@@ -112,6 +112,24 @@ impl Session {
         self.outcome
     }
 
+    /// Like `decide`, but a quorum of signed YES votes overturns an earlier NO reached by
+    /// timeout: under loss a member can time out on votes the others received, and the
+    /// evidence a commit carries is the proof it missed.
+    fn decide_with_proof(&mut self) -> Option<bool> {
+        let (yes, no) = self.tally();
+        let proven = decide(
+            self.header.expected_voters_count,
+            yes,
+            no,
+            self.header.liveness_criteria_yes,
+            false,
+        );
+        if proven == Some(true) {
+            self.outcome = proven;
+        }
+        self.decide(false)
+    }
+
     /// Adds a vote that passed [`validate_vote`], refusing duplicates and equivocation.
     fn add(&mut self, v: Vote, owner: MemberId) -> Result<(), Rejection> {
         if let Some(prev) = self.votes.iter().find(|x| x.vote_owner == v.vote_owner) {
@@ -353,7 +371,7 @@ impl ConsensusState {
                 let _ = s.add(v, owner);
             }
         }
-        Ok(s.decide(false))
+        Ok(s.decide_with_proof())
     }
 
     /// Did `member` vote on the proposal?

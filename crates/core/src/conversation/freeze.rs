@@ -146,20 +146,21 @@ impl Conversation {
     }
 
     /// Selection rank of a candidate (smaller wins), up to the commit hash: longest
-    /// proposal sequence, then the live epoch steward, then the smallest steward id.
-    fn rank(actions: usize, steward: MemberId, live_es: Option<MemberId>) -> RankKey {
-        (
-            std::cmp::Reverse(actions),
-            Some(steward) != live_es,
-            steward,
-        )
+    /// proposal sequence, then the epoch steward, then the smallest steward id.
+    fn rank(actions: usize, steward: MemberId, es: Option<MemberId>) -> RankKey {
+        (std::cmp::Reverse(actions), Some(steward) != es, steward)
     }
 
-    fn live_epoch_steward(&self) -> Option<MemberId> {
+    /// The epoch steward that ranking prefers: the list's slot for this epoch. The RFC
+    /// says the *live* epoch steward, but liveness here is each member's own observation
+    /// (whom it saw fall silent, whose removal it has queued), and members that rank with
+    /// different views apply different winners. A silent slot steward has no candidate
+    /// to prefer anyway.
+    fn ranking_steward(&self) -> Option<MemberId> {
         let epoch = self.epoch();
         self.stewards
             .as_ref()
-            .and_then(|l| l.live_roles(epoch, |m| self.eligible(m)).0)
+            .and_then(|l| l.live_roles(epoch, |_| true).0)
     }
 
     /// An election decided during our freeze round made us a steward: take part, as a
@@ -191,12 +192,12 @@ impl Conversation {
         if !self.may_commit() {
             return;
         }
-        let live_es = self.live_epoch_steward();
-        let mine = Self::rank(self.commit_batch().len(), self.me, live_es);
+        let es = self.ranking_steward();
+        let mine = Self::rank(self.commit_batch().len(), self.me, es);
         let best_held = self.freeze.as_ref().and_then(|f| {
             f.candidates
                 .iter()
-                .map(|c| Self::rank(c.actions, c.steward, live_es))
+                .map(|c| Self::rank(c.actions, c.steward, es))
                 .min()
         });
         match best_held {
@@ -349,6 +350,17 @@ impl Conversation {
             self.open_freeze(ctx.now, out);
         }
         if self.state != ConversationState::Freezing {
+            if matches!(
+                self.state,
+                ConversationState::Working | ConversationState::Reelection
+            ) {
+                let bytes = c.encode_to_vec();
+                if !self.early_candidates.contains(&bytes) && self.early_candidates.len() < 8 {
+                    tracing::debug!(conversation = %self.name, "candidate before any approved change: kept for later");
+                    self.early_candidates.push(bytes);
+                }
+                return;
+            }
             return out.reject(
                 "commit",
                 "candidate outside a freeze round with nothing approved",
@@ -361,8 +373,11 @@ impl Conversation {
         if f.candidates.iter().any(|x| x.hash == hash) {
             return;
         }
-        if f.candidates.iter().filter(|x| x.steward == steward).count() >= 1
-            || f.candidates.len() >= cap
+        // Two per steward: a steward that sends two different candidates (a broken one and
+        // its honest one) must not fork the group by which one each member heard first;
+        // keeping both lets selection validate each, everywhere alike.
+        if f.candidates.iter().filter(|x| x.steward == steward).count() >= 2
+            || f.candidates.len() >= 2 * cap
         {
             return out.reject("commit", format!("extra candidate from {steward} dropped"));
         }
@@ -396,6 +411,26 @@ impl Conversation {
         }
     }
 
+    /// Judges the candidates kept by `on_candidate` once a change is approved; drops them
+    /// when our epoch moved on.
+    pub(super) fn replay_early_candidates<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        if self.early_candidates.is_empty() || self.approved.is_empty() {
+            return;
+        }
+        let epoch = self.epoch();
+        for bytes in std::mem::take(&mut self.early_candidates) {
+            if let Ok(c) = pb::CommitCandidate::decode(bytes.as_slice())
+                && c.epoch == epoch
+            {
+                self.on_candidate(ctx, out, c);
+            }
+        }
+    }
+
     /// Selection: rank, then apply the best candidate that validates.
     pub(super) fn finalize_freeze<P: OpenMlsProvider>(
         &mut self,
@@ -411,9 +446,16 @@ impl Conversation {
             .map(|l| l.live_roles(epoch, |m| self.eligible(m)))
             .unwrap_or((None, None));
         // Rank, then the smallest commit hash.
+        let es = self.ranking_steward();
         round
             .candidates
-            .sort_by_key(|c| (Self::rank(c.actions, c.steward, live_es), c.hash));
+            .sort_by_key(|c| (Self::rank(c.actions, c.steward, es), c.hash));
+        tracing::debug!(
+            conversation = %self.name,
+            epoch,
+            candidates = ?round.candidates.iter().map(|c| (c.steward, c.actions)).collect::<Vec<_>>(),
+            "selection"
+        );
         let mut winner = None;
         let mut tried: Vec<MemberId> = Vec::new();
         for (i, cand) in round.candidates.iter().enumerate() {
@@ -682,6 +724,7 @@ impl Conversation {
         self.freeze = None;
         self.anchor = None;
         self.catch_up.probe_until = None;
+        self.early_candidates.clear();
         self.committed_hashes.push_back(w.hash);
         while self.committed_hashes.len() > COMMITTED_CAP {
             self.committed_hashes.pop_front();

@@ -45,6 +45,7 @@ impl Conversation {
             Subtopic::Welcome => self.on_welcome_packet(ctx, &mut out, payload),
             Subtopic::AppMsg => self.on_app_packet(ctx, &mut out, payload),
         }
+        self.replay_early_candidates(ctx, &mut out);
         out
     }
 

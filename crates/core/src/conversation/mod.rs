@@ -203,6 +203,10 @@ pub struct Conversation {
     /// election learns the list before judging the commit.
     #[serde(default)]
     election_proof: Option<u32>,
+    /// Candidates for our epoch that came before we knew of any approved change (a
+    /// joiner still tallying the votes): kept, and judged once something is approved.
+    #[serde(default)]
+    early_candidates: Vec<Vec<u8>>,
     closed: Option<LeaveReason>,
 }
 
@@ -248,6 +252,7 @@ impl Conversation {
             synced: false,
             catch_up: CatchUp::default(),
             election_proof: None,
+            early_candidates: Vec::new(),
             closed: None,
         }
     }
@@ -661,6 +666,7 @@ impl Conversation {
         self.tick_proposal_recovery(ctx, &mut out);
         self.tick_phase(ctx, &mut out);
         self.tick_stewardship(ctx, &mut out);
+        self.replay_early_candidates(ctx, &mut out);
         out
     }
 

@@ -337,6 +337,7 @@ impl Conversation {
         for p in evidence {
             let id = p.proposal_id;
             if self.resolved.contains(&id) {
+                self.overturn_timeout_rejection(ctx, out, p, &is_voter);
                 continue;
             }
             let Ok(action) = Action::from_payload(&p.payload) else {
@@ -357,6 +358,37 @@ impl Conversation {
                 }
                 Err(e) => out.reject("evidence", e),
             }
+        }
+    }
+
+    /// We rejected a membership change or election by timeout, but a commit carries the
+    /// signed votes that accept it: the others decided YES on votes we never received.
+    /// Adopt the proven outcome rather than refuse the commit (which forks the group).
+    fn overturn_timeout_rejection<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        p: &cpb::Proposal,
+        is_voter: &dyn Fn(&MemberId) -> bool,
+    ) {
+        let id = p.proposal_id;
+        let overturnable = self.proposals.get(&id).is_some_and(|t| {
+            t.status == ProposalStatus::Rejected
+                && matches!(
+                    t.action,
+                    Action::Add { .. } | Action::Remove { .. } | Action::Election { .. }
+                )
+        });
+        if !overturnable {
+            return;
+        }
+        if let Ok(Some(true)) =
+            self.consensus
+                .ingest_evidence(p.clone(), Self::now_s(ctx.now), is_voter)
+        {
+            tracing::info!(conversation = %self.name, id, "signed votes overturn our timeout rejection");
+            self.resolved.retain(|x| *x != id);
+            self.apply_outcome(ctx, out, id, true);
         }
     }
 
