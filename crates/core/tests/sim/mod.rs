@@ -413,7 +413,29 @@ impl Sim {
                 self.publish(i, out);
             }
         }
+        self.check_scheduled();
         true
+    }
+
+    /// Approved work must always have a timer behind it: the node ticks a conversation
+    /// only when its next wake-up is due, so work with nothing scheduled never happens
+    /// (the docker testnet stalled that way after a self-leave).
+    fn check_scheduled(&self) {
+        for (i, m) in self.members.iter().enumerate() {
+            let Some(c) = m.conv.as_ref() else { continue };
+            if m.alive
+                && c.closed().is_none()
+                && c.state() != ConversationState::PendingJoin
+                && !c.approved().is_empty()
+            {
+                assert!(
+                    c.next_wakeup().is_some(),
+                    "member {i} has approved work and nothing scheduled (seed {})\n{}",
+                    self.seed,
+                    self.describe()
+                );
+            }
+        }
     }
 
     /// Runs for `ms` of virtual time.
