@@ -66,6 +66,22 @@ impl Action {
         }
     }
 
+    /// The membership change an accepted proposal makes a commit carry: `(is_add,
+    /// member)`. An accepted score-below-threshold emergency removes its target; other
+    /// emergencies and elections change no membership.
+    pub fn membership_change(&self) -> Option<(bool, MemberId)> {
+        match self {
+            Self::Add { member, .. } => Some((true, *member)),
+            Self::Remove { member } => Some((false, *member)),
+            Self::Emergency {
+                violation,
+                target: Some(t),
+                ..
+            } if *violation == pb::ViolationType::ScoreBelowThreshold as i32 => Some((false, *t)),
+            _ => None,
+        }
+    }
+
     /// One line for people.
     pub fn summary(&self) -> String {
         match self {

@@ -42,10 +42,7 @@ impl Conversation {
         let now = ctx.now;
         match self.state {
             ConversationState::Working | ConversationState::Reelection => {
-                if self.approved.is_empty()
-                    || self.election_in_flight()
-                    || self.catch_up.probe_until.is_some()
-                {
+                if !self.freeze_work_waiting() {
                     self.anchor = None;
                     return;
                 }
@@ -65,6 +62,19 @@ impl Conversation {
             }
             _ => {}
         }
+    }
+
+    /// Whether approved work waits for the inactivity window to freeze: something is
+    /// approved and neither an election nor a catch-up probe is under way. `tick_phase`
+    /// anchors the window on it and `next_wakeup` schedules that tick; one rule for
+    /// both, since a mismatch leaves work with nothing scheduled.
+    pub(super) fn freeze_work_waiting(&self) -> bool {
+        matches!(
+            self.state,
+            ConversationState::Working | ConversationState::Reelection
+        ) && !self.approved.is_empty()
+            && !self.election_in_flight()
+            && self.catch_up.probe_until.is_none()
     }
 
     fn all_candidates_in(&self, f: &FreezeRound) -> bool {
@@ -387,11 +397,7 @@ impl Conversation {
             c.evidence
                 .iter()
                 .filter(|p| {
-                    Action::from_payload(&p.payload).is_ok_and(|a| {
-                        matches!(a, Action::Add { .. } | Action::Remove { .. })
-                            || matches!(a, Action::Emergency { target: Some(_), violation, .. }
-                                if violation == pb::ViolationType::ScoreBelowThreshold as i32)
-                    })
+                    Action::from_payload(&p.payload).is_ok_and(|a| a.membership_change().is_some())
                 })
                 .count()
         } else {
@@ -637,22 +643,7 @@ impl Conversation {
             let decided =
                 crate::consensus::evidence_decision(p, ctx.now / 1000, timeout_s, &is_voter);
             if decided == Ok(Some(true)) {
-                match action {
-                    Action::Add { member, .. } => {
-                        justified.insert((true, member));
-                    }
-                    Action::Remove { member } => {
-                        justified.insert((false, member));
-                    }
-                    Action::Emergency {
-                        violation,
-                        target: Some(t),
-                        ..
-                    } if violation == pb::ViolationType::ScoreBelowThreshold as i32 => {
-                        justified.insert((false, t));
-                    }
-                    _ => {}
-                }
+                justified.extend(action.membership_change());
             }
         }
         let actions: Vec<(bool, MemberId)> = info

@@ -440,15 +440,7 @@ impl Conversation {
         // Approved work and no inactivity anchor yet: tick now so the anchor is set.
         // Without this a state change that happened outside a tick (a local steward list
         // after Reelection, say) left nothing scheduled, and a quiet group never froze.
-        if self.anchor.is_none()
-            && matches!(
-                self.state,
-                ConversationState::Working | ConversationState::Reelection
-            )
-            && !self.approved.is_empty()
-            && !self.election_in_flight()
-            && self.catch_up.probe_until.is_none()
-        {
+        if self.anchor.is_none() && self.freeze_work_waiting() {
             t.push(0);
         }
         if let Some(a) = self.anchor.filter(|_| {
