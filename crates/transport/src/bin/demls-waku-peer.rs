@@ -26,7 +26,7 @@
 use std::process::ExitCode;
 
 use demls_transport::waku::{WakuConfig, WakuRelay};
-use demls_transport::{Subtopic, Transport, TransportStats};
+use demls_transport::{Subtopic, Transport, TransportError, TransportStats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn usage() -> &'static str {
@@ -79,6 +79,11 @@ fn received(s: &TransportStats) -> u64 {
     s.topics.values().map(|t| t.received).sum::<u64>()
 }
 
+/// A command's reply line, or its error.
+fn reply(r: Result<(), TransportError>, ok: &str) -> Result<String, String> {
+    r.map(|()| ok.to_string()).map_err(|e| e.to_string())
+}
+
 /// Runs one stdin command; `None` means quit.
 async fn command(relay: &WakuRelay, line: &str) -> Option<Result<String, String>> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -93,32 +98,16 @@ async fn command(relay: &WakuRelay, line: &str) -> Option<Result<String, String>
                 other => return Some(Err(format!("unknown subtopic {other:?}"))),
             };
             match hex_arg(hex) {
-                Ok(p) => relay
-                    .publish(conv, sub, p)
-                    .await
-                    .map(|()| "published".to_string())
-                    .map_err(|e| e.to_string()),
+                Ok(p) => reply(relay.publish(conv, sub, p).await, "published"),
                 Err(e) => Err(e),
             }
         }
         ["raw", topic, hex] => match hex_arg(hex) {
-            Ok(p) => relay
-                .publish_raw(topic, p)
-                .await
-                .map(|()| "published".to_string())
-                .map_err(|e| e.to_string()),
+            Ok(p) => reply(relay.publish_raw(topic, p).await, "published"),
             Err(e) => Err(e),
         },
-        ["subscribe", conv] => relay
-            .subscribe(conv)
-            .await
-            .map(|()| "ok".to_string())
-            .map_err(|e| e.to_string()),
-        ["unsubscribe", conv] => relay
-            .unsubscribe(conv)
-            .await
-            .map(|()| "ok".to_string())
-            .map_err(|e| e.to_string()),
+        ["subscribe", conv] => reply(relay.subscribe(conv).await, "ok"),
+        ["unsubscribe", conv] => reply(relay.unsubscribe(conv).await, "ok"),
         ["peers"] => Ok(format!("peers {}", relay.stats().connected_peers)),
         ["rejected"] => Ok(format!("rejected {}", rejected(&relay.stats()))),
         ["received"] => Ok(format!("received {}", received(&relay.stats()))),
