@@ -7,6 +7,13 @@
 /// side given by `liveness_yes`; the side with weight ≥ quorum and strictly more weight
 /// wins; a full-turnout tie goes to `liveness_yes`. At the timeout the quorum gate counts
 /// silent voters too. `None` = undecided.
+///
+/// Because silent voters count, the rule is not monotonic: 3 YES + 1 NO of 5 decides YES
+/// (the silent fifth counts YES), but the fifth vote arriving as NO makes it undecided.
+/// A member that saw the first four votes has decided YES; one that saw all five would
+/// time out to a different outcome. So when the votes held do not decide by themselves,
+/// a side that some quorum-sized subset of them decides (the votes an earlier member may
+/// have decided on) is taken; see [`subset_decides`].
 pub fn decide(n: u32, yes: u32, no: u32, liveness_yes: bool, timed_out: bool) -> Option<bool> {
     let received = yes + no;
     if n <= 2 {
@@ -15,6 +22,27 @@ pub fn decide(n: u32, yes: u32, no: u32, liveness_yes: bool, timed_out: bool) ->
         }
         return Some(no == 0);
     }
+    if let Some(d) = plain(n, yes, no, liveness_yes, false) {
+        return Some(d);
+    }
+    match (
+        subset_decides(n, yes, no, liveness_yes),
+        subset_decides(n, no, yes, !liveness_yes),
+    ) {
+        (true, false) => return Some(true),
+        (false, true) => return Some(false),
+        (true, true) => return Some(liveness_yes),
+        (false, false) => {}
+    }
+    if timed_out {
+        return plain(n, yes, no, liveness_yes, true);
+    }
+    None
+}
+
+/// The RFC rule on exactly these votes.
+fn plain(n: u32, yes: u32, no: u32, liveness_yes: bool, timed_out: bool) -> Option<bool> {
+    let received = yes + no;
     let required = (2 * n).div_ceil(3);
     if !timed_out && received < required {
         return None;
@@ -32,4 +60,20 @@ pub fn decide(n: u32, yes: u32, no: u32, liveness_yes: bool, timed_out: bool) ->
         return Some(liveness_yes);
     }
     None
+}
+
+/// Whether some quorum-sized subset of the votes decides for the side holding `mine`
+/// votes (against `theirs`), silent voters counting for it iff `liveness_mine`. The best
+/// subset keeps all of `mine` and only as many of `theirs` as the quorum needs.
+fn subset_decides(n: u32, mine: u32, theirs: u32, liveness_mine: bool) -> bool {
+    let required = (2 * n).div_ceil(3);
+    let k = required.saturating_sub(mine);
+    if k > theirs {
+        return false;
+    }
+    let received = mine + k;
+    let silent = n.saturating_sub(received);
+    let my_w = mine + if liveness_mine { silent } else { 0 };
+    let their_w = k + if liveness_mine { 0 } else { silent };
+    my_w >= required && my_w > their_w
 }

@@ -49,6 +49,11 @@ fn decision_table() {
         (10, 7, 0, true, false, Some(true)),
         (10, 3, 4, true, false, None), // received 7, yes_w 6 < 7: undecided until timeout
         (10, 0, 7, true, false, Some(false)),
+        // 3 YES + 1 NO decided YES at members that saw those four; the fifth vote (NO)
+        // must not turn that into a timeout NO at members that saw all five.
+        (5, 3, 2, true, false, Some(true)),
+        (5, 3, 2, true, true, Some(true)),
+        (5, 2, 3, false, false, Some(false)),
     ];
     for (n, y, no, l, t, want) in cases {
         let got = decide(n, y, no, l, t);

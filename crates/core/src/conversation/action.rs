@@ -252,6 +252,10 @@ pub struct Tracked {
     pub auto_vote: bool,
     /// Status.
     pub status: ProposalStatus,
+    /// Requests for the missing votes still to send before the timeout rule applies
+    /// (see `Conversation::tick_votes`).
+    #[serde(default)]
+    pub vote_asks_left: u8,
 }
 
 /// A membership change decided YES and waiting to be committed.

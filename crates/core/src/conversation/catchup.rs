@@ -20,7 +20,7 @@ use rand::Rng;
 use super::*;
 use crate::proto::pb;
 
-const REPLY_JITTER_MS: Millis = 1_000;
+pub(super) const REPLY_JITTER_MS: Millis = 1_000;
 
 impl Conversation {
     /// We saw evidence that the group is at `epoch`.
@@ -217,6 +217,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         id: u32,
     ) {
+        tracing::debug!(conversation = %self.name, id, known = self.consensus.tally(id).is_some(), "asked for a proposal");
         if self.consensus.tally(id).is_some() && !self.catch_up.proposal_replies.contains_key(&id) {
             let jitter = ctx.rng.gen_range(0..REPLY_JITTER_MS);
             self.catch_up.proposal_replies.insert(id, ctx.now + jitter);
@@ -231,6 +232,7 @@ impl Conversation {
         p: crate::proto::cpb::Proposal,
     ) {
         let id = p.proposal_id;
+        tracing::debug!(conversation = %self.name, id, votes = p.votes.len(), "proposal state received");
         self.catch_up.proposal_replies.remove(&id);
         self.catch_up.missing_proposals.remove(&id);
         let known = self.proposals.contains_key(&id);

@@ -46,8 +46,11 @@ impl Conversation {
                     self.anchor = None;
                     return;
                 }
+                // The window runs while a catch-up probe does (a joiner probes first, and
+                // an epoch steward that anchored late would hear a backup's candidate
+                // before its own timer); only the freeze itself waits for the probe.
                 let anchor = *self.anchor.get_or_insert(now);
-                if now >= anchor + self.inactivity_window() {
+                if now >= anchor + self.inactivity_window() && self.catch_up.probe_until.is_none() {
                     self.start_freeze(ctx, out);
                 }
             }
@@ -65,16 +68,17 @@ impl Conversation {
     }
 
     /// Whether approved work waits for the inactivity window to freeze: something is
-    /// approved and neither an election nor a catch-up probe is under way. `tick_phase`
-    /// anchors the window on it and `next_wakeup` schedules that tick; one rule for
-    /// both, since a mismatch leaves work with nothing scheduled.
+    /// approved, no election is under way, and we are not probing in Reelection (whose
+    /// tick acts when the probe ends). `tick_phase` anchors the window on it and
+    /// `next_wakeup` schedules that tick; one rule for both, since a mismatch leaves work
+    /// with nothing scheduled.
     pub(super) fn freeze_work_waiting(&self) -> bool {
-        matches!(
-            self.state,
-            ConversationState::Working | ConversationState::Reelection
-        ) && !self.approved.is_empty()
-            && !self.election_in_flight()
-            && self.catch_up.probe_until.is_none()
+        let phase = match self.state {
+            ConversationState::Working => true,
+            ConversationState::Reelection => self.catch_up.probe_until.is_none(),
+            _ => false,
+        };
+        phase && !self.approved.is_empty() && !self.election_in_flight()
     }
 
     fn all_candidates_in(&self, f: &FreezeRound) -> bool {
@@ -166,7 +170,7 @@ impl Conversation {
     /// (whom it saw fall silent, whose removal it has queued), and members that rank with
     /// different views apply different winners. A silent slot steward has no candidate
     /// to prefer anyway.
-    fn ranking_steward(&self) -> Option<MemberId> {
+    pub(super) fn ranking_steward(&self) -> Option<MemberId> {
         let epoch = self.epoch();
         self.stewards
             .as_ref()
@@ -325,6 +329,27 @@ impl Conversation {
         }
     }
 
+    /// See [`TrailingWinner`].
+    pub(super) fn tick_trailing_winner(&mut self, now: Millis, out: &mut Output) {
+        let gap = (self.config.freeze / 4).max(1);
+        let Some(w) = self.trailing.as_mut() else {
+            return;
+        };
+        if now < w.next {
+            return;
+        }
+        w.next = now + gap;
+        let env = pb::CommitCandidate::decode(w.bytes.as_slice()).map(|c| pb::AppEnvelope {
+            body: Some(pb::app_envelope::Body::CommitCandidate(c)),
+        });
+        if w.next > w.until {
+            self.trailing = None;
+        }
+        if let Ok(env) = env {
+            out.send(Subtopic::AppMsg, env.encode_to_vec());
+        }
+    }
+
     /// A peer's candidate arrived.
     pub(super) fn on_candidate<P: OpenMlsProvider>(
         &mut self,
@@ -462,6 +487,8 @@ impl Conversation {
             candidates = ?round.candidates.iter().map(|c| (c.steward, c.actions)).collect::<Vec<_>>(),
             "selection"
         );
+        let steward = self.stewards.as_ref().is_some_and(|l| l.contains(&self.me));
+        let window_end = round.deadline(self.config.freeze);
         let mut winner = None;
         let mut tried: Vec<MemberId> = Vec::new();
         for (i, cand) in round.candidates.iter().enumerate() {
@@ -478,6 +505,14 @@ impl Conversation {
         }
         match winner {
             Some((i, w)) => {
+                if steward || round.candidates[i].local {
+                    let gap = (self.config.freeze / 4).max(1);
+                    self.trailing = Some(TrailingWinner {
+                        bytes: round.candidates[i].bytes.clone(),
+                        next: ctx.now + gap,
+                        until: window_end.max(ctx.now) + self.config.freeze / 2,
+                    });
+                }
                 // Honest losers: stewards' later candidates that we never had to try.
                 if let Some(list) = &self.stewards {
                     for c in &round.candidates[i + 1..] {

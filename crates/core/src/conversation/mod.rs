@@ -141,6 +141,21 @@ pub(crate) struct RecentWelcome {
     pub resent_at: Millis,
 }
 
+/// The winning candidate of the round we just left, re-sent for a while by a steward.
+///
+/// A member selects early once every steward's candidate is in, and stops re-sending its
+/// own. A member whose window is still open may by then hold only a losing candidate (the
+/// winner's copies lost on the way) and would apply that one: a fork. So stewards keep
+/// sending the winner until such windows have closed. Losing candidates are not re-sent:
+/// a member holding nothing at the end of its window probes and catches up instead.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TrailingWinner {
+    /// Encoded `CommitCandidate`.
+    pub bytes: Vec<u8>,
+    pub next: Millis,
+    pub until: Millis,
+}
+
 /// Catch-up bookkeeping.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct CatchUp {
@@ -207,6 +222,8 @@ pub struct Conversation {
     /// joiner still tallying the votes): kept, and judged once something is approved.
     #[serde(default)]
     early_candidates: Vec<Vec<u8>>,
+    #[serde(default)]
+    trailing: Option<TrailingWinner>,
     closed: Option<LeaveReason>,
 }
 
@@ -253,6 +270,7 @@ impl Conversation {
             catch_up: CatchUp::default(),
             election_proof: None,
             early_candidates: Vec::new(),
+            trailing: None,
             closed: None,
         }
     }
@@ -459,6 +477,7 @@ impl Conversation {
             t.push(f.deadline(self.config.freeze));
             t.extend(f.next_resend);
         }
+        t.extend(self.trailing.as_ref().map(|w| w.next));
         if let Some(s) = self
             .reelection_since
             .filter(|_| self.state == ConversationState::Reelection)
@@ -671,6 +690,7 @@ impl Conversation {
         self.tick_catch_up(ctx, &mut out);
         self.tick_proposal_recovery(ctx, &mut out);
         self.tick_phase(ctx, &mut out);
+        self.tick_trailing_winner(ctx.now, &mut out);
         self.tick_stewardship(ctx, &mut out);
         self.replay_early_candidates(ctx, &mut out);
         out
@@ -736,11 +756,19 @@ impl Conversation {
             })
     }
 
+    /// How long approved work waits before we freeze. The epoch steward goes first; every
+    /// other member waits `recovery_inactivity` longer (the reference's later backup
+    /// takeover rule). A steward that hears a candidate before its own timer is late and
+    /// withholds a candidate that would win (see `submit_if_late_is_harmless`); the head
+    /// start keeps that from happening to the epoch steward whenever the group decided
+    /// the change within `recovery_inactivity` of each other.
     fn inactivity_window(&self) -> Millis {
         if self.mode == OperatingMode::Recovery || self.next_retry_round > 0 {
             self.config.recovery_inactivity
-        } else {
+        } else if self.ranking_steward() == Some(self.me) {
             self.config.commit_inactivity
+        } else {
+            self.config.commit_inactivity + self.config.recovery_inactivity
         }
     }
 

@@ -3,10 +3,14 @@
 
 use openmls_traits::OpenMlsProvider;
 
+use super::catchup::REPLY_JITTER_MS;
 use super::*;
 use crate::consensus::NewProposal;
 use crate::proto::{cpb, pb};
 use crate::scoring::ScoreEvent;
+
+/// Requests for missing votes before the timeout rule (see `ask_for_missing_votes`).
+const VOTE_ASKS: u8 = 3;
 
 impl Conversation {
     fn now_s(ctx_now: Millis) -> u64 {
@@ -112,6 +116,7 @@ impl Conversation {
                 auto_vote_at,
                 auto_vote,
                 status: ProposalStatus::Voting,
+                vote_asks_left: VOTE_ASKS,
             },
         );
         // Keep the table bounded: forget the oldest finished proposals.
@@ -285,6 +290,19 @@ impl Conversation {
                 "proposal",
                 format!("voting NO on {}: {why}", action.summary()),
             );
+            // An election for an epoch whose election we already accepted: its proposer
+            // most likely missed the votes that decided it. Offer the proof (the same
+            // jittered, suppressible answer as to a `ProposalRequest`).
+            if let Action::Election { election_epoch, .. } = &action
+                && *election_epoch == self.epoch()
+                && self
+                    .stewards
+                    .as_ref()
+                    .is_some_and(|l| l.election_epoch == *election_epoch)
+                && let Some(proof) = self.election_proof
+            {
+                self.on_proposal_request(ctx, proof);
+            }
             if let Err(e) = self.cast_vote(ctx, out, id, false) {
                 out.event(Event::Error {
                     operation: "vote",
@@ -393,6 +411,44 @@ impl Conversation {
     }
 
     /// Automatic votes and consensus timeouts that are due.
+    /// Before the timeout rule turns missing votes into NO, ask for them: a vote lost on
+    /// its way here leaves us deciding NO while the members that got it decide YES (in a
+    /// two-member group every lost vote did that). Members that know the proposal answer
+    /// with it and every vote they hold (`ProposalRequest` → `ProposalState`, the
+    /// proposal-recovery exchange). A few requests, `recovery_inactivity` apart, then the
+    /// rule. Returns whether the timeout was deferred.
+    fn ask_for_missing_votes<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        id: u32,
+    ) -> bool {
+        let gap = self.config.recovery_inactivity;
+        let Some(p) = self.proposals.get_mut(&id) else {
+            return false;
+        };
+        if p.vote_asks_left == 0 {
+            return false;
+        }
+        p.vote_asks_left -= 1;
+        // After the last request, leave time for the answers' jitter as well.
+        p.timeout_at = ctx.now
+            + gap
+            + if p.vote_asks_left == 0 {
+                REPLY_JITTER_MS
+            } else {
+                0
+            };
+        tracing::debug!(conversation = %self.name, id, "votes missing at the timeout: asking for them");
+        let msg = pb::AppMessage {
+            body: Some(pb::app_message::Body::ProposalRequest(id)),
+        };
+        if let Err(e) = self.send_app(ctx, out, msg) {
+            tracing::debug!(error = %e, "could not ask for missing votes");
+        }
+        true
+    }
+
     pub(super) fn tick_votes<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -425,6 +481,9 @@ impl Conversation {
             .map(|p| p.id)
             .collect();
         for id in timed_out {
+            if self.ask_for_missing_votes(ctx, out, id) {
+                continue;
+            }
             // Every member applies the timeout rule (the reference lets only the owner do
             // it); commit evidence reconciles members that saw different votes.
             let result = self
@@ -446,6 +505,7 @@ impl Conversation {
         if self.resolved.contains(&id) {
             return;
         }
+        tracing::debug!(conversation = %self.name, id, accepted, tally = ?self.consensus.tally(id), "outcome");
         self.resolved.push_back(id);
         while self.resolved.len() > RESOLVED_CAP {
             self.resolved.pop_front();

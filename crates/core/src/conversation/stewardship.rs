@@ -158,6 +158,14 @@ impl Conversation {
         if self.election_in_flight() || self.stewards.is_none() {
             return;
         }
+        // Not while we may be behind (a joiner's first probe, or traffic from a later
+        // epoch): an election for an epoch the group has left can still pass by the
+        // timeout rule and replace the list members already rank with.
+        if self.catch_up.probe_until.is_some_and(|u| ctx.now < u)
+            || self.catch_up.seen_epoch > self.epoch()
+        {
+            return;
+        }
         if self.emergencies.iter().any(|id| {
             self.proposals
                 .get(id)

@@ -50,7 +50,7 @@ impl Net {
             loss,
             dup: 0.05,
             min_delay: 5,
-            max_delay: 2_000,
+            max_delay: 1_000,
         }
     }
 }
