@@ -201,7 +201,7 @@ fn forged_steward_identity_is_rejected_and_the_real_signer_penalized() {
                     (c.adversary_candidate(ctx, es_id, &[]), Default::default())
                 })
                 .expect("forged");
-            s.inject(forger, Subtopic::AppMsg, forged);
+            s.inject_repeated(forger, Subtopic::AppMsg, forged, 4, 750);
             let live = others(&ids, &[target, es]);
             s.assert_agree(&live, &others(&ids, &[target]), 20 * MIN);
             for &i in &others(&ids, &[forger, target, es]) {
@@ -255,7 +255,7 @@ fn a_candidate_with_an_unvoted_change_is_rejected_as_a_broken_mls_proposal() {
                     drop_rest(p)
                 }
             }));
-            s.inject(es, Subtopic::AppMsg, bad);
+            s.inject_repeated(es, Subtopic::AppMsg, bad, 4, 750);
             let live = others(&ids, &[target]);
             s.assert_agree(&live, &live, 20 * MIN);
             for &i in &others(&ids, &[es, target]) {
@@ -298,14 +298,20 @@ fn two_stewards_commit_the_same_change_and_every_member_applies_the_same_winner(
                 })
                 .count();
             assert!(candidates >= 2, "expected two candidates, saw {candidates}");
-            for &i in &live {
-                let last = s
-                    .events_of(i, |e| matches!(e, Event::CommitApplied { .. }))
-                    .last()
-                    .cloned();
-                assert!(
-                    matches!(last, Some(Event::CommitApplied { committer, .. }) if committer == s.id(es))
-                );
+            // On a clean network the epoch steward's candidate wins. Under loss the epoch
+            // steward can decide the removal late, hear the backup's candidate first and
+            // withhold its own (see `submit_if_late_is_harmless`); the same winner
+            // everywhere (checked by `assert_agree` above) is what matters then.
+            if net.loss == 0.0 {
+                for &i in &live {
+                    let last = s
+                        .events_of(i, |e| matches!(e, Event::CommitApplied { .. }))
+                        .last()
+                        .cloned();
+                    assert!(
+                        matches!(last, Some(Event::CommitApplied { committer, .. }) if committer == s.id(es))
+                    );
+                }
             }
         });
     }
@@ -473,7 +479,7 @@ fn a_tampered_election_list_is_rejected_by_every_honest_member() {
                 list.swap(0, 1);
             }
             let before = s.members[ids[0]].conv().steward_list().cloned();
-            let (id, _) = s.act(rogue, |c, ctx| {
+            let (id, sent) = s.act(rogue, |c, ctx| {
                 let (id, out) = c
                     .adversary_proposal(
                         ctx,
@@ -484,8 +490,12 @@ fn a_tampered_election_list_is_rejected_by_every_honest_member() {
                         },
                     )
                     .expect("proposal");
-                ((id, ()), out)
+                ((id, out.packets.clone()), out)
             });
+            // Re-sent like an honest steward would, so every member judges it under loss.
+            for p in sent {
+                s.inject_repeated(rogue, p.subtopic, p.payload, 4, 500);
+            }
             s.run_for(3 * MIN);
             for &i in &ids[..4] {
                 let c = s.members[i].conv();

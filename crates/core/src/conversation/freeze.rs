@@ -194,10 +194,14 @@ impl Conversation {
     }
 
     /// A steward that first hears of the round through another steward's candidate is
-    /// late: members whose window opened earlier may already have selected without its
-    /// candidate. It submits only a candidate that ranks below one it holds (which
-    /// cannot change anyone's winner and lets windows end early); a candidate that would
-    /// win is withheld, since some members would apply it and others would not — a fork.
+    /// late. Every member's window runs `freeze` from the first candidate it heard (and
+    /// no member selects early while a live steward's candidate is missing), so a
+    /// candidate sent promptly — within half the window of the first candidate's arrival
+    /// here — reaches every member in time as long as `freeze` exceeds twice the network
+    /// delay. Later than that, it submits only a candidate that ranks below one it holds
+    /// (which cannot change anyone's winner and lets windows end early); a candidate that
+    /// would win is withheld, since some members would apply it and others would not — a
+    /// fork.
     fn submit_if_late_is_harmless<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -205,6 +209,14 @@ impl Conversation {
     ) {
         if !self.may_commit() {
             return;
+        }
+        let prompt = self
+            .freeze
+            .as_ref()
+            .and_then(|f| f.first_foreign_at)
+            .is_none_or(|t| ctx.now <= t + self.config.freeze / 2);
+        if prompt {
+            return self.submit_candidate(ctx, out);
         }
         let es = self.ranking_steward();
         let mine = Self::rank(self.commit_batch().len(), self.me, es);
@@ -356,6 +368,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
         c: pb::CommitCandidate,
+        arrived_at: Millis,
     ) {
         let epoch = self.epoch();
         if c.epoch > epoch {
@@ -390,9 +403,10 @@ impl Conversation {
                 ConversationState::Working | ConversationState::Reelection
             ) {
                 let bytes = c.encode_to_vec();
-                if !self.early_candidates.contains(&bytes) && self.early_candidates.len() < 8 {
+                if !self.early_stash.iter().any(|(b, _)| *b == bytes) && self.early_stash.len() < 8
+                {
                     tracing::debug!(conversation = %self.name, "candidate before any approved change: kept for later");
-                    self.early_candidates.push(bytes);
+                    self.early_stash.push((bytes, arrived_at));
                 }
                 return;
             }
@@ -436,7 +450,7 @@ impl Conversation {
             local: false,
             welcome: None,
         });
-        f.first_foreign_at.get_or_insert(ctx.now);
+        f.first_foreign_at = Some(f.first_foreign_at.map_or(arrived_at, |t| t.min(arrived_at)));
         if late {
             self.submit_if_late_is_harmless(ctx, out);
         }
@@ -449,15 +463,15 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        if self.early_candidates.is_empty() || self.approved.is_empty() {
+        if self.early_stash.is_empty() || self.approved.is_empty() {
             return;
         }
         let epoch = self.epoch();
-        for bytes in std::mem::take(&mut self.early_candidates) {
+        for (bytes, at) in std::mem::take(&mut self.early_stash) {
             if let Ok(c) = pb::CommitCandidate::decode(bytes.as_slice())
                 && c.epoch == epoch
             {
-                self.on_candidate(ctx, out, c);
+                self.on_candidate(ctx, out, c, at);
             }
         }
     }
@@ -750,7 +764,7 @@ impl Conversation {
         self.freeze = None;
         self.anchor = None;
         self.catch_up.probe_until = None;
-        self.early_candidates.clear();
+        self.early_stash.clear();
         self.committed_hashes.push_back(w.hash);
         while self.committed_hashes.len() > COMMITTED_CAP {
             self.committed_hashes.pop_front();

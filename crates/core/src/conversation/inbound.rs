@@ -64,7 +64,10 @@ impl Conversation {
         };
         match env.body {
             Some(pb::app_envelope::Body::MlsMessage(ct)) => self.on_mls_message(ctx, out, &ct),
-            Some(pb::app_envelope::Body::CommitCandidate(c)) => self.on_candidate(ctx, out, c),
+            Some(pb::app_envelope::Body::CommitCandidate(c)) => {
+                let now = ctx.now;
+                self.on_candidate(ctx, out, c, now)
+            }
             Some(pb::app_envelope::Body::CatchUpRequest(r)) => self.on_catch_up_request(ctx, r),
             Some(pb::app_envelope::Body::CatchUpCommit(c)) => self.on_catch_up_commit(ctx, out, c),
             None => out.reject("packet", "empty app envelope"),

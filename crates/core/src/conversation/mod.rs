@@ -219,9 +219,10 @@ pub struct Conversation {
     #[serde(default)]
     election_proof: Option<u32>,
     /// Candidates for our epoch that came before we knew of any approved change (a
-    /// joiner still tallying the votes): kept, and judged once something is approved.
+    /// joiner still tallying the votes), with when they arrived: kept, and judged once
+    /// something is approved.
     #[serde(default)]
-    early_candidates: Vec<Vec<u8>>,
+    early_stash: Vec<(Vec<u8>, Millis)>,
     #[serde(default)]
     trailing: Option<TrailingWinner>,
     closed: Option<LeaveReason>,
@@ -269,7 +270,7 @@ impl Conversation {
             synced: false,
             catch_up: CatchUp::default(),
             election_proof: None,
-            early_candidates: Vec::new(),
+            early_stash: Vec::new(),
             trailing: None,
             closed: None,
         }
@@ -467,7 +468,9 @@ impl Conversation {
                 ConversationState::Working | ConversationState::Reelection
             )
         }) {
-            t.push(a + self.inactivity_window());
+            // A window that ran out during a catch-up probe freezes when the probe ends.
+            let due = a + self.inactivity_window();
+            t.push(self.catch_up.probe_until.map_or(due, |u| due.max(u)));
         }
         if let Some(f) = self
             .freeze

@@ -343,6 +343,25 @@ impl Sim {
         self.publish(from, out);
     }
 
+    /// Publishes `payload` `times` times, `gap` apart, running the group in between: an
+    /// adversary that re-sends like an honest steward, so that under loss every member
+    /// gets to see (and judge) its message.
+    pub fn inject_repeated(
+        &mut self,
+        from: usize,
+        subtopic: Subtopic,
+        payload: Vec<u8>,
+        times: usize,
+        gap: Millis,
+    ) {
+        for k in 0..times {
+            if k > 0 {
+                self.run_for(gap);
+            }
+            self.inject(from, subtopic, payload.clone());
+        }
+    }
+
     fn next_wakeup(&self) -> Option<(Millis, usize)> {
         self.members
             .iter()
