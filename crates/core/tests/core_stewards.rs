@@ -115,7 +115,7 @@ fn sole_steward_silent_observers_reelect_and_the_pending_change_is_committed() {
             let (mut s, ids) = group(seed, net.clone(), cfg.clone(), 5);
             let es = s.holder(ids[0], Role::EpochSteward).expect("steward");
             s.silence(es);
-            let silenced_at = s.now;
+            let silenced_epoch = s.members[es].conv().epoch();
             let target = others(&ids, &[es])[0];
             let proposer = others(&ids, &[es, target])[0];
             s.propose_removal(proposer, target);
@@ -141,28 +141,27 @@ fn sole_steward_silent_observers_reelect_and_the_pending_change_is_committed() {
             // The recovery election (after the silence) left the silent steward out. (Silence is remembered
             // for the epoch it was seen in: with sn_max = 1 every later epoch elects
             // again, and a later list may include it until it is found silent again.)
-            let es_hex = hex::encode(s.id(es).as_bytes());
+            // Elections may be learnt from a commit's evidence rather than seen live, so
+            // look at each member's proposal table, not only at its event stream.
+            let es_id = s.id(es);
             for &i in &live {
-                let elections: Vec<(u32, String)> = s.members[i]
-                    .events
-                    .iter()
-                    .filter(|(t, _)| *t > silenced_at)
-                    .filter_map(|(_, e)| match e {
-                        Event::ProposalCreated { id, summary, .. }
-                            if summary.starts_with("elect stewards") =>
-                        {
-                            Some((*id, summary.to_lowercase()))
+                let elections: Vec<(u32, Vec<_>, ProposalStatus)> = s.members[i]
+                    .conv()
+                    .proposals()
+                    .filter_map(|p| match &p.action {
+                        Action::Election {
+                            stewards,
+                            election_epoch,
+                            ..
+                        } if *election_epoch >= silenced_epoch => {
+                            Some((p.id, stewards.clone(), p.status))
                         }
                         _ => None,
                     })
                     .collect();
-                let accepted_without_es = elections.iter().any(|(id, summary)| {
-                    !summary.contains(&es_hex)
-                        && s.events_of(i, |e| {
-                            matches!(e, Event::ProposalDecided { id: d, accepted: true } if d == id)
-                        })
-                        .count()
-                            > 0
+                let accepted_without_es = elections.iter().any(|(_, stewards, status)| {
+                    !stewards.contains(&es_id)
+                        && matches!(status, ProposalStatus::Accepted | ProposalStatus::Committed)
                 });
                 assert!(
                     accepted_without_es,

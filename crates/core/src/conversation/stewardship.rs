@@ -285,11 +285,14 @@ impl Conversation {
             return false;
         }
         // Two elections for one epoch can both pass (a reshuffled retry overlapping the
-        // original), and members see the outcomes in different orders: the lowest
-        // (retry round, list) wins everywhere, whatever the order.
+        // original), and members see the outcomes in different orders: the highest retry
+        // round wins everywhere, whatever the order (a recovery election after the list's
+        // stewards fell silent must replace that list even within its own epoch), and
+        // the lowest list among equal rounds.
         if let Some(cur) = &self.stewards
             && cur.election_epoch == election_epoch
-            && (cur.retry_round, &cur.stewards) < (retry_round, &stewards)
+            && (std::cmp::Reverse(cur.retry_round), &cur.stewards)
+                < (std::cmp::Reverse(retry_round), &stewards)
         {
             return false;
         }
