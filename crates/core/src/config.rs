@@ -132,9 +132,19 @@ impl ConversationConfig {
         Ok(())
     }
 
-    /// Pending-join expiry: three commit-inactivity windows, as the reference.
+    /// Pending-join expiry: three commit-inactivity windows, as the reference, but never
+    /// shorter than the slowest regular path from request to welcome: a backup's takeover
+    /// of the request (the epoch steward silent), the vote with its timeout and the
+    /// requests for missing votes, the inactivity window and the freeze. A joiner that
+    /// gave up just before its welcome would be a member of the group that never reads it.
     pub fn pending_join_expiry(&self) -> Millis {
-        self.commit_inactivity.saturating_mul(3)
+        let takeover = self.commit_inactivity + self.recovery_inactivity;
+        let vote =
+            self.voting_delay + self.consensus_timeout + 3 * self.recovery_inactivity + 1_000;
+        let commit = self.commit_inactivity + self.recovery_inactivity + self.freeze;
+        self.commit_inactivity
+            .saturating_mul(3)
+            .max(takeover + vote + commit)
     }
 }
 
@@ -147,7 +157,9 @@ mod tests {
         let c = ConversationConfig::default();
         assert_eq!(c.commit_inactivity, 60_000);
         assert_eq!(c.freeze, 30_000);
-        assert_eq!(c.pending_join_expiry(), 180_000);
+        // The reference gives up after 3 × 60 s; the slowest regular path to a welcome
+        // (65 s takeover + 56 s vote + 95 s commit) is longer, so we wait 216 s.
+        assert_eq!(c.pending_join_expiry(), 216_000);
         c.validate().unwrap();
     }
 

@@ -548,7 +548,7 @@ fn ten_members_with_sn_max_3_rotate_stewards_across_20_epochs_of_joins_and_remov
                     s.join(j);
                     inside.push(j);
                 }
-                s.assert_converge(&inside, 30 * MIN);
+                s.assert_converge_rejoining(&inside, 30 * MIN);
                 if let Some(Event::CommitApplied { committer, .. }) = s
                     .events_of(inside[0], |e| matches!(e, Event::CommitApplied { .. }))
                     .last()

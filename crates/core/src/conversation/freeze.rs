@@ -68,14 +68,19 @@ impl Conversation {
     }
 
     /// Whether approved work waits for the inactivity window to freeze: something is
-    /// approved, no election is under way, and we are not probing in Reelection (whose
-    /// tick acts when the probe ends). `tick_phase` anchors the window on it and
+    /// approved, no election is under way, and we are in Working, or in Reelection in
+    /// Recovery mode and not probing (Reelection's tick acts when the probe ends). `tick_phase` anchors the window on it and
     /// `next_wakeup` schedules that tick; one rule for both, since a mismatch leaves work
     /// with nothing scheduled.
     pub(super) fn freeze_work_waiting(&self) -> bool {
+        // In Reelection only Recovery mode freezes on its own (any member may commit
+        // then); in normal mode the same list would give the same empty round, and
+        // freezing over and over keeps the retry-round patience from ever running out.
         let phase = match self.state {
             ConversationState::Working => true,
-            ConversationState::Reelection => self.catch_up.probe_until.is_none(),
+            ConversationState::Reelection => {
+                self.mode == OperatingMode::Recovery && self.catch_up.probe_until.is_none()
+            }
             _ => false,
         };
         phase && !self.approved.is_empty() && !self.election_in_flight()

@@ -204,6 +204,7 @@ impl Conversation {
             self.config.sn_max,
         );
         if list.stewards.first() != Some(&self.me) {
+            tracing::debug!(conversation = %self.name, epoch, retry = self.next_retry_round, proposer = ?list.stewards.first(), "election: another member proposes");
             return;
         }
         let action = Action::Election {
@@ -285,16 +286,23 @@ impl Conversation {
             return false;
         }
         // Two elections for one epoch can both pass (a reshuffled retry overlapping the
-        // original), and members see the outcomes in different orders: the highest retry
-        // round wins everywhere, whatever the order (a recovery election after the list's
-        // stewards fell silent must replace that list even within its own epoch), and
-        // the lowest list among equal rounds.
+        // original), and members see the outcomes in different orders: the lowest
+        // (retry round, list) wins everywhere, whatever the order. Except after the
+        // current list's steward fell silent (we went through Reelection this epoch):
+        // then the recovery election, a later retry round, must replace it.
         if let Some(cur) = &self.stewards
             && cur.election_epoch == election_epoch
-            && (std::cmp::Reverse(cur.retry_round), &cur.stewards)
-                < (std::cmp::Reverse(retry_round), &stewards)
         {
-            return false;
+            let replaced_silent = cur.stewards.iter().any(|m| self.silent.contains(m));
+            let keep = if replaced_silent {
+                (std::cmp::Reverse(cur.retry_round), &cur.stewards)
+                    < (std::cmp::Reverse(retry_round), &stewards)
+            } else {
+                (cur.retry_round, &cur.stewards) < (retry_round, &stewards)
+            };
+            if keep {
+                return false;
+            }
         }
         if self.stewards.as_ref().is_some_and(|cur| {
             (cur.election_epoch, cur.retry_round, &cur.stewards)
