@@ -334,10 +334,35 @@ fn a_member_whose_score_falls_below_the_threshold_is_voted_out_by_an_emergency_p
             s.propose_removal(bs, target);
             let live = others(&ids, &[es, target]);
             s.assert_agree(&live, &live, 30 * MIN);
+            // The emergency may be learnt from a commit's evidence rather than seen live,
+            // and decided proposals leave the table once committed: name proposals by
+            // their creators' events, and look for an accepted one at every member.
+            let es_hex = format!("{}", s.id(es)).to_lowercase();
+            let against_es: std::collections::BTreeSet<u32> = (0..s.members.len())
+                .flat_map(|m| {
+                    s.events_of(m, |e| matches!(e, Event::ProposalCreated { .. }))
+                        .filter_map(|e| match e {
+                            Event::ProposalCreated { id, summary, .. }
+                                if summary.contains("SCORE_BELOW_THRESHOLD")
+                                    && summary.to_lowercase().contains(&es_hex) =>
+                            {
+                                Some(*id)
+                            }
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
             for &i in &live {
+                let voted_out = s
+                    .events_of(i, |e| matches!(e, Event::ProposalDecided { id, accepted: true } if against_es.contains(id)))
+                    .count()
+                    > 0;
                 assert!(
-                    s.events_of(i, |e| matches!(e, Event::ProposalCreated { summary, .. } if summary.contains("SCORE_BELOW_THRESHOLD"))).count() >= 1,
-                    "no score emergency seen at {i}\n{}",
+                    voted_out,
+                    "no accepted score emergency against the silent steward at {i} (emergencies against it: {against_es:?}; decided here: {:?})\n{}",
+                    s.events_of(i, |e| matches!(e, Event::ProposalDecided { .. }))
+                        .collect::<Vec<_>>(),
                     s.describe()
                 );
             }

@@ -759,6 +759,45 @@ impl Conversation {
         self.check_score_removals(ctx, out);
     }
 
+    /// Proposals we still hold open but that the merged commit carried out, proven by the
+    /// votes in its evidence (we learnt of them too late to decide them ourselves): they
+    /// are settled now, so a stale emergency does not keep lower-priority work frozen and
+    /// a late timeout does not reject what the group already did.
+    fn settle_carried_proposals(
+        &mut self,
+        out: &mut Output,
+        candidate: &[u8],
+        members: &[MemberId],
+    ) {
+        let Ok(c) = pb::CommitCandidate::decode(candidate) else {
+            return;
+        };
+        for p in &c.evidence {
+            let id = p.proposal_id;
+            let Some(t) = self.proposals.get_mut(&id) else {
+                continue;
+            };
+            let carried_out = match t.action.membership_change() {
+                Some((true, m)) => members.contains(&m),
+                Some((false, m)) => !members.contains(&m),
+                None => false,
+            };
+            if t.status != ProposalStatus::Voting || !carried_out {
+                continue;
+            }
+            t.status = ProposalStatus::Committed;
+            t.auto_vote_at = None;
+            self.emergencies.remove(&id);
+            if !self.resolved.contains(&id) {
+                self.resolved.push_back(id);
+            }
+            out.event(Event::ProposalDecided { id, accepted: true });
+        }
+        while self.resolved.len() > RESOLVED_CAP {
+            self.resolved.pop_front();
+        }
+    }
+
     /// Bookkeeping after a commit merged (ours, a peer's, or one fetched by catch-up).
     pub(super) fn on_committed<P: OpenMlsProvider>(
         &mut self,
@@ -807,6 +846,7 @@ impl Conversation {
                 p.status = ProposalStatus::Committed;
             }
         }
+        self.settle_carried_proposals(out, &w.candidate, &members);
         if self.urgent_target.is_some_and(|t| !members.contains(&t)) {
             self.urgent_target = None;
         }
