@@ -4,6 +4,7 @@
 use openmls_traits::OpenMlsProvider;
 
 use super::catchup::REPLY_JITTER_MS;
+use super::stewardship::Installed;
 use super::*;
 use crate::consensus::NewProposal;
 use crate::proto::{cpb, pb};
@@ -565,12 +566,16 @@ impl Conversation {
                 election_epoch,
                 retry_round,
             } => {
-                if accepted && self.install_elected(out, stewards, election_epoch, retry_round) {
-                    self.election_proof = Some(id);
-                    // A list installed mid-round: its stewards have not submitted yet.
-                    self.submit_if_new_steward(ctx, out);
-                } else {
-                    self.on_election_rejected(ctx, out);
+                let installed = accepted
+                    .then(|| self.install_elected(out, stewards, election_epoch, retry_round));
+                match installed {
+                    Some(Installed::Yes) => {
+                        self.election_proof = Some(id);
+                        // A list installed mid-round: its stewards have not submitted yet.
+                        self.submit_if_new_steward(ctx, out);
+                    }
+                    Some(Installed::Superseded) => {}
+                    Some(Installed::Invalid) | None => self.on_election_rejected(ctx, out),
                 }
             }
             Action::Emergency {

@@ -8,6 +8,18 @@ use super::*;
 use crate::proto::pb;
 use crate::steward;
 
+/// What became of an accepted election's list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Installed {
+    /// It is our list now (or already was).
+    Yes,
+    /// A newer list, or a concurrent election of the same epoch that wins the tie-break,
+    /// stays: the group has stewards, so this is no failed election.
+    Superseded,
+    /// The list is malformed: counts as a failed election.
+    Invalid,
+}
+
 impl Conversation {
     pub(super) fn tick_stewardship<P: OpenMlsProvider>(
         &mut self,
@@ -178,8 +190,13 @@ impl Conversation {
             return;
         }
         let epoch = self.epoch();
-        if pool.len() <= self.config.sn_max as usize && self.mode == OperatingMode::Normal {
-            // Small group: no vote needed, everyone derives the same list.
+        if pool.len() <= self.config.sn_max as usize
+            && self.mode == OperatingMode::Normal
+            && !recovery
+        {
+            // Small group: no vote needed, everyone derives the same list. Not for a
+            // recovery list: it leaves out the stewards *we* found silent, which other
+            // members may not have (yet), so it is put to a vote like any other.
             let l = steward::generate(
                 &pool,
                 epoch,
@@ -257,14 +274,14 @@ impl Conversation {
             .map_err(|e| format!("tampered steward list: {e}"))
     }
 
-    /// Installs an accepted election's list; false if it was refused or superseded.
+    /// Installs an accepted election's list.
     pub(super) fn install_elected(
         &mut self,
         out: &mut Output,
         stewards: Vec<MemberId>,
         election_epoch: u64,
         retry_round: u32,
-    ) -> bool {
+    ) -> Installed {
         if let Err(e) = steward::validate(
             &stewards,
             &stewards,
@@ -275,7 +292,7 @@ impl Conversation {
             self.config.sn_max,
         ) {
             out.reject("election", e);
-            return false;
+            return Installed::Invalid;
         }
         // An old election's evidence (carried by a candidate) never replaces a newer list.
         if self
@@ -283,32 +300,25 @@ impl Conversation {
             .as_ref()
             .is_some_and(|cur| cur.election_epoch > election_epoch)
         {
-            return false;
+            return Installed::Superseded;
         }
         // Two elections for one epoch can both pass (a reshuffled retry overlapping the
-        // original), and members see the outcomes in different orders: the lowest
-        // (retry round, list) wins everywhere, whatever the order. Except after the
-        // current list's steward fell silent (we went through Reelection this epoch):
-        // then the recovery election, a later retry round, must replace it.
+        // original, or a recovery election after the list's steward fell silent), and
+        // members see the outcomes in different orders: the highest retry round wins
+        // everywhere, whatever the order, and the lowest list among equal rounds. (A rule
+        // that looked at whom we found silent would depend on each member's own view.)
         if let Some(cur) = &self.stewards
             && cur.election_epoch == election_epoch
+            && (std::cmp::Reverse(cur.retry_round), &cur.stewards)
+                < (std::cmp::Reverse(retry_round), &stewards)
         {
-            let replaced_silent = cur.stewards.iter().any(|m| self.silent.contains(m));
-            let keep = if replaced_silent {
-                (std::cmp::Reverse(cur.retry_round), &cur.stewards)
-                    < (std::cmp::Reverse(retry_round), &stewards)
-            } else {
-                (cur.retry_round, &cur.stewards) < (retry_round, &stewards)
-            };
-            if keep {
-                return false;
-            }
+            return Installed::Superseded;
         }
         if self.stewards.as_ref().is_some_and(|cur| {
             (cur.election_epoch, cur.retry_round, &cur.stewards)
                 == (election_epoch, retry_round, &stewards)
         }) {
-            return true;
+            return Installed::Yes;
         }
         tracing::info!(conversation = %self.name, election_epoch, ?stewards, "steward list elected");
         self.stewards = Some(crate::steward::StewardList {
@@ -322,7 +332,7 @@ impl Conversation {
         if self.state == ConversationState::Reelection {
             self.set_state(out, ConversationState::Working);
         }
-        true
+        Installed::Yes
     }
 
     pub(super) fn on_election_rejected<P: OpenMlsProvider>(
