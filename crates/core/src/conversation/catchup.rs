@@ -136,12 +136,27 @@ impl Conversation {
         };
         self.ingest_evidence(ctx, out, &c.evidence);
         let own_pending = self.freeze.as_ref().is_some_and(|f| f.own_pending);
+        let hash: [u8; 32] = sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(&c.commit_message),
+        )
+        .into();
+        // The group moved on with our own candidate while our window was still open
+        // (MLS cannot process one's own commit as a peer's): merge it.
+        let ours = self
+            .freeze
+            .as_ref()
+            .and_then(|f| f.candidates.iter().find(|x| x.local && x.hash == hash))
+            .cloned();
+        if let Some(ours) = ours
+            && let Some(w) = self.apply_local(ctx, &ours, epoch)
+        {
+            tracing::info!(conversation = %self.name, epoch, "the group applied our own candidate");
+            self.on_committed(ctx, out, w);
+            return;
+        }
         let cand = Candidate {
             bytes: c.encode_to_vec(),
-            hash: sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
-                &c.commit_message,
-            ))
-            .into(),
+            hash,
             steward,
             actions: c.mls_proposals.len(),
             local: false,

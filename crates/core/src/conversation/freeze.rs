@@ -560,7 +560,7 @@ impl Conversation {
         }
     }
 
-    fn apply_local<P: OpenMlsProvider>(
+    pub(super) fn apply_local<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         cand: &Candidate,
