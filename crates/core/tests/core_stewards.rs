@@ -12,9 +12,14 @@ use sim::{Net, Sim, fast_config, for_seeds};
 
 const MIN: u64 = 60_000;
 
-/// Every scenario runs on a clean network and with 10 % loss, duplicates and reordering.
+/// Every scenario runs on a clean network and with 10 % loss, duplicates and reordering
+/// (`SIM_NET=clean` or `SIM_NET=lossy` picks one, to replay a failure).
 fn nets() -> Vec<Net> {
-    vec![Net::clean(), Net::lossy(0.1)]
+    match std::env::var("SIM_NET").as_deref() {
+        Ok("clean") => vec![Net::clean()],
+        Ok("lossy") => vec![Net::lossy(0.1)],
+        _ => vec![Net::clean(), Net::lossy(0.1)],
+    }
 }
 
 fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<usize>) {
@@ -261,6 +266,70 @@ fn a_candidate_with_an_unvoted_change_is_rejected_as_a_broken_mls_proposal() {
                 assert!(s.members[i].conv().score(&es_id) < 100);
             }
         });
+    }
+}
+
+/// A steward backs a change nobody voted for with forged evidence: a proposal only it
+/// signed, whose header claims one voter, or claims the whole group but is backdated past
+/// the consensus timeout (so silent members would count YES). Either is rejected as an
+/// unvoted change; the honest backup's commit wins and the innocent member stays.
+#[test]
+fn a_candidate_backed_by_forged_votes_is_rejected() {
+    for net in nets() {
+        for (voters, backdate_s) in [(1, 0), (5, 20)] {
+            for_seeds(0..2, |seed| {
+                let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
+                let es = s.holder(ids[0], Role::EpochSteward).unwrap();
+                let bs = s.holder(ids[0], Role::BackupSteward).unwrap();
+                let rest = others(&ids, &[es, bs]);
+                let (target, innocent) = (rest[0], rest[1]);
+                s.members[es].filter = Some(drop_candidates());
+                s.propose_removal(bs, target);
+                let frozen = s.run_until(10 * MIN, |s| {
+                    s.state(es) == Some(ConversationState::Freezing)
+                });
+                assert!(frozen, "{}", s.describe());
+                let (es_id, innocent_id) = (s.id(es), s.id(innocent));
+                let bad = s
+                    .act(es, |c, ctx| {
+                        (
+                            c.adversary_candidate_forging_votes(
+                                ctx,
+                                es_id,
+                                &[innocent_id],
+                                voters,
+                                backdate_s,
+                            ),
+                            Default::default(),
+                        )
+                    })
+                    .expect("forged candidate");
+                let only_bad = bad.clone();
+                let mut drop_rest = drop_candidates();
+                s.members[es].filter = Some(Box::new(move |p| {
+                    if p.payload == only_bad {
+                        Some(p.clone())
+                    } else {
+                        drop_rest(p)
+                    }
+                }));
+                s.inject_repeated(es, Subtopic::AppMsg, bad, 4, 750);
+                let live = others(&ids, &[target]);
+                s.assert_agree(&live, &live, 20 * MIN);
+                for &i in &others(&ids, &[es, target]) {
+                    assert!(
+                        s.members[i].conv().members().contains(&innocent_id),
+                        "member {i} removed the innocent member ({voters} voters, {backdate_s} s back)\n{}",
+                        s.describe()
+                    );
+                    assert!(
+                        s.events_of(i, |e| matches!(e, Event::Rejected { what: "commit", reason } if reason.contains("without an accepted vote"))).count() >= 1,
+                        "member {i} did not reject the forged votes\n{}",
+                        s.describe()
+                    );
+                }
+            });
+        }
     }
 }
 

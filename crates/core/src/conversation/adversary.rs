@@ -18,6 +18,54 @@ impl Conversation {
         claimed: MemberId,
         extra_removes: &[MemberId],
     ) -> Option<Vec<u8>> {
+        self.adversary_candidate_with(ctx, claimed, extra_removes, Vec::new())
+    }
+
+    /// Like [`Conversation::adversary_candidate`], with forged evidence for the extra
+    /// removals: for each, a proposal nobody else saw, counting `voters` voters, dated
+    /// `backdate_s` seconds in the past, and carrying only our own YES vote.
+    #[doc(hidden)]
+    pub fn adversary_candidate_forging_votes<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        claimed: MemberId,
+        extra_removes: &[MemberId],
+        voters: u32,
+        backdate_s: u64,
+    ) -> Option<Vec<u8>> {
+        let now_s = (ctx.now / 1000).saturating_sub(backdate_s);
+        let mut forged = Vec::new();
+        for m in extra_removes {
+            let action = Action::Remove { member: *m };
+            let created = self
+                .consensus
+                .create_proposal(
+                    &ctx.identity.eth,
+                    ctx.rng,
+                    now_s,
+                    crate::consensus::NewProposal {
+                        name: action.summary(),
+                        payload: action.to_payload(),
+                        expected_voters: voters,
+                        expiration_s: self.config.proposal_expiration / 1000,
+                        liveness_yes: true,
+                        fixed_id: None,
+                    },
+                    Some(true),
+                )
+                .ok()?;
+            forged.push(created.proposal);
+        }
+        self.adversary_candidate_with(ctx, claimed, extra_removes, forged)
+    }
+
+    fn adversary_candidate_with<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        claimed: MemberId,
+        extra_removes: &[MemberId],
+        extra_evidence: Vec<crate::proto::cpb::Proposal>,
+    ) -> Option<Vec<u8>> {
         let batch: Vec<Approved> = self.approved.clone();
         let adds: Vec<Vec<u8>> = batch
             .iter()
@@ -37,6 +85,7 @@ impl Conversation {
         let evidence = batch
             .iter()
             .filter_map(|a| self.consensus.evidence(a.id))
+            .chain(extra_evidence)
             .collect();
         let epoch = self.epoch();
         let mls = self.mls.as_mut()?;

@@ -233,7 +233,16 @@ impl Conversation {
         id: u32,
     ) {
         tracing::debug!(conversation = %self.name, id, known = self.consensus.tally(id).is_some(), "asked for a proposal");
-        if self.consensus.tally(id).is_some() && !self.catch_up.proposal_replies.contains_key(&id) {
+        if self.consensus.tally(id).is_none() {
+            // Someone asks for votes on a proposal we never received: its owner (or a
+            // member that has it) is about to apply the timeout rule without our vote.
+            // Ask for the proposal ourselves, so we get to vote on it.
+            if !self.resolved.contains(&id) {
+                self.catch_up.missing_proposals.entry(id).or_insert(ctx.now);
+            }
+            return;
+        }
+        if !self.catch_up.proposal_replies.contains_key(&id) {
             let jitter = ctx.rng.gen_range(0..REPLY_JITTER_MS);
             self.catch_up.proposal_replies.insert(id, ctx.now + jitter);
         }

@@ -24,6 +24,27 @@ pub(super) struct Winner {
     pub old_epoch: u64,
 }
 
+/// A proposal carried as evidence, as we judge it: counting at least as many voters as
+/// we have members. The sender wrote the header; one that counted fewer would let a
+/// handful of signed votes, or the forger's single one, decide. (A legitimate proposal
+/// from before a join counts fewer; its real votes still reach the larger quorum.) A
+/// member's own leave is the one proposal with a single voter, as on the broadcast path.
+pub(super) fn as_evidence(
+    p: &crate::proto::cpb::Proposal,
+    members: usize,
+) -> crate::proto::cpb::Proposal {
+    let mut p = p.clone();
+    let own_leave = MemberId::from_slice(&p.proposal_owner).is_ok_and(|owner| {
+        p.expected_voters_count == 1
+            && p.proposal_id == crate::consensus::self_leave_proposal_id(&owner)
+            && Action::from_payload(&p.payload).is_ok_and(|a| a == Action::Remove { member: owner })
+    });
+    if !own_leave {
+        p.expected_voters_count = p.expected_voters_count.max(members as u32);
+    }
+    p
+}
+
 /// See [`Conversation::rank`].
 type RankKey = (std::cmp::Reverse<usize>, bool, MemberId);
 
@@ -694,9 +715,19 @@ impl Conversation {
             let Ok(action) = Action::from_payload(&p.payload) else {
                 continue;
             };
-            let decided =
-                crate::consensus::evidence_decision(p, ctx.now / 1000, timeout_s, &is_voter);
-            if decided == Ok(Some(true)) {
+            // Evidence justifies a change by the signed votes it carries: the committer
+            // wrote the header, so its voter count is not trusted (a forged "one voter"
+            // proposal decides on the forger's own vote), nor is its timestamp alone (a
+            // backdated one passes the timeout rule with silent members counting YES).
+            // A decision by the timeout rule also needs YES votes from a majority of
+            // our members; anything less is justified only by our own tally.
+            let p = as_evidence(p, members.len());
+            let now_s = ctx.now / 1000;
+            let by_votes = crate::consensus::evidence_decision(&p, now_s, u64::MAX, &is_voter);
+            let by_timeout = crate::consensus::evidence_decision(&p, now_s, timeout_s, &is_voter);
+            let yes = p.votes.iter().filter(|v| v.vote).count();
+            let majority = 2 * yes > p.expected_voters_count as usize;
+            if by_votes == Ok(Some(true)) || (majority && by_timeout == Ok(Some(true))) {
                 justified.extend(action.membership_change());
             }
         }

@@ -362,6 +362,14 @@ impl Conversation {
             let Ok(action) = Action::from_payload(&p.payload) else {
                 continue;
             };
+            // A proposal we first learn of from evidence counts at least our members as
+            // voters (see `as_evidence`); one we hold keeps the header we got when it
+            // was broadcast.
+            let p = &if self.consensus.tally(id).is_none() {
+                super::freeze::as_evidence(p, members.len())
+            } else {
+                p.clone()
+            };
             let owner = MemberId::from_slice(&p.proposal_owner).unwrap_or(self.me);
             match self
                 .consensus
