@@ -242,9 +242,10 @@ impl Conversation {
             }
             return;
         }
-        if !self.catch_up.proposal_replies.contains_key(&id) {
-            let jitter = ctx.rng.gen_range(0..REPLY_JITTER_MS);
-            self.catch_up.proposal_replies.insert(id, ctx.now + jitter);
+        if let std::collections::btree_map::Entry::Vacant(e) =
+            self.catch_up.proposal_replies.entry(id)
+        {
+            e.insert(ctx.now + ctx.rng.gen_range(0..REPLY_JITTER_MS));
         }
     }
 
