@@ -31,19 +31,35 @@ fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<us
         let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
         s.assert_converge_rejoining(&upto, 20 * MIN);
     }
-    // Let the post-join steward election (if any) finish: every member sees an epoch
-    // steward, and the same list.
-    let settled = s.run_until(10 * MIN, |s| {
+    // Let the post-join steward elections finish: every member sees an epoch steward and
+    // the same list, no election is still being voted on anywhere (under loss a second,
+    // concurrent one can still replace the list), and that stays so for a while.
+    let settled = |s: &Sim| {
         let lists: std::collections::BTreeSet<_> = ids
             .iter()
             .map(|i| s.members[*i].conv().steward_list().cloned())
             .collect();
         lists.len() == 1
-            && ids
-                .iter()
-                .all(|i| s.holder(*i, Role::EpochSteward).is_some())
-    });
-    assert!(settled, "steward list never settled\n{}", s.describe());
+            && ids.iter().all(|i| {
+                s.holder(*i, Role::EpochSteward).is_some()
+                    && !s.members[*i].conv().proposals().any(|p| {
+                        p.status == ProposalStatus::Voting
+                            && matches!(p.action, Action::Election { .. })
+                    })
+            })
+    };
+    let deadline = s.now + 10 * MIN;
+    loop {
+        assert!(
+            s.run_until(deadline.saturating_sub(s.now), &settled),
+            "steward list never settled\n{}",
+            s.describe()
+        );
+        s.run_for(5_000);
+        if settled(&s) {
+            break;
+        }
+    }
     (s, ids)
 }
 

@@ -579,7 +579,15 @@ impl Conversation {
                 match installed {
                     Some(Installed::Yes) => {
                         self.election_proof = Some(id);
-                        // A list installed mid-round: its stewards have not submitted yet.
+                        // A list installed mid-round: its stewards have not submitted yet,
+                        // so the round's window starts over for them (the new epoch
+                        // steward would otherwise be judged silent by a window that was
+                        // nearly over when it became one).
+                        if self.state == ConversationState::Freezing
+                            && let Some(f) = self.freeze.as_mut()
+                        {
+                            f.started_at = f.started_at.max(ctx.now);
+                        }
                         self.submit_if_new_steward(ctx, out);
                     }
                     Some(Installed::Superseded) => {}
