@@ -45,6 +45,29 @@ pub(super) fn as_evidence(
     p
 }
 
+impl Conversation {
+    /// Whether a proposal was open or accepted before we joined, by the conversation sync
+    /// we were given. A group decides changes with the members it has then; a joiner cannot hold
+    /// such a decision to its own, larger member count, so it takes the evidence as it
+    /// comes. (Only the sync's list counts: a date in the header could be forged.)
+    pub(super) fn predates_our_join(&self, p: &crate::proto::cpb::Proposal) -> bool {
+        self.inherited_approvals.contains(&p.proposal_id)
+    }
+
+    /// A proposal carried as evidence, as we judge it (see [`as_evidence`]).
+    pub(super) fn judged_evidence(
+        &self,
+        p: &crate::proto::cpb::Proposal,
+        members: usize,
+    ) -> crate::proto::cpb::Proposal {
+        if self.predates_our_join(p) {
+            p.clone()
+        } else {
+            as_evidence(p, members)
+        }
+    }
+}
+
 /// See [`Conversation::rank`].
 type RankKey = (std::cmp::Reverse<usize>, bool, MemberId);
 
@@ -721,12 +744,13 @@ impl Conversation {
             // backdated one passes the timeout rule with silent members counting YES).
             // A decision by the timeout rule also needs YES votes from a majority of
             // our members; anything less is justified only by our own tally.
-            let p = as_evidence(p, members.len());
+            let before_us = self.predates_our_join(p);
+            let p = self.judged_evidence(p, members.len());
             let now_s = ctx.now / 1000;
             let by_votes = crate::consensus::evidence_decision(&p, now_s, u64::MAX, &is_voter);
             let by_timeout = crate::consensus::evidence_decision(&p, now_s, timeout_s, &is_voter);
             let yes = p.votes.iter().filter(|v| v.vote).count();
-            let majority = 2 * yes > p.expected_voters_count as usize;
+            let majority = before_us || 2 * yes > p.expected_voters_count as usize;
             if by_votes == Ok(Some(true)) || (majority && by_timeout == Ok(Some(true))) {
                 justified.extend(action.membership_change());
             }

@@ -384,6 +384,17 @@ impl Conversation {
             pending_update_max_epochs: c.pending_update_max_epochs as u32,
             recovery_mode: self.mode == OperatingMode::Recovery,
             epoch: self.epoch(),
+            proposals_before_join: self
+                .approved
+                .iter()
+                .map(|a| a.id)
+                .chain(
+                    self.proposals
+                        .values()
+                        .filter(|p| p.status == ProposalStatus::Voting)
+                        .map(|p| p.id),
+                )
+                .collect(),
         }
     }
 
@@ -414,6 +425,7 @@ impl Conversation {
                         self.scores.set(m, ps.score);
                     }
                 }
+                self.inherited_approvals = s.proposals_before_join.iter().copied().collect();
                 self.synced = true;
                 tracing::info!(conversation = %self.name, "conversation sync applied");
                 // The list we were given may already be exhausted (we may even be the

@@ -212,6 +212,11 @@ pub struct Conversation {
     /// reordering the first messages of an epoch can overtake its commit).
     future: Vec<(u64, Vec<u8>)>,
     synced: bool,
+    /// Proposals open or accepted (not committed) when we joined, from the conversation
+    /// sync: they count fewer voters than we have members, so their evidence is taken
+    /// as it comes (see `judged_evidence`).
+    #[serde(default)]
+    inherited_approvals: BTreeSet<u32>,
     catch_up: CatchUp,
     /// The accepted election proposal that installed the current steward list, if it came
     /// by vote. Its evidence travels with our candidates, so a member that missed the
@@ -268,6 +273,7 @@ impl Conversation {
             score_removals: BTreeSet::new(),
             future: Vec::new(),
             synced: false,
+            inherited_approvals: BTreeSet::new(),
             catch_up: CatchUp::default(),
             election_proof: None,
             early_stash: Vec::new(),

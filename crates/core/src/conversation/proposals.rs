@@ -366,7 +366,7 @@ impl Conversation {
             // voters (see `as_evidence`); one we hold keeps the header we got when it
             // was broadcast.
             let p = &if self.consensus.tally(id).is_none() {
-                super::freeze::as_evidence(p, members.len())
+                self.judged_evidence(p, members.len())
             } else {
                 p.clone()
             };
