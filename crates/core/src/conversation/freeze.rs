@@ -113,9 +113,9 @@ impl Conversation {
 
     /// Whether approved work waits for the inactivity window to freeze: something is
     /// approved, no election is under way, and we are in Working, or in Reelection in
-    /// Recovery mode and not probing (Reelection's tick acts when the probe ends). `tick_phase` anchors the window on it and
-    /// `next_wakeup` schedules that tick; one rule for both, since a mismatch leaves work
-    /// with nothing scheduled.
+    /// Recovery mode and not probing (Reelection's tick acts when the probe ends).
+    /// `tick_phase` anchors the window on it and `next_wakeup` schedules that tick; one
+    /// rule for both, since a mismatch leaves work with nothing scheduled.
     pub(super) fn freeze_work_waiting(&self) -> bool {
         // In Reelection only Recovery mode freezes on its own (any member may commit
         // then); in normal mode the same list would give the same empty round, and
