@@ -136,17 +136,28 @@ fn sole_steward_silent_observers_reelect_and_the_pending_change_is_committed() {
             let proposer = others(&ids, &[es, target])[0];
             s.propose_removal(proposer, target);
             let live = others(&ids, &[es, target]);
+            // Clean: every observer passes through Reelection. Under loss a member can
+            // catch up on the recovery commit before its own window ends and never need
+            // to; a majority of observers still must.
+            let needed = if net.loss == 0.0 {
+                live.len()
+            } else {
+                live.len() / 2 + 1
+            };
             let reelected = s.run_until(20 * MIN, |s| {
-                live.iter().all(|i| {
-                    s.members[*i].events.iter().any(|(_, e)| {
-                        matches!(
-                            e,
-                            Event::StateChanged {
-                                state: ConversationState::Reelection
-                            }
-                        )
+                live.iter()
+                    .filter(|i| {
+                        s.members[**i].events.iter().any(|(_, e)| {
+                            matches!(
+                                e,
+                                Event::StateChanged {
+                                    state: ConversationState::Reelection
+                                }
+                            )
+                        })
                     })
-                })
+                    .count()
+                    >= needed
             });
             assert!(
                 reelected,
@@ -160,8 +171,8 @@ fn sole_steward_silent_observers_reelect_and_the_pending_change_is_committed() {
             // Elections may be learnt from a commit's evidence rather than seen live, so
             // look at each member's proposal table, not only at its event stream.
             let es_id = s.id(es);
-            for &i in &live {
-                let elections: Vec<(u32, Vec<_>, ProposalStatus)> = s.members[i]
+            let elections = |s: &Sim, i: usize| -> Vec<(u32, Vec<_>, ProposalStatus)> {
+                s.members[i]
                     .conv()
                     .proposals()
                     .filter_map(|p| match &p.action {
@@ -174,14 +185,24 @@ fn sole_steward_silent_observers_reelect_and_the_pending_change_is_committed() {
                         }
                         _ => None,
                     })
-                    .collect();
-                let accepted_without_es = elections.iter().any(|(_, stewards, status)| {
+                    .collect()
+            };
+            let accepted_without_es = |s: &Sim, i: usize| {
+                elections(s, i).iter().any(|(_, stewards, status)| {
                     !stewards.contains(&es_id)
                         && matches!(status, ProposalStatus::Accepted | ProposalStatus::Committed)
-                });
+                })
+            };
+            // The roster can agree before every member has tallied the election (it may
+            // come after the removal commit): give the votes their time.
+            let elected = s.run_until(10 * MIN, |s| {
+                live.iter().all(|i| accepted_without_es(s, *i))
+            });
+            for &i in &live {
                 assert!(
-                    accepted_without_es,
-                    "member {i} saw no accepted election without the silent steward: {elections:?}"
+                    elected || accepted_without_es(&s, i),
+                    "member {i} saw no accepted election without the silent steward: {:?}",
+                    elections(&s, i)
                 );
             }
         });
