@@ -75,6 +75,22 @@ fn drop_candidates() -> sim::OutFilter {
     })
 }
 
+/// A malicious steward gets only its broken candidate out, re-sent like an honest one
+/// (its honest candidate stays suppressed: under loss a re-send of it would otherwise
+/// race the broken one).
+fn send_only(s: &mut Sim, steward: usize, bad: Vec<u8>) {
+    let only_bad = bad.clone();
+    let mut drop_rest = drop_candidates();
+    s.members[steward].filter = Some(Box::new(move |p| {
+        if p.payload == only_bad {
+            Some(p.clone())
+        } else {
+            drop_rest(p)
+        }
+    }));
+    s.inject_repeated(steward, Subtopic::AppMsg, bad, 4, 750);
+}
+
 fn others(all: &[usize], except: &[usize]) -> Vec<usize> {
     all.iter()
         .copied()
@@ -280,18 +296,7 @@ fn a_candidate_with_an_unvoted_change_is_rejected_as_a_broken_mls_proposal() {
                     )
                 })
                 .expect("bad");
-            // Only the broken candidate gets out (its honest one stays suppressed: under
-            // loss a re-send of it would otherwise race the broken one).
-            let only_bad = bad.clone();
-            let mut drop_rest = drop_candidates();
-            s.members[es].filter = Some(Box::new(move |p| {
-                if p.payload == only_bad {
-                    Some(p.clone())
-                } else {
-                    drop_rest(p)
-                }
-            }));
-            s.inject_repeated(es, Subtopic::AppMsg, bad, 4, 750);
+            send_only(&mut s, es, bad);
             let live = others(&ids, &[target]);
             s.assert_agree(&live, &live, 20 * MIN);
             for &i in &others(&ids, &[es, target]) {
@@ -341,16 +346,7 @@ fn a_candidate_backed_by_forged_votes_is_rejected() {
                         )
                     })
                     .expect("forged candidate");
-                let only_bad = bad.clone();
-                let mut drop_rest = drop_candidates();
-                s.members[es].filter = Some(Box::new(move |p| {
-                    if p.payload == only_bad {
-                        Some(p.clone())
-                    } else {
-                        drop_rest(p)
-                    }
-                }));
-                s.inject_repeated(es, Subtopic::AppMsg, bad, 4, 750);
+                send_only(&mut s, es, bad);
                 let live = others(&ids, &[target]);
                 s.assert_agree(&live, &live, 20 * MIN);
                 for &i in &others(&ids, &[es, target]) {
