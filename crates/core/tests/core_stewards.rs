@@ -75,6 +75,24 @@ fn drop_candidates() -> sim::OutFilter {
     })
 }
 
+/// Five members; the backup proposes removing `target`; the epoch steward's honest
+/// candidates are suppressed and the group is frozen, so the test can have it send a
+/// broken one. Returns (sim, members, epoch steward, target, an innocent member).
+fn steward_turns_malicious(seed: u64, net: &Net) -> (Sim, Vec<usize>, usize, usize, usize) {
+    let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
+    let es = s.holder(ids[0], Role::EpochSteward).unwrap();
+    let bs = s.holder(ids[0], Role::BackupSteward).unwrap();
+    let rest = others(&ids, &[es, bs]);
+    let (target, innocent) = (rest[0], rest[1]);
+    s.members[es].filter = Some(drop_candidates());
+    s.propose_removal(bs, target);
+    let frozen = s.run_until(10 * MIN, |s| {
+        s.state(es) == Some(ConversationState::Freezing)
+    });
+    assert!(frozen, "{}", s.describe());
+    (s, ids, es, target, innocent)
+}
+
 /// A malicious steward gets only its broken candidate out, re-sent like an honest one
 /// (its honest candidate stays suppressed: under loss a re-send of it would otherwise
 /// race the broken one).
@@ -274,19 +292,9 @@ fn forged_steward_identity_is_rejected_and_the_real_signer_penalized() {
 fn a_candidate_with_an_unvoted_change_is_rejected_as_a_broken_mls_proposal() {
     for net in nets() {
         for_seeds(0..2, |seed| {
-            let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
-            let es = s.holder(ids[0], Role::EpochSteward).unwrap();
-            let bs = s.holder(ids[0], Role::BackupSteward).unwrap();
-            let rest = others(&ids, &[es, bs]);
-            let (target, innocent) = (rest[0], rest[1]);
             // The epoch steward turns malicious: it sends a candidate that also removes
             // someone nobody voted to remove, and none of its honest ones.
-            s.members[es].filter = Some(drop_candidates());
-            s.propose_removal(bs, target);
-            let frozen = s.run_until(10 * MIN, |s| {
-                s.state(es) == Some(ConversationState::Freezing)
-            });
-            assert!(frozen, "{}", s.describe());
+            let (mut s, ids, es, target, innocent) = steward_turns_malicious(seed, &net);
             let (es_id, innocent_id) = (s.id(es), s.id(innocent));
             let bad = s
                 .act(es, |c, ctx| {
@@ -320,17 +328,7 @@ fn a_candidate_backed_by_forged_votes_is_rejected() {
     for net in nets() {
         for (voters, backdate_s) in [(1, 0), (5, 20)] {
             for_seeds(0..2, |seed| {
-                let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
-                let es = s.holder(ids[0], Role::EpochSteward).unwrap();
-                let bs = s.holder(ids[0], Role::BackupSteward).unwrap();
-                let rest = others(&ids, &[es, bs]);
-                let (target, innocent) = (rest[0], rest[1]);
-                s.members[es].filter = Some(drop_candidates());
-                s.propose_removal(bs, target);
-                let frozen = s.run_until(10 * MIN, |s| {
-                    s.state(es) == Some(ConversationState::Freezing)
-                });
-                assert!(frozen, "{}", s.describe());
+                let (mut s, ids, es, target, innocent) = steward_turns_malicious(seed, &net);
                 let (es_id, innocent_id) = (s.id(es), s.id(innocent));
                 let bad = s
                     .act(es, |c, ctx| {
