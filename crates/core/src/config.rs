@@ -6,6 +6,13 @@ use serde::{Deserialize, Serialize};
 /// Milliseconds, the protocol core's unit of time.
 pub type Millis = u64;
 
+/// Members answering a request (a missed commit, a proposal and its votes) wait a random
+/// delay up to this, and stay quiet if someone else answered first.
+pub(crate) const REPLY_JITTER_MS: Millis = 1_000;
+
+/// Requests for missing votes a member sends before it applies the timeout rule.
+pub(crate) const VOTE_ASKS: u8 = 3;
+
 /// Everything a conversation can be tuned with. Defaults are the reference's proven values.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationConfig {
@@ -132,6 +139,13 @@ impl ConversationConfig {
         Ok(())
     }
 
+    /// How long a member keeps asking for missing votes after the consensus timeout
+    /// before it applies the timeout rule: `VOTE_ASKS` requests `recovery_inactivity`
+    /// apart, then the answers' jitter.
+    pub fn missing_votes_wait(&self) -> Millis {
+        Millis::from(VOTE_ASKS) * self.recovery_inactivity + REPLY_JITTER_MS
+    }
+
     /// Pending-join expiry: three commit-inactivity windows, as the reference, but never
     /// shorter than the slowest regular path from request to welcome: a backup's takeover
     /// of the request (the epoch steward silent), the vote with its timeout and the
@@ -139,8 +153,7 @@ impl ConversationConfig {
     /// gave up just before its welcome would be a member of the group that never reads it.
     pub fn pending_join_expiry(&self) -> Millis {
         let takeover = self.commit_inactivity + self.recovery_inactivity;
-        let vote =
-            self.voting_delay + self.consensus_timeout + 3 * self.recovery_inactivity + 1_000;
+        let vote = self.voting_delay + self.consensus_timeout + self.missing_votes_wait();
         let commit = self.commit_inactivity + self.recovery_inactivity + self.freeze;
         self.commit_inactivity
             .saturating_mul(3)

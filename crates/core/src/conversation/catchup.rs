@@ -18,9 +18,8 @@ use prost::Message;
 use rand::Rng;
 
 use super::*;
+use crate::config::REPLY_JITTER_MS;
 use crate::proto::pb;
-
-pub(super) const REPLY_JITTER_MS: Millis = 1_000;
 
 impl Conversation {
     /// We saw evidence that the group is at `epoch`.
@@ -232,8 +231,9 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         id: u32,
     ) {
-        tracing::debug!(conversation = %self.name, id, known = self.consensus.tally(id).is_some(), "asked for a proposal");
-        if self.consensus.tally(id).is_none() {
+        let known = self.consensus.tally(id).is_some();
+        tracing::debug!(conversation = %self.name, id, known, "asked for a proposal");
+        if !known {
             // Someone asks for votes on a proposal we never received: its owner (or a
             // member that has it) is about to apply the timeout rule without our vote.
             // Ask for the proposal ourselves, so we get to vote on it.

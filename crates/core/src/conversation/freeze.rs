@@ -24,25 +24,15 @@ pub(super) struct Winner {
     pub old_epoch: u64,
 }
 
-/// A proposal carried as evidence, as we judge it: counting at least as many voters as
-/// we have members. The sender wrote the header; one that counted fewer would let a
-/// handful of signed votes, or the forger's single one, decide. (A legitimate proposal
-/// from before a join counts fewer; its real votes still reach the larger quorum.) A
-/// member's own leave is the one proposal with a single voter, as on the broadcast path.
-pub(super) fn as_evidence(
-    p: &crate::proto::cpb::Proposal,
-    members: usize,
-) -> crate::proto::cpb::Proposal {
-    let mut p = p.clone();
-    let own_leave = MemberId::from_slice(&p.proposal_owner).is_ok_and(|owner| {
-        p.expected_voters_count == 1
-            && p.proposal_id == crate::consensus::self_leave_proposal_id(&owner)
-            && Action::from_payload(&p.payload).is_ok_and(|a| a == Action::Remove { member: owner })
-    });
-    if !own_leave {
-        p.expected_voters_count = p.expected_voters_count.max(members as u32);
-    }
-    p
+/// The `AppEnvelope` that publishes an encoded `CommitCandidate`.
+fn candidate_envelope(candidate: &[u8]) -> Option<Vec<u8>> {
+    let c = pb::CommitCandidate::decode(candidate).ok()?;
+    Some(
+        pb::AppEnvelope {
+            body: Some(pb::app_envelope::Body::CommitCandidate(c)),
+        }
+        .encode_to_vec(),
+    )
 }
 
 impl Conversation {
@@ -54,17 +44,28 @@ impl Conversation {
         self.inherited_approvals.contains(&p.proposal_id)
     }
 
-    /// A proposal carried as evidence, as we judge it (see [`as_evidence`]).
+    /// A proposal carried as evidence, as we judge it: counting at least as many voters
+    /// as we have members. The sender wrote the header; one that counted fewer would let
+    /// a handful of signed votes, or the forger's single one, decide. Exceptions: the
+    /// proposals the group made before we joined (see [`Self::predates_our_join`]), and
+    /// a member's own leave, the one proposal with a single voter, as on the broadcast
+    /// path.
     pub(super) fn judged_evidence(
         &self,
         p: &crate::proto::cpb::Proposal,
         members: usize,
     ) -> crate::proto::cpb::Proposal {
-        if self.predates_our_join(p) {
-            p.clone()
-        } else {
-            as_evidence(p, members)
+        let mut p = p.clone();
+        let own_leave = MemberId::from_slice(&p.proposal_owner).is_ok_and(|owner| {
+            p.expected_voters_count == 1
+                && p.proposal_id == crate::consensus::self_leave_proposal_id(&owner)
+                && Action::from_payload(&p.payload)
+                    .is_ok_and(|a| a == Action::Remove { member: owner })
+        });
+        if !own_leave && !self.predates_our_join(&p) {
+            p.expected_voters_count = p.expected_voters_count.max(members as u32);
         }
+        p
     }
 }
 
@@ -350,7 +351,7 @@ impl Conversation {
         let bytes = cand.encode_to_vec();
         let hash = commit_hash(&cand.commit_message);
         let actions = adds.len() + removes.len();
-        let resend_gap = self.config.freeze / 4;
+        let resend_gap = self.resend_gap();
         if let Some(f) = self.freeze.as_mut() {
             f.own_pending = true;
             f.next_resend = Some(ctx.now + resend_gap);
@@ -370,8 +371,14 @@ impl Conversation {
         out.send(Subtopic::AppMsg, env.encode_to_vec());
     }
 
+    /// How often a candidate is re-sent: four times per freeze window (our own during the
+    /// round, the winner after it).
+    fn resend_gap(&self) -> Millis {
+        (self.config.freeze / 4).max(1)
+    }
+
     fn resend_candidate(&mut self, now: Millis, out: &mut Output) {
-        let gap = self.config.freeze / 4;
+        let gap = self.resend_gap();
         let Some(f) = self.freeze.as_mut() else {
             return;
         };
@@ -380,19 +387,19 @@ impl Conversation {
             return;
         }
         f.next_resend = (now + gap < f.started_at + self.config.freeze).then_some(now + gap);
-        if let Some(c) = f.candidates.iter().find(|c| c.local)
-            && let Ok(cand) = pb::CommitCandidate::decode(c.bytes.as_slice())
+        if let Some(env) = f
+            .candidates
+            .iter()
+            .find(|c| c.local)
+            .and_then(|c| candidate_envelope(&c.bytes))
         {
-            let env = pb::AppEnvelope {
-                body: Some(pb::app_envelope::Body::CommitCandidate(cand)),
-            };
-            out.send(Subtopic::AppMsg, env.encode_to_vec());
+            out.send(Subtopic::AppMsg, env);
         }
     }
 
     /// See [`TrailingWinner`].
     pub(super) fn tick_trailing_winner(&mut self, now: Millis, out: &mut Output) {
-        let gap = (self.config.freeze / 4).max(1);
+        let gap = self.resend_gap();
         let Some(w) = self.trailing.as_mut() else {
             return;
         };
@@ -400,14 +407,9 @@ impl Conversation {
             return;
         }
         w.next = now + gap;
-        let env = pb::CommitCandidate::decode(w.bytes.as_slice()).map(|c| pb::AppEnvelope {
-            body: Some(pb::app_envelope::Body::CommitCandidate(c)),
-        });
+        out.send(Subtopic::AppMsg, w.envelope.clone());
         if w.next > w.until {
             self.trailing = None;
-        }
-        if let Ok(env) = env {
-            out.send(Subtopic::AppMsg, env.encode_to_vec());
         }
     }
 
@@ -568,11 +570,12 @@ impl Conversation {
         }
         match winner {
             Some((i, w)) => {
-                if steward || round.candidates[i].local {
-                    let gap = (self.config.freeze / 4).max(1);
+                if (steward || round.candidates[i].local)
+                    && let Some(envelope) = candidate_envelope(&round.candidates[i].bytes)
+                {
                     self.trailing = Some(TrailingWinner {
-                        bytes: round.candidates[i].bytes.clone(),
-                        next: ctx.now + gap,
+                        envelope,
+                        next: ctx.now + self.resend_gap(),
                         until: window_end.max(ctx.now) + self.config.freeze / 2,
                     });
                 }

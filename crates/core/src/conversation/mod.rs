@@ -150,8 +150,8 @@ pub(crate) struct RecentWelcome {
 /// a member holding nothing at the end of its window probes and catches up instead.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct TrailingWinner {
-    /// Encoded `CommitCandidate`.
-    pub bytes: Vec<u8>,
+    /// The `AppEnvelope` carrying the winning candidate, as published.
+    pub envelope: Vec<u8>,
     pub next: Millis,
     pub until: Millis,
 }

@@ -3,15 +3,12 @@
 
 use openmls_traits::OpenMlsProvider;
 
-use super::catchup::REPLY_JITTER_MS;
 use super::stewardship::Installed;
 use super::*;
+use crate::config::{REPLY_JITTER_MS, VOTE_ASKS};
 use crate::consensus::NewProposal;
 use crate::proto::{cpb, pb};
 use crate::scoring::ScoreEvent;
-
-/// Requests for missing votes before the timeout rule (see `ask_for_missing_votes`).
-const VOTE_ASKS: u8 = 3;
 
 impl Conversation {
     fn now_s(ctx_now: Millis) -> u64 {
@@ -365,15 +362,15 @@ impl Conversation {
             // A proposal we first learn of from evidence counts at least our members as
             // voters (see `as_evidence`); one we hold keeps the header we got when it
             // was broadcast.
-            let p = &if self.consensus.tally(id).is_none() {
+            let owner = MemberId::from_slice(&p.proposal_owner).unwrap_or(self.me);
+            let p = if self.consensus.tally(id).is_none() {
                 self.judged_evidence(p, members.len())
             } else {
                 p.clone()
             };
-            let owner = MemberId::from_slice(&p.proposal_owner).unwrap_or(self.me);
             match self
                 .consensus
-                .ingest_evidence(p.clone(), Self::now_s(ctx.now), &is_voter)
+                .ingest_evidence(p, Self::now_s(ctx.now), &is_voter)
             {
                 Ok(outcome) => {
                     if !self.proposals.contains_key(&id) {
@@ -514,7 +511,6 @@ impl Conversation {
         if self.resolved.contains(&id) {
             return;
         }
-        tracing::debug!(conversation = %self.name, id, accepted, tally = ?self.consensus.tally(id), "outcome");
         self.resolved.push_back(id);
         while self.resolved.len() > RESOLVED_CAP {
             self.resolved.pop_front();
@@ -530,7 +526,7 @@ impl Conversation {
         };
         let action = p.action.clone();
         out.event(Event::ProposalDecided { id, accepted });
-        tracing::info!(conversation = %self.name, id, accepted, summary = %action.summary(), "proposal decided");
+        tracing::info!(conversation = %self.name, id, accepted, tally = ?self.consensus.tally(id), summary = %action.summary(), "proposal decided");
         match action {
             Action::Add {
                 member,
