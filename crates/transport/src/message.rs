@@ -1,4 +1,4 @@
-//! 14/WAKU2-MESSAGE and its deterministic hash.
+//! 14/WAKU2-MESSAGE, its deterministic hash, and the relay's gossipsub message id.
 
 use sha2::{Digest, Sha256};
 
@@ -11,7 +11,9 @@ pub mod pb {
 pub use pb::WakuMessage;
 
 /// `sha256(pubsub_topic ‖ payload ‖ content_topic ‖ meta ‖ timestamp)`, timestamp as 8-byte
-/// big-endian; an absent `meta` contributes nothing. Also our gossipsub message id.
+/// big-endian; an absent `meta` contributes nothing. The message's identity (validation
+/// logs, stats, de-duplication above the relay); the relay's gossipsub message id is
+/// [`relay_message_id`].
 pub fn message_hash(pubsub_topic: &str, m: &WakuMessage) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(pubsub_topic.as_bytes());
@@ -22,6 +24,14 @@ pub fn message_hash(pubsub_topic: &str, m: &WakuMessage) -> [u8; 32] {
     }
     h.update(m.timestamp.unwrap_or(0).to_be_bytes());
     h.finalize().into()
+}
+
+/// The gossipsub message id of a relay message: SHA-256 of the message's bytes (the
+/// encoded WakuMessage, gossipsub's `data`), as nwaku (`defaultMessageIdProvider`) and
+/// js-waku (`msgIdFnStrictNoSign`) compute it, so relays dedupe and gossip (IHAVE/IWANT)
+/// under the same ids.
+pub fn relay_message_id(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! A native Waku v2 relay peer (11/WAKU2-RELAY) on rust-libp2p.
 //!
 //! gossipsub v1.1 under `/vac/waku/relay/2.0.0`, StrictNoSign (anonymous messages),
-//! message id = the 14/WAKU2-MESSAGE deterministic hash, validation before forwarding,
-//! 66/WAKU2-METADATA, TCP + WebSocket, noise, yamux, identify, ping, pure-Rust DNS.
+//! message id = SHA-256 of the message bytes (as nwaku and js-waku), validation before
+//! forwarding, 66/WAKU2-METADATA, TCP + WebSocket, noise, yamux, identify, ping,
+//! pure-Rust DNS.
 //! The swarm runs in its own task; [`WakuRelay`] is the handle the node uses.
 
 mod behaviour;

@@ -11,7 +11,6 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
-use prost::Message;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -20,7 +19,7 @@ use super::metadata::pb as meta;
 use super::{
     Command, MAX_MESSAGE_SIZE, METADATA_PROTOCOL, RELAY_PROTOCOL, Shared, WakuConfig, validate,
 };
-use crate::message::{WakuMessage, message_hash};
+use crate::message::relay_message_id;
 use crate::{InboundPacket, TransportError, parse_content_topic, pubsub_topic};
 
 fn io(e: impl std::fmt::Display) -> TransportError {
@@ -60,6 +59,14 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// The gossipsub message id of a relay message: SHA-256 of its bytes (the encoded
+/// WakuMessage), as nwaku and js-waku compute it. Not the deterministic message hash:
+/// that one needs a decodable message, and gossipsub needs an id for every message,
+/// including the undecodable ones it must remember as rejected.
+fn message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
+    gossipsub::MessageId::from(relay_message_id(&m.data).to_vec())
+}
+
 fn relay_behaviour(key: &Keypair) -> Result<gossipsub::Behaviour, TransportError> {
     let cfg = gossipsub::ConfigBuilder::default()
         .protocol_id(RELAY_PROTOCOL, gossipsub::Version::V1_1)
@@ -67,18 +74,7 @@ fn relay_behaviour(key: &Keypair) -> Result<gossipsub::Behaviour, TransportError
         .validate_messages()
         .max_transmit_size(MAX_MESSAGE_SIZE + 16 * 1024)
         .heartbeat_interval(Duration::from_millis(700))
-        .message_id_fn(|m: &gossipsub::Message| {
-            // The Waku deterministic hash, so every implementation dedupes alike.
-            match WakuMessage::decode(m.data.as_slice()) {
-                Ok(w) => gossipsub::MessageId::from(message_hash(m.topic.as_str(), &w).to_vec()),
-                Err(_) => gossipsub::MessageId::from(
-                    sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
-                        &m.data,
-                    ))
-                    .to_vec(),
-                ),
-            }
-        })
+        .message_id_fn(message_id)
         .build()
         .map_err(|e| TransportError::Config(format!("gossipsub: {e}")))?;
     let _ = key;
@@ -484,5 +480,45 @@ impl Node {
         if self.inbound.try_send(pkt).is_err() {
             tracing::warn!("inbound queue full: dropping a packet");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::message::{WakuMessage, message_hash};
+
+    /// The relay's gossipsub message id is SHA-256 of the message bytes, as nwaku's
+    /// `defaultMessageIdProvider` and js-waku's `msgIdFnStrictNoSign` compute it; the
+    /// 14/WAKU2-MESSAGE deterministic hash is another value.
+    #[test]
+    fn gossipsub_message_id_is_sha256_of_the_encoded_waku_message() {
+        // The first 14/WAKU2-MESSAGE spec vector, encoded (as tests/interop's Python
+        // encoder writes it too), and the SHA-256 of those bytes.
+        let data = hex::decode(
+            "0a0c010203045445535405060708121d2f77616b752f322f64656661756c742d636f6e74656e742f\
+             70726f746f508090fca3f4efc4d72e5a0c73757065722d736563726574",
+        )
+        .unwrap();
+        let want = "ce571a2092b1c046d6ed3c476b55d64db1d93bc76348d343e832399326adbea6";
+        let pubsub = "/waku/2/default-waku/proto";
+        let w = WakuMessage::decode(data.as_slice()).unwrap();
+        assert_eq!(w.encode_to_vec(), data, "prost encodes the vector alike");
+        let m = gossipsub::Message {
+            source: None,
+            data: data.clone(),
+            sequence_number: None,
+            topic: gossipsub::TopicHash::from_raw(pubsub),
+        };
+        let id = message_id(&m);
+        assert_eq!(hex::encode(&id.0), want);
+        let deterministic = message_hash(pubsub, &w);
+        assert_eq!(
+            hex::encode(deterministic),
+            "64cce733fed134e83da02b02c6f689814872b1a0ac97ea56b76095c3c72bfe05"
+        );
+        assert_ne!(id.0, deterministic.to_vec());
     }
 }
