@@ -6,9 +6,12 @@ Install: scripts/setup-test-deps.sh (venv .venv-interop, libp2p==0.8.1 pinned).
     py_waku_peer.py --connect MA/p2p/ID --topic /waku/2/rs/15/N --content-topic CT
                     [--send TEXT] [--expect TEXT] [--timeout SECS]
 
-stdout, one line each: `ready PEERID`, `connected`, `sent` (per publish),
-`recv CONTENT_TOPIC PAYLOAD_TEXT` (`recv-garbage HEX` for a non-WakuMessage), then
-`done` or `fail REASON` (and on failure the router's view of its peers on stderr).
+stdout, one line each: `ready PEERID`, `connected`, `sent MSGID` (per publish),
+`recv MSGID CONTENT_TOPIC PAYLOAD_TEXT` (`recv-garbage MSGID HEX` for a non-WakuMessage),
+then `done` or `fail REASON` (and on failure the router's view of its peers on stderr).
+MSGID is the hex message id py-libp2p files the message under: SHA-256 of the message
+bytes, Waku's relay message id (nwaku, js-waku, our Rust relay), which the Rust test
+compares with its own.
 stdin: `stop` ends the publishing of --send (every 0.5 s until then) and lets it finish.
 Exit 0 only if the --expect payload arrived and, with --send, `stop` came.
 PY_WAKU_PEER_LOG=FILE writes py-libp2p's debug log to FILE.
@@ -26,11 +29,12 @@ or a busy topic come in, which two peers do not exercise (measured with more pee
    would forward one message ever and drop the rest as "equivocation": switched off
    (the seen-cache, keyed on the Waku message id, still drops duplicates);
 4. its message cache (what IHAVE/IWANT gossip serves) keys on from+seqno too: we key it
-   on the Waku message id, which is also what our peer asks for in IWANT.
-Also: Pubsub(strict_signing=False, msg_id_constructor=<Waku hash>), security /noise,
-muxer /yamux/1.0.0 (what our relay offers); py delivers its own publishes to itself
-(we drop those by our instance id in `meta`, as the Rust relay does); and its router
-silently stops forwarding above 10 msg/s per peer and topic, so that limit is raised.
+   on the Waku relay message id, which is also what our peer asks for in IWANT.
+Also: Pubsub(strict_signing=False, msg_id_constructor=<Waku relay message id>),
+security /noise, muxer /yamux/1.0.0 (what our relay offers); py delivers its own
+publishes to itself (we drop those by our instance id in `meta`, as the Rust relay
+does); and its router silently stops forwarding above 10 msg/s per peer and topic, so
+that limit is raised.
 """
 
 import argparse
@@ -124,21 +128,9 @@ def decode_waku(data):
 
 
 def waku_message_id(msg: rpc_pb2.Message) -> bytes:
-    """sha256(pubsub_topic | payload | content_topic | meta | timestamp as 8-byte BE),
-    an absent meta contributing nothing: what every Waku relay uses as message id.
-    Not a WakuMessage: sha256 of the data (as our Rust relay does)."""
-    try:
-        f = decode_waku(msg.data)
-    except ValueError:
-        return hashlib.sha256(msg.data).digest()
-    zz = f.get(10, 0)
-    ts = (zz >> 1) ^ -(zz & 1)
-    h = hashlib.sha256(msg.topicIDs[0].encode() if msg.topicIDs else b"")
-    h.update(f.get(1, b""))
-    h.update(f.get(2, b""))
-    h.update(f.get(11, b""))
-    h.update((ts & (2**64 - 1)).to_bytes(8, "big"))
-    return h.digest()
+    """The Waku relay message id: SHA-256 of the message bytes (the encoded WakuMessage),
+    as nwaku and js-waku compute it; defined for any bytes, WakuMessage or not."""
+    return hashlib.sha256(msg.data).digest()
 
 
 # --- the patches (see the module doc) ----------------------------------------------------
@@ -161,8 +153,11 @@ def make_router():
 
 
 async def publish(pubsub, topic, data):
+    """Returns the message id py-libp2p files the message under."""
     # 2: anonymous (StrictNoSign): no from, seqno, signature or key.
-    await pubsub.push_msg(pubsub.my_id, rpc_pb2.Message(data=data, topicIDs=[topic]))
+    msg = rpc_pb2.Message(data=data, topicIDs=[topic])
+    await pubsub.push_msg(pubsub.my_id, msg)
+    return pubsub.get_message_id(msg)
 
 
 # --- the peer ----------------------------------------------------------------------------
@@ -207,16 +202,17 @@ async def run(args):
 
     async def receive(sub):
         async for msg in sub:
+            mid = pubsub.get_message_id(msg).hex()  # the id py-libp2p filed it under
             try:
                 f = decode_waku(msg.data)
             except ValueError:
-                say("recv-garbage", msg.data.hex())
+                say("recv-garbage", mid, msg.data.hex())
                 continue
             if f.get(11) == instance:
                 continue  # our own publish, delivered to ourselves
             ct = f.get(2, b"").decode(errors="replace")
             text = f.get(1, b"").decode(errors="replace")
-            say("recv", ct, text)
+            say("recv", mid, ct, text)
             if text == args.expect:
                 state["got"].set()
 
@@ -226,8 +222,8 @@ async def run(args):
             # 20 s skew window.
             now = time.time_ns()
             data = encode_waku(args.send.encode(), args.content_topic, now, instance)
-            await publish(pubsub, args.topic, data)
-            say("sent")
+            mid = await publish(pubsub, args.topic, data)
+            say("sent", mid.hex())
             with trio.move_on_after(0.5):
                 await state["stopped"].wait()
 

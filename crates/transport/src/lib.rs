@@ -35,6 +35,9 @@ pub struct InboundPacket {
     pub timestamp_ns: i64,
     /// The pubsub topic it arrived on.
     pub pubsub_topic: String,
+    /// The relay's message id (gossipsub's, SHA-256 of the encoded WakuMessage); empty
+    /// from transports without one (the in-memory transport).
+    pub message_id: Vec<u8>,
 }
 
 /// Transport failures.

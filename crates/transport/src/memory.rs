@@ -86,6 +86,7 @@ impl Transport for MemoryTransport {
                     sender_instance: self.instance.clone(),
                     timestamp_ns: 0,
                     pubsub_topic: "memory".into(),
+                    message_id: Vec::new(),
                 })
                 .await;
         }

@@ -1,13 +1,17 @@
 //! Interop with an independent Waku relay implementation: py-libp2p (PyPI `libp2p`, pinned
 //! by scripts/setup-test-deps.sh) running `tests/interop/py_waku_peer.py`, over TCP on
 //! 127.0.0.1, same gossipsub protocol id `/vac/waku/relay/2.0.0`. WakuMessages must flow
-//! both ways, and our relay must reject none of Python's.
+//! both ways, our relay must reject none of Python's, and both sides must file every
+//! message under the same gossipsub message id (SHA-256 of the message bytes, Waku's
+//! relay message id): Python prints the id py-libp2p uses for each message it sends and
+//! receives, our peer the id our relay uses.
 //!
 //! Skipped (with a note, not failed) when `.venv-interop/bin/python` is missing: run
 //! `scripts/setup-test-deps.sh` (scripts/test.sh does) to install it.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command};
@@ -169,9 +173,15 @@ fn waku_messages_flow_both_ways_between_our_relay_and_py_libp2p() {
     let publish = format!("publish {CONV} app_msg {}", hex::encode(FROM_RUST));
     let end = Instant::now() + EXCHANGE;
     let (mut py_got, mut we_got) = (Vec::<String>::new(), Vec::<String>::new());
+    // The ids our relay published under.
+    let mut we_sent = BTreeSet::<String>::new();
     while (py_got.len() < EACH || we_got.len() < EACH) && Instant::now() < end {
         if py_got.len() < EACH {
-            assert_eq!(rust.ask(&publish), "published");
+            let r = rust.ask(&publish);
+            let id = r
+                .strip_prefix("published ")
+                .unwrap_or_else(|| panic!("{r}"));
+            we_sent.insert(id.to_string());
         }
         for l in py.drain(Duration::from_millis(250)) {
             if l.starts_with("recv ") {
@@ -203,7 +213,13 @@ fn waku_messages_flow_both_ways_between_our_relay_and_py_libp2p() {
         py.seen
     );
     for l in &py_got {
-        assert_eq!(l, &format!("recv {ct} {FROM_RUST}"));
+        // `recv MSGID CONTENT_TOPIC TEXT`: py-libp2p filed our message under our id.
+        let fields: Vec<&str> = l.splitn(4, ' ').collect();
+        assert_eq!(&fields[2..], &[ct.as_str(), FROM_RUST], "{l}");
+        assert!(
+            we_sent.contains(fields[1]),
+            "py-libp2p's id for our message is not ours: {l}; ours: {we_sent:?}"
+        );
     }
     assert!(
         we_got.len() >= EACH,
@@ -213,11 +229,21 @@ fn waku_messages_flow_both_ways_between_our_relay_and_py_libp2p() {
         rust.inbox,
         py.seen
     );
+    // The ids py-libp2p published under (`sent MSGID`).
+    let py_sent: BTreeSet<&str> = (py.seen.iter())
+        .filter_map(|l| l.strip_prefix("sent "))
+        .collect();
     for l in &we_got {
-        // `recv CONV SUBTOPIC SENDER_HEX PAYLOAD_HEX`: the sender is Python's 16-byte `meta`.
+        // `recv CONV SUBTOPIC SENDER_HEX MSGID_HEX PAYLOAD_HEX`: the sender is Python's
+        // 16-byte `meta`, and our relay filed the message under py-libp2p's id.
         let fields: Vec<&str> = l.split(' ').collect();
         assert_eq!(&fields[1..3], &[CONV, "app_msg"], "{l}");
         assert_eq!(fields[3].len(), 32, "sender instance id: {l}");
+        assert_eq!(fields[4].len(), 64, "message id: {l}");
+        assert!(
+            py_sent.contains(fields[4]),
+            "our id for Python's message is not py-libp2p's: {l}; py-libp2p's: {py_sent:?}"
+        );
     }
 
     let score = rust.ask(&format!("score {py_id}"));

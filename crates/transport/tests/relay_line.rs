@@ -35,9 +35,9 @@ fn a_message_crosses_a_line_of_relay_processes_once_and_garbage_stops_at_the_mid
     let mut heard = None;
     for i in 0..40 {
         let msg = format!("hello {i}");
-        assert_eq!(
-            a.ask(&format!("publish line app_msg {}", hex::encode(&msg))),
-            "published"
+        assert!(
+            a.ask(&format!("publish line app_msg {}", hex::encode(&msg)))
+                .starts_with("published ")
         );
         c.drain(Duration::from_millis(500));
         if let Some(l) = c.inbox.first() {
@@ -53,13 +53,17 @@ fn a_message_crosses_a_line_of_relay_processes_once_and_garbage_stops_at_the_mid
 
     // Exactly once: a marked message arrives once and only once.
     c.inbox.clear();
-    assert_eq!(
-        a.ask(&format!("publish line welcome {}", hex::encode("once"))),
-        "published"
-    );
+    let sent = a.ask(&format!("publish line welcome {}", hex::encode("once")));
+    let once_id = sent
+        .strip_prefix("published ")
+        .expect("published")
+        .to_string();
     c.drain(Duration::from_secs(2));
     let copies = c.inbox.iter().filter(|l| payload_of(l) == b"once").count();
     assert_eq!(copies, 1, "C's inbox: {:?}", c.inbox);
+    // C got it under the id A published it with: SHA-256 of the message bytes.
+    let got = c.inbox.iter().find(|l| payload_of(l) == b"once").unwrap();
+    assert_eq!(got.split(' ').nth(4), Some(once_id.as_str()), "{got}");
     assert!(c.inbox.iter().all(|l| l.contains(" welcome ")));
     // No echo at A: its own messages never come back to it.
     a.drain(Duration::from_millis(200));
@@ -72,7 +76,11 @@ fn a_message_crosses_a_line_of_relay_processes_once_and_garbage_stops_at_the_mid
     // A raw gossipsub message that is no WakuMessage: B rejects it, C never sees it.
     let c_received = c.count("received");
     let topic = WakuConfig::default().topic_for("line");
-    assert_eq!(a.ask(&format!("raw {topic} ff0102")), "published");
+    // Its id is SHA-256 of the bytes like any other (sha256(ff0102)).
+    assert_eq!(
+        a.ask(&format!("raw {topic} ff0102")),
+        "published ca66882b2aacc5b00b7b59c586b283c3f885714499323f726d32c0799df1e3dc"
+    );
     b.wait_until("B to reject the malformed message", |b| {
         b.count("rejected") >= 1
     });

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! stdin, one command a line:
-//! - `publish CONV app_msg|welcome HEX` → `published`
-//! - `raw PUBSUB_TOPIC HEX` publishes bytes as they are (no WakuMessage) → `published`
+//! - `publish CONV app_msg|welcome HEX` → `published MSGID_HEX`
+//! - `raw PUBSUB_TOPIC HEX` publishes bytes as they are (no WakuMessage) →
+//!   `published MSGID_HEX`
 //! - `subscribe CONV` / `unsubscribe CONV` → `ok`
 //! - `peers` → `peers N`
 //! - `rejected` → `rejected N` (messages this relay refused, all topics and reasons)
@@ -20,8 +21,9 @@
 //! - `quit`
 //!
 //! stdout: `listening MULTIADDR` for each listen address, then `ready`; then
-//! `recv CONV SUBTOPIC SENDER_HEX PAYLOAD_HEX` for each inbound packet, the replies above,
-//! and `error TEXT` for a command that failed.
+//! `recv CONV SUBTOPIC SENDER_HEX MSGID_HEX PAYLOAD_HEX` for each inbound packet, the
+//! replies above, and `error TEXT` for a command that failed. MSGID is the relay's
+//! gossipsub message id (SHA-256 of the encoded WakuMessage).
 
 use std::process::ExitCode;
 
@@ -84,6 +86,12 @@ fn reply(r: Result<(), TransportError>, ok: &str) -> Result<String, String> {
     r.map(|()| ok.to_string()).map_err(|e| e.to_string())
 }
 
+/// A publish's reply line (with the message id), or its error.
+fn published(r: Result<Vec<u8>, TransportError>) -> Result<String, String> {
+    r.map(|id| format!("published {}", hex::encode(id)))
+        .map_err(|e| e.to_string())
+}
+
 /// Runs one stdin command; `None` means quit.
 async fn command(relay: &WakuRelay, line: &str) -> Option<Result<String, String>> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -98,12 +106,12 @@ async fn command(relay: &WakuRelay, line: &str) -> Option<Result<String, String>
                 other => return Some(Err(format!("unknown subtopic {other:?}"))),
             };
             match hex_arg(hex) {
-                Ok(p) => reply(relay.publish(conv, sub, p).await, "published"),
+                Ok(p) => published(relay.publish_with_id(conv, sub, p).await),
                 Err(e) => Err(e),
             }
         }
         ["raw", topic, hex] => match hex_arg(hex) {
-            Ok(p) => reply(relay.publish_raw(topic, p).await, "published"),
+            Ok(p) => published(relay.publish_raw(topic, p).await),
             Err(e) => Err(e),
         },
         ["subscribe", conv] => reply(relay.subscribe(conv).await, "ok"),
@@ -154,10 +162,11 @@ async fn run(cfg: WakuConfig, subscribe: Vec<String>) -> Result<(), String> {
             p = inbound.recv() => {
                 let Some(p) = p else { break };
                 let line = format!(
-                    "recv {} {} {} {}",
+                    "recv {} {} {} {} {}",
                     p.conversation,
                     p.subtopic.as_str(),
                     hex::encode(&p.sender_instance),
+                    hex::encode(&p.message_id),
                     hex::encode(&p.payload)
                 );
                 write_line(&mut out, &line).await.map_err(io)?;

@@ -36,7 +36,8 @@ pub(crate) enum Command {
     Publish {
         topic: String,
         data: Vec<u8>,
-        reply: oneshot::Sender<Result<(), TransportError>>,
+        /// The message's id, or why it was not published.
+        reply: oneshot::Sender<Result<Vec<u8>, TransportError>>,
     },
     Subscribe(String),
     Unsubscribe(String),
@@ -91,13 +92,13 @@ impl WakuRelay {
     }
 
     /// Publishes raw bytes as a relay message on `pubsub_topic`, bypassing every check:
-    /// lets tests play a peer that sends malformed messages.
+    /// lets tests play a peer that sends malformed messages. Returns the message id.
     #[doc(hidden)]
     pub async fn publish_raw(
         &self,
         pubsub_topic: &str,
         data: Vec<u8>,
-    ) -> Result<(), TransportError> {
+    ) -> Result<Vec<u8>, TransportError> {
         let (reply, rx) = oneshot::channel();
         self.cmd
             .send(Command::Publish {
@@ -120,16 +121,15 @@ impl WakuRelay {
             let _ = t.await;
         }
     }
-}
 
-#[async_trait]
-impl Transport for WakuRelay {
-    async fn publish(
+    /// [`Transport::publish`], returning the relay message id the message went out under
+    /// (SHA-256 of the encoded WakuMessage).
+    pub async fn publish_with_id(
         &self,
         conversation: &str,
         subtopic: Subtopic,
         payload: Vec<u8>,
-    ) -> Result<(), TransportError> {
+    ) -> Result<Vec<u8>, TransportError> {
         let ct = content_topic(conversation, subtopic)?;
         let now_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -158,6 +158,20 @@ impl Transport for WakuRelay {
             .await
             .map_err(|_| TransportError::Stopped)?;
         rx.await.map_err(|_| TransportError::Stopped)?
+    }
+}
+
+#[async_trait]
+impl Transport for WakuRelay {
+    async fn publish(
+        &self,
+        conversation: &str,
+        subtopic: Subtopic,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        self.publish_with_id(conversation, subtopic, payload)
+            .await
+            .map(|_| ())
     }
 
     async fn subscribe(&self, conversation: &str) -> Result<(), TransportError> {

@@ -295,21 +295,23 @@ impl Node {
     fn on_command(&mut self, c: Command) {
         match c {
             Command::Publish { topic, data, reply } => {
+                // What gossipsub computes too, for the cases where it returns no id.
+                let id = relay_message_id(&data).to_vec();
                 let r = self
                     .swarm
                     .behaviour_mut()
                     .relay
                     .publish(IdentTopic::new(&topic), data);
                 let r = match r {
-                    Ok(_) => {
+                    Ok(id) => {
                         self.count(&topic, |s| s.published += 1);
-                        Ok(())
+                        Ok(id.0)
                     }
                     // Alone on the network: nothing to do, and not worth an error upstream.
                     Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
                     | Err(gossipsub::PublishError::Duplicate) => {
                         self.count(&topic, |s| s.published += 1);
-                        Ok(())
+                        Ok(id)
                     }
                     Err(e) => Err(TransportError::Publish(e.to_string())),
                 };
@@ -470,6 +472,7 @@ impl Node {
             return;
         }
         let pkt = InboundPacket {
+            message_id: id.0,
             conversation,
             subtopic,
             payload: msg.payload,
