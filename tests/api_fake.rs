@@ -64,17 +64,19 @@ impl Fake {
 
 #[async_trait]
 impl NodeControl for Fake {
-    async fn status(&self) -> StatusView {
-        StatusView {
+    async fn status(&self) -> Result<StatusView, ApiError> {
+        Ok(StatusView {
             address: ME.into(),
             peer_id: "16Uiu2HAm".into(),
             peers: 2,
             conversations: self.convs.lock().unwrap().keys().cloned().collect(),
             listen: vec!["/ip4/127.0.0.1/tcp/60000".into()],
-        }
+            quarantined: vec![],
+        })
     }
-    async fn conversations(&self) -> Vec<ConversationSummary> {
-        self.convs
+    async fn conversations(&self) -> Result<Vec<ConversationSummary>, ApiError> {
+        Ok(self
+            .convs
             .lock()
             .unwrap()
             .values()
@@ -84,7 +86,7 @@ impl NodeControl for Fake {
                 epoch: c.epoch,
                 members: c.members.len(),
             })
-            .collect()
+            .collect())
     }
     async fn create(&self, name: &str) -> Result<ConversationView, ApiError> {
         let mut m = self.convs.lock().unwrap();

@@ -193,7 +193,8 @@ impl ApiClient {
         Ok(Reply { raw, value })
     }
 
-    /// `GET /health`.
+    /// `GET /health`. A node that is `down` answers 503, which is an `Http` error
+    /// carrying the body's `error`.
     pub async fn health(&self) -> Result<Reply<HealthView>, ClientError> {
         self.typed(Method::GET, "/health", None).await
     }
@@ -227,6 +228,17 @@ impl ApiClient {
     /// `POST /conversations/{name}/leave`.
     pub async fn leave(&self, name: &str) -> Result<Reply<LeaveView>, ClientError> {
         self.typed(Method::POST, &conv(name, "/leave"), None).await
+    }
+
+    /// `POST /conversations/{name}/release`.
+    pub async fn release(&self, name: &str) -> Result<Reply<ConversationView>, ClientError> {
+        self.typed(Method::POST, &conv(name, "/release"), None)
+            .await
+    }
+
+    /// `POST /conversations/{name}/drop`.
+    pub async fn drop_conversation(&self, name: &str) -> Result<Reply<DroppedView>, ClientError> {
+        self.typed(Method::POST, &conv(name, "/drop"), None).await
     }
 
     /// `GET /conversations/{name}`.

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// 500: the node failed.
     #[error("{0}")]
     Internal(String),
+    /// 503: the node's runtime is not running (it stopped or does not answer).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -42,6 +45,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -58,10 +62,16 @@ impl IntoResponse for ApiError {
 /// [`crate::config::check_conversation_name`]; addresses are parsed.
 #[async_trait]
 pub trait NodeControl: Send + Sync + 'static {
-    /// Our identity, peer id, peers and conversations.
-    async fn status(&self) -> StatusView;
-    /// The conversations we are in.
-    async fn conversations(&self) -> Vec<ConversationSummary>;
+    /// Whether the node runs: `ok`, `degraded` (conversations quarantined) or `down`.
+    /// The default, for doubles without a runtime, is always `ok`.
+    async fn health(&self) -> HealthView {
+        HealthView::ok()
+    }
+    /// Our identity, peer id, peers, conversations and quarantined conversations.
+    /// `Unavailable` when the runtime is not running.
+    async fn status(&self) -> Result<StatusView, ApiError>;
+    /// The conversations we are in (quarantined ones are not).
+    async fn conversations(&self) -> Result<Vec<ConversationSummary>, ApiError>;
     /// Creates a conversation with us as its first member and steward.
     async fn create(&self, name: &str) -> Result<ConversationView, ApiError>;
     /// Asks to join a conversation (state `pending_join` until welcomed).
@@ -80,6 +90,22 @@ pub trait NodeControl: Send + Sync + 'static {
     async fn proposals(&self, name: &str) -> Result<Vec<ProposalView>, ApiError>;
     /// Casts our vote on a proposal.
     async fn vote(&self, name: &str, proposal_id: u32, yes: bool) -> Result<VoteView, ApiError>;
+    /// Puts a quarantined conversation back to work from its saved state; `Conflict` if it
+    /// still cannot be restored (it stays quarantined) or is not quarantined. The default,
+    /// for doubles without quarantine, finds nothing quarantined.
+    async fn release(&self, name: &str) -> Result<ConversationView, ApiError> {
+        Err(ApiError::NotFound(format!(
+            "conversation {name:?} is not quarantined"
+        )))
+    }
+    /// Deletes everything stored for a quarantined conversation (state, MLS group,
+    /// messages); `Conflict` for a conversation that is not quarantined. The default, for
+    /// doubles without quarantine, finds nothing quarantined.
+    async fn drop_conversation(&self, name: &str) -> Result<DroppedView, ApiError> {
+        Err(ApiError::NotFound(format!(
+            "conversation {name:?} is not quarantined"
+        )))
+    }
     /// A new subscription to the node's event stream (all conversations).
     fn events(&self) -> broadcast::Receiver<EventView>;
     /// Prometheus text exposition of the node's metrics. May block briefly; the server

@@ -70,6 +70,8 @@ fn build(node: Arc<dyn NodeControl>, stopping: Option<watch::Receiver<bool>>) ->
         .route("/conversations/{name}", get(show))
         .route("/conversations/{name}/join", post(join))
         .route("/conversations/{name}/leave", post(leave))
+        .route("/conversations/{name}/release", post(release))
+        .route("/conversations/{name}/drop", post(drop_conversation))
         .route("/conversations/{name}/messages", get(messages).post(send))
         .route("/conversations/{name}/remove", post(remove))
         .route("/conversations/{name}/proposals", get(proposals))
@@ -103,10 +105,15 @@ fn conversation(name: Result<Path<String>, PathRejection>) -> ApiResult<String> 
     Ok(name)
 }
 
-async fn health() -> Json<HealthView> {
-    Json(HealthView {
-        status: "ok".into(),
-    })
+/// 200 while the runtime runs (`ok` or `degraded`), 503 when it is `down`.
+async fn health(State(s): State<AppState>) -> (StatusCode, Json<HealthView>) {
+    let h = s.node.health().await;
+    let code = if h.is_down() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(h))
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -124,12 +131,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn status(State(s): State<AppState>) -> Json<StatusView> {
-    Json(s.node.status().await)
+async fn status(State(s): State<AppState>) -> ApiResult<Json<StatusView>> {
+    Ok(Json(s.node.status().await?))
 }
 
-async fn conversations(State(s): State<AppState>) -> Json<Vec<ConversationSummary>> {
-    Json(s.node.conversations().await)
+async fn conversations(State(s): State<AppState>) -> ApiResult<Json<Vec<ConversationSummary>>> {
+    Ok(Json(s.node.conversations().await?))
 }
 
 async fn create(
@@ -163,6 +170,22 @@ async fn leave(
 ) -> ApiResult<Json<LeaveView>> {
     let name = conversation(name)?;
     Ok(Json(s.node.leave(&name).await?))
+}
+
+async fn release(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ConversationView>> {
+    let name = conversation(name)?;
+    Ok(Json(s.node.release(&name).await?))
+}
+
+async fn drop_conversation(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<DroppedView>> {
+    let name = conversation(name)?;
+    Ok(Json(s.node.drop_conversation(&name).await?))
 }
 
 async fn messages(

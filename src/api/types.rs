@@ -17,6 +17,33 @@ pub struct StatusView {
     /// Our libp2p listen addresses.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// Conversations the node does not run until the operator releases or drops them
+    /// (not listed in `conversations`).
+    #[serde(default)]
+    pub quarantined: Vec<QuarantineView>,
+}
+
+/// A quarantined conversation: the node stopped running it after a panic in its
+/// processing, or because its saved state cannot be restored. Its stored state is kept as
+/// it was before the failing call; packets, timers and commands for it are refused until
+/// `POST /conversations/{name}/release` or `/drop`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineView {
+    /// Conversation name.
+    pub name: String,
+    /// Why, one line (e.g. `panicked in packet: …`, `cannot be restored: …`).
+    pub reason: String,
+    /// Since when, ms since the Unix epoch.
+    pub since: u64,
+}
+
+/// `POST /conversations/{name}/drop`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedView {
+    /// Conversation name.
+    pub name: String,
+    /// True: its state, MLS group and messages were deleted.
+    pub dropped: bool,
 }
 
 /// One row of `GET /conversations`.
@@ -132,11 +159,42 @@ pub struct EventView {
     pub data: serde_json::Value,
 }
 
-/// `GET /health`.
+/// `GET /health`. Healthy: `{"status": "ok"}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthView {
-    /// Always `"ok"` while the node serves requests.
+    /// `ok`; `degraded` when some conversations are quarantined (the others run; HTTP
+    /// 200); `down` when the node's runtime stopped or does not answer (HTTP 503).
     pub status: String,
+    /// Why the node is `down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The quarantined conversations (`degraded`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<QuarantineView>,
+}
+
+impl HealthView {
+    /// `ok`.
+    pub fn ok() -> Self {
+        Self {
+            status: "ok".into(),
+            ..Default::default()
+        }
+    }
+
+    /// `down`, because of `error`.
+    pub fn down(error: impl Into<String>) -> Self {
+        Self {
+            status: "down".into(),
+            error: Some(error.into()),
+            quarantined: Vec::new(),
+        }
+    }
+
+    /// Whether this is `down`.
+    pub fn is_down(&self) -> bool {
+        self.status == "down"
+    }
 }
 
 /// Every error body: `{"error": "…"}`.

@@ -61,6 +61,17 @@ pub async fn run_client(cli: &Cli) -> Result<(), CliError> {
         Command::Run { .. } => return Err(CliError::NotClient("run")),
         Command::Keygen { .. } => return Err(CliError::NotClient("keygen")),
         Command::Status => show(json, api.status().await?, output::status),
+        Command::Health => show(json, api.health().await?, output::health),
+        Command::Release { name } => show(json, api.release(name).await?, |v| {
+            format!(
+                "released {}: running again from its saved state\n{}",
+                v.name,
+                output::conversation(v)
+            )
+        }),
+        Command::Drop { name } => show(json, api.drop_conversation(name).await?, |v| {
+            format!("dropped {}: its state and messages are deleted", v.name)
+        }),
         Command::Conversations => show(json, api.conversations().await?, |v| {
             output::conversations(v)
         }),

@@ -59,8 +59,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// The node's address, peer id, peers and conversations.
+    /// The node's address, peer id, peers, conversations and quarantined conversations.
     Status,
+    /// Whether the node runs: ok, degraded (quarantined conversations) or down (exit 1).
+    Health,
     /// The conversations the node is in.
     Conversations,
     /// Create a conversation (we become its first member and steward).
@@ -77,6 +79,19 @@ pub enum Command {
     },
     /// Leave a conversation.
     Leave {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+    },
+    /// Put a quarantined conversation back to work from its saved state.
+    Release {
+        /// Conversation name.
+        #[arg(value_parser = conversation_name)]
+        name: String,
+    },
+    /// Delete everything stored for a quarantined conversation (state, MLS group,
+    /// messages). The group still counts us as a member until it removes us.
+    Drop {
         /// Conversation name.
         #[arg(value_parser = conversation_name)]
         name: String,

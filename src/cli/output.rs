@@ -56,6 +56,28 @@ pub(crate) fn status(s: &StatusView) -> String {
         let _ = writeln!(out, "listening on   {l}");
     }
     let _ = writeln!(out, "conversations  {convs}");
+    for q in &s.quarantined {
+        let _ = writeln!(out, "quarantined    {}: {}", q.name, q.reason);
+    }
+    out
+}
+
+pub(crate) fn health(h: &HealthView) -> String {
+    let mut out = h.status.clone();
+    if let Some(e) = &h.error {
+        out.push_str(": ");
+        out.push_str(e);
+    }
+    out.push('\n');
+    for q in &h.quarantined {
+        let _ = writeln!(
+            out,
+            "quarantined {} since {}: {}",
+            q.name,
+            time(q.since),
+            q.reason
+        );
+    }
     out
 }
 

@@ -1,5 +1,8 @@
 //! The API seam: forwards each call to the runtime actor and waits for its answer.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use async_trait::async_trait;
 use demls_core::conversation::Command;
 use demls_core::identity::MemberId;
@@ -9,40 +12,99 @@ use super::runtime::Request;
 use crate::api::types::*;
 use crate::api::{ApiError, NodeControl};
 
+/// How long `/health` waits for the runtime before calling it down.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the runtime thread still runs; set once, with the reason, when it ends.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    stopped: Mutex<Option<String>>,
+}
+
+impl Liveness {
+    /// Records that the runtime ended (the first reason wins).
+    pub(crate) fn stop(&self, reason: String) {
+        let mut g = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        g.get_or_insert(reason);
+    }
+
+    /// Why the runtime ended, once it has.
+    pub(crate) fn stopped(&self) -> Option<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// A cloneable handle on the running node.
 #[derive(Clone)]
 pub struct NodeHandle {
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) events: broadcast::Sender<EventView>,
-}
-
-fn gone<T>(_: T) -> ApiError {
-    ApiError::Internal("the node is shutting down".into())
+    pub(crate) liveness: Arc<Liveness>,
 }
 
 impl NodeHandle {
+    /// Why the runtime is not answering. Its thread records the reason just after its
+    /// request queue closes, so wait a moment for it.
+    async fn gone(&self) -> ApiError {
+        for _ in 0..50 {
+            if let Some(reason) = self.liveness.stopped() {
+                return ApiError::Unavailable(format!("the node runtime is not running: {reason}"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ApiError::Unavailable("the node runtime is not running".into())
+    }
+
     async fn ask<R>(
         &self,
         make: impl FnOnce(oneshot::Sender<R>) -> Request,
     ) -> Result<R, ApiError> {
+        if let Some(reason) = self.liveness.stopped() {
+            return Err(ApiError::Unavailable(format!(
+                "the node runtime is not running: {reason}"
+            )));
+        }
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(gone)?;
-        rx.await.map_err(gone)
+        if self.tx.send(make(tx)).await.is_err() {
+            return Err(self.gone().await);
+        }
+        match rx.await {
+            Ok(r) => Ok(r),
+            Err(_) => Err(self.gone().await),
+        }
     }
 
     async fn command(&self, name: &str, cmd: Command) -> Result<Option<u32>, ApiError> {
         self.ask(|tx| Request::Command(name.to_string(), cmd, tx))
             .await?
     }
+
+    /// Test only: makes the runtime thread panic outside any conversation.
+    #[cfg(test)]
+    pub(crate) async fn crash_for_test(&self) {
+        let _ = self.tx.send(Request::Crash).await;
+    }
 }
 
 #[async_trait]
 impl NodeControl for NodeHandle {
-    async fn status(&self) -> StatusView {
-        self.ask(Request::Status).await.unwrap_or_default()
+    async fn health(&self) -> HealthView {
+        match tokio::time::timeout(HEALTH_TIMEOUT, self.ask(Request::Health)).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => HealthView::down(e.to_string()),
+            Err(_) => HealthView::down(format!(
+                "the node runtime has not answered for {HEALTH_TIMEOUT:?} (busy or hung)"
+            )),
+        }
     }
-    async fn conversations(&self) -> Vec<ConversationSummary> {
-        self.ask(Request::Conversations).await.unwrap_or_default()
+    async fn status(&self) -> Result<StatusView, ApiError> {
+        self.ask(Request::Status).await
+    }
+    async fn conversations(&self) -> Result<Vec<ConversationSummary>, ApiError> {
+        self.ask(Request::Conversations).await
     }
     async fn create(&self, name: &str) -> Result<ConversationView, ApiError> {
         self.ask(|tx| Request::Create(name.to_string(), tx)).await?
@@ -91,6 +153,13 @@ impl NodeControl for NodeHandle {
             proposal_id,
             vote: yes,
         })
+    }
+    async fn release(&self, name: &str) -> Result<ConversationView, ApiError> {
+        self.ask(|tx| Request::Release(name.to_string(), tx))
+            .await?
+    }
+    async fn drop_conversation(&self, name: &str) -> Result<DroppedView, ApiError> {
+        self.ask(|tx| Request::Drop(name.to_string(), tx)).await?
     }
     fn events(&self) -> broadcast::Receiver<EventView> {
         self.events.subscribe()

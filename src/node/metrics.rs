@@ -19,6 +19,14 @@ pub struct Metrics {
     pub commits: u64,
     pub chats_received: u64,
     pub rejected: BTreeMap<&'static str, u64>,
+    /// Conversation state rows written.
+    pub state_saves: u64,
+    /// Steps whose state serialized to the bytes already stored: no row written.
+    pub state_saves_skipped: u64,
+    /// Conversations quarantined (a panic, or state that cannot be restored).
+    pub quarantines: u64,
+    /// Packets for quarantined conversations, not processed.
+    pub quarantined_packets: u64,
 }
 
 impl Metrics {
@@ -37,7 +45,12 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, convs: &BTreeMap<String, Conversation>, t: &TransportStats) -> String {
+    pub fn render(
+        &self,
+        convs: &BTreeMap<String, Conversation>,
+        quarantined: usize,
+        t: &TransportStats,
+    ) -> String {
         let mut s = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -83,6 +96,26 @@ impl Metrics {
             "Chat messages received.",
             self.chats_received,
         );
+        counter(
+            "demls_state_saves_total",
+            "Conversation state rows written.",
+            self.state_saves,
+        );
+        counter(
+            "demls_state_saves_skipped_total",
+            "Steps that left the conversation state byte-identical: nothing written.",
+            self.state_saves_skipped,
+        );
+        counter(
+            "demls_quarantines_total",
+            "Conversations quarantined (a panic, or state that cannot be restored).",
+            self.quarantines,
+        );
+        counter(
+            "demls_quarantined_packets_total",
+            "Packets for quarantined conversations, not processed.",
+            self.quarantined_packets,
+        );
         let _ = writeln!(
             s,
             "# HELP demls_rejected_total Inbound items refused, by kind.\n# TYPE demls_rejected_total counter"
@@ -94,6 +127,10 @@ impl Metrics {
             s,
             "# HELP demls_conversations Conversations this node is in.\n# TYPE demls_conversations gauge\ndemls_conversations {}",
             convs.len()
+        );
+        let _ = writeln!(
+            s,
+            "# HELP demls_quarantined_conversations Conversations quarantined now.\n# TYPE demls_quarantined_conversations gauge\ndemls_quarantined_conversations {quarantined}"
         );
         let _ = writeln!(
             s,

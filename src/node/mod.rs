@@ -12,7 +12,7 @@ use anyhow::Context;
 use demls_core::conversation::LocalIdentity;
 use demls_core::identity::EthSigner;
 use demls_core::mls::MlsIdentity;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 pub use handle::NodeHandle;
 
@@ -59,22 +59,96 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// The node's identity: its Ethereum key `eth` and its MLS signature key, created and
+/// saved on first start.
+pub(crate) fn local_identity(eth: EthSigner, storage: &Storage) -> anyhow::Result<LocalIdentity> {
+    let crypto = crate::storage::RustCrypto::default();
+    let provider = storage.provider(&crypto);
+    let address = eth.member_id();
+    let mls = match storage.mls_public_key().context("reading MLS identity")? {
+        Some(pk) => MlsIdentity::load(&provider, address, &pk).context("loading MLS identity")?,
+        None => {
+            // The key pair (OpenMLS's table) and its public part (ours) in one transaction.
+            storage.begin().context("saving MLS identity")?;
+            let created = MlsIdentity::create(&provider, address)
+                .context("creating MLS identity")
+                .and_then(|id| {
+                    storage
+                        .save_mls_public_key(id.public_key())
+                        .and_then(|()| storage.commit())
+                        .context("saving MLS identity")?;
+                    Ok(id)
+                });
+            if created.is_err() {
+                storage.rollback();
+            }
+            created?
+        }
+    };
+    Ok(LocalIdentity { eth, mls })
+}
+
+/// Starts the actor on its own thread and returns the handle the API uses. The actor owns
+/// a SQLite connection (Send, not Sync) and borrows it across awaits, so it runs on a
+/// single-threaded runtime of its own. It stops when `stop` turns true (or its sender is
+/// dropped). However the thread ends — shutdown, error or panic — the reason is recorded
+/// in the handle's liveness, so `/health` reports the node down instead of green.
+pub(crate) fn spawn_runtime<T: demls_transport::Transport + 'static>(
+    rt: runtime::Runtime<T>,
+    inbound: mpsc::Receiver<demls_transport::InboundPacket>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(NodeHandle, std::thread::JoinHandle<anyhow::Result<()>>)> {
+    let (req_tx, req_rx) = mpsc::channel(256);
+    let liveness = Arc::new(handle::Liveness::default());
+    let handle = NodeHandle {
+        tx: req_tx,
+        events: rt.events.clone(),
+        liveness: liveness.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("demls-runtime".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let local = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let mut stop = stop;
+                let stopped = async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                };
+                local.block_on(rt.run(req_rx, inbound, stopped))
+            }));
+            let (reason, result) = match ran {
+                Ok(Ok(())) => ("the node is shutting down".to_string(), Ok(())),
+                Ok(Err(e)) => {
+                    let reason = format!("the runtime failed: {e:#}");
+                    (reason.clone(), Err(anyhow::anyhow!(reason)))
+                }
+                Err(p) => {
+                    let reason = format!("the runtime panicked: {}", runtime::panic_message(&*p));
+                    (reason.clone(), Err(anyhow::anyhow!(reason)))
+                }
+            };
+            if result.is_err() {
+                tracing::error!(%reason, "the node runtime stopped; /health reports the node down");
+            }
+            liveness.stop(reason);
+            result
+        })
+        .context("starting the runtime thread")?;
+    Ok((handle, thread))
+}
+
 /// Runs the node in the foreground until SIGINT / SIGTERM.
 pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> anyhow::Result<()> {
     let address = identity.member_id();
     tracing::info!(%address, "starting demls-node");
-    let provider = storage.mls_provider().context("opening MLS storage")?;
-    let mls = match storage.mls_public_key().context("reading MLS identity")? {
-        Some(pk) => MlsIdentity::load(&provider, address, &pk).context("loading MLS identity")?,
-        None => {
-            let id = MlsIdentity::create(&provider, address).context("creating MLS identity")?;
-            storage
-                .save_mls_public_key(id.public_key())
-                .context("saving MLS identity")?;
-            id
-        }
-    };
-    let identity = LocalIdentity { eth: identity, mls };
+    if cfg!(panic = "abort") {
+        tracing::warn!(
+            "built with panic = \"abort\": a panic in one conversation stops the node instead of quarantining it"
+        );
+    }
+    let identity = local_identity(identity, &storage)?;
 
     let waku_cfg = waku_config(&config);
     let (relay, inbound) = demls_transport::waku::WakuRelay::start(waku_cfg)
@@ -85,18 +159,20 @@ pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> a
     tracing::info!(peer_id = %stats.peer_id, listen = ?stats.listen_addrs, "Waku relay up");
 
     let (events_tx, _) = broadcast::channel(1024);
-    let (req_tx, req_rx) = mpsc::channel(256);
     let mut rt = runtime::Runtime::new(
         identity,
-        provider,
         storage,
         relay.clone(),
         config.conversation_config(),
-        events_tx.clone(),
+        events_tx,
     );
     rt.restore_all().await?;
     for c in &config.conversations {
         if rt.convs.contains_key(&c.name) {
+            continue;
+        }
+        if let Some(q) = rt.quarantined.get(&c.name) {
+            tracing::warn!(conversation = %c.name, reason = %q.reason, "conversation from config is quarantined: not created or joined again");
             continue;
         }
         match rt.open(&c.name, c.create).await {
@@ -107,39 +183,19 @@ pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> a
         }
     }
 
-    let handle = NodeHandle {
-        tx: req_tx,
-        events: events_tx,
-    };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the API on {}", config.api.listen))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (handle, actor) = spawn_runtime(rt, inbound, stop_rx.clone())?;
     tracing::info!(listen = %config.api.listen, "HTTP API up");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_stop = {
-        let mut rx = stop_rx.clone();
+        let mut rx = stop_rx;
         async move {
             let _ = rx.changed().await;
         }
     };
     let api = tokio::spawn(crate::api::serve(listener, Arc::new(handle), api_stop));
-    let actor_stop = {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.changed().await;
-        }
-    };
-    // The actor owns a SQLite connection (Send, not Sync) and borrows it across awaits,
-    // so it runs on its own thread with a single-threaded runtime.
-    let actor = std::thread::Builder::new()
-        .name("demls-runtime".into())
-        .spawn(move || -> anyhow::Result<()> {
-            let local = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            local.block_on(rt.run(req_rx, inbound, actor_stop))
-        })
-        .context("starting the runtime thread")?;
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     tokio::task::spawn_blocking(move || actor.join())
@@ -153,3 +209,6 @@ pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> a
     tracing::info!("bye");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

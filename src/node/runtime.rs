@@ -1,9 +1,31 @@
-//! The node's single actor: it owns every conversation, the MLS provider and the storage,
-//! and is the only place where protocol outputs meet the network and the disk. Commands
-//! from the API, inbound packets from the transport and timer wake-ups are handled one at
-//! a time, so each conversation sees a strict sequence of inputs, as in the simulator.
+//! The node's single actor: it owns every conversation, the MLS crypto provider and the
+//! storage, and is the only place where protocol outputs meet the network and the disk.
+//! Commands from the API, inbound packets from the transport and timer wake-ups are
+//! handled one at a time, so each conversation sees a strict sequence of inputs, as in the
+//! simulator.
+//!
+//! **Every protocol call is one step** ([`Runtime::step`]): a storage transaction is
+//! opened, the call runs (OpenMLS writes into that transaction), the conversation's state
+//! row and the chat messages the call produced are written, the transaction commits, and
+//! **only then** are the call's packets published and its events emitted. If anything
+//! before the commit fails, the transaction is rolled back, the conversation is reloaded
+//! from what is stored, and nothing is published.
+//!
+//! **A panic is contained to its conversation**: the call runs under `catch_unwind`; on a
+//! panic the transaction is rolled back (the stored state stays as it was before the call;
+//! the possibly half-mutated state in memory is dropped), and the conversation is
+//! quarantined: recorded as such in storage with the panic message, refused further
+//! packets, ticks and commands, reported by `/health` and `/status` and an `error` event,
+//! until the operator releases or drops it. A conversation that cannot be restored at
+//! start-up is quarantined the same way instead of stopping the node.
+//!
+//! **Saving costs what changed**: the hash of the last state written for each
+//! conversation is kept, and the row is not rewritten when the new state serializes to
+//! the same bytes (a burst of junk packets writes nothing).
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,20 +34,23 @@ use demls_core::conversation::{
     Command, CommandError, Conversation, Ctx, Event, LocalIdentity, Output, Subtopic,
 };
 use demls_core::identity::MemberId;
+use demls_core::mls::MlsConversation;
 use demls_transport::{InboundPacket, Transport};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::metrics::Metrics;
 use super::views;
 use crate::api::ApiError;
 use crate::api::types::*;
-use crate::storage::{NodeProvider, Storage};
+use crate::storage::{NodeProvider, RustCrypto, Storage};
 
 /// A request from the API to the actor.
 pub(crate) enum Request {
     Status(oneshot::Sender<StatusView>),
+    Health(oneshot::Sender<HealthView>),
     Conversations(oneshot::Sender<Vec<ConversationSummary>>),
     Create(String, oneshot::Sender<Result<ConversationView, ApiError>>),
     Join(String, oneshot::Sender<Result<ConversationView, ApiError>>),
@@ -37,7 +62,12 @@ pub(crate) enum Request {
         Command,
         oneshot::Sender<Result<Option<u32>, ApiError>>,
     ),
+    Release(String, oneshot::Sender<Result<ConversationView, ApiError>>),
+    Drop(String, oneshot::Sender<Result<DroppedView, ApiError>>),
     Metrics(oneshot::Sender<String>),
+    /// Test only: makes the actor itself panic, outside any conversation.
+    #[cfg(test)]
+    Crash,
 }
 
 pub(crate) fn now_ms() -> Millis {
@@ -76,23 +106,122 @@ fn cmd_error(e: CommandError) -> ApiError {
     }
 }
 
+/// A panic payload as one line of text.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic without a message".to_string());
+    let line = text.lines().next().unwrap_or_default().trim();
+    let mut line: String = line.chars().take(400).collect();
+    if line.is_empty() {
+        line = "panic without a message".into();
+    }
+    line
+}
+
+fn hash(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn not_in(name: &str) -> ApiError {
+    ApiError::NotFound(format!("not in conversation {name:?}"))
+}
+
+/// A conversation the runtime no longer runs, and why.
+#[derive(Debug, Clone)]
+pub(crate) struct Quarantine {
+    pub reason: String,
+    pub since: u64,
+}
+
+impl Quarantine {
+    fn view(&self, name: &str) -> QuarantineView {
+        QuarantineView {
+            name: name.to_string(),
+            reason: self.reason.clone(),
+            since: self.since,
+        }
+    }
+
+    /// The answer to anything asking a quarantined conversation to work.
+    fn refusal(&self, name: &str) -> ApiError {
+        ApiError::Conflict(format!(
+            "conversation {name:?} is quarantined ({}); release it to retry from its saved \
+             state, or drop it (POST /conversations/{name}/release or /drop)",
+            self.reason
+        ))
+    }
+}
+
+/// Why a step produced no output.
+enum StepError {
+    /// Not a conversation we run.
+    NotFound,
+    /// Quarantined, now or earlier; the reason.
+    Quarantined(Quarantine),
+    /// The protocol refused the command (its state was saved as usual).
+    Refused(CommandError),
+    /// The state could not be saved: nothing was published, the conversation was reloaded
+    /// from storage.
+    Storage(String),
+}
+
+impl StepError {
+    fn api(self, name: &str) -> ApiError {
+        match self {
+            StepError::NotFound => not_in(name),
+            StepError::Quarantined(q) => q.refusal(name),
+            StepError::Refused(e) => cmd_error(e),
+            StepError::Storage(e) => ApiError::Internal(format!(
+                "could not save the state of {name:?} ({e}); the change was discarded and \
+                 nothing was sent"
+            )),
+        }
+    }
+}
+
+/// A chat message to store with the step that produced it.
+struct ChatRecord {
+    sender: String,
+    text: String,
+    epoch: u64,
+    timestamp: u64,
+}
+
+/// Test only: runs inside the protocol call of every step (in its `catch_unwind`), with the
+/// conversation's name, the operation (`packet`, `tick`, `command`), the conversation and
+/// the call's context. Tests use it to make one conversation's processing panic.
+#[cfg(test)]
+pub(crate) type FaultHook =
+    Box<dyn FnMut(&str, &str, &mut Conversation, &mut Ctx<'_, NodeProvider<'_>>) + Send>;
+
 /// The actor.
 pub(crate) struct Runtime<T: Transport> {
     pub identity: LocalIdentity,
-    pub provider: NodeProvider,
+    pub crypto: RustCrypto,
     pub storage: Storage,
     pub transport: Arc<T>,
     pub conv_config: ConversationConfig,
     pub convs: BTreeMap<String, Conversation>,
+    /// Hash of the state last written for each running conversation.
+    saved: BTreeMap<String, [u8; 32]>,
+    /// Conversations not run, with the reason; recorded in storage too.
+    pub quarantined: BTreeMap<String, Quarantine>,
     pub rng: StdRng,
     pub events: broadcast::Sender<EventView>,
     pub metrics: Metrics,
+    /// When a step last failed to save: timers wait a second after that, so a broken disk
+    /// does not make a due timer retry (and fail, and log) in a tight loop.
+    storage_failed_at: Option<Millis>,
+    #[cfg(test)]
+    pub fault: Option<FaultHook>,
 }
 
 impl<T: Transport + 'static> Runtime<T> {
     pub fn new(
         identity: LocalIdentity,
-        provider: NodeProvider,
         storage: Storage,
         transport: Arc<T>,
         conv_config: ConversationConfig,
@@ -100,14 +229,19 @@ impl<T: Transport + 'static> Runtime<T> {
     ) -> Self {
         Self {
             identity,
-            provider,
+            crypto: RustCrypto::default(),
             storage,
             transport,
             conv_config,
             convs: BTreeMap::new(),
+            saved: BTreeMap::new(),
+            quarantined: BTreeMap::new(),
             rng: StdRng::from_entropy(),
             events,
             metrics: Metrics::default(),
+            storage_failed_at: None,
+            #[cfg(test)]
+            fault: None,
         }
     }
 
@@ -115,25 +249,86 @@ impl<T: Transport + 'static> Runtime<T> {
         self.identity.member_id()
     }
 
-    /// Restores every saved conversation and subscribes to its topics.
+    /// Restores every saved conversation and subscribes to its topics. A conversation
+    /// recorded as quarantined stays quarantined (not restored, not subscribed); one that
+    /// cannot be restored is quarantined with the reason; one saved as closed has its
+    /// close finished (a crash came between saving it closed and deleting it). Only a
+    /// database that cannot be read at all is an error.
     pub async fn restore_all(&mut self) -> anyhow::Result<()> {
-        for (name, bytes) in self.storage.load_conversations()? {
-            match Conversation::restore(&bytes, &self.provider) {
-                Ok(c) if c.closed().is_none() => {
+        let mut marks: BTreeMap<String, Quarantine> = self
+            .storage
+            .quarantined()?
+            .into_iter()
+            .map(|q| {
+                (
+                    q.name,
+                    Quarantine {
+                        reason: q.reason,
+                        since: q.since,
+                    },
+                )
+            })
+            .collect();
+        for (name, state) in self.storage.conversation_rows()? {
+            if let Some(q) = marks.remove(&name) {
+                tracing::warn!(
+                    conversation = %name,
+                    reason = %q.reason,
+                    "conversation is quarantined: not resumed; release or drop it (docs/API.md)"
+                );
+                self.quarantined.insert(name, q);
+                continue;
+            }
+            let restored = state
+                .map_err(|e| format!("cannot be restored: {e}"))
+                .and_then(|bytes| self.restore_one(&name, &bytes).map(|c| (c, bytes)));
+            match restored {
+                Ok((c, _)) if c.closed().is_some() => {
+                    tracing::info!(conversation = %name, "finishing the close of a conversation left before the last stop");
+                    if let Err(e) = self.delete_stored(&name) {
+                        tracing::error!(conversation = %name, error = %e, "could not delete the state of a closed conversation; retried at the next start");
+                    }
+                }
+                Ok((c, bytes)) => {
+                    if let Err(e) = self.transport.subscribe(&name).await {
+                        self.quarantine(&name, format!("cannot subscribe to its topics: {e}"));
+                        continue;
+                    }
                     tracing::info!(conversation = %name, epoch = c.epoch(), state = c.state().as_str(), "resumed conversation");
-                    self.transport.subscribe(&name).await?;
+                    self.saved.insert(name.clone(), hash(&bytes));
                     self.convs.insert(name, c);
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    anyhow::bail!("conversation {name:?} in the database cannot be restored: {e}")
+                Err(reason) => {
+                    self.quarantine(&name, reason);
                 }
+            }
+        }
+        // A record whose conversation is gone (dropped by hand): nothing left to guard.
+        for name in marks.keys() {
+            tracing::info!(conversation = %name, "removing a quarantine record with no saved conversation");
+            if let Err(e) = self.storage.unquarantine(name) {
+                tracing::warn!(conversation = %name, error = %e, "could not remove the quarantine record");
             }
         }
         Ok(())
     }
 
-    /// Runs until `shutdown` resolves; state is saved after every input.
+    /// Restores one saved state, a panic included in the failures.
+    fn restore_one(&self, name: &str, bytes: &[u8]) -> Result<Conversation, String> {
+        let provider = self.storage.provider(&self.crypto);
+        match catch_unwind(AssertUnwindSafe(|| Conversation::restore(bytes, &provider))) {
+            Ok(Ok(c)) if c.name() == name => Ok(c),
+            Ok(Ok(c)) => Err(format!(
+                "cannot be restored: the saved state is of conversation {:?}",
+                c.name()
+            )),
+            Ok(Err(e)) => Err(format!("cannot be restored: {e}")),
+            Err(p) => Err(format!("restoring it panicked: {}", panic_message(&*p))),
+        }
+    }
+
+    /// Runs until `shutdown` resolves. Every step saves before it publishes, so there is
+    /// nothing left to save at the end but what changed without a step (nothing, today).
     pub async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
@@ -151,12 +346,9 @@ impl<T: Transport + 'static> Runtime<T> {
                 _ = sleep => self.on_tick().await,
             }
         }
-        for (name, c) in &self.convs {
-            if let Err(e) = c.save().map_err(|e| e.to_string()).and_then(|b| {
-                self.storage
-                    .save_conversation(name, &b)
-                    .map_err(|e| e.to_string())
-            }) {
+        let names: Vec<String> = self.convs.keys().cloned().collect();
+        for name in names {
+            if let Err(e) = self.save_at_shutdown(&name) {
                 tracing::error!(conversation = %name, error = %e, "could not save state at shutdown");
             }
         }
@@ -165,7 +357,14 @@ impl<T: Transport + 'static> Runtime<T> {
     }
 
     fn next_wakeup(&self) -> Duration {
+        /// How long timers wait after a failed save.
+        const STORAGE_BACKOFF: Millis = 1_000;
         let now = now_ms();
+        if let Some(failed) = self.storage_failed_at
+            && now < failed + STORAGE_BACKOFF
+        {
+            return Duration::from_millis(failed + STORAGE_BACKOFF - now);
+        }
         let next = self.convs.values().filter_map(|c| c.next_wakeup()).min();
         match next {
             Some(t) if t <= now => Duration::from_millis(1),
@@ -175,20 +374,246 @@ impl<T: Transport + 'static> Runtime<T> {
         }
     }
 
-    /// Runs one protocol call on conversation `name` with a fresh context.
-    fn with_conv<R>(
+    /// One protocol call on conversation `name` (`op` names it in logs and reasons), as a
+    /// unit: see the module documentation. `own_chat` is the text of a chat message we
+    /// send, stored with the step when the call succeeds. On success the output is
+    /// returned **after** the commit and must then be handed to [`Runtime::deliver`].
+    fn step<R>(
         &mut self,
         name: &str,
-        f: impl FnOnce(&mut Conversation, &mut Ctx<'_, NodeProvider>) -> R,
-    ) -> Option<R> {
-        let conv = self.convs.get_mut(name)?;
-        let mut ctx = Ctx {
-            provider: &self.provider,
-            identity: &self.identity,
-            rng: &mut self.rng,
-            now: now_ms(),
+        op: &'static str,
+        own_chat: Option<&str>,
+        f: impl FnOnce(
+            &mut Conversation,
+            &mut Ctx<'_, NodeProvider<'_>>,
+        ) -> Result<(R, Output), CommandError>,
+    ) -> Result<(R, Output), StepError> {
+        if let Some(q) = self.quarantined.get(name) {
+            return Err(StepError::Quarantined(q.clone()));
+        }
+        let Some(conv) = self.convs.get_mut(name) else {
+            return Err(StepError::NotFound);
         };
-        Some(f(conv, &mut ctx))
+        self.storage
+            .begin()
+            .map_err(|e| StepError::Storage(e.to_string()))?;
+        let called = {
+            let provider = self.storage.provider(&self.crypto);
+            let mut ctx = Ctx {
+                provider: &provider,
+                identity: &self.identity,
+                rng: &mut self.rng,
+                now: now_ms(),
+            };
+            #[cfg(test)]
+            let fault = &mut self.fault;
+            catch_unwind(AssertUnwindSafe(|| {
+                #[cfg(test)]
+                if let Some(hook) = fault.as_mut() {
+                    hook(name, op, conv, &mut ctx);
+                }
+                let result = f(conv, &mut ctx);
+                let epoch = conv.epoch();
+                (result, conv.save(), epoch)
+            }))
+        };
+        let (result, state, epoch) = match called {
+            Ok(r) => r,
+            Err(payload) => {
+                self.storage.rollback();
+                let reason = format!("panicked in {op}: {}", panic_message(&*payload));
+                let q = self.quarantine(name, reason);
+                return Err(StepError::Quarantined(q));
+            }
+        };
+        // What the call left in memory is the truth now, whether it succeeded or refused.
+        let mut chats = Vec::new();
+        if let Ok((_, out)) = &result {
+            for e in &out.events {
+                if let Event::Chat {
+                    sender,
+                    text,
+                    epoch,
+                    timestamp,
+                } = e
+                {
+                    chats.push(ChatRecord {
+                        sender: sender.to_string(),
+                        text: text.clone(),
+                        epoch: *epoch,
+                        timestamp: *timestamp,
+                    });
+                }
+            }
+            if let Some(text) = own_chat {
+                chats.push(ChatRecord {
+                    sender: self.me().to_string(),
+                    text: text.to_string(),
+                    epoch,
+                    timestamp: now_ms(),
+                });
+            }
+        }
+        let saved = state
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| self.write_and_commit(name, &bytes, &chats));
+        if let Err(e) = saved {
+            self.storage.rollback();
+            self.storage_failed_at = Some(now_ms());
+            tracing::error!(conversation = %name, operation = op, error = %e, "could not save state: the change is discarded and nothing is sent");
+            self.reload(name);
+            return Err(StepError::Storage(e));
+        }
+        result.map_err(StepError::Refused)
+    }
+
+    /// Inside the open transaction: writes the state row if it changed, and the chat
+    /// messages; then commits. The saved hash is updated only once the commit succeeded.
+    fn write_and_commit(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        chats: &[ChatRecord],
+    ) -> Result<(), String> {
+        let h = hash(bytes);
+        let changed = self.saved.get(name) != Some(&h);
+        if changed {
+            self.storage
+                .save_conversation(name, bytes)
+                .map_err(|e| e.to_string())?;
+        }
+        for m in chats {
+            self.storage
+                .append_message(name, &m.sender, &m.text, m.epoch, m.timestamp)
+                .map_err(|e| e.to_string())?;
+        }
+        self.storage.commit().map_err(|e| e.to_string())?;
+        if changed {
+            self.saved.insert(name.to_string(), h);
+            self.metrics.state_saves += 1;
+        } else {
+            self.metrics.state_saves_skipped += 1;
+        }
+        Ok(())
+    }
+
+    /// After a failed save: the conversation goes back to what is stored (what a restart
+    /// would load), or is quarantined if even that cannot be loaded.
+    fn reload(&mut self, name: &str) {
+        match self.storage.load_conversation(name) {
+            Ok(Some(bytes)) => match self.restore_one(name, &bytes) {
+                Ok(c) => {
+                    self.saved.insert(name.to_string(), hash(&bytes));
+                    self.convs.insert(name.to_string(), c);
+                }
+                Err(reason) => {
+                    self.quarantine(
+                        name,
+                        format!("after a failed save, its saved state {reason}"),
+                    );
+                }
+            },
+            Ok(None) => {
+                self.quarantine(
+                    name,
+                    "after a failed save, no saved state was found".to_string(),
+                );
+            }
+            Err(e) => {
+                self.quarantine(
+                    name,
+                    format!("after a failed save, its saved state cannot be read: {e}"),
+                );
+            }
+        }
+    }
+
+    /// Saves a conversation outside any protocol call (at shutdown); a no-op when its
+    /// state did not change.
+    fn save_at_shutdown(&mut self, name: &str) -> Result<(), String> {
+        let Some(c) = self.convs.get(name) else {
+            return Ok(());
+        };
+        let bytes = match catch_unwind(AssertUnwindSafe(|| c.save())) {
+            Ok(r) => r.map_err(|e| e.to_string())?,
+            Err(p) => return Err(format!("serializing panicked: {}", panic_message(&*p))),
+        };
+        self.storage.begin().map_err(|e| e.to_string())?;
+        let r = self.write_and_commit(name, &bytes, &[]);
+        if r.is_err() {
+            self.storage.rollback();
+        }
+        r
+    }
+
+    /// Stops running `name`: drops it from memory (its stored state stays as last
+    /// committed), records the quarantine in storage, logs it and emits an `error` event.
+    /// The caller unsubscribes from its topics.
+    fn quarantine(&mut self, name: &str, reason: String) -> Quarantine {
+        let epoch = self
+            .convs
+            .get(name)
+            .and_then(|c| catch_unwind(AssertUnwindSafe(|| c.epoch())).ok())
+            .unwrap_or(0);
+        self.convs.remove(name);
+        self.saved.remove(name);
+        tracing::error!(
+            conversation = %name,
+            %reason,
+            "conversation quarantined: it gets no packets, timers or commands until released \
+             or dropped (POST /conversations/{name}/release or /drop); the others run on"
+        );
+        if let Err(e) = self.storage.quarantine(name, &reason) {
+            tracing::error!(conversation = %name, error = %e, "could not record the quarantine in storage");
+        }
+        self.metrics.quarantines += 1;
+        let q = Quarantine {
+            reason: reason.clone(),
+            since: now_ms(),
+        };
+        self.quarantined.insert(name.to_string(), q.clone());
+        let _ = self.events.send(views::event_view(
+            name,
+            epoch,
+            &Event::Error {
+                operation: "quarantine",
+                message: reason,
+            },
+        ));
+        q
+    }
+
+    /// Deletes everything stored for `name` in one transaction: what is left of its MLS
+    /// group, its state row, messages and quarantine record. MLS state that cannot even be
+    /// read is left behind (with a warning) rather than keeping the rest.
+    fn delete_stored(&mut self, name: &str) -> Result<(), String> {
+        self.storage.begin().map_err(|e| e.to_string())?;
+        let provider = self.storage.provider(&self.crypto);
+        let mls = catch_unwind(AssertUnwindSafe(|| {
+            match MlsConversation::load(&provider, name) {
+                Ok(Some(g)) => g.delete(&provider).map_err(|e| e.to_string()),
+                Ok(None) => Ok(()),
+                Err(e) => {
+                    tracing::warn!(conversation = %name, error = %e, "its MLS state cannot be read; left in place");
+                    Ok(())
+                }
+            }
+        }))
+        .unwrap_or_else(|p| {
+            tracing::warn!(conversation = %name, panic = %panic_message(&*p), "reading its MLS state panicked; left in place");
+            Ok(())
+        });
+        let r = mls
+            .and_then(|()| {
+                self.storage
+                    .delete_conversation(name)
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|_| self.storage.commit().map_err(|e| e.to_string()));
+        if r.is_err() {
+            self.storage.rollback();
+        }
+        r
     }
 
     async fn on_tick(&mut self) {
@@ -200,23 +625,39 @@ impl<T: Transport + 'static> Runtime<T> {
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
-            if let Some(out) = self.with_conv(&name, |c, ctx| c.tick(ctx)) {
-                self.after(&name, out).await;
+            match self.step(&name, "tick", None, |c, ctx| Ok(((), c.tick(ctx)))) {
+                Ok(((), out)) => self.deliver(&name, out).await,
+                Err(e) => self.after_failed_step(&name, &e).await,
             }
         }
     }
 
     async fn on_packet(&mut self, pkt: InboundPacket) {
-        self.metrics.packets_in += 1;
         let name = pkt.conversation.clone();
+        if self.quarantined.contains_key(&name) {
+            self.metrics.quarantined_packets += 1;
+            return;
+        }
+        self.metrics.packets_in += 1;
         let sub = from_wire(pkt.subtopic);
-        if let Some(out) = self.with_conv(&name, |c, ctx| c.handle_packet(ctx, sub, &pkt.payload)) {
-            self.after(&name, out).await;
+        match self.step(&name, "packet", None, |c, ctx| {
+            Ok(((), c.handle_packet(ctx, sub, &pkt.payload)))
+        }) {
+            Ok(((), out)) => self.deliver(&name, out).await,
+            Err(e) => self.after_failed_step(&name, &e).await,
         }
     }
 
-    /// Publishes, records events, persists, and drops closed conversations.
-    async fn after(&mut self, name: &str, out: Output) {
+    /// Unsubscribes from a conversation a step just quarantined.
+    async fn after_failed_step(&mut self, name: &str, e: &StepError) {
+        if let StepError::Quarantined(_) = e {
+            let _ = self.transport.unsubscribe(name).await;
+        }
+    }
+
+    /// Hands a committed step's output out: publishes its packets, emits its events, and
+    /// finishes the close of a conversation the step closed.
+    async fn deliver(&mut self, name: &str, out: Output) {
         for p in out.packets {
             self.metrics.packets_out += 1;
             if let Err(e) = self
@@ -231,44 +672,30 @@ impl<T: Transport + 'static> Runtime<T> {
         let epoch = self.convs.get(name).map(|c| c.epoch()).unwrap_or(0);
         for e in out.events {
             self.metrics.count_event(&e);
-            if let Event::Chat {
-                sender,
-                text,
-                epoch,
-                timestamp,
-            } = &e
-                && let Err(err) =
-                    self.storage
-                        .append_message(name, &sender.to_string(), text, *epoch, *timestamp)
-            {
-                tracing::error!(conversation = %name, error = %err, "could not store message");
-            }
             if let Event::Rejected { what, reason } = &e {
                 tracing::debug!(conversation = %name, what, %reason, "rejected inbound");
             }
             let _ = self.events.send(views::event_view(name, epoch, &e));
         }
-        let closed = self.convs.get(name).and_then(|c| c.closed());
-        if let Some(reason) = closed {
+        if let Some(reason) = self.convs.get(name).and_then(|c| c.closed()) {
+            // Saved as closed by the step (with its MLS state deleted, in the same
+            // transaction); now delete the row. A crash in between is finished at start.
             tracing::info!(conversation = %name, ?reason, "left conversation");
             self.convs.remove(name);
+            self.saved.remove(name);
             let _ = self.transport.unsubscribe(name).await;
-            if let Err(e) = self.storage.delete_conversation(name) {
-                tracing::error!(conversation = %name, error = %e, "could not delete state");
+            if let Err(e) = self.delete_stored(name) {
+                tracing::error!(conversation = %name, error = %e, "could not delete the state of the closed conversation; retried at the next start");
             }
-        } else if let Some(c) = self.convs.get(name)
-            && let Err(e) = c.save().map_err(|e| e.to_string()).and_then(|b| {
-                self.storage
-                    .save_conversation(name, &b)
-                    .map_err(|e| e.to_string())
-            })
-        {
-            tracing::error!(conversation = %name, error = %e, "could not save state");
         }
     }
 
-    /// Creates or joins `name` (start-up entries and API calls).
+    /// Creates or joins `name` (start-up entries and API calls), as one step: nothing is
+    /// stored or sent unless all of it is.
     pub async fn open(&mut self, name: &str, create: bool) -> Result<ConversationView, ApiError> {
+        if let Some(q) = self.quarantined.get(name) {
+            return Err(q.refusal(name));
+        }
         if self.convs.contains_key(name) {
             return Err(ApiError::Conflict(format!(
                 "already in conversation {name:?}"
@@ -280,30 +707,140 @@ impl<T: Transport + 'static> Runtime<T> {
             .subscribe(name)
             .await
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let cfg = self.conv_config.clone();
-        let mut ctx = Ctx {
-            provider: &self.provider,
-            identity: &self.identity,
-            rng: &mut self.rng,
-            now: now_ms(),
+        let what = if create { "creating" } else { "joining" };
+        let made = self.open_step(name, create);
+        let (conv, out) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = self.transport.unsubscribe(name).await;
+                return Err(ApiError::Internal(format!(
+                    "{what} {name:?} failed: {e}; nothing was stored or sent"
+                )));
+            }
         };
-        let made = if create {
-            Conversation::create(name, cfg, &mut ctx)
-        } else {
-            Conversation::join(name, cfg, &mut ctx)
-        };
-        let (conv, out) = made.map_err(|e| ApiError::Internal(e.to_string()))?;
         self.convs.insert(name.to_string(), conv);
-        self.after(name, out).await;
+        self.deliver(name, out).await;
         self.view(name)
     }
 
+    fn open_step(&mut self, name: &str, create: bool) -> Result<(Conversation, Output), String> {
+        self.storage.begin().map_err(|e| e.to_string())?;
+        let made = {
+            let cfg = self.conv_config.clone();
+            let provider = self.storage.provider(&self.crypto);
+            let mut ctx = Ctx {
+                provider: &provider,
+                identity: &self.identity,
+                rng: &mut self.rng,
+                now: now_ms(),
+            };
+            catch_unwind(AssertUnwindSafe(|| {
+                let (conv, out) = if create {
+                    Conversation::create(name, cfg, &mut ctx)
+                } else {
+                    Conversation::join(name, cfg, &mut ctx)
+                }
+                .map_err(|e| e.to_string())?;
+                let bytes = conv.save().map_err(|e| e.to_string())?;
+                Ok::<_, String>((conv, out, bytes))
+            }))
+            .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))))
+        };
+        let r = made.and_then(|(conv, out, bytes)| {
+            self.storage
+                .save_conversation(name, &bytes)
+                .and_then(|()| self.storage.commit())
+                .map_err(|e| format!("could not save it: {e}"))?;
+            self.saved.insert(name.to_string(), hash(&bytes));
+            self.metrics.state_saves += 1;
+            Ok((conv, out))
+        });
+        if r.is_err() {
+            self.storage.rollback();
+        }
+        r
+    }
+
+    /// Puts a quarantined conversation back to work from its saved state. If that state
+    /// still cannot be restored it stays quarantined (with the new reason).
+    async fn release(&mut self, name: &str) -> Result<ConversationView, ApiError> {
+        if !self.quarantined.contains_key(name) {
+            return Err(if self.convs.contains_key(name) {
+                ApiError::Conflict(format!("conversation {name:?} is not quarantined"))
+            } else {
+                not_in(name)
+            });
+        }
+        let bytes = match self.storage.load_conversation(name) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(ApiError::Conflict(format!(
+                    "conversation {name:?} has no saved state to release; drop it"
+                )));
+            }
+            Err(e) => return Err(ApiError::Internal(e.to_string())),
+        };
+        let c = match self.restore_one(name, &bytes) {
+            Ok(c) => c,
+            Err(reason) => {
+                let q = self.quarantine(name, reason);
+                return Err(ApiError::Conflict(format!(
+                    "conversation {name:?} stays quarantined: it {}",
+                    q.reason
+                )));
+            }
+        };
+        self.transport
+            .subscribe(name)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot subscribe to {name:?}: {e}")))?;
+        self.storage
+            .unquarantine(name)
+            .map_err(|e| ApiError::Internal(format!("could not release {name:?}: {e}")))?;
+        self.quarantined.remove(name);
+        tracing::warn!(conversation = %name, epoch = c.epoch(), "quarantine released: the conversation runs again from its saved state");
+        let closed = c.closed().is_some();
+        self.saved.insert(name.to_string(), hash(&bytes));
+        self.convs.insert(name.to_string(), c);
+        if closed {
+            self.deliver(name, Output::default()).await;
+            return Err(not_in(name));
+        }
+        self.view(name)
+    }
+
+    /// Deletes everything stored for a quarantined conversation.
+    async fn drop_quarantined(&mut self, name: &str) -> Result<DroppedView, ApiError> {
+        if !self.quarantined.contains_key(name) {
+            return Err(if self.convs.contains_key(name) {
+                ApiError::Conflict(format!(
+                    "conversation {name:?} is not quarantined; leave it instead"
+                ))
+            } else {
+                not_in(name)
+            });
+        }
+        self.delete_stored(name)
+            .map_err(|e| ApiError::Internal(format!("could not drop {name:?}: {e}")))?;
+        self.quarantined.remove(name);
+        let _ = self.transport.unsubscribe(name).await;
+        tracing::warn!(conversation = %name, "quarantined conversation dropped: its state and messages are deleted");
+        Ok(DroppedView {
+            name: name.to_string(),
+            dropped: true,
+        })
+    }
+
     fn view(&self, name: &str) -> Result<ConversationView, ApiError> {
-        let c = self
-            .convs
-            .get(name)
-            .ok_or_else(|| ApiError::NotFound(format!("not in conversation {name:?}")))?;
+        if let Some(q) = self.quarantined.get(name) {
+            return Err(q.refusal(name));
+        }
+        let c = self.convs.get(name).ok_or_else(|| not_in(name))?;
         Ok(views::conversation_view(c))
+    }
+
+    fn quarantine_views(&self) -> Vec<QuarantineView> {
+        self.quarantined.iter().map(|(n, q)| q.view(n)).collect()
     }
 
     async fn on_request(&mut self, req: Request) {
@@ -316,6 +853,20 @@ impl<T: Transport + 'static> Runtime<T> {
                     peers: stats.connected_peers,
                     conversations: self.convs.keys().cloned().collect(),
                     listen: stats.listen_addrs.clone(),
+                    quarantined: self.quarantine_views(),
+                });
+            }
+            Request::Health(tx) => {
+                let quarantined = self.quarantine_views();
+                let _ = tx.send(HealthView {
+                    status: if quarantined.is_empty() {
+                        "ok"
+                    } else {
+                        "degraded"
+                    }
+                    .into(),
+                    error: None,
+                    quarantined,
                 });
             }
             Request::Conversations(tx) => {
@@ -333,7 +884,8 @@ impl<T: Transport + 'static> Runtime<T> {
                 let _ = tx.send(self.view(&name));
             }
             Request::Messages(name, tx) => {
-                let r = if self.convs.contains_key(&name) {
+                // Stored messages stay readable while quarantined (before a drop).
+                let r = if self.convs.contains_key(&name) || self.quarantined.contains_key(&name) {
                     self.storage
                         .messages(&name)
                         .map(|v| {
@@ -348,55 +900,59 @@ impl<T: Transport + 'static> Runtime<T> {
                         })
                         .map_err(|e| ApiError::Internal(e.to_string()))
                 } else {
-                    Err(ApiError::NotFound(format!("not in conversation {name:?}")))
+                    Err(not_in(&name))
                 };
                 let _ = tx.send(r);
             }
             Request::Proposals(name, tx) => {
-                let r = self
-                    .convs
-                    .get(&name)
-                    .map(views::proposals)
-                    .ok_or_else(|| ApiError::NotFound(format!("not in conversation {name:?}")));
+                let r = self.view(&name).and_then(|_| {
+                    self.convs
+                        .get(&name)
+                        .map(views::proposals)
+                        .ok_or_else(|| not_in(&name))
+                });
                 let _ = tx.send(r);
             }
             Request::Command(name, cmd, tx) => {
-                let sent_text = match &cmd {
+                let own_chat = match &cmd {
                     Command::Chat(t) => Some(t.clone()),
                     _ => None,
                 };
-                let r = self.with_conv(&name, |c, ctx| match cmd {
+                let r = self.step(&name, "command", own_chat.as_deref(), |c, ctx| match cmd {
                     Command::Chat(text) => c.send_chat(ctx, &text).map(|o| (None, o)),
                     Command::Remove(m) => c.propose_removal(ctx, m).map(|(id, o)| (Some(id), o)),
                     Command::Vote { id, yes } => c.vote(ctx, id, yes).map(|o| (None, o)),
                     Command::Leave => c.leave(ctx).map(|o| (None, o)),
                 });
                 let r = match r {
-                    None => Err(ApiError::NotFound(format!("not in conversation {name:?}"))),
-                    Some(Err(e)) => Err(cmd_error(e)),
-                    Some(Ok((id, out))) => {
-                        if let Some(text) = sent_text {
-                            // Our own messages belong in the history too.
-                            let epoch = self.convs.get(&name).map(|c| c.epoch()).unwrap_or(0);
-                            if let Err(e) = self.storage.append_message(
-                                &name,
-                                &self.me().to_string(),
-                                &text,
-                                epoch,
-                                now_ms(),
-                            ) {
-                                tracing::error!(conversation = %name, error = %e, "could not store message");
-                            }
-                        }
-                        self.after(&name, out).await;
+                    Ok((id, out)) => {
+                        self.deliver(&name, out).await;
                         Ok(id)
+                    }
+                    Err(e) => {
+                        self.after_failed_step(&name, &e).await;
+                        Err(e.api(&name))
                     }
                 };
                 let _ = tx.send(r);
             }
-            Request::Metrics(tx) => {
-                let _ = tx.send(self.metrics.render(&self.convs, &self.transport.stats()));
+            Request::Release(name, tx) => {
+                let r = self.release(&name).await;
+                let _ = tx.send(r);
             }
+            Request::Drop(name, tx) => {
+                let r = self.drop_quarantined(&name).await;
+                let _ = tx.send(r);
+            }
+            Request::Metrics(tx) => {
+                let _ = tx.send(self.metrics.render(
+                    &self.convs,
+                    self.quarantined.len(),
+                    &self.transport.stats(),
+                ));
+            }
+            #[cfg(test)]
+            Request::Crash => panic!("injected runtime crash"),
         }
     }
 }

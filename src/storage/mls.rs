@@ -3,10 +3,13 @@
 //! OpenMLS keeps its group state through `openmls_sqlite_storage` in the **same file** as
 //! our own tables (its tables are prefixed `openmls_`, its migrations are tracked in
 //! `openmls_sqlite_storage_migrations`), so one file holds everything a restart needs and
-//! the identity / schema checks of [`super::Storage::open`] protect it too. The provider
-//! owns a **second connection** to that file: `rusqlite::Connection` is `Send` but not
-//! `Sync`, so sharing one connection would make the provider non-`Send`. The file is in
-//! WAL mode with a busy timeout, so the two connections do not trip over each other.
+//! the identity / schema checks of [`super::Storage::open`] protect it too.
+//!
+//! The provider borrows the **same connection** as [`super::Storage`]
+//! ([`super::Storage::provider`]): that is what lets the runtime write OpenMLS's changes
+//! and the conversation's own state in one SQLite transaction, so a crash or a failed
+//! write can never leave one without the other. It is cheap to make: one is built for
+//! each protocol call.
 
 use openmls_rust_crypto::RustCrypto;
 use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
@@ -29,46 +32,46 @@ impl Codec for JsonCodec {
     }
 }
 
-/// OpenMLS storage backed by the node's SQLite file.
-pub type MlsStorage = SqliteStorageProvider<JsonCodec, Connection>;
+/// OpenMLS storage over a borrowed connection to the node's SQLite file.
+pub type MlsStorage<'a> = SqliteStorageProvider<JsonCodec, &'a Connection>;
 
 /// An [`OpenMlsProvider`]: RustCrypto for crypto and randomness, SQLite for storage.
-pub struct NodeProvider {
-    crypto: RustCrypto,
-    storage: MlsStorage,
+pub struct NodeProvider<'a> {
+    crypto: &'a RustCrypto,
+    storage: MlsStorage<'a>,
 }
 
-impl std::fmt::Debug for NodeProvider {
+impl std::fmt::Debug for NodeProvider<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("NodeProvider")
     }
 }
 
-impl NodeProvider {
-    /// Wraps an open connection whose OpenMLS migrations have been run.
-    pub fn new(connection: Connection) -> Self {
+impl<'a> NodeProvider<'a> {
+    /// A provider over `connection`, whose OpenMLS migrations have been run.
+    pub fn new(crypto: &'a RustCrypto, connection: &'a Connection) -> Self {
         Self {
-            crypto: RustCrypto::default(),
+            crypto,
             storage: SqliteStorageProvider::new(connection),
         }
     }
 }
 
-impl OpenMlsProvider for NodeProvider {
+impl<'a> OpenMlsProvider for NodeProvider<'a> {
     type CryptoProvider = RustCrypto;
     type RandProvider = RustCrypto;
-    type StorageProvider = MlsStorage;
+    type StorageProvider = MlsStorage<'a>;
 
     fn storage(&self) -> &Self::StorageProvider {
         &self.storage
     }
 
     fn crypto(&self) -> &Self::CryptoProvider {
-        &self.crypto
+        self.crypto
     }
 
     fn rand(&self) -> &Self::RandProvider {
-        &self.crypto
+        self.crypto
     }
 }
 

@@ -5,6 +5,17 @@
 //! refuses — without writing a byte — a file that is not SQLite or is corrupt, an SQLite
 //! database that is not ours, one written by a newer schema, and one created for a
 //! different identity. Next to our tables live OpenMLS's (see [`mls`]).
+//!
+//! **Durability.** OpenMLS writes through the same connection as our own tables
+//! ([`Storage::provider`]), so the runtime can run a protocol call inside one transaction
+//! ([`Storage::begin`] … [`Storage::commit`]): OpenMLS's changes, the conversation's state
+//! row and the chat messages it received are committed together, or not at all
+//! ([`Storage::rollback`]), and only then are its packets published.
+//!
+//! Conversations that crashed the node, or that cannot be restored, are recorded in the
+//! `quarantine` table with the reason ([`Storage::quarantine`]); the node loads them
+//! quarantined instead of running them again. The table was added without changing the
+//! schema version: it is created when missing, and builds that predate it ignore it.
 
 pub mod mls;
 
@@ -16,6 +27,7 @@ use demls_core::identity::MemberId;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use mls::{JsonCodec, MlsStorage, NodeProvider};
+pub use openmls_rust_crypto::RustCrypto;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "demls.sqlite3";
@@ -101,6 +113,20 @@ pub struct StoredMessage {
     pub timestamp: u64,
 }
 
+/// A conversation recorded as quarantined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineRecord {
+    /// Conversation name.
+    pub name: String,
+    /// Why it was quarantined (one line).
+    pub reason: String,
+    /// When, ms since the Unix epoch.
+    pub since: u64,
+}
+
+/// A conversation row as read at start-up: its state, or why it cannot be read.
+pub type ConversationRow = (String, Result<Vec<u8>, String>);
+
 /// The node's database.
 #[derive(Debug)]
 pub struct Storage {
@@ -177,6 +203,7 @@ impl Storage {
             Self::create_schema(&mut conn, address)?;
         }
         mls::migrate(&mut conn).map_err(StorageError::Migration)?;
+        Self::create_quarantine_table(&conn)?;
         Ok(Self {
             conn,
             path,
@@ -284,12 +311,25 @@ impl Storage {
                  PRIMARY KEY (conversation, seq)
              );",
         )?;
+        Self::create_quarantine_table(&tx)?;
         let mut ins = tx.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")?;
         ins.execute(params!["schema_version", SCHEMA_VERSION.to_string()])?;
         ins.execute(params!["address", address.to_string()])?;
         ins.execute(params!["created_at", now_ms().to_string()])?;
         drop(ins);
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Added after schema version 1 without a version change: created when missing.
+    fn create_quarantine_table(conn: &Connection) -> Result<(), StorageError> {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS quarantine (
+                 name   TEXT PRIMARY KEY,
+                 reason TEXT NOT NULL,
+                 since  INTEGER NOT NULL
+             );",
+        )?;
         Ok(())
     }
 
@@ -303,14 +343,62 @@ impl Storage {
         self.address
     }
 
-    /// An OpenMLS provider over a second connection to the same file (see [`mls`]).
-    pub fn mls_provider(&self) -> Result<NodeProvider, StorageError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        Self::configure(&conn)?;
-        Ok(NodeProvider::new(conn))
+    /// An OpenMLS provider over this storage's connection (see [`mls`]): what OpenMLS
+    /// writes through it belongs to the transaction open on the storage, if any.
+    pub fn provider<'a>(&'a self, crypto: &'a RustCrypto) -> NodeProvider<'a> {
+        NodeProvider::new(crypto, &self.conn)
+    }
+
+    /// Opens a write transaction: every write from now on — ours and OpenMLS's through
+    /// [`Storage::provider`] — is durable only once [`Storage::commit`] succeeds, and is
+    /// undone by [`Storage::rollback`]. Transactions do not nest.
+    pub fn begin(&self) -> Result<(), StorageError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commits the open transaction. On error the transaction may still be open: call
+    /// [`Storage::rollback`].
+    pub fn commit(&self) -> Result<(), StorageError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Undoes the open transaction, if one is open (SQLite may already have rolled it
+    /// back after an error). Never fails: if even the rollback fails, the connection is
+    /// left for SQLite to roll back when it closes, and the error is logged.
+    pub fn rollback(&self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "rollback failed");
+        }
+    }
+
+    /// Whether a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Runs `f` atomically: in a savepoint, so it works inside an open transaction (and
+    /// then commits with it) as well as on its own.
+    fn atomically<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
+        self.conn.execute_batch("SAVEPOINT demls_atomic")?;
+        match f(&self.conn) {
+            Ok(r) => {
+                self.conn.execute_batch("RELEASE demls_atomic")?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = self
+                    .conn
+                    .execute_batch("ROLLBACK TO demls_atomic; RELEASE demls_atomic");
+                Err(e)
+            }
+        }
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<String>, StorageError> {
@@ -374,6 +462,24 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every saved conversation by name, each with its state or why it cannot be read
+    /// (one bad row does not hide the others).
+    pub fn conversation_rows(&self) -> Result<Vec<ConversationRow>, StorageError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, state_blob FROM conversations ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            let name: String = r.get(0)?;
+            let state = match r.get_ref(1)? {
+                rusqlite::types::ValueRef::Blob(b) => Ok(b.to_vec()),
+                rusqlite::types::ValueRef::Text(t) => Ok(t.to_vec()),
+                other => Err(format!("the state is {:?}, not bytes", other.data_type())),
+            };
+            Ok((name, state))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The names of the saved conversations.
     pub fn list_conversations(&self) -> Result<Vec<String>, StorageError> {
         let mut st = self
@@ -383,14 +489,48 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes a conversation's state and messages (one transaction). Returns whether it
-    /// existed.
+    /// Deletes a conversation's state, messages and quarantine record, atomically (inside
+    /// an open transaction, as part of it). Returns whether its state existed.
     pub fn delete_conversation(&self, name: &str) -> Result<bool, StorageError> {
-        let tx = self.conn.unchecked_transaction()?;
-        let n = tx.execute("DELETE FROM conversations WHERE name = ?1", [name])?;
-        tx.execute("DELETE FROM messages WHERE conversation = ?1", [name])?;
-        tx.commit()?;
-        Ok(n > 0)
+        self.atomically(|c| {
+            let n = c.execute("DELETE FROM conversations WHERE name = ?1", [name])?;
+            c.execute("DELETE FROM messages WHERE conversation = ?1", [name])?;
+            c.execute("DELETE FROM quarantine WHERE name = ?1", [name])?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Records `name` as quarantined because of `reason` (replacing an earlier record).
+    pub fn quarantine(&self, name: &str, reason: &str) -> Result<(), StorageError> {
+        self.conn.execute(
+            "INSERT INTO quarantine (name, reason, since) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET reason = excluded.reason, since = excluded.since",
+            params![name, reason, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Removes `name`'s quarantine record; returns whether there was one.
+    pub fn unquarantine(&self, name: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM quarantine WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    /// The quarantined conversations, by name.
+    pub fn quarantined(&self) -> Result<Vec<QuarantineRecord>, StorageError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, reason, since FROM quarantine ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            Ok(QuarantineRecord {
+                name: r.get(0)?,
+                reason: r.get(1)?,
+                since: r.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Appends a chat message; returns its sequence number in the conversation.
@@ -402,25 +542,15 @@ impl Storage {
         epoch: u64,
         timestamp: u64,
     ) -> Result<u64, StorageError> {
-        let tx = self.conn.unchecked_transaction()?;
-        let seq: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation = ?1",
-            [conversation],
+        // One statement: atomic on its own, and usable inside an open transaction.
+        let seq: i64 = self.conn.query_row(
+            "INSERT INTO messages (conversation, seq, sender, text, epoch, timestamp)
+             SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5
+             FROM messages WHERE conversation = ?1
+             RETURNING seq",
+            params![conversation, sender, text, to_i64(epoch), to_i64(timestamp)],
             |r| r.get(0),
         )?;
-        tx.execute(
-            "INSERT INTO messages (conversation, seq, sender, text, epoch, timestamp)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                conversation,
-                seq,
-                sender,
-                text,
-                to_i64(epoch),
-                to_i64(timestamp)
-            ],
-        )?;
-        tx.commit()?;
         Ok(seq.max(0) as u64)
     }
 

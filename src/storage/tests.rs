@@ -95,13 +95,14 @@ fn mls_provider_shares_the_file() {
     use openmls_traits::OpenMlsProvider;
     let tmp = tempfile::tempdir().unwrap();
     let s = Storage::open(tmp.path(), addr(3)).unwrap();
-    let p = s.mls_provider().unwrap();
+    let crypto = RustCrypto::default();
+    let p = s.provider(&crypto);
     let id = demls_core::mls::MlsIdentity::create(&p, addr(3)).unwrap();
     s.save_mls_public_key(id.public_key()).unwrap();
     let pk = id.public_key().to_vec();
-    drop((p, s));
+    drop(s);
     let s = Storage::open(tmp.path(), addr(3)).unwrap();
-    let p = s.mls_provider().unwrap();
+    let p = s.provider(&crypto);
     let _ = p.storage();
     let again =
         demls_core::mls::MlsIdentity::load(&p, addr(3), &s.mls_public_key().unwrap().unwrap())
@@ -202,4 +203,155 @@ fn newer_schema_is_refused() {
         "{err}"
     );
     assert_eq!(bytes(&path), before);
+}
+
+fn mls_key_stored(s: &Storage, crypto: &RustCrypto, pk: &[u8]) -> bool {
+    demls_core::mls::MlsIdentity::load(&s.provider(crypto), addr(4), pk).is_ok()
+}
+
+#[test]
+fn one_transaction_covers_openmls_and_our_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Storage::open(tmp.path(), addr(4)).unwrap();
+    let crypto = RustCrypto::default();
+
+    // Rolled back: neither OpenMLS's write nor ours is there.
+    s.begin().unwrap();
+    assert!(s.in_transaction());
+    let id = demls_core::mls::MlsIdentity::create(&s.provider(&crypto), addr(4)).unwrap();
+    let pk = id.public_key().to_vec();
+    s.save_conversation("c", b"state").unwrap();
+    assert_eq!(s.append_message("c", "0xA", "hi", 1, 1).unwrap(), 1);
+    assert!(
+        mls_key_stored(&s, &crypto, &pk),
+        "visible inside the transaction"
+    );
+    s.rollback();
+    assert!(!s.in_transaction());
+    assert!(
+        !mls_key_stored(&s, &crypto, &pk),
+        "OpenMLS's write was rolled back"
+    );
+    assert_eq!(s.load_conversation("c").unwrap(), None);
+    assert!(s.messages("c").unwrap().is_empty());
+    s.rollback(); // no transaction open: a no-op
+
+    // Committed: both, and they survive a reopen.
+    s.begin().unwrap();
+    let id = demls_core::mls::MlsIdentity::create(&s.provider(&crypto), addr(4)).unwrap();
+    let pk = id.public_key().to_vec();
+    s.save_conversation("c", b"state").unwrap();
+    s.commit().unwrap();
+    drop(s);
+    let s = Storage::open(tmp.path(), addr(4)).unwrap();
+    assert!(mls_key_stored(&s, &crypto, &pk));
+    assert_eq!(s.load_conversation("c").unwrap(), Some(b"state".to_vec()));
+}
+
+#[test]
+fn a_failing_write_leaves_the_transaction_for_rollback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Storage::open(tmp.path(), addr(5)).unwrap();
+    s.save_conversation("c", b"v1").unwrap();
+    s.conn
+        .execute_batch(
+            "CREATE TRIGGER t BEFORE UPDATE ON conversations
+               BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+    s.begin().unwrap();
+    s.append_message("c", "0xA", "m", 1, 1).unwrap();
+    let err = s.save_conversation("c", b"v2").unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    s.rollback();
+    assert_eq!(s.load_conversation("c").unwrap(), Some(b"v1".to_vec()));
+    assert!(
+        s.messages("c").unwrap().is_empty(),
+        "the message went with it"
+    );
+}
+
+#[test]
+fn delete_is_atomic_inside_and_outside_a_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Storage::open(tmp.path(), addr(6)).unwrap();
+    s.save_conversation("c", b"x").unwrap();
+    s.append_message("c", "0xA", "m", 1, 1).unwrap();
+    s.quarantine("c", "why").unwrap();
+    // Inside a transaction that is rolled back: everything is still there.
+    s.begin().unwrap();
+    assert!(s.delete_conversation("c").unwrap());
+    assert!(
+        s.in_transaction(),
+        "the savepoint does not end the transaction"
+    );
+    s.rollback();
+    assert!(s.load_conversation("c").unwrap().is_some());
+    assert_eq!(s.messages("c").unwrap().len(), 1);
+    assert_eq!(s.quarantined().unwrap().len(), 1);
+    // On its own: all of it goes.
+    assert!(s.delete_conversation("c").unwrap());
+    assert!(!s.in_transaction());
+    assert!(s.load_conversation("c").unwrap().is_none());
+    assert!(s.messages("c").unwrap().is_empty());
+    assert!(s.quarantined().unwrap().is_empty());
+}
+
+#[test]
+fn quarantine_records_survive_a_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let s = Storage::open(tmp.path(), addr(7)).unwrap();
+        s.quarantine("b", "first").unwrap();
+        s.quarantine("a", "panicked in packet: boom").unwrap();
+        s.quarantine("b", "second").unwrap();
+    }
+    let s = Storage::open(tmp.path(), addr(7)).unwrap();
+    let q = s.quarantined().unwrap();
+    assert_eq!(
+        q.iter()
+            .map(|r| (r.name.as_str(), r.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [("a", "panicked in packet: boom"), ("b", "second")]
+    );
+    assert!(q[0].since > 0);
+    assert!(s.unquarantine("a").unwrap());
+    assert!(!s.unquarantine("a").unwrap());
+    assert_eq!(s.quarantined().unwrap().len(), 1);
+}
+
+#[test]
+fn a_database_without_the_quarantine_table_gets_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Storage::open(tmp.path(), addr(8)).unwrap());
+    {
+        // As written by a build that predates the table.
+        let c = Connection::open(tmp.path().join(DB_FILE)).unwrap();
+        c.execute_batch("DROP TABLE quarantine;").unwrap();
+    }
+    let s = Storage::open(tmp.path(), addr(8)).unwrap();
+    s.quarantine("x", "y").unwrap();
+    assert_eq!(s.meta_get("schema_version").unwrap().as_deref(), Some("1"));
+}
+
+#[test]
+fn one_bad_row_does_not_hide_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Storage::open(tmp.path(), addr(9)).unwrap();
+    s.save_conversation("a", b"fine").unwrap();
+    s.conn
+        .execute(
+            "INSERT INTO conversations (name, state_blob, updated_at) VALUES ('b', 42, 0)",
+            [],
+        )
+        .unwrap();
+    s.save_conversation("c", b"also fine").unwrap();
+    let rows = s.conversation_rows().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0], ("a".to_string(), Ok(b"fine".to_vec())));
+    assert!(
+        rows[1].1.as_ref().unwrap_err().contains("Integer"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[2].1, Ok(b"also fine".to_vec()));
 }

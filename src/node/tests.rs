@@ -1,0 +1,774 @@
+//! Crash containment and durable state, driven through the real runtime (its own thread,
+//! as in `node::run`) over the in-memory transport and a real SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use demls_core::config::ConversationConfig;
+use demls_core::conversation::{Conversation, Ctx};
+use demls_core::identity::EthSigner;
+use demls_core::mls::MlsConversation;
+use demls_transport::memory::{MemoryNetwork, MemoryTransport};
+use demls_transport::{InboundPacket, Subtopic, Transport};
+use rand::SeedableRng;
+use tokio::sync::{broadcast, mpsc};
+
+use super::*;
+use crate::api::types::*;
+use crate::api::{ApiError, NodeControl};
+use crate::storage::{DB_FILE, Storage};
+
+const SECRET: [u8; 32] = [7; 32];
+
+fn signer() -> EthSigner {
+    EthSigner::from_secret(&SECRET).unwrap()
+}
+
+/// A test connection of our own to the node's database file.
+fn db(dir: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+/// Every row of our conversation table and of OpenMLS's tables, as text: equal snapshots
+/// mean nothing durable changed.
+fn snapshot(dir: &Path) -> Vec<String> {
+    let c = db(dir);
+    let mut tables: Vec<String> = c
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+             AND (name = 'conversations' OR name LIKE 'openmls_%')
+             AND name <> 'openmls_sqlite_storage_migrations' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    tables.sort();
+    let mut out = Vec::new();
+    for t in tables {
+        let mut st = c.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap();
+        let n = st.column_count();
+        let mut rows: Vec<String> = st
+            .query_map([], |r| {
+                let mut s = format!("{t}:");
+                for i in 0..n {
+                    let v: rusqlite::types::Value = r.get(i)?;
+                    s.push_str(&format!(" {v:?}"));
+                }
+                Ok(s)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // `updated_at` is a wall-clock time: not part of the state.
+        if t == "conversations" {
+            rows = c
+                .prepare("SELECT name, state_blob FROM conversations ORDER BY name")
+                .unwrap()
+                .query_map([], |r| {
+                    Ok(format!(
+                        "conversations: {} {}",
+                        r.get::<_, String>(0)?,
+                        hex::encode(r.get::<_, Vec<u8>>(1)?)
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        }
+        rows.sort();
+        out.extend(rows);
+    }
+    out
+}
+
+fn row(dir: &Path, name: &str) -> Option<Vec<u8>> {
+    use rusqlite::OptionalExtension;
+    db(dir)
+        .query_row(
+            "SELECT state_blob FROM conversations WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()
+        .unwrap()
+}
+
+/// Counts every write of a conversation row from now on (see [`saves`]).
+fn count_saves(dir: &Path) {
+    db(dir)
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS test_saves (n INTEGER NOT NULL);
+             DELETE FROM test_saves; INSERT INTO test_saves VALUES (0);
+             CREATE TRIGGER IF NOT EXISTS test_saves_ins AFTER INSERT ON conversations
+               BEGIN UPDATE test_saves SET n = n + 1; END;
+             CREATE TRIGGER IF NOT EXISTS test_saves_upd AFTER UPDATE ON conversations
+               BEGIN UPDATE test_saves SET n = n + 1; END;",
+        )
+        .unwrap();
+}
+
+fn saves(dir: &Path) -> u64 {
+    db(dir)
+        .query_row("SELECT n FROM test_saves", [], |r| r.get::<_, i64>(0))
+        .unwrap() as u64
+}
+
+/// A running node: the actor on its own thread, and its handle.
+struct Node {
+    handle: NodeHandle,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Node {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(true);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// The same identity and data directory across restarts; one observer peer on the
+/// in-memory network sees what the node publishes and can send it packets.
+struct Bench {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    net: Arc<MemoryNetwork>,
+    peer: MemoryTransport,
+    peer_rx: mpsc::Receiver<InboundPacket>,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let net = MemoryNetwork::new();
+        let (peer, peer_rx) = net.node();
+        Self {
+            _tmp: tmp,
+            dir,
+            net,
+            peer,
+            peer_rx,
+        }
+    }
+
+    fn storage(&self) -> Storage {
+        Storage::open(&self.dir, signer().member_id()).unwrap()
+    }
+
+    /// A runtime over this directory, not started yet.
+    async fn runtime(
+        &self,
+    ) -> (
+        runtime::Runtime<MemoryTransport>,
+        mpsc::Receiver<InboundPacket>,
+    ) {
+        let storage = self.storage();
+        let identity = local_identity(signer(), &storage).unwrap();
+        let (transport, inbound) = self.net.node();
+        let (events, _) = broadcast::channel(1024);
+        let rt = runtime::Runtime::new(
+            identity,
+            storage,
+            Arc::new(transport),
+            ConversationConfig::default(),
+            events,
+        );
+        (rt, inbound)
+    }
+
+    /// Starts `rt` as `node::run` does, after restoring what is saved.
+    async fn start(
+        &self,
+        mut rt: runtime::Runtime<MemoryTransport>,
+        inbound: mpsc::Receiver<InboundPacket>,
+    ) -> Node {
+        rt.restore_all().await.unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (handle, thread) = spawn_runtime(rt, inbound, stop_rx).unwrap();
+        Node {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    async fn node(&self) -> Node {
+        let (rt, inbound) = self.runtime().await;
+        self.start(rt, inbound).await
+    }
+
+    /// Packets the observer received so far.
+    fn published(&mut self) -> usize {
+        let mut n = 0;
+        while self.peer_rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Waits until `f` holds (polling), or fails after 20 s.
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metric(h: &NodeHandle, name: &str) -> u64 {
+    let h = h.clone();
+    let text = tokio::task::spawn_blocking(move || h.metrics())
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn quarantined(h: &HealthView) -> Vec<(String, String)> {
+    h.quarantined
+        .iter()
+        .map(|q| (q.name.clone(), q.reason.clone()))
+        .collect()
+}
+
+// ---- item 3: saving costs what changed ---------------------------------------------------
+
+/// A burst of junk packets must not rewrite the conversation row once per packet.
+/// Prints the figures (`--nocapture`); asserts only the count, never a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_burst_does_not_rewrite_the_state() {
+    const BURST: usize = 500;
+    let b = Bench::new();
+    let node = b.node().await;
+    node.handle.create("room").await.unwrap();
+    b.peer.subscribe("room").await.unwrap();
+    count_saves(&b.dir);
+    let wal = b.dir.join(format!("{DB_FILE}-wal"));
+    let wal_before = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let before = metric(&node.handle, "demls_packets_received_total").await;
+    let started = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for i in 0..BURST {
+        let mut junk = vec![0u8; 64 + i % 200];
+        rand::RngCore::fill_bytes(&mut rng, &mut junk);
+        b.peer
+            .publish("room", Subtopic::AppMsg, junk)
+            .await
+            .unwrap();
+    }
+    let h = node.handle.clone();
+    until("the burst is processed", async || {
+        metric(&h, "demls_packets_received_total").await >= before + BURST as u64
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let n = saves(&b.dir);
+    let wal_after = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "junk burst: {BURST} packets -> {n} conversation-row writes, WAL {wal_before} -> {wal_after} bytes, {:.1} ms ({:.0} µs/packet)",
+        elapsed.as_secs_f64() * 1e3,
+        elapsed.as_secs_f64() * 1e6 / BURST as f64
+    );
+    assert!(
+        n <= 1,
+        "{n} row writes for {BURST} junk packets: unchanged state must not be rewritten"
+    );
+    assert!(metric(&node.handle, "demls_state_saves_skipped_total").await >= BURST as u64);
+    // A step that changes the state still writes it.
+    node.handle.join("other").await.unwrap();
+    assert!(saves(&b.dir) > n, "joining writes a new state");
+    node.stop().await;
+}
+
+// ---- item 2: save before publish, atomically --------------------------------------------
+
+/// When a step cannot be saved, nothing is published and nothing durable changes: the MLS
+/// storage writes of the call (a chat message advances the sender's ratchet) are rolled
+/// back with the rest. The failure is injected where the step stores our own message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_save_publishes_nothing_and_changes_nothing() {
+    let mut b = Bench::new();
+    let node = b.node().await;
+    node.handle.create("room").await.unwrap();
+    b.peer.subscribe("room").await.unwrap();
+    node.handle.send("room", "before").await.unwrap();
+    until("the first chat is out", async || b.published() > 0).await;
+    let before = snapshot(&b.dir);
+    db(&b.dir)
+        .execute_batch(
+            "CREATE TRIGGER test_fail BEFORE INSERT ON messages
+               BEGIN SELECT RAISE(ABORT, 'injected save failure'); END;",
+        )
+        .unwrap();
+    let err = node.handle.send("room", "lost").await.unwrap_err();
+    assert!(
+        matches!(err, ApiError::Internal(_)) && err.to_string().contains("nothing was sent"),
+        "{err:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        b.published(),
+        0,
+        "a packet went out although its state was not saved"
+    );
+    assert_eq!(
+        snapshot(&b.dir),
+        before,
+        "a failed save left durable changes"
+    );
+    // The conversation is still usable once the disk is.
+    db(&b.dir).execute_batch("DROP TRIGGER test_fail;").unwrap();
+    node.handle.send("room", "after").await.unwrap();
+    until("the chat after the failure is out", async || {
+        b.published() > 0
+    })
+    .await;
+    let texts: Vec<String> = node
+        .handle
+        .messages("room")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
+    node.stop().await;
+}
+
+/// A conversation closed by leaving loses its MLS state and its row; a crash after the
+/// closed state was saved (row still there) is finished at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_is_ordered_and_restart_finishes_it() {
+    let b = Bench::new();
+    let node = b.node().await;
+    node.handle.create("solo").await.unwrap();
+    node.handle.leave("solo").await.unwrap();
+    assert!(
+        row(&b.dir, "solo").is_none(),
+        "the row of a closed conversation is deleted"
+    );
+    node.stop().await;
+
+    // A crash between "marked closed" and "row deleted": a closed row, and MLS state the
+    // close did not get to delete.
+    {
+        let storage = b.storage();
+        let identity = local_identity(signer(), &storage).unwrap();
+        let crypto = openmls_rust_crypto::RustCrypto::default();
+        let provider = storage.provider(&crypto);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let mut ctx = Ctx {
+            provider: &provider,
+            identity: &identity,
+            rng: &mut rng,
+            now: runtime::now_ms(),
+        };
+        let (_group, _) =
+            Conversation::create("halfway", ConversationConfig::default(), &mut ctx).unwrap();
+        let (mut closed, _) =
+            Conversation::join("halfway", ConversationConfig::default(), &mut ctx).unwrap();
+        closed.leave(&mut ctx).unwrap();
+        assert!(closed.closed().is_some());
+        storage
+            .save_conversation("halfway", &closed.save().unwrap())
+            .unwrap();
+        assert!(
+            MlsConversation::load(&provider, "halfway")
+                .unwrap()
+                .is_some()
+        );
+    }
+    let node = b.node().await;
+    let health = node.handle.health().await;
+    assert_eq!(health.status, "ok", "{health:?}");
+    assert!(node.handle.show("halfway").await.is_err());
+    assert!(
+        row(&b.dir, "halfway").is_none(),
+        "start-up finishes the close"
+    );
+    {
+        let storage = b.storage();
+        let crypto = openmls_rust_crypto::RustCrypto::default();
+        let provider = storage.provider(&crypto);
+        assert!(
+            MlsConversation::load(&provider, "halfway")
+                .unwrap()
+                .is_none(),
+            "start-up deletes the MLS state of a closed conversation"
+        );
+    }
+    // The name is free again.
+    node.handle.create("halfway").await.unwrap();
+    node.stop().await;
+}
+
+/// One unreadable row (corrupt JSON, or MLS state missing) is quarantined at start-up with
+/// its reason; the node starts and the other conversations run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_rows_are_quarantined_at_start_up() {
+    let mut b = Bench::new();
+    let node = b.node().await;
+    node.handle.create("good").await.unwrap();
+    node.handle.create("nomls").await.unwrap();
+    node.stop().await;
+    {
+        let storage = b.storage();
+        storage.save_conversation("corrupt", b"{not json").unwrap();
+        storage
+            .append_message("corrupt", "0xA", "kept", 1, 1)
+            .unwrap();
+        let crypto = openmls_rust_crypto::RustCrypto::default();
+        let provider = storage.provider(&crypto);
+        MlsConversation::load(&provider, "nomls")
+            .unwrap()
+            .unwrap()
+            .delete(&provider)
+            .unwrap();
+    }
+    let corrupt_row = row(&b.dir, "corrupt");
+    let node = b.node().await;
+    let health = node.handle.health().await;
+    assert_eq!(health.status, "degraded", "{health:?}");
+    let q = quarantined(&health);
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert_eq!(q[0].0, "corrupt");
+    assert!(q[0].1.contains("cannot be restored"), "{q:?}");
+    assert_eq!(q[1].0, "nomls");
+    assert!(q[1].1.contains("MLS state"), "{q:?}");
+    let status = node.handle.status().await.unwrap();
+    assert_eq!(status.conversations, ["good"]);
+    assert_eq!(status.quarantined.len(), 2);
+    // Refused with the reason; nothing stored is lost.
+    let err = node.handle.send("corrupt", "x").await.unwrap_err();
+    assert!(matches!(err, ApiError::Conflict(_)), "{err:?}");
+    assert!(err.to_string().contains("quarantined"), "{err}");
+    assert_eq!(
+        node.handle.messages("corrupt").await.unwrap()[0].text,
+        "kept"
+    );
+    assert_eq!(row(&b.dir, "corrupt"), corrupt_row);
+    // Creating over it is refused too: that would overwrite what is stored.
+    assert!(matches!(
+        node.handle.create("corrupt").await,
+        Err(ApiError::Conflict(_))
+    ));
+    // The others keep running.
+    b.peer.subscribe("good").await.unwrap();
+    node.handle.send("good", "still here").await.unwrap();
+    until("good still publishes", async || b.published() > 0).await;
+    // Releasing a conversation that still cannot be restored keeps it quarantined.
+    let err = node.handle.release("corrupt").await.unwrap_err();
+    assert!(matches!(err, ApiError::Conflict(_)), "{err:?}");
+    // Dropping it deletes what was stored for it.
+    node.handle.drop_conversation("corrupt").await.unwrap();
+    assert!(row(&b.dir, "corrupt").is_none());
+    assert!(node.handle.messages("corrupt").await.is_err());
+    let health = node.handle.health().await;
+    assert_eq!(quarantined(&health).len(), 1, "{health:?}");
+    // Dropping is only for quarantined conversations.
+    assert!(matches!(
+        node.handle.drop_conversation("good").await,
+        Err(ApiError::Conflict(_))
+    ));
+    node.stop().await;
+    // The quarantine survives a restart.
+    let node = b.node().await;
+    let health = node.handle.health().await;
+    assert_eq!(quarantined(&health).len(), 1, "{health:?}");
+    assert_eq!(health.quarantined[0].name, "nomls");
+    node.stop().await;
+}
+
+// ---- item 1: a panic is contained --------------------------------------------------------
+
+/// A panic while processing one conversation quarantines it (state as before the call,
+/// MLS writes of the call rolled back, an `error` event, `/health` says why); the other
+/// conversation keeps working; a restart loads it quarantined and never feeds it; release
+/// puts it back to work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_quarantines_one_conversation_only() {
+    let mut b = Bench::new();
+    let node = b.node().await;
+    node.handle.create("good").await.unwrap();
+    node.handle.create("bad").await.unwrap();
+    node.handle.send("bad", "before").await.unwrap();
+    node.stop().await;
+    b.peer.subscribe("good").await.unwrap();
+    b.peer.subscribe("bad").await.unwrap();
+    b.published();
+
+    let (mut rt, inbound) = b.runtime().await;
+    // Half-way through handling a packet for "bad": its MLS state advanced, then a panic.
+    rt.fault = Some(Box::new(
+        |name: &str,
+         op: &str,
+         c: &mut Conversation,
+         ctx: &mut Ctx<'_, crate::storage::NodeProvider<'_>>| {
+            if name == "bad" && op == "packet" {
+                let _ = c.send_chat(ctx, "half-done");
+                panic!("injected fault in {name}");
+            }
+        },
+    ));
+    let node = b.start(rt, inbound).await;
+    let before = snapshot(&b.dir);
+    let mut events = node.handle.events();
+    b.peer
+        .publish("bad", Subtopic::AppMsg, b"a packet that crashes".to_vec())
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ev.conversation.as_str(), ev.kind.as_str()),
+        ("bad", "error")
+    );
+    assert!(
+        ev.data.to_string().contains("injected fault in bad"),
+        "{ev:?}"
+    );
+    assert_eq!(
+        snapshot(&b.dir),
+        before,
+        "the half-done call left durable changes"
+    );
+    assert_eq!(b.published(), 0, "the half-done call published");
+
+    let health = node.handle.health().await;
+    assert_eq!(health.status, "degraded");
+    let q = quarantined(&health);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].0, "bad");
+    assert!(
+        q[0].1.contains("panicked in packet: injected fault in bad"),
+        "{q:?}"
+    );
+    let status = node.handle.status().await.unwrap();
+    assert_eq!(status.quarantined, health.quarantined);
+    assert_eq!(status.conversations, ["good"]);
+    assert_eq!(
+        metric(&node.handle, "demls_quarantined_conversations").await,
+        1
+    );
+    // Commands are refused with the reason.
+    let err = node.handle.send("bad", "again").await.unwrap_err();
+    assert!(matches!(err, ApiError::Conflict(_)), "{err:?}");
+    assert!(err.to_string().contains("injected fault in bad"), "{err}");
+    assert!(matches!(
+        node.handle.show("bad").await,
+        Err(ApiError::Conflict(_))
+    ));
+    // The other conversation works.
+    node.handle.send("good", "fine").await.unwrap();
+    until("good publishes", async || b.published() > 0).await;
+    node.stop().await;
+
+    // A restart loads it quarantined (the fault hook is gone, the quarantine is not), and
+    // does not subscribe to it: nothing is fed to it.
+    let node = b.node().await;
+    let health = node.handle.health().await;
+    assert_eq!(quarantined(&health).len(), 1, "{health:?}");
+    assert!(
+        health.quarantined[0].reason.contains("injected fault"),
+        "{health:?}"
+    );
+    assert!(node.handle.show("bad").await.is_err());
+    let received = metric(&node.handle, "demls_packets_received_total").await;
+    b.peer
+        .publish("bad", Subtopic::AppMsg, b"another".to_vec())
+        .await
+        .unwrap();
+    node.handle.send("good", "sync").await.unwrap();
+    assert_eq!(
+        metric(&node.handle, "demls_packets_received_total").await,
+        received,
+        "a packet reached a quarantined conversation"
+    );
+    // The operator releases it: it resumes from the state saved before the panic.
+    let v = node.handle.release("bad").await.unwrap();
+    assert_eq!(v.name, "bad");
+    assert_eq!(node.handle.health().await.status, "ok");
+    node.handle.send("bad", "after").await.unwrap();
+    let texts: Vec<String> = node
+        .handle
+        .messages("bad")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
+    node.stop().await;
+    // Released for good.
+    let node = b.node().await;
+    assert_eq!(node.handle.health().await.status, "ok");
+    node.stop().await;
+}
+
+/// One request to the API's router over `handle`: (status, body).
+async fn http(handle: &NodeHandle, method: &str, path: &str) -> (u16, String) {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let app = crate::api::router(Arc::new(handle.clone()));
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The quarantine over HTTP: `/health` and `/status` list it, `release` and `drop` answer
+/// with the documented statuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_routes() {
+    let b = Bench::new();
+    let node = b.node().await;
+    node.handle.create("good").await.unwrap();
+    node.stop().await;
+    b.storage().save_conversation("corrupt", b"[]").unwrap();
+    let node = b.node().await;
+    let h = &node.handle;
+
+    let (code, body) = http(h, "GET", "/health").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "degraded", "{body}");
+    assert_eq!(v["quarantined"][0]["name"], "corrupt", "{body}");
+    assert!(
+        v["quarantined"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot be restored: ")
+    );
+    assert!(v["quarantined"][0]["since"].as_u64().unwrap() > 0);
+    let (code, body) = http(h, "GET", "/status").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["conversations"], serde_json::json!(["good"]), "{body}");
+    assert_eq!(v["quarantined"][0]["name"], "corrupt", "{body}");
+
+    for (method, path, code, fragment) in [
+        (
+            "GET",
+            "/conversations/corrupt",
+            409,
+            "is quarantined (cannot be restored",
+        ),
+        (
+            "GET",
+            "/conversations/corrupt/proposals",
+            409,
+            "is quarantined",
+        ),
+        (
+            "POST",
+            "/conversations/corrupt/leave",
+            409,
+            "is quarantined",
+        ),
+        ("POST", "/conversations/corrupt/join", 409, "is quarantined"),
+        (
+            "POST",
+            "/conversations/corrupt/release",
+            409,
+            "stays quarantined",
+        ),
+        (
+            "POST",
+            "/conversations/good/release",
+            409,
+            "is not quarantined",
+        ),
+        (
+            "POST",
+            "/conversations/nope/release",
+            404,
+            "not in conversation",
+        ),
+        ("POST", "/conversations/good/drop", 409, "leave it instead"),
+        (
+            "POST",
+            "/conversations/nope/drop",
+            404,
+            "not in conversation",
+        ),
+        ("POST", "/conversations/a%20b/drop", 400, "whitespace"),
+        ("GET", "/conversations/corrupt/drop", 405, "not allowed"),
+        (
+            "POST",
+            "/conversations/corrupt/drop",
+            200,
+            r#"{"name":"corrupt","dropped":true}"#,
+        ),
+        (
+            "POST",
+            "/conversations/corrupt/drop",
+            404,
+            "not in conversation",
+        ),
+        ("GET", "/health", 200, r#"{"status":"ok"}"#),
+    ] {
+        let (got, body) = http(h, method, path).await;
+        assert_eq!(got, code, "{method} {path}: {body}");
+        assert!(body.contains(fragment), "{method} {path}: {body}");
+    }
+    node.stop().await;
+}
+
+/// When the runtime itself dies, `/health` and `/status` say so (503) instead of green.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runtime_is_unhealthy() {
+    let b = Bench::new();
+    let node = b.node().await;
+    node.handle.create("room").await.unwrap();
+    let h = &node.handle;
+    assert_eq!(
+        http(h, "GET", "/health").await,
+        (200, r#"{"status":"ok"}"#.into())
+    );
+    node.handle.crash_for_test().await;
+    until("the runtime is seen dead", async || {
+        h.health().await.status == "down"
+    })
+    .await;
+    let (code, body) = http(h, "GET", "/health").await;
+    assert_eq!(code, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "down");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("the runtime panicked: injected runtime crash"),
+        "{body}"
+    );
+    for path in ["/status", "/conversations", "/conversations/room"] {
+        let (code, body) = http(h, "GET", path).await;
+        assert_eq!(code, 503, "{path}: {body}");
+        assert!(body.contains("injected runtime crash"), "{path}: {body}");
+    }
+    node.stop().await;
+}
