@@ -2,8 +2,8 @@
 //!
 //! gossipsub v1.1 under `/vac/waku/relay/2.0.0`, StrictNoSign (anonymous messages),
 //! message id = SHA-256 of the message bytes (as nwaku and js-waku), validation before
-//! forwarding, 66/WAKU2-METADATA, TCP + WebSocket, noise, yamux, identify, ping,
-//! pure-Rust DNS.
+//! forwarding, nwaku's score thresholds (no penalty for peers sharing an address),
+//! 66/WAKU2-METADATA, TCP + WebSocket, noise, yamux, identify, ping, pure-Rust DNS.
 //! The swarm runs in its own task; [`WakuRelay`] is the handle the node uses.
 
 mod behaviour;
@@ -31,6 +31,13 @@ pub const RELAY_PROTOCOL: &str = "/vac/waku/relay/2.0.0";
 pub const METADATA_PROTOCOL: &str = "/vac/waku/metadata/1.0.0";
 /// Largest WakuMessage accepted (64/WAKU2-NETWORK: 150 KB), plus protobuf framing room.
 pub const MAX_MESSAGE_SIZE: usize = 150 * 1024;
+/// Gossipsub score below which a peer gets no gossip (IHAVE) from us and its gossip is
+/// ignored (nwaku's value). One invalid message takes a peer below it.
+pub const GOSSIP_THRESHOLD: f64 = -100.0;
+/// Score below which we do not flood-publish our own messages to a peer (nwaku's value).
+pub const PUBLISH_THRESHOLD: f64 = -1000.0;
+/// Score below which everything a peer sends is dropped: greylisted (nwaku's value).
+pub const GRAYLIST_THRESHOLD: f64 = -10000.0;
 
 pub(crate) enum Command {
     Publish {

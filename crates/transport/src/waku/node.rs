@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use super::behaviour::{WakuBehaviour, WakuBehaviourEvent};
 use super::metadata::pb as meta;
 use super::{
-    Command, MAX_MESSAGE_SIZE, METADATA_PROTOCOL, RELAY_PROTOCOL, Shared, WakuConfig, validate,
+    Command, GOSSIP_THRESHOLD, GRAYLIST_THRESHOLD, MAX_MESSAGE_SIZE, METADATA_PROTOCOL,
+    PUBLISH_THRESHOLD, RELAY_PROTOCOL, Shared, WakuConfig, validate,
 };
 use crate::message::relay_message_id;
 use crate::{InboundPacket, TransportError, parse_content_topic, pubsub_topic};
@@ -80,19 +81,46 @@ fn relay_behaviour(key: &Keypair) -> Result<gossipsub::Behaviour, TransportError
     let _ = key;
     let mut b = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, cfg)
         .map_err(|e| TransportError::Config(e.to_string()))?;
-    b.with_peer_score(
-        gossipsub::PeerScoreParams::default(),
-        gossipsub::PeerScoreThresholds::default(),
-    )
-    .map_err(|e| TransportError::Config(format!("peer score: {e}")))?;
+    b.with_peer_score(score_params(), score_thresholds())
+        .map_err(|e| TransportError::Config(format!("peer score: {e}")))?;
     Ok(b)
 }
 
+/// nwaku's thresholds (gossip −100, publish −1000, graylist −10000), far below anything
+/// an honest peer scores here; rust-libp2p's defaults for the rest (peer exchange, which
+/// `accept_px` gates, is off; opportunistic grafting as usual).
+fn score_thresholds() -> gossipsub::PeerScoreThresholds {
+    gossipsub::PeerScoreThresholds {
+        gossip_threshold: GOSSIP_THRESHOLD,
+        publish_threshold: PUBLISH_THRESHOLD,
+        graylist_threshold: GRAYLIST_THRESHOLD,
+        ..Default::default()
+    }
+}
+
+/// Peer-wide scoring. The IP-colocation penalty (P6) is off: it punishes honest peers
+/// that share an address (nodes on one host, users behind one NAT) quadratically, and
+/// any negative score already keeps a peer out of the mesh. With rust-libp2p's default
+/// (more than 10 peers per address, weight −5) 15 peers on one address were greylisted
+/// at −80; with nwaku's (5, −50), 20 peers are greylisted at −10000 (see docs/WAKU.md).
+/// No application-specific score (P5). Behaviour penalties (P7) and the 1 s decay
+/// interval are rust-libp2p's defaults, which the topic parameters' decays assume.
+fn score_params() -> gossipsub::PeerScoreParams {
+    gossipsub::PeerScoreParams {
+        app_specific_weight: 0.0,
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    }
+}
+
 /// Scoring per relayed shard. Invalid messages dominate: the positive terms are capped
-/// small (at most 0.1 for time in mesh and 10 for first deliveries), so one rejected
-/// message (-100) takes a peer below the gossip, publish and graylist thresholds until it
-/// decays (halving each second). Mesh delivery deficits are not penalized: de-MLS shards
-/// are quiet for minutes, and a silent honest peer must not look like a bad one.
+/// small (at most 0.1 for time in mesh and 10 for first deliveries, 10.1 per shard), so
+/// one rejected message (−800 × count², the count halving each second) keeps a peer below
+/// the gossip threshold (−100) for 1 to 2 s, even with full credit on all 8 default
+/// shards: −800/4 + 8 × 10.1 < −100 after the first decay. Two at once (−3200) take it
+/// below the publish threshold, four (−12800) below the graylist threshold. Mesh delivery
+/// deficits are not penalized: de-MLS shards are quiet for minutes, and a silent honest
+/// peer must not look like a bad one.
 fn topic_params() -> gossipsub::TopicScoreParams {
     gossipsub::TopicScoreParams {
         topic_weight: 1.0,
@@ -104,11 +132,15 @@ fn topic_params() -> gossipsub::TopicScoreParams {
         first_message_deliveries_cap: 10.0,
         mesh_message_deliveries_weight: 0.0,
         mesh_failure_penalty_weight: 0.0,
-        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
         invalid_message_deliveries_decay: 0.5,
         ..Default::default()
     }
 }
+
+/// P4 weight per shard (nwaku: −100, which with its positive terms leaves a peer that sent
+/// one invalid message above the gossip threshold of −100).
+const INVALID_MESSAGE_WEIGHT: f64 = -800.0;
 
 struct Bootstrap {
     addr: Multiaddr,
@@ -451,6 +483,10 @@ impl Node {
                 let _ =
                     relay.report_message_validation_result(&id, &source, MessageAcceptance::Reject);
                 tracing::debug!(peer = %source, reason = %e, "rejected relay message");
+                // Show the sender's penalty now, not at the next refresh.
+                if let (Some(score), Ok(mut s)) = (relay.peer_score(&source), self.shared.lock()) {
+                    s.stats.peer_scores.insert(source.to_string(), score);
+                }
                 self.count(&topic, |s| {
                     *s.rejected.entry(e.label().to_string()).or_default() += 1
                 });
@@ -492,6 +528,35 @@ mod tests {
 
     use super::*;
     use crate::message::{WakuMessage, message_hash};
+
+    /// The scoring arithmetic docs/WAKU.md states: the parameters are valid, one invalid
+    /// message outweighs the most positive credit a peer can hold on the 8 default shards
+    /// until after the next decay, and a peer's address costs it nothing.
+    #[test]
+    fn one_invalid_message_outweighs_all_credit_and_shared_addresses_cost_nothing() {
+        let (p, t, topic) = (score_params(), score_thresholds(), topic_params());
+        p.validate().unwrap();
+        t.validate().unwrap();
+        topic.validate().unwrap();
+        let credit = topic.topic_weight
+            * (topic.time_in_mesh_weight * topic.time_in_mesh_cap
+                + topic.first_message_deliveries_weight * topic.first_message_deliveries_cap);
+        let invalid_after = |decays: i32| {
+            topic.topic_weight
+                * topic.invalid_message_deliveries_weight
+                * topic.invalid_message_deliveries_decay.powi(decays).powi(2)
+        };
+        assert!(invalid_after(1) + 8.0 * credit < t.gossip_threshold);
+        assert!(
+            invalid_after(0) > t.publish_threshold,
+            "one is not a publish ban"
+        );
+        assert!(
+            4.0 * 4.0 * invalid_after(0) < t.graylist_threshold,
+            "four are a graylist"
+        );
+        assert_eq!(p.ip_colocation_factor_weight, 0.0);
+    }
 
     /// The relay's gossipsub message id is SHA-256 of the message bytes, as nwaku's
     /// `defaultMessageIdProvider` and js-waku's `msgIdFnStrictNoSign` compute it; the

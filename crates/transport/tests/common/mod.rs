@@ -31,7 +31,7 @@ pub fn spawn_with_lines(cmd: &mut Command, what: &str) -> (Child, ChildStdin, Re
 
 /// One running relay process; killed when dropped, so a failing test leaves nothing behind.
 pub struct Peer {
-    pub name: &'static str,
+    pub name: String,
     child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
@@ -43,13 +43,13 @@ pub struct Peer {
 
 impl Peer {
     /// Starts a peer with `args` and waits for `ready`.
-    pub fn start(name: &'static str, args: &[&str]) -> Peer {
+    pub fn start(name: impl Into<String>, args: &[&str]) -> Peer {
         let (child, stdin, lines) = spawn_with_lines(
             Command::new(env!("CARGO_BIN_EXE_demls-waku-peer")).args(args),
             "demls-waku-peer",
         );
         let mut p = Peer {
-            name,
+            name: name.into(),
             child,
             stdin,
             lines,
@@ -102,6 +102,25 @@ impl Peer {
         r.strip_prefix(&format!("{cmd} "))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{}: unexpected reply to {cmd}: {r}", self.name))
+    }
+
+    /// Our libp2p peer id (the `/p2p/…` of our first listen address).
+    pub fn peer_id(&self) -> String {
+        let a = self.addrs.first().expect("a listen address");
+        a.rsplit('/').next().unwrap_or_default().to_string()
+    }
+
+    /// `peer`'s gossipsub score at this relay, if it is connected.
+    pub fn score_of(&mut self, peer: &str) -> Option<f64> {
+        let r = self.ask(&format!("score {peer}"));
+        match r.strip_prefix("score ") {
+            Some("none") => None,
+            Some(s) => Some(
+                s.parse()
+                    .unwrap_or_else(|_| panic!("{}: bad score {r}", self.name)),
+            ),
+            None => panic!("{}: unexpected reply to score: {r}", self.name),
+        }
     }
 
     /// Collects `recv` lines already queued or arriving within `d` (zero: only queued).
