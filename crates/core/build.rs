@@ -1,6 +1,8 @@
 //! Compiles this crate's `.proto` files with protox (pure Rust; no system `protoc`).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // The manifest dir at run time, not `env!` at compile time: a build script binary is
+    // shared between checkouts of the same crate that share a target dir.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files: &[&str] = &["consensus/v1/consensus.proto", "demls/v1/application.proto"];
     let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -87,7 +87,18 @@ pub enum ListError {
     /// Not the first `len` candidates in hash order.
     #[error("steward list is not the deterministic ordering of the candidates")]
     NotDeterministic,
+    /// A member is listed twice.
+    #[error("steward list names {0} more than once")]
+    Duplicate(MemberId),
+    /// The retry round is beyond [`MAX_RETRY_ROUND`].
+    #[error("retry round {0} is beyond the limit of {MAX_RETRY_ROUND}")]
+    RetryRound(u32),
 }
+
+/// Highest retry round a list may be seeded with. Rounds grow by one per failed election
+/// or reshuffle, so an honest group never gets near it; a claimed round beyond it is a
+/// forgery (a high round would win every same-epoch tie-break).
+pub const MAX_RETRY_ROUND: u32 = 1_024;
 
 /// Checks that `proposed` is exactly the deterministic prefix of `pool` for its size.
 pub fn validate(
@@ -99,21 +110,28 @@ pub fn validate(
     sn_min: u32,
     sn_max: u32,
 ) -> Result<(), ListError> {
+    if retry_round > MAX_RETRY_ROUND {
+        return Err(ListError::RetryRound(retry_round));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = proposed.iter().find(|m| !seen.insert(**m)) {
+        return Err(ListError::Duplicate(*twice));
+    }
+    let pool: Vec<MemberId> = {
+        let mut p = pool.to_vec();
+        p.sort();
+        p.dedup();
+        p
+    };
     if !valid_sizes(pool.len(), sn_min, sn_max).contains(&proposed.len()) || proposed.is_empty() {
         return Err(ListError::BadSize {
             got: proposed.len(),
             pool: pool.len(),
         });
     }
-    let full = generate(
-        pool,
-        epoch,
-        retry_round,
-        conversation,
-        pool.len() as u32,
-        pool.len() as u32,
-    );
-    if full.stewards[..proposed.len()] == *proposed {
+    let all = u32::try_from(pool.len()).unwrap_or(u32::MAX);
+    let full = generate(&pool, epoch, retry_round, conversation, all, all);
+    if full.stewards.get(..proposed.len()) == Some(proposed) {
         Ok(())
     } else {
         Err(ListError::NotDeterministic)
@@ -205,6 +223,16 @@ mod tests {
         assert!(matches!(
             validate(&pool, &pool, 7, 0, "chat", 1, 3),
             Err(ListError::BadSize { .. })
+        ));
+        // Duplicates and absurd retry rounds are refused, never sliced past.
+        let a = pool[0];
+        assert_eq!(
+            validate(&[a, a], &[a, a], 7, 0, "chat", 1, 3),
+            Err(ListError::Duplicate(a))
+        );
+        assert!(matches!(
+            validate(&good.stewards, &pool, 7, u32::MAX, "chat", 1, 3),
+            Err(ListError::RetryRound(_))
         ));
         // Another retry round or epoch reshuffles.
         let other = generate(&pool, 7, 1, "chat", 1, 3);

@@ -212,8 +212,13 @@ fn a_key_package_announced_under_someone_elses_address_is_refused_by_every_membe
     // 1. Its own key package (credential = impostor) under the victim's address, signed
     //    with its own key: the signature does not recover to the claimed address.
     let kp = demls_core::mls::generate_key_package(&imp.provider, &imp.identity.mls).unwrap();
-    let claim_victim =
-        demls_core::conversation::forge_announcement(&s.name, kp, victim_id, &imp.identity.eth);
+    let claim_victim = demls_core::conversation::forge_announcement(
+        &s.name,
+        kp,
+        victim_id,
+        &imp.identity.eth,
+        s.now,
+    );
     // 2. A key package whose MLS credential names the victim (anyone can put any address
     //    in a basic credential), announced and correctly signed as the impostor: the
     //    credential does not match the signer, so it would chat as the victim.
@@ -224,6 +229,7 @@ fn a_key_package_announced_under_someone_elses_address_is_refused_by_every_membe
         kp_as_victim,
         s.id(impostor),
         &imp.identity.eth,
+        s.now,
     );
     s.inject(impostor, Subtopic::Welcome, claim_victim);
     s.inject(impostor, Subtopic::Welcome, cred_mismatch);

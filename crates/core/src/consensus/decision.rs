@@ -14,7 +14,11 @@
 /// time out to a different outcome. So when the votes held do not decide by themselves,
 /// a side that some quorum-sized subset of them decides (the votes an earlier member may
 /// have decided on) is taken; see [`subset_decides`].
+///
+/// Every count is widened to `u64` first: `n` comes from a proposal header, which is a
+/// claim, and `2 * n` or `yes + no` must not wrap for any `u32` input.
 pub fn decide(n: u32, yes: u32, no: u32, liveness_yes: bool, timed_out: bool) -> Option<bool> {
+    let (n, yes, no) = (u64::from(n), u64::from(yes), u64::from(no));
     let received = yes + no;
     if n <= 2 {
         if received < n {
@@ -41,7 +45,7 @@ pub fn decide(n: u32, yes: u32, no: u32, liveness_yes: bool, timed_out: bool) ->
 }
 
 /// The RFC rule on exactly these votes.
-fn plain(n: u32, yes: u32, no: u32, liveness_yes: bool, timed_out: bool) -> Option<bool> {
+fn plain(n: u64, yes: u64, no: u64, liveness_yes: bool, timed_out: bool) -> Option<bool> {
     let received = yes + no;
     let required = (2 * n).div_ceil(3);
     if !timed_out && received < required {
@@ -65,7 +69,7 @@ fn plain(n: u32, yes: u32, no: u32, liveness_yes: bool, timed_out: bool) -> Opti
 /// Whether some quorum-sized subset of the votes decides for the side holding `mine`
 /// votes (against `theirs`), silent voters counting for it iff `liveness_mine`. The best
 /// subset keeps all of `mine` and only as many of `theirs` as the quorum needs.
-fn subset_decides(n: u32, mine: u32, theirs: u32, liveness_mine: bool) -> bool {
+fn subset_decides(n: u64, mine: u64, theirs: u64, liveness_mine: bool) -> bool {
     let required = (2 * n).div_ceil(3);
     let k = required.saturating_sub(mine);
     if k > theirs {

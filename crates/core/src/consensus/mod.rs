@@ -14,7 +14,9 @@ mod vote;
 pub use decision::decide;
 pub use error::{ConsensusError, Rejection};
 pub use state::{ConsensusState, Created, NewProposal};
-pub use vote::{evidence_decision, self_leave_proposal_id, validate_vote, vote_hash};
+pub use vote::{
+    evidence_decision, header_digest, self_leave_proposal_id, validate_vote, vote_hash,
+};
 
 #[cfg(test)]
 mod tests;

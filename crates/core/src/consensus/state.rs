@@ -324,7 +324,7 @@ impl ConsensusState {
             vote_hash: Vec::new(),
             signature: Vec::new(),
         };
-        sign_vote(&mut v, signer).map_err(|e| ConsensusError::Signing(e.to_string()))?;
+        sign_vote(&mut v, &s.header, signer).map_err(|e| ConsensusError::Signing(e.to_string()))?;
         s.votes.push(v.clone());
         Ok((v, s.decide(false)))
     }
@@ -358,7 +358,7 @@ impl ConsensusState {
             .sessions
             .get_mut(&id)
             .ok_or(Rejection::UnknownProposal(id))?;
-        if s.header.payload != p.payload || s.header.proposal_owner != p.proposal_owner {
+        if super::vote::header_digest(&s.header) != super::vote::header_digest(&p) {
             return Err(Rejection::Malformed(
                 "evidence does not match the proposal we hold".into(),
             ));

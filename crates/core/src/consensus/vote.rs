@@ -22,17 +22,38 @@ pub fn vote_hash(v: &Vote) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The bytes a vote signature covers: the vote's protobuf encoding without the signature.
-fn signed_bytes(v: &Vote) -> Vec<u8> {
-    let mut unsigned = v.clone();
-    unsigned.signature.clear();
-    unsigned.encode_to_vec()
+/// Domain separation for vote signatures.
+const VOTE_DOMAIN: &[u8] = b"demls/vote/v2";
+
+/// SHA-256 of a proposal header: its protobuf encoding with the vote list emptied. Every
+/// field a decision depends on (payload, owner, voter count, times, liveness flag) is in it.
+pub fn header_digest(p: &Proposal) -> [u8; 32] {
+    let mut header = p.clone();
+    header.votes.clear();
+    Sha256::digest(header.encode_to_vec()).into()
 }
 
-/// Fills in `vote_hash` and `signature`.
-pub(super) fn sign_vote(v: &mut Vote, signer: &EthSigner) -> Result<(), identity::IdentityError> {
+/// The bytes a vote signature covers: a domain tag, the digest of the proposal header the
+/// vote is cast on, and the vote's protobuf encoding without the signature. The RFC's
+/// vote names its proposal by id only, so a vote could be lifted onto a forged header
+/// with the same id (another payload, voter count or liveness flag) and still verify.
+fn signed_bytes(v: &Vote, header: &Proposal) -> Vec<u8> {
+    let mut unsigned = v.clone();
+    unsigned.signature.clear();
+    let mut m = VOTE_DOMAIN.to_vec();
+    m.extend_from_slice(&header_digest(header));
+    m.extend(unsigned.encode_to_vec());
+    m
+}
+
+/// Fills in `vote_hash` and `signature` for a vote on `header`.
+pub(super) fn sign_vote(
+    v: &mut Vote,
+    header: &Proposal,
+    signer: &EthSigner,
+) -> Result<(), identity::IdentityError> {
     v.vote_hash = vote_hash(v).to_vec();
-    v.signature = signer.sign(&signed_bytes(v))?;
+    v.signature = signer.sign(&signed_bytes(v, header))?;
     Ok(())
 }
 
@@ -69,16 +90,16 @@ pub fn validate_vote(
     if v.vote_hash != vote_hash(v) {
         return Err(Rejection::HashMismatch);
     }
-    identity::verify(&signed_bytes(v), &v.signature, &owner)
+    if !is_voter(&owner) {
+        return Err(Rejection::NotAMember(owner));
+    }
+    identity::verify(&signed_bytes(v, p), &v.signature, &owner)
         .map_err(|e| Rejection::BadSignature(e.to_string()))?;
     if v.timestamp < p.timestamp
         || v.timestamp > p.expiration_timestamp
         || now_s > p.expiration_timestamp
     {
         return Err(Rejection::Expired(p.proposal_id));
-    }
-    if !is_voter(&owner) {
-        return Err(Rejection::NotAMember(owner));
     }
     Ok(owner)
 }

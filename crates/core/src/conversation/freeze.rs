@@ -35,39 +35,8 @@ fn candidate_envelope(candidate: &[u8]) -> Option<Vec<u8>> {
     )
 }
 
-impl Conversation {
-    /// Whether a proposal was open or accepted before we joined, by the conversation sync
-    /// we were given. A group decides changes with the members it has then; a joiner cannot hold
-    /// such a decision to its own, larger member count, so it takes the evidence as it
-    /// comes. (Only the sync's list counts: a date in the header could be forged.)
-    pub(super) fn predates_our_join(&self, p: &crate::proto::cpb::Proposal) -> bool {
-        self.inherited_approvals.contains(&p.proposal_id)
-    }
-
-    /// A proposal carried as evidence, as we judge it: counting at least as many voters
-    /// as we have members. The sender wrote the header; one that counted fewer would let
-    /// a handful of signed votes, or the forger's single one, decide. Exceptions: the
-    /// proposals the group made before we joined (see [`Self::predates_our_join`]), and
-    /// a member's own leave, the one proposal with a single voter, as on the broadcast
-    /// path.
-    pub(super) fn judged_evidence(
-        &self,
-        p: &crate::proto::cpb::Proposal,
-        members: usize,
-    ) -> crate::proto::cpb::Proposal {
-        let mut p = p.clone();
-        let own_leave = MemberId::from_slice(&p.proposal_owner).is_ok_and(|owner| {
-            p.expected_voters_count == 1
-                && p.proposal_id == crate::consensus::self_leave_proposal_id(&owner)
-                && Action::from_payload(&p.payload)
-                    .is_ok_and(|a| a == Action::Remove { member: owner })
-        });
-        if !own_leave && !self.predates_our_join(&p) {
-            p.expected_voters_count = p.expected_voters_count.max(members as u32);
-        }
-        p
-    }
-}
+/// Hashes of candidates refused on arrival, remembered so copies cost nothing more.
+const REFUSED_CAP: usize = 64;
 
 /// See [`Conversation::rank`].
 type RankKey = (std::cmp::Reverse<usize>, bool, MemberId);
@@ -422,11 +391,14 @@ impl Conversation {
         arrived_at: Millis,
     ) {
         let epoch = self.epoch();
-        if c.epoch > epoch {
-            self.behind(ctx.now, c.epoch);
+        if c.conversation != self.name {
             return;
         }
-        if c.epoch < epoch || c.conversation != self.name {
+        if c.epoch > epoch {
+            self.hint(ctx.now, c.epoch);
+            return;
+        }
+        if c.epoch < epoch {
             return;
         }
         let steward = match MemberId::from_slice(&c.steward_id) {
@@ -437,10 +409,21 @@ impl Conversation {
             return out.reject("commit", "empty candidate");
         }
         let hash = commit_hash(&c.commit_message);
-        if self.committed_hashes.contains(&hash) {
+        if self.committed_hashes.contains(&hash)
+            || self
+                .freeze
+                .as_ref()
+                .is_some_and(|f| f.candidates.iter().any(|x| x.hash == hash))
+        {
             return;
         }
-        self.ingest_evidence(ctx, out, &c.evidence);
+        // Nothing in a candidate counts before its commit is known to be the named
+        // steward's: stage it now (and drop the staging; selection stages again). Junk and
+        // forged steward ids are refused here and take no slot.
+        let actions = match self.authenticate_candidate(ctx, &c, steward, hash) {
+            Ok(a) => a,
+            Err(why) => return out.reject("commit", why),
+        };
         let late = matches!(
             self.state,
             ConversationState::Working | ConversationState::Reelection
@@ -470,9 +453,6 @@ impl Conversation {
         let Some(f) = self.freeze.as_mut() else {
             return;
         };
-        if f.candidates.iter().any(|x| x.hash == hash) {
-            return;
-        }
         // Two per steward: a steward that sends two different candidates (a broken one and
         // its honest one) must not fork the group by which one each member heard first;
         // keeping both lets selection validate each, everywhere alike.
@@ -481,18 +461,6 @@ impl Conversation {
         {
             return out.reject("commit", format!("extra candidate from {steward} dropped"));
         }
-        let actions = if c.mls_proposals.is_empty() {
-            // Inline proposals: count the membership changes the evidence proves (an
-            // election carried along as evidence is not an action of this commit).
-            c.evidence
-                .iter()
-                .filter(|p| {
-                    Action::from_payload(&p.payload).is_ok_and(|a| a.membership_change().is_some())
-                })
-                .count()
-        } else {
-            c.mls_proposals.len()
-        };
         f.candidates.push(Candidate {
             bytes: c.encode_to_vec(),
             hash,
@@ -640,6 +608,103 @@ impl Conversation {
         })
     }
 
+    /// Stages a remote candidate's commit; a commit that does not stage is refused at no
+    /// one's cost (the wire steward id is forgeable; the reference's later behaviour).
+    fn stage_candidate<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        c: &pb::CommitCandidate,
+        steward: MemberId,
+    ) -> Option<StagedCommitInfo> {
+        let mls = self.mls.as_mut()?;
+        match mls.stage_remote_commit(ctx.provider, &c.mls_proposals, &c.commit_message) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                out.reject(
+                    "commit",
+                    format!("candidate from {steward} does not stage: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Drops a staged commit that failed validation and charges its signer.
+    fn refuse_staged<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        (who, ev, why): (MemberId, ScoreEvent, String),
+    ) -> Option<Winner> {
+        if let Some(mls) = self.mls.as_mut() {
+            let _ = mls.discard_staged(ctx.provider);
+        }
+        self.scores.apply(&who, ev);
+        out.reject("commit", why);
+        None
+    }
+
+    /// Stages a candidate to learn who signed it, then drops the staging. Returns how many
+    /// membership changes it makes (for ranking), or why it is refused: it does not stage
+    /// (junk, or a forged steward id: nobody to charge), or a member signed it under
+    /// another steward's name (that member is charged, once per candidate).
+    fn authenticate_candidate<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        c: &pb::CommitCandidate,
+        claimed: MemberId,
+        hash: [u8; 32],
+    ) -> Result<usize, String> {
+        if self.refused_candidates.contains(&hash) {
+            return Err(format!("candidate naming {claimed} was refused before"));
+        }
+        let mls = self.mls.as_mut().ok_or("no MLS group")?;
+        let staged = mls.stage_remote_commit(ctx.provider, &c.mls_proposals, &c.commit_message);
+        let _ = mls.discard_staged(ctx.provider);
+        let verdict = staged
+            .map_err(|e| format!("candidate naming {claimed} does not stage: {e}"))
+            .and_then(|info| {
+                Self::check_signer(&info, claimed)
+                    .map(|()| info.adds.len() + info.removes.len())
+                    .map_err(|(who, ev, why)| {
+                        self.scores.apply(&who, ev);
+                        why
+                    })
+            });
+        if verdict.is_err() {
+            self.refused_candidates.push_back(hash);
+            while self.refused_candidates.len() > REFUSED_CAP {
+                self.refused_candidates.pop_front();
+            }
+        }
+        verdict
+    }
+
+    /// The commit was signed by the steward the candidate names, and bundles only that
+    /// steward's proposals.
+    fn check_signer(
+        info: &StagedCommitInfo,
+        claimed: MemberId,
+    ) -> Result<(), (MemberId, ScoreEvent, String)> {
+        let sender = info.commit_sender;
+        if sender != claimed {
+            return Err((
+                sender,
+                ScoreEvent::BrokenCommit,
+                format!("candidate claims steward {claimed} but was signed by {sender}"),
+            ));
+        }
+        if let Some(other) = info.proposal_senders.iter().find(|s| **s != sender) {
+            return Err((
+                sender,
+                ScoreEvent::BrokenCommit,
+                format!("commit by {sender} bundles a proposal by {other}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Stages a remote candidate and validates it; merges it if valid.
     pub(super) fn try_remote<P: OpenMlsProvider>(
         &mut self,
@@ -650,27 +715,34 @@ impl Conversation {
         own_pending: bool,
     ) -> Option<Winner> {
         let c = pb::CommitCandidate::decode(cand.bytes.as_slice()).ok()?;
-        let mls = self.mls.as_mut()?;
-        let info = match mls.stage_remote_commit(ctx.provider, &c.mls_proposals, &c.commit_message)
-        {
-            Ok(i) => i,
-            Err(e) => {
-                // The wire steward id is forgeable, so a commit that does not even stage
-                // costs nobody score (the reference's later behaviour).
-                out.reject(
-                    "commit",
-                    format!("candidate from {} does not stage: {e}", cand.steward),
-                );
-                return None;
-            }
-        };
-        if let Err((who, ev, why)) = self.validate_staged(ctx, &c, cand.steward, &info) {
+        let mut info = self.stage_candidate(ctx, out, &c, cand.steward)?;
+        if let Err(e) = Self::check_signer(&info, cand.steward) {
+            return self.refuse_staged(ctx, out, e);
+        }
+        // Signed by a member, as the candidate says: only now may its evidence count (by
+        // its signed votes; see `evidence`), and the steward list may come from it.
+        // Adopting can start work of our own (an election that makes us steward), so the
+        // staging is dropped first and redone; when every carried proposal is settled
+        // here already (the usual case) there is nothing to adopt.
+        let unsettled = c.evidence.iter().any(|p| {
+            !self.resolved.contains(&p.proposal_id)
+                || self
+                    .proposals
+                    .get(&p.proposal_id)
+                    .is_some_and(|t| t.status == ProposalStatus::Rejected)
+        });
+        if unsettled {
             if let Some(mls) = self.mls.as_mut() {
                 let _ = mls.discard_staged(ctx.provider);
             }
-            self.scores.apply(&who, ev);
-            out.reject("commit", why);
-            return None;
+            self.adopt_commit_evidence(ctx, out, &c.evidence);
+            if self.epoch() != epoch {
+                return None;
+            }
+            info = self.stage_candidate(ctx, out, &c, cand.steward)?;
+        }
+        if let Err(e) = self.validate_staged(&c, &info) {
+            return self.refuse_staged(ctx, out, e);
         }
         let mls = self.mls.as_mut()?;
         if own_pending {
@@ -692,29 +764,16 @@ impl Conversation {
         })
     }
 
-    /// The commit validation service (RFC; reference §4.5 step 5).
-    fn validate_staged<P: OpenMlsProvider>(
+    /// The commit validation service (RFC; reference §4.5 step 5), after `check_signer`
+    /// and after the commit's evidence was adopted: the committer is on the steward list
+    /// (unless in Recovery mode), and every change is a decided YES we hold. Evidence
+    /// proves a decision only by signed votes, so an approved change is the only proof.
+    fn validate_staged(
         &self,
-        ctx: &Ctx<'_, P>,
         c: &pb::CommitCandidate,
-        claimed: MemberId,
         info: &StagedCommitInfo,
     ) -> Result<(), (MemberId, ScoreEvent, String)> {
         let sender = info.commit_sender;
-        if sender != claimed {
-            return Err((
-                sender,
-                ScoreEvent::BrokenCommit,
-                format!("candidate claims steward {claimed} but was signed by {sender}"),
-            ));
-        }
-        if let Some(other) = info.proposal_senders.iter().find(|s| **s != sender) {
-            return Err((
-                sender,
-                ScoreEvent::BrokenCommit,
-                format!("commit by {sender} bundles a proposal by {other}"),
-            ));
-        }
         if self.mode != OperatingMode::Recovery {
             let on_list = self
                 .stewards
@@ -728,38 +787,11 @@ impl Conversation {
                 ));
             }
         }
-        // Every action must be a decided YES: approved locally or proven by the evidence.
-        let mut justified: BTreeSet<(bool, MemberId)> = self
+        let justified: BTreeSet<(bool, MemberId)> = self
             .approved
             .iter()
             .map(|a| (a.change.is_add(), a.change.member()))
             .collect();
-        let members = self.members();
-        let is_voter = |m: &MemberId| members.contains(m);
-        let timeout_s = self.config.consensus_timeout / 1000;
-        for p in &c.evidence {
-            let Ok(action) = Action::from_payload(&p.payload) else {
-                continue;
-            };
-            // Evidence justifies a change by the signed votes it carries: the committer
-            // wrote the header, so its voter count is not trusted (a forged "one voter"
-            // proposal decides on the forger's own vote), nor is its timestamp alone (a
-            // backdated one passes the timeout rule with silent members counting YES).
-            // A decision by the timeout rule also needs YES votes from a majority of
-            // our members; anything less is justified only by our own tally.
-            let before_us = self.predates_our_join(p);
-            let p = self.judged_evidence(p, members.len());
-            let now_s = ctx.now / 1000;
-            let yes = p.votes.iter().filter(|v| v.vote).count();
-            let majority = before_us || 2 * yes > p.expected_voters_count as usize;
-            // Each call checks every signature: the timeout reading only when needed.
-            let decided = |timeout| {
-                crate::consensus::evidence_decision(&p, now_s, timeout, &is_voter) == Ok(Some(true))
-            };
-            if decided(u64::MAX) || (majority && decided(timeout_s)) {
-                justified.extend(action.membership_change());
-            }
-        }
         let actions: Vec<(bool, MemberId)> = info
             .adds
             .iter()
@@ -900,6 +932,23 @@ impl Conversation {
             })
             .map(|a| a.id)
             .collect();
+        let used: Vec<[u8; 32]> = self
+            .approved
+            .iter()
+            .filter(|a| done.contains(&a.id))
+            .filter_map(|a| match &a.change {
+                Change::Add { key_package, .. } => Some(join::key_package_hash(key_package)),
+                Change::Remove { .. } => None,
+            })
+            .collect();
+        self.note_used_key_packages(used);
+        if !w.added.is_empty() {
+            self.recent_adds
+                .push_back((epoch, w.committer, w.added.clone()));
+            while self.recent_adds.len() > self.config.catch_up_window {
+                self.recent_adds.pop_front();
+            }
+        }
         self.approved.retain(|a| !done.contains(&a.id));
         for id in &done {
             if let Some(p) = self.proposals.get_mut(id) {
@@ -914,6 +963,9 @@ impl Conversation {
             .apply(&w.committer, ScoreEvent::SuccessfulCommit);
         self.scores
             .sync_roster(&members, self.config.default_peer_score);
+        self.note_group_size();
+        self.note_removed(w.old_epoch, &w.removed);
+        self.reset_hints();
         let max_age = self.config.pending_update_max_epochs;
         self.pending_updates.retain(|m, u| {
             let moot = match u.action {

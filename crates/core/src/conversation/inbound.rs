@@ -8,10 +8,48 @@ use super::*;
 use crate::mls::DecryptError;
 use crate::proto::pb;
 
-/// Most buffered future-epoch messages.
-const FUTURE_CAP: usize = 512;
+/// Buffered later-epoch messages: at most this many, this many bytes in all, this many
+/// epochs ahead of ours. Nobody authenticated them (the epoch is a header claim).
+pub(crate) const FUTURE_CAP: usize = 64;
+pub(crate) const FUTURE_BYTES: usize = 1 << 20;
+pub(crate) const FUTURE_EPOCHS: u64 = 4;
 
 impl Conversation {
+    /// How long a later-epoch message is kept: long enough for a commit that it overtook
+    /// to arrive, or for a catch-up (a few asks), no longer.
+    fn future_ttl(&self) -> Millis {
+        2 * self.config.freeze + self.config.missing_votes_wait()
+    }
+
+    /// Keeps a message claiming a later epoch, within the bounds: when full, the farthest
+    /// epoch goes first, then the oldest.
+    fn buffer_future(&mut self, now: Millis, epoch: u64, ct: &[u8]) {
+        let ours = self.epoch();
+        if epoch > ours.saturating_add(FUTURE_EPOCHS) || ct.len() > FUTURE_BYTES {
+            return;
+        }
+        let ttl = self.future_ttl();
+        self.future
+            .retain(|f| f.epoch > ours && now < f.arrived_at.saturating_add(ttl));
+        self.future.push(FutureMessage {
+            epoch,
+            ciphertext: ct.to_vec(),
+            arrived_at: now,
+        });
+        let bytes = |f: &[FutureMessage]| f.iter().map(|m| m.ciphertext.len()).sum::<usize>();
+        while self.future.len() > FUTURE_CAP || bytes(&self.future) > FUTURE_BYTES {
+            let Some(evict) = (0..self.future.len()).max_by_key(|i| {
+                (
+                    self.future[*i].epoch,
+                    std::cmp::Reverse(self.future[*i].arrived_at),
+                )
+            }) else {
+                break;
+            };
+            self.future.remove(evict);
+        }
+    }
+
     /// Replays buffered messages that belong to the epoch we just reached.
     pub(super) fn replay_future<P: OpenMlsProvider>(
         &mut self,
@@ -19,13 +57,15 @@ impl Conversation {
         out: &mut Output,
     ) {
         let epoch = self.epoch();
-        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
+        let ttl = self.future_ttl();
+        let now = ctx.now;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
             .into_iter()
-            .filter(|(e, _)| *e >= epoch)
-            .partition(|(e, _)| *e == epoch);
+            .filter(|f| f.epoch >= epoch && now < f.arrived_at.saturating_add(ttl))
+            .partition(|f| f.epoch == epoch);
         self.future = later;
-        for (_, ct) in now {
-            self.on_mls_message(ctx, out, &ct);
+        for f in due {
+            self.on_mls_message(ctx, out, &f.ciphertext);
         }
     }
 
@@ -88,10 +128,8 @@ impl Conversation {
                 our_epoch,
             }) => {
                 if message_epoch > our_epoch {
-                    self.behind(ctx.now, message_epoch);
-                    if self.future.len() < FUTURE_CAP {
-                        self.future.push((message_epoch, ct.to_vec()));
-                    }
+                    self.hint(ctx.now, message_epoch);
+                    self.buffer_future(ctx.now, message_epoch, ct);
                 }
                 return;
             }
@@ -112,8 +150,12 @@ impl Conversation {
             Some(pb::app_message::Body::Proposal(p)) => self.on_proposal(ctx, out, sender, p),
             Some(pb::app_message::Body::Vote(v)) => self.on_vote(ctx, out, v),
             Some(pb::app_message::Body::Sync(s)) => self.on_sync(ctx, out, s),
-            Some(pb::app_message::Body::ProposalRequest(id)) => self.on_proposal_request(ctx, id),
-            Some(pb::app_message::Body::ProposalState(p)) => self.on_proposal_state(ctx, out, p),
+            Some(pb::app_message::Body::ProposalRequest(id)) => {
+                self.on_proposal_request(ctx, Some(sender), id)
+            }
+            Some(pb::app_message::Body::ProposalState(p)) => {
+                self.on_proposal_state(ctx, out, sender, p)
+            }
             None => out.reject("packet", "empty application message"),
         }
     }

@@ -9,16 +9,50 @@ use crate::identity;
 use crate::proto::pb;
 use crate::steward;
 
-/// Domain separation for key package announcement signatures.
-const KP_DOMAIN: &[u8] = b"demls/key-package/v1";
+/// Domain separation for key package announcement signatures (v2: with a timestamp).
+const KP_DOMAIN: &[u8] = b"demls/key-package/v2";
+/// Domain separation for welcome signatures.
+const WELCOME_DOMAIN: &[u8] = b"demls/welcome/v1";
+/// How far an announcement's timestamp may run ahead of our clock.
+const ANNOUNCE_SKEW_MS: Millis = 60_000;
+/// Key packages of members we added, remembered so their announcements cannot add again.
+const USED_KP_CAP: usize = 256;
 
-fn kp_signed_bytes(conversation: &str, key_package: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(KP_DOMAIN.len() + conversation.len() + key_package.len() + 1);
+fn kp_signed_bytes(conversation: &str, timestamp_ms: u64, key_package: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(KP_DOMAIN.len() + conversation.len() + key_package.len() + 9);
     m.extend_from_slice(KP_DOMAIN);
     m.extend_from_slice(conversation.as_bytes());
     m.push(0);
+    m.extend_from_slice(&timestamp_ms.to_be_bytes());
     m.extend_from_slice(key_package);
     m
+}
+
+/// What a welcome's committer signs: the conversation, the new epoch, the MLS welcome's
+/// hash and the joiners. (Not the sync: it is sealed afresh on re-sends, and MLS
+/// authenticates it to the joiner.)
+fn welcome_signed_bytes(w: &pb::MemberWelcome) -> Vec<u8> {
+    let mut m = WELCOME_DOMAIN.to_vec();
+    m.extend_from_slice(w.conversation.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&w.epoch.to_be_bytes());
+    m.extend_from_slice(&key_package_hash(&w.welcome));
+    for j in &w.joiner_ids {
+        m.extend_from_slice(j);
+    }
+    m
+}
+
+/// The committer that signed a welcome, if the signature is good.
+fn welcome_signer(w: &pb::MemberWelcome) -> Option<MemberId> {
+    let committer = MemberId::from_slice(&w.committer).ok()?;
+    identity::verify(&welcome_signed_bytes(w), &w.signature, &committer).ok()?;
+    Some(committer)
+}
+
+/// SHA-256 of a key package (how used ones are remembered) or of a welcome.
+pub(super) fn key_package_hash(kp: &[u8]) -> [u8; 32] {
+    sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(kp)).into()
 }
 
 /// Builds our signed key package announcement (encoded `KeyPackageAnnouncement`).
@@ -28,29 +62,33 @@ pub(super) fn build_announcement<P: OpenMlsProvider>(
 ) -> Result<Vec<u8>, ConversationError> {
     let kp = crate::mls::generate_key_package(ctx.provider, &ctx.identity.mls)
         .map_err(|e| ConversationError::Mls(e.to_string()))?;
+    let timestamp_ms = ctx.now;
     let sig = ctx
         .identity
         .eth
-        .sign(&kp_signed_bytes(name, &kp))
+        .sign(&kp_signed_bytes(name, timestamp_ms, &kp))
         .map_err(|e| ConversationError::Mls(e.to_string()))?;
     Ok(pb::KeyPackageAnnouncement {
         conversation: name.to_string(),
         key_package: kp,
         member_id: ctx.identity.member_id().to_vec(),
         signature: sig,
+        timestamp_ms,
     }
     .encode_to_vec())
 }
 
-/// Signs an announcement with an arbitrary key: used by tests to play an impostor.
+/// Signs an announcement made at `timestamp_ms` with an arbitrary key: used by tests to
+/// play an impostor.
 pub fn forge_announcement(
     name: &str,
     key_package: Vec<u8>,
     claimed: MemberId,
     signer: &identity::EthSigner,
+    timestamp_ms: u64,
 ) -> Vec<u8> {
     let sig = signer
-        .sign(&kp_signed_bytes(name, &key_package))
+        .sign(&kp_signed_bytes(name, timestamp_ms, &key_package))
         .unwrap_or_default();
     welcome_envelope_kp(
         &pb::KeyPackageAnnouncement {
@@ -58,6 +96,7 @@ pub fn forge_announcement(
             key_package,
             member_id: claimed.to_vec(),
             signature: sig,
+            timestamp_ms,
         }
         .encode_to_vec(),
     )
@@ -88,7 +127,7 @@ pub(super) fn verify_announcement<P: OpenMlsProvider>(
     }
     let member = MemberId::from_slice(&ann.member_id).map_err(|e| e.to_string())?;
     identity::verify(
-        &kp_signed_bytes(conversation, &ann.key_package),
+        &kp_signed_bytes(conversation, ann.timestamp_ms, &ann.key_package),
         &ann.signature,
         &member,
     )
@@ -105,6 +144,38 @@ pub(super) fn verify_announcement<P: OpenMlsProvider>(
 }
 
 impl Conversation {
+    /// Why an announcement must not (any longer) lead to an add, if so: it is stale (a
+    /// replay; the joiner gave up by `pending_join_expiry`), from the future, or its key
+    /// package was used by an add already (a replay after the member joined and left).
+    pub(super) fn announcement_spent(
+        &self,
+        now: Millis,
+        ann: &pb::KeyPackageAnnouncement,
+    ) -> Option<String> {
+        let oldest = now.saturating_sub(self.config.pending_join_expiry() + ANNOUNCE_SKEW_MS);
+        if ann.timestamp_ms < oldest || ann.timestamp_ms > now.saturating_add(ANNOUNCE_SKEW_MS) {
+            return Some(format!(
+                "announcement made at {} ms is outside the window for a join (now {now} ms)",
+                ann.timestamp_ms
+            ));
+        }
+        if self
+            .used_key_packages
+            .contains(&key_package_hash(&ann.key_package))
+        {
+            return Some("announcement of a key package that was used by an earlier add".into());
+        }
+        None
+    }
+
+    /// Remembers the key packages the commit we just applied consumed.
+    pub(super) fn note_used_key_packages(&mut self, kps: impl IntoIterator<Item = [u8; 32]>) {
+        self.used_key_packages.extend(kps);
+        while self.used_key_packages.len() > USED_KP_CAP {
+            self.used_key_packages.pop_front();
+        }
+    }
+
     pub(super) fn tick_pending_join<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -162,6 +233,9 @@ impl Conversation {
         if self.members().contains(&member) {
             self.resend_welcome(ctx, out, member);
             return;
+        }
+        if let Some(why) = self.announcement_spent(ctx.now, &ann) {
+            return out.reject("key_package", why);
         }
         self.buffer_update(
             ctx.now,
@@ -241,14 +315,26 @@ impl Conversation {
         joiners: Vec<MemberId>,
     ) {
         let sealed = self.seal_sync(ctx, out);
+        let mut mw = pb::MemberWelcome {
+            conversation: self.name.clone(),
+            welcome,
+            sync: sealed,
+            joiner_ids: joiners.iter().map(|j| j.to_vec()).collect(),
+            epoch: self.epoch(),
+            committer: self.me.to_vec(),
+            signature: Vec::new(),
+        };
+        match ctx.identity.eth.sign(&welcome_signed_bytes(&mw)) {
+            Ok(sig) => mw.signature = sig,
+            Err(e) => {
+                return out.event(Event::Error {
+                    operation: "sign welcome",
+                    message: e.to_string(),
+                });
+            }
+        }
         let env = pb::WelcomeEnvelope {
-            body: Some(pb::welcome_envelope::Body::Welcome(pb::MemberWelcome {
-                conversation: self.name.clone(),
-                welcome,
-                sync: sealed,
-                joiner_ids: joiners.iter().map(|j| j.to_vec()).collect(),
-                epoch: self.epoch(),
-            })),
+            body: Some(pb::welcome_envelope::Body::Welcome(mw)),
         }
         .encode_to_vec();
         out.send(Subtopic::Welcome, env.clone());
@@ -292,12 +378,23 @@ impl Conversation {
             return;
         }
         if self.state != ConversationState::PendingJoin {
-            let joiners = w
+            // Kept for re-sending only when it is the welcome of a commit we applied,
+            // signed by that commit's steward and naming exactly whom it added: nobody
+            // can make members re-publish bytes they cannot vouch for.
+            let joiners: Vec<MemberId> = w
                 .joiner_ids
                 .iter()
                 .filter_map(|j| MemberId::from_slice(j).ok())
                 .collect();
-            self.remember_welcome(ctx.now, joiners, raw.to_vec());
+            let as_set = |v: &[MemberId]| v.iter().copied().collect::<BTreeSet<_>>();
+            let ours = self.recent_adds.iter().any(|(epoch, committer, added)| {
+                *epoch == w.epoch
+                    && as_set(added) == as_set(&joiners)
+                    && MemberId::from_slice(&w.committer).is_ok_and(|c| c == *committer)
+            });
+            if ours && welcome_signer(&w).is_some() {
+                self.remember_welcome(ctx.now, joiners, raw.to_vec());
+            }
             return;
         }
         if !w
@@ -312,8 +409,20 @@ impl Conversation {
         if let Ok(Some(stale)) = MlsConversation::load(ctx.provider, &self.name) {
             let _ = stale.delete(ctx.provider);
         }
-        let mls = match MlsConversation::join_from_welcome(ctx.provider, &w.welcome) {
-            Ok(Some(m)) => m,
+        // The committer signed this welcome with the Ethereum key its MLS credential
+        // names (checked against the group's welcome sender below).
+        let Some(committer) = welcome_signer(&w) else {
+            return out.reject("welcome", "welcome without a valid committer signature");
+        };
+        let mls = match MlsConversation::join_checked(ctx.provider, &w.welcome, Some(&self.name)) {
+            Ok(Some((m, sender))) if sender == committer => m,
+            Ok(Some((m, sender))) => {
+                let _ = m.delete(ctx.provider);
+                return out.reject(
+                    "welcome",
+                    format!("welcome signed by {committer} but sent by the group's {sender}"),
+                );
+            }
             Ok(None) => return,
             Err(e) => return out.reject("welcome", e),
         };
@@ -322,6 +431,7 @@ impl Conversation {
         self.pending_join = None;
         self.scores
             .sync_roster(&self.members(), self.config.default_peer_score);
+        self.note_group_size();
         tracing::info!(conversation = %self.name, epoch, "joined");
         out.event(Event::Joined { epoch });
         self.set_state(out, ConversationState::Working);

@@ -14,7 +14,9 @@
 
 mod action;
 mod adversary;
+mod budget;
 mod catchup;
+mod evidence;
 mod freeze;
 mod inbound;
 mod join;
@@ -116,6 +118,14 @@ pub(crate) struct Candidate {
     pub welcome: Option<Vec<u8>>,
 }
 
+/// An application message for a later epoch, kept until we reach it or it expires.
+#[derive(Clone, Debug)]
+pub(crate) struct FutureMessage {
+    pub epoch: u64,
+    pub ciphertext: Vec<u8>,
+    pub arrived_at: Millis,
+}
+
 /// A buffered membership request (key package announcement or removal) that the epoch
 /// steward turns into a proposal.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,8 +169,37 @@ pub(crate) struct TrailingWinner {
 /// Catch-up bookkeeping.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct CatchUp {
-    /// Highest epoch we have seen evidence of.
+    /// The epoch an unauthenticated packet claimed, while we probe it (see
+    /// `catchup::hint`); at most our epoch otherwise.
     pub seen_epoch: u64,
+    /// Requests the current round of asks for a hint may still cost.
+    #[serde(default)]
+    pub hint_asks: u32,
+    /// When the current hint was taken.
+    #[serde(default)]
+    pub hint_since: Millis,
+    /// Hints are ignored until then (after hints that led nowhere).
+    #[serde(default)]
+    pub quiet_until: Millis,
+    /// The wait before the last round of asks for a hint (doubled each round).
+    #[serde(default)]
+    pub backoff: Millis,
+    /// Requests made so far for each missing proposal.
+    #[serde(default)]
+    pub missing_asks: BTreeMap<u32, u8>,
+    /// Missing proposals we gave up on: never asked for again.
+    #[serde(default)]
+    pub abandoned: VecDeque<u32>,
+    /// Members removed by recent commits (epoch left, member): their requests are answered.
+    #[serde(default)]
+    pub recent_removed: VecDeque<(u64, MemberId)>,
+    /// Catch-up requests we took up (hash of the signature, when): a replayed copy is
+    /// not answered again.
+    #[serde(skip)]
+    pub seen_requests: VecDeque<([u8; 32], Millis)>,
+    /// What we answer, per requester and in total.
+    #[serde(default)]
+    pub budget: budget::ReplyBudget,
     /// When we may ask again.
     pub next_request_at: Millis,
     /// Replies we will send: epoch → due time (cancelled if someone else answers first).
@@ -209,8 +248,23 @@ pub struct Conversation {
     urgent_target: Option<MemberId>,
     score_removals: BTreeSet<MemberId>,
     /// Application messages from later epochs, replayed when we get there (under
-    /// reordering the first messages of an epoch can overtake its commit).
-    future: Vec<(u64, Vec<u8>)>,
+    /// reordering the first messages of an epoch can overtake its commit). Nobody has
+    /// authenticated them, so they are bounded (see `inbound`) and never saved.
+    #[serde(skip)]
+    future: Vec<FutureMessage>,
+    /// Candidates refused on arrival (see `freeze::authenticate_candidate`).
+    #[serde(default)]
+    refused_candidates: VecDeque<[u8; 32]>,
+    /// Key packages our recent commits consumed: announcing one again adds nobody.
+    #[serde(default)]
+    used_key_packages: VecDeque<[u8; 32]>,
+    /// Recent commits that added members: (new epoch, committer, added). A welcome is
+    /// kept for re-sending only when it matches one of these.
+    #[serde(default)]
+    recent_adds: VecDeque<(u64, MemberId, Vec<MemberId>)>,
+    /// Member counts of the groups we had at recent epochs (see `evidence`).
+    #[serde(default)]
+    recent_sizes: VecDeque<u32>,
     synced: bool,
     /// Proposals open or accepted (not committed) when we joined, from the conversation
     /// sync: they count fewer voters than we have members, so their evidence is taken
@@ -272,6 +326,10 @@ impl Conversation {
             urgent_target: None,
             score_removals: BTreeSet::new(),
             future: Vec::new(),
+            recent_sizes: VecDeque::new(),
+            used_key_packages: VecDeque::new(),
+            refused_candidates: VecDeque::new(),
+            recent_adds: VecDeque::new(),
             synced: false,
             inherited_approvals: BTreeSet::new(),
             catch_up: CatchUp::default(),
@@ -302,6 +360,7 @@ impl Conversation {
         c.synced = true;
         c.mls = Some(mls);
         c.scores.sync_roster(&[me], c.config.default_peer_score);
+        c.note_group_size();
         let mut out = Output::default();
         out.event(Event::StateChanged {
             state: ConversationState::Working,

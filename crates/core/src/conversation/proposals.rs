@@ -10,6 +10,21 @@ use crate::consensus::NewProposal;
 use crate::proto::{cpb, pb};
 use crate::scoring::ScoreEvent;
 
+/// Proposals one member may have open (voting) at once: each costs every member a
+/// consensus session, timers and votes.
+pub(crate) const MAX_OPEN_PER_OWNER: usize = 8;
+/// Buffered membership requests (announcements waiting for the epoch steward); when full
+/// the oldest goes (a genuine joiner announces again).
+pub(crate) const PENDING_UPDATES_CAP: usize = 64;
+
+/// The key package inside an encoded announcement.
+fn announcement_key_package(announcement: &[u8]) -> Option<Vec<u8>> {
+    use prost::Message;
+    pb::KeyPackageAnnouncement::decode(announcement)
+        .ok()
+        .map(|a| a.key_package)
+}
+
 impl Conversation {
     fn now_s(ctx_now: Millis) -> u64 {
         ctx_now / 1000
@@ -92,7 +107,7 @@ impl Conversation {
         Ok(id)
     }
 
-    fn track(
+    pub(super) fn track(
         &mut self,
         now: Millis,
         id: u32,
@@ -175,6 +190,13 @@ impl Conversation {
                 if members.contains(member) {
                     return Err(format!("{member} is already a member"));
                 }
+                if let Some(kp) = announcement_key_package(announcement)
+                    && self
+                        .used_key_packages
+                        .contains(&join::key_package_hash(&kp))
+                {
+                    return Err(format!("{member}'s key package was used by an earlier add"));
+                }
                 join::verify_announcement(&self.name, announcement, ctx.provider).map(|_| ())
             }
             Action::Remove { member } => {
@@ -193,6 +215,17 @@ impl Conversation {
                 Some(t) if !members.contains(t) => Err(format!("{t} is not a member")),
                 _ => Ok(()),
             },
+        }
+    }
+
+    /// Content checks that need the proposal's owner: an emergency names its creator in
+    /// the payload (scores follow it), and that must be the owner.
+    pub(super) fn content_is_owners(action: &Action, owner: MemberId) -> Result<(), String> {
+        match action {
+            Action::Emergency { creator, .. } if *creator != owner => Err(format!(
+                "emergency names {creator} as creator but was proposed by {owner}"
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -226,7 +259,22 @@ impl Conversation {
             Ok(o) if o == sender => o,
             _ => return out.reject("proposal", "proposal owner is not the MLS sender"),
         };
+        if self.open_proposals_of(&owner) >= MAX_OPEN_PER_OWNER {
+            return out.reject(
+                "proposal",
+                format!("{owner} already has {MAX_OPEN_PER_OWNER} proposals open"),
+            );
+        }
         let members = self.members();
+        if p.liveness_criteria_yes != self.config.liveness_criteria_yes {
+            return out.reject(
+                "proposal",
+                format!(
+                    "liveness_criteria_yes = {} against the conversation's {}",
+                    p.liveness_criteria_yes, self.config.liveness_criteria_yes
+                ),
+            );
+        }
         if p.expected_voters_count == 1 {
             // Fast path: only a member's own leave may skip the group vote.
             let ok = action == Action::Remove { member: sender }
@@ -247,7 +295,9 @@ impl Conversation {
                 ),
             );
         }
-        let valid = self.content_is_valid(ctx, &action);
+        let valid = self
+            .content_is_valid(ctx, &action)
+            .and_then(|()| Self::content_is_owners(&action, owner));
         let is_voter = |m: &MemberId| members.contains(m);
         let outcome =
             match self
@@ -299,7 +349,7 @@ impl Conversation {
                     .is_some_and(|l| l.election_epoch == *election_epoch)
                 && let Some(proof) = self.election_proof
             {
-                self.on_proposal_request(ctx, proof);
+                self.on_proposal_request(ctx, None, proof);
             }
             if let Err(e) = self.cast_vote(ctx, out, id, false) {
                 out.event(Event::Error {
@@ -332,63 +382,16 @@ impl Conversation {
             Ok(None) => {}
             Err(crate::consensus::Rejection::UnknownProposal(id)) => {
                 // We missed the proposal (loss, or it was sent just before we joined).
-                self.catch_up
-                    .missing_proposals
-                    .entry(id)
-                    .or_insert(ctx.now + 200);
+                self.want_proposal(id, ctx.now + 200);
             }
             Err(e) => out.reject("vote", e),
-        }
-    }
-
-    /// Merges the votes carried by a commit candidate and applies any decision they prove.
-    pub(super) fn ingest_evidence<P: OpenMlsProvider>(
-        &mut self,
-        ctx: &mut Ctx<'_, P>,
-        out: &mut Output,
-        evidence: &[cpb::Proposal],
-    ) {
-        let members = self.members();
-        let is_voter = |m: &MemberId| members.contains(m);
-        for p in evidence {
-            let id = p.proposal_id;
-            if self.resolved.contains(&id) {
-                self.overturn_timeout_rejection(ctx, out, p, &is_voter);
-                continue;
-            }
-            let Ok(action) = Action::from_payload(&p.payload) else {
-                continue;
-            };
-            // A proposal we first learn of from evidence counts at least our members as
-            // voters (see `as_evidence`); one we hold keeps the header we got when it
-            // was broadcast.
-            let owner = MemberId::from_slice(&p.proposal_owner).unwrap_or(self.me);
-            let p = if self.consensus.tally(id).is_none() {
-                self.judged_evidence(p, members.len())
-            } else {
-                p.clone()
-            };
-            match self
-                .consensus
-                .ingest_evidence(p, Self::now_s(ctx.now), &is_voter)
-            {
-                Ok(outcome) => {
-                    if !self.proposals.contains_key(&id) {
-                        self.track(ctx.now, id, action, owner, None, false);
-                    }
-                    if let Some(r) = outcome {
-                        self.apply_outcome(ctx, out, id, r);
-                    }
-                }
-                Err(e) => out.reject("evidence", e),
-            }
         }
     }
 
     /// We rejected a membership change or election by timeout, but a commit carries the
     /// signed votes that accept it: the others decided YES on votes we never received.
     /// Adopt the proven outcome rather than refuse the commit (which forks the group).
-    fn overturn_timeout_rejection<P: OpenMlsProvider>(
+    pub(super) fn overturn_timeout_rejection<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
@@ -683,11 +686,28 @@ impl Conversation {
     pub(super) fn buffer_update(&mut self, now: Millis, action: Action) {
         let Some(m) = action.member() else { return };
         let epoch = self.epoch();
+        if !self.pending_updates.contains_key(&m) && self.pending_updates.len() >= PENDING_UPDATES_CAP
+            && let Some(oldest) = self
+                .pending_updates
+                .iter()
+                .min_by_key(|(_, u)| u.first_seen_at)
+                .map(|(k, _)| *k)
+        {
+            self.pending_updates.remove(&oldest);
+        }
         self.pending_updates.entry(m).or_insert(PendingUpdate {
             action,
             first_seen_epoch: epoch,
             first_seen_at: now,
         });
+    }
+
+    /// How many proposals `owner` has open.
+    pub(super) fn open_proposals_of(&self, owner: &MemberId) -> usize {
+        self.proposals
+            .values()
+            .filter(|p| p.status == ProposalStatus::Voting && p.owner == *owner)
+            .count()
     }
 
     /// Is a proposal about `m` already open or approved?

@@ -173,8 +173,7 @@ impl Conversation {
         // Not while we may be behind (a joiner's first probe, or traffic from a later
         // epoch): an election for an epoch the group has left can still pass by the
         // timeout rule and replace the list members already rank with.
-        if self.catch_up.probe_until.is_some_and(|u| ctx.now < u)
-            || self.catch_up.seen_epoch > self.epoch()
+        if self.catch_up.probe_until.is_some_and(|u| ctx.now < u) || self.hint_first_round(ctx.now)
         {
             return;
         }

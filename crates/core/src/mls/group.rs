@@ -111,23 +111,45 @@ impl MlsConversation {
         provider: &P,
         welcome: &[u8],
     ) -> Result<Option<Self>, MlsError> {
+        Ok(Self::join_checked(provider, welcome, None)?.map(|(g, _)| g))
+    }
+
+    /// Joins from a welcome for group `expected` (when given; checked before anything is
+    /// stored), and returns the member that authored the welcome (the signer of its group
+    /// info). `Ok(None)` when it is not for a key package we hold.
+    pub fn join_checked<P: OpenMlsProvider>(
+        provider: &P,
+        welcome: &[u8],
+        expected: Option<&str>,
+    ) -> Result<Option<(Self, MemberId)>, MlsError> {
         let msg = MlsMessageIn::tls_deserialize_exact(welcome)
             .map_err(|e| MlsError::Malformed(e.to_string()))?;
         let MlsMessageBodyIn::Welcome(w) = msg.extract() else {
             return Err(MlsError::Malformed("not a welcome".into()));
         };
-        match StagedWelcome::new_from_welcome(provider, &join_config(), w, None) {
-            Ok(staged) => {
-                let group = staged.into_group(provider).map_err(other)?;
-                Ok(Some(Self {
-                    group,
-                    staged: None,
-                }))
-            }
+        let staged = match StagedWelcome::new_from_welcome(provider, &join_config(), w, None) {
+            Ok(staged) => staged,
             Err(WelcomeError::NoMatchingKeyPackage)
-            | Err(WelcomeError::NoMatchingEncryptionKey) => Ok(None),
-            Err(e) => Err(MlsError::Processing(format!("{e:?}"))),
+            | Err(WelcomeError::NoMatchingEncryptionKey) => return Ok(None),
+            Err(e) => return Err(MlsError::Processing(format!("{e:?}"))),
+        };
+        if let Some(name) = expected
+            && staged.group_context().group_id().as_slice() != name.as_bytes()
+        {
+            return Err(MlsError::WrongContext(format!(
+                "welcome is for group {:?}, not {name:?}",
+                String::from_utf8_lossy(staged.group_context().group_id().as_slice())
+            )));
         }
+        let sender = credential_member(staged.welcome_sender().map_err(other)?.credential())?;
+        let group = staged.into_group(provider).map_err(other)?;
+        Ok(Some((
+            Self {
+                group,
+                staged: None,
+            },
+            sender,
+        )))
     }
 
     #[cfg(test)]

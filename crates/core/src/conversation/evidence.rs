@@ -1,0 +1,162 @@
+//! What a proposal learnt from someone else's message counts for.
+//!
+//! Proposals reach us three ways. Broadcast by their owner (an MLS application message
+//! whose sender is the owner): a live proposal, voted on and timed out like our own
+//! (`proposals::on_proposal`). Forwarded by a member in a `ProposalState` (it saw our
+//! request for a proposal we missed). Or carried as *evidence* by a commit, whose header
+//! the committer wrote. A header is a claim: its voter count sets the quorum, its
+//! liveness flag decides what silence means, its times decide the timeout. So:
+//!
+//! - every header, whatever path it came by, must fit the conversation's policy (the
+//!   liveness flag in force; a voter count that is the size of a group we actually had,
+//!   or one for a member's own leave) — [`Conversation::admissible`];
+//! - evidence counts only once the commit carrying it has staged and was signed by the
+//!   steward it names, and then only by its signed votes: a proposal we do not hold is
+//!   adopted when the votes alone decide it (never by the silent-count timeout rule);
+//! - a forwarded proposal becomes live (our vote, the timeout rule) only when it is
+//!   provably its owner's: forwarded by the owner, or carrying the owner's signed vote.
+//!
+//! Votes sign the header's digest (`consensus::header_digest`), so signed votes cannot be
+//! lifted onto a forged header with the same id.
+
+use openmls_traits::OpenMlsProvider;
+
+use super::*;
+use crate::consensus::{evidence_decision, self_leave_proposal_id};
+use crate::proto::cpb;
+
+/// Member counts of the groups we were in at recent epochs, newest last: a carried
+/// proposal may have been made in one of them.
+pub(crate) const RECENT_SIZES: usize = 16;
+
+impl Conversation {
+    /// Whether `p` is a member's own one-voter leave (the one proposal that skips the
+    /// group vote).
+    pub(super) fn is_own_leave(p: &cpb::Proposal) -> bool {
+        MemberId::from_slice(&p.proposal_owner).is_ok_and(|owner| {
+            p.expected_voters_count == 1
+                && p.proposal_id == self_leave_proposal_id(&owner)
+                && Action::from_payload(&p.payload)
+                    .is_ok_and(|a| a == Action::Remove { member: owner })
+        })
+    }
+
+    /// Whether a proposal was open or accepted before we joined, by the conversation sync
+    /// we were given: it counts the voters of the group before us.
+    pub(super) fn predates_our_join(&self, p: &cpb::Proposal) -> bool {
+        self.inherited_approvals.contains(&p.proposal_id)
+    }
+
+    /// Whether a header fits the conversation's policy, from any path: the liveness flag
+    /// in force, and a voter count that is the size of a group we had (now or at a recent
+    /// epoch, or before we joined for a proposal the sync listed), or 1 for a member's own
+    /// leave. Anything else is refused, not rewritten: the votes sign the header.
+    pub(super) fn admissible(&self, p: &cpb::Proposal) -> Result<(), String> {
+        if MemberId::from_slice(&p.proposal_owner).is_err() {
+            return Err("proposal owner is not a 20-byte address".into());
+        }
+        if p.liveness_criteria_yes != self.config.liveness_criteria_yes {
+            return Err(format!(
+                "proposal {} claims liveness_criteria_yes = {}, the conversation uses {}",
+                p.proposal_id, p.liveness_criteria_yes, self.config.liveness_criteria_yes
+            ));
+        }
+        let n = p.expected_voters_count as usize;
+        let members = self.members().len();
+        // A count of 1 is a member's own leave, or (listed by the sync) a proposal the
+        // creator made alone; recent sizes count from 2, so a one-voter header can never
+        // be justified by its forger's own vote.
+        let fits = (n == 1 && Self::is_own_leave(p))
+            || (n >= 2 && (n == members || self.recent_sizes.contains(&(n as u32))))
+            || (self.predates_our_join(p) && n >= 1 && n <= members);
+        if fits {
+            Ok(())
+        } else {
+            Err(format!(
+                "proposal {} expects {n} voters; no group we had has that many (now {members})",
+                p.proposal_id
+            ))
+        }
+    }
+
+    /// Merges the evidence of a commit that staged and was signed by the steward it
+    /// names: votes for proposals we hold are added (and may decide them, or overturn our
+    /// timeout rejection); a proposal we do not hold is adopted only when its signed votes
+    /// decide it by themselves. Everything else in it is ignored.
+    pub(super) fn adopt_commit_evidence<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        evidence: &[cpb::Proposal],
+    ) {
+        let members = self.members();
+        let is_voter = |m: &MemberId| members.contains(m);
+        let now_s = ctx.now / 1000;
+        for p in evidence {
+            let id = p.proposal_id;
+            if let Err(why) = self.admissible(p) {
+                out.reject("evidence", why);
+                continue;
+            }
+            if self.resolved.contains(&id) {
+                self.overturn_timeout_rejection(ctx, out, p, &is_voter);
+                continue;
+            }
+            let Ok(action) = Action::from_payload(&p.payload) else {
+                continue;
+            };
+            let held = self.consensus.tally(id).is_some();
+            if !held
+                && !matches!(
+                    evidence_decision(p, now_s, u64::MAX, &is_voter),
+                    Ok(Some(_))
+                )
+            {
+                // Not decided by its votes alone: the timeout rule would count every
+                // silent member on the header's side, and the header is the committer's.
+                continue;
+            }
+            match self.consensus.ingest_evidence(p.clone(), now_s, &is_voter) {
+                Ok(outcome) => {
+                    if !self.proposals.contains_key(&id)
+                        && let Ok(owner) = MemberId::from_slice(&p.proposal_owner)
+                    {
+                        self.track(ctx.now, id, action, owner, None, false);
+                    }
+                    if let Some(r) = outcome {
+                        self.apply_outcome(ctx, out, id, r);
+                    }
+                }
+                Err(e) => out.reject("evidence", e),
+            }
+        }
+    }
+
+    /// Whether a forwarded proposal is provably its owner's: forwarded by the owner
+    /// itself, or carrying the owner's signed vote on this very header.
+    pub(super) fn owner_vouches(&self, p: &cpb::Proposal, forwarder: MemberId, now_s: u64) -> bool {
+        let Ok(owner) = MemberId::from_slice(&p.proposal_owner) else {
+            return false;
+        };
+        if owner == forwarder {
+            return true;
+        }
+        let members = self.members();
+        let is_voter = |m: &MemberId| members.contains(m);
+        p.votes.iter().any(|v| {
+            v.vote_owner == owner.as_bytes()
+                && crate::consensus::validate_vote(v, p, now_s, &is_voter).is_ok()
+        })
+    }
+
+    /// Remembers the size of the group we are in now (after a commit, or on joining).
+    pub(super) fn note_group_size(&mut self) {
+        let n = self.members().len() as u32;
+        if self.recent_sizes.back() != Some(&n) {
+            self.recent_sizes.push_back(n);
+        }
+        while self.recent_sizes.len() > RECENT_SIZES {
+            self.recent_sizes.pop_front();
+        }
+    }
+}

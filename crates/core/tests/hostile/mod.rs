@@ -1,0 +1,237 @@
+//! Fixtures for the hostile-input scenarios: a settled group of honest members plus an
+//! outsider that holds only an Ethereum key and the conversation's name, and builders for
+//! the packets such an outsider (or a compromised insider) can publish.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+
+use demls_core::config::ConversationConfig;
+use demls_core::consensus::{ConsensusState, NewProposal};
+use demls_core::conversation::{Action, ProposalStatus, Role, Subtopic};
+use demls_core::mls::MlsConversation;
+use demls_core::proto::{cpb, pb};
+use prost::Message;
+
+use crate::sim::{Net, Sim, fast_config};
+
+pub const MIN: u64 = 60_000;
+
+/// `n` members, converged, with one steward list everywhere and no election in flight.
+pub fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<usize>) {
+    let mut s = Sim::new(seed, net, cfg);
+    let ids = s.add_members(n);
+    s.create(ids[0]);
+    for &j in &ids[1..] {
+        s.join(j);
+        let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
+        s.assert_converge_rejoining(&upto, 20 * MIN);
+    }
+    let settled = |s: &Sim| {
+        let lists: BTreeSet<_> = ids
+            .iter()
+            .map(|i| s.members[*i].conv().steward_list().cloned())
+            .collect();
+        lists.len() == 1
+            && ids.iter().all(|i| {
+                s.holder(*i, Role::EpochSteward).is_some()
+                    && !s.members[*i].conv().proposals().any(|p| {
+                        p.status == ProposalStatus::Voting
+                            && matches!(p.action, Action::Election { .. })
+                    })
+            })
+    };
+    let deadline = s.now + 10 * MIN;
+    loop {
+        assert!(
+            s.run_until(deadline.saturating_sub(s.now), settled),
+            "{}",
+            s.describe()
+        );
+        s.run_for(5_000);
+        if settled(&s) {
+            break;
+        }
+    }
+    (s, ids)
+}
+
+pub fn others(all: &[usize], except: &[usize]) -> Vec<usize> {
+    all.iter()
+        .copied()
+        .filter(|i| !except.contains(i))
+        .collect()
+}
+
+/// Four honest members and an outsider that never joins. Returns (sim, members, outsider,
+/// victim), the victim being a member that is neither epoch nor backup steward.
+pub fn setup(seed: u64) -> (Sim, Vec<usize>, usize, usize) {
+    let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
+    let es = s.holder(ids[0], Role::EpochSteward).unwrap();
+    let bs = s.holder(ids[0], Role::BackupSteward).unwrap();
+    let victim = others(&ids, &[es, bs])[0];
+    let outsider = s.add_member("outsider");
+    assert!(s.members[outsider].conv.is_none());
+    (s, ids, outsider, victim)
+}
+
+/// A proposal header made and signed by `author`'s own key, carrying no vote at all.
+pub fn forged_proposal(
+    s: &mut Sim,
+    author: usize,
+    action: Action,
+    voters: u32,
+    liveness_yes: bool,
+) -> cpb::Proposal {
+    let now_s = s.now / 1000;
+    let m = &mut s.members[author];
+    ConsensusState::default()
+        .create_proposal(
+            &m.identity.eth,
+            &mut m.rng,
+            now_s,
+            NewProposal {
+                name: action.summary(),
+                payload: action.to_payload(),
+                expected_voters: voters,
+                expiration_s: 600,
+                liveness_yes,
+                fixed_id: None,
+            },
+            None,
+        )
+        .expect("create")
+        .proposal
+}
+
+/// A plaintext candidate (or catch-up commit) whose MLS commit can never stage: only its
+/// `evidence` and header fields can matter.
+pub fn junk_candidate(
+    s: &Sim,
+    author: usize,
+    epoch: u64,
+    evidence: Vec<cpb::Proposal>,
+    catch_up: bool,
+) -> Vec<u8> {
+    let c = pb::CommitCandidate {
+        conversation: s.name.clone(),
+        mls_proposals: vec![],
+        commit_message: b"not an MLS commit".to_vec(),
+        steward_id: s.id(author).to_vec(),
+        epoch,
+        evidence,
+    };
+    let body = if catch_up {
+        pb::app_envelope::Body::CatchUpCommit(c)
+    } else {
+        pb::app_envelope::Body::CommitCandidate(c)
+    };
+    pb::AppEnvelope { body: Some(body) }.encode_to_vec()
+}
+
+/// MLS varint (RFC 9420 §2.1.2).
+fn varint(n: usize) -> Vec<u8> {
+    if n < 1 << 6 {
+        vec![n as u8]
+    } else if n < 1 << 14 {
+        (0x4000u16 | n as u16).to_be_bytes().to_vec()
+    } else {
+        (0x8000_0000u32 | n as u32).to_be_bytes().to_vec()
+    }
+}
+
+/// An unauthenticated MLS `PrivateMessage` for group `name` claiming `epoch`, with a
+/// `size`-byte ciphertext tagged by `tag` (so copies differ on the wire). Enough for the
+/// MLS layer to report a wrong epoch before any authentication.
+pub fn fake_mls_message(name: &str, epoch: u64, size: usize, tag: u32) -> Vec<u8> {
+    let mut m = vec![0x00, 0x01, 0x00, 0x02]; // mls10, mls_private_message
+    m.push(name.len() as u8);
+    m.extend_from_slice(name.as_bytes());
+    m.extend_from_slice(&epoch.to_be_bytes());
+    m.extend_from_slice(&[0x01, 0x00, 0x00]); // application, empty aad and sender data
+    let mut ct = vec![0x5a; size.max(4)];
+    ct[..4].copy_from_slice(&tag.to_be_bytes());
+    m.extend(varint(ct.len()));
+    m.extend(ct);
+    assert_eq!(MlsConversation::peek_epoch(&m), Some(epoch));
+    pb::AppEnvelope {
+        body: Some(pb::app_envelope::Body::MlsMessage(m)),
+    }
+    .encode_to_vec()
+}
+
+pub fn app_body(p: &[u8]) -> Option<pb::app_envelope::Body> {
+    pb::AppEnvelope::decode(p).ok().and_then(|e| e.body)
+}
+
+pub fn welcome_body(p: &[u8]) -> Option<pb::welcome_envelope::Body> {
+    pb::WelcomeEnvelope::decode(p).ok().and_then(|e| e.body)
+}
+
+/// (packets, bytes) published at or after `t` by `from` that match `f`.
+pub fn traffic(
+    s: &Sim,
+    t: u64,
+    from: &[usize],
+    f: impl Fn(Subtopic, &[u8]) -> bool,
+) -> (usize, usize) {
+    s.log
+        .iter()
+        .filter(|(at, who, st, p)| *at >= t && from.contains(who) && f(*st, p))
+        .fold((0, 0), |(n, b), (_, _, _, p)| (n + 1, b + p.len()))
+}
+
+pub fn is_catch_up_request(st: Subtopic, p: &[u8]) -> bool {
+    st == Subtopic::AppMsg && matches!(app_body(p), Some(pb::app_envelope::Body::CatchUpRequest(_)))
+}
+
+pub fn is_catch_up_commit(st: Subtopic, p: &[u8]) -> bool {
+    st == Subtopic::AppMsg && matches!(app_body(p), Some(pb::app_envelope::Body::CatchUpCommit(_)))
+}
+
+/// Member `i`'s first key-package announcement, as published.
+pub fn announcement_of(s: &Sim, i: usize) -> Vec<u8> {
+    s.log
+        .iter()
+        .find(|(_, from, st, p)| {
+            *from == i
+                && *st == Subtopic::Welcome
+                && matches!(
+                    welcome_body(p),
+                    Some(pb::welcome_envelope::Body::KeyPackage(_))
+                )
+        })
+        .map(|l| l.3.clone())
+        .expect("member announced a key package")
+}
+
+/// A genuine MLS application message from member `i` with arbitrary content (an insider,
+/// or a compromised client): encrypted through a second handle on `i`'s stored group,
+/// after which `i` restarts so its live group reloads the advanced ratchet.
+pub fn insider_app_message(s: &mut Sim, i: usize, body: pb::app_message::Body) -> Vec<u8> {
+    let name = s.name.clone();
+    let ct = {
+        let m = &s.members[i];
+        let mut g = MlsConversation::load(&m.provider, &name)
+            .unwrap()
+            .expect("group in storage");
+        let msg = pb::AppMessage { body: Some(body) };
+        g.encrypt(&m.provider, &m.identity.mls, &msg.encode_to_vec())
+            .expect("encrypt")
+    };
+    s.crash(i);
+    s.restart(i);
+    pb::AppEnvelope {
+        body: Some(pb::app_envelope::Body::MlsMessage(ct)),
+    }
+    .encode_to_vec()
+}
+
+/// Members (of `among`) whose roster no longer holds `victim`.
+pub fn removed_at(s: &Sim, among: &[usize], victim: usize) -> Vec<usize> {
+    let v = s.id(victim);
+    among
+        .iter()
+        .copied()
+        .filter(|i| !s.members[*i].conv().members().contains(&v))
+        .collect()
+}
