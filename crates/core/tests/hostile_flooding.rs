@@ -166,7 +166,9 @@ fn a_replayed_member_request_draws_a_bounded_number_of_answers() {
     let t_ask = s.now;
     s.members[b].deaf = false;
     s.chat(rest[0], "hello");
-    s.run_until(5_000, |s| traffic(s, t_ask, &[b], is_catch_up_request).0 > 0);
+    s.run_until(5_000, |s| {
+        traffic(s, t_ask, &[b], is_catch_up_request).0 > 0
+    });
     s.members[b].deaf = true;
     let request = s
         .log

@@ -284,9 +284,10 @@ impl Conversation {
         if !designated(&self.me, &requester, &r.signature, &members) {
             return Some("another member answers this request".into());
         }
-        let key: [u8; 32] =
-            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&r.signature))
-                .into();
+        let key: [u8; 32] = sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(&r.signature),
+        )
+        .into();
         let seen = &mut self.catch_up.seen_requests;
         seen.retain(|(_, at)| now < at.saturating_add(2 * REQUEST_SKEW_MS));
         if seen.iter().any(|(k, _)| *k == key) {

@@ -424,6 +424,13 @@ impl Conversation {
             Ok(a) => a,
             Err(why) => return out.reject("commit", why),
         };
+        // Staged, and signed by the steward it names: from a steward entitled to commit,
+        // its evidence counts now (by signed votes only; see `evidence`). A member whose
+        // own tally missed votes learns the decision before its window, and one that
+        // rejected a change by timeout sees the votes that overturn it.
+        if self.entitled_to_commit(&steward, c.epoch) {
+            self.adopt_commit_evidence(ctx, out, &c.evidence);
+        }
         let late = matches!(
             self.state,
             ConversationState::Working | ConversationState::Reelection
@@ -764,6 +771,15 @@ impl Conversation {
         })
     }
 
+    /// Whether `m` may commit at `epoch`: on the steward list (any member in Recovery).
+    fn entitled_to_commit(&self, m: &MemberId, epoch: u64) -> bool {
+        self.mode == OperatingMode::Recovery
+            || self
+                .stewards
+                .as_ref()
+                .is_some_and(|l| !l.is_exhausted(epoch) && l.contains(m))
+    }
+
     /// The commit validation service (RFC; reference §4.5 step 5), after `check_signer`
     /// and after the commit's evidence was adopted: the committer is on the steward list
     /// (unless in Recovery mode), and every change is a decided YES we hold. Evidence
@@ -774,12 +790,8 @@ impl Conversation {
         info: &StagedCommitInfo,
     ) -> Result<(), (MemberId, ScoreEvent, String)> {
         let sender = info.commit_sender;
-        if self.mode != OperatingMode::Recovery {
-            let on_list = self
-                .stewards
-                .as_ref()
-                .is_some_and(|l| !l.is_exhausted(c.epoch) && l.contains(&sender));
-            if !on_list {
+        if !self.entitled_to_commit(&sender, c.epoch) {
+            {
                 return Err((
                     sender,
                     ScoreEvent::MisbehavingCommit,

@@ -528,7 +528,23 @@ impl Conversation {
             ProposalStatus::Rejected
         };
         let action = p.action.clone();
+        // A change the group already made (an add of a member, a removal of a
+        // non-member: a duplicate proposal decided after the commit) is settled, not
+        // queued: queued, it would make a steward freeze on work no commit can carry.
+        let members = self.mls.as_ref().map(|m| m.members()).unwrap_or_default();
+        let moot = match &action {
+            Action::Add { member, .. } => members.contains(member),
+            Action::Remove { member } => !members.contains(member),
+            _ => false,
+        };
+        if accepted && moot {
+            p.status = ProposalStatus::Committed;
+        }
         out.event(Event::ProposalDecided { id, accepted });
+        if accepted && moot {
+            tracing::info!(conversation = %self.name, id, summary = %action.summary(), "proposal decided, already carried out");
+            return;
+        }
         tracing::info!(conversation = %self.name, id, accepted, tally = ?self.consensus.tally(id), summary = %action.summary(), "proposal decided");
         match action {
             Action::Add {
@@ -686,7 +702,8 @@ impl Conversation {
     pub(super) fn buffer_update(&mut self, now: Millis, action: Action) {
         let Some(m) = action.member() else { return };
         let epoch = self.epoch();
-        if !self.pending_updates.contains_key(&m) && self.pending_updates.len() >= PENDING_UPDATES_CAP
+        if !self.pending_updates.contains_key(&m)
+            && self.pending_updates.len() >= PENDING_UPDATES_CAP
             && let Some(oldest) = self
                 .pending_updates
                 .iter()
