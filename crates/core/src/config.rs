@@ -13,6 +13,10 @@ pub(crate) const REPLY_JITTER_MS: Millis = 1_000;
 /// Requests for missing votes a member sends before it applies the timeout rule.
 pub(crate) const VOTE_ASKS: u8 = 3;
 
+/// Longest any timer may be (7 days). Timings arrive in a conversation sync from the
+/// wire and in saved state; with every timer bounded, no sum of them nears `u64::MAX`.
+pub const MAX_TIMER: Millis = 7 * 24 * 3_600_000;
+
 /// Everything a conversation can be tuned with. Defaults are the reference's proven values.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationConfig {
@@ -104,6 +108,9 @@ impl ConversationConfig {
         ] {
             if v == 0 {
                 return err(field, "must be greater than zero");
+            }
+            if v > MAX_TIMER {
+                return err(field, "must be at most 7 days");
             }
         }
         if self.voting_delay >= self.consensus_timeout {

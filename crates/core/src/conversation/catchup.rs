@@ -28,6 +28,7 @@ use openmls_traits::OpenMlsProvider;
 use prost::Message;
 use rand::Rng;
 
+use super::evidence::Judge;
 use super::*;
 use crate::config::REPLY_JITTER_MS;
 use crate::identity;
@@ -380,7 +381,7 @@ impl Conversation {
             local: false,
             welcome: None,
         };
-        if let Some(w) = self.try_remote(ctx, out, &cand, epoch, own_pending) {
+        if let Some(w) = self.try_remote(ctx, out, &cand, epoch, own_pending, Judge::AsMade) {
             tracing::info!(conversation = %self.name, epoch, "caught up on a missed commit");
             self.on_committed(ctx, out, w);
             // The hint was true: keep going while it points further, with fresh asks.
@@ -553,7 +554,7 @@ impl Conversation {
         if !live {
             // No partial-freeze drop here: a re-sent proposal is one peers already hold,
             // and members must end up with the same set of decided proposals.
-            return self.adopt_commit_evidence(ctx, out, std::slice::from_ref(&p));
+            return self.adopt_commit_evidence(ctx, out, std::slice::from_ref(&p), Judge::Now);
         }
         let Ok(action) = Action::from_payload(&p.payload) else {
             return out.reject("proposal", "undecodable payload in a re-sent proposal");

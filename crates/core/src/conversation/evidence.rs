@@ -25,6 +25,16 @@ use super::*;
 use crate::consensus::{evidence_decision, self_leave_proposal_id};
 use crate::proto::cpb;
 
+/// When the evidence of a commit is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Judge {
+    /// Now: a live candidate.
+    Now,
+    /// As the proposals stood when they were decided: a commit the group applied
+    /// already, which we fetched by catch-up.
+    AsMade,
+}
+
 /// Member counts of the groups we were in at recent epochs, newest last: a carried
 /// proposal may have been made in one of them.
 pub(crate) const RECENT_SIZES: usize = 16;
@@ -83,16 +93,25 @@ impl Conversation {
     /// names: votes for proposals we hold are added (and may decide them, or overturn our
     /// timeout rejection); a proposal we do not hold is adopted only when its signed votes
     /// decide it by themselves. Everything else in it is ignored.
+    ///
+    /// `Judge::AsMade` (a commit the group already applied, fetched by catch-up) judges
+    /// each proposal as of its expiry at the latest: the votes were signed within the
+    /// proposal's lifetime, and a member that was away longer must still be able to
+    /// follow what the group did then.
     pub(super) fn adopt_commit_evidence<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
         evidence: &[cpb::Proposal],
+        judge: Judge,
     ) {
         let members = self.members();
         let is_voter = |m: &MemberId| members.contains(m);
-        let now_s = ctx.now / 1000;
         for p in evidence {
+            let now_s = match judge {
+                Judge::Now => ctx.now / 1000,
+                Judge::AsMade => (ctx.now / 1000).min(p.expiration_timestamp),
+            };
             let id = p.proposal_id;
             if let Err(why) = self.admissible(p) {
                 out.reject("evidence", why);

@@ -7,6 +7,7 @@ use openmls_traits::OpenMlsProvider;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use super::evidence::Judge;
 use super::*;
 use crate::mls::StagedCommitInfo;
 use crate::proto::pb;
@@ -429,7 +430,7 @@ impl Conversation {
         // own tally missed votes learns the decision before its window, and one that
         // rejected a change by timeout sees the votes that overturn it.
         if self.entitled_to_commit(&steward, c.epoch) {
-            self.adopt_commit_evidence(ctx, out, &c.evidence);
+            self.adopt_commit_evidence(ctx, out, &c.evidence, Judge::Now);
         }
         let late = matches!(
             self.state,
@@ -535,7 +536,7 @@ impl Conversation {
             let result = if cand.local {
                 self.apply_local(ctx, cand, epoch)
             } else {
-                self.try_remote(ctx, out, cand, epoch, round.own_pending)
+                self.try_remote(ctx, out, cand, epoch, round.own_pending, Judge::Now)
             };
             tried.push(cand.steward);
             if let Some(w) = result {
@@ -720,6 +721,7 @@ impl Conversation {
         cand: &Candidate,
         epoch: u64,
         own_pending: bool,
+        judge: Judge,
     ) -> Option<Winner> {
         let c = pb::CommitCandidate::decode(cand.bytes.as_slice()).ok()?;
         let mut info = self.stage_candidate(ctx, out, &c, cand.steward)?;
@@ -742,7 +744,7 @@ impl Conversation {
             if let Some(mls) = self.mls.as_mut() {
                 let _ = mls.discard_staged(ctx.provider);
             }
-            self.adopt_commit_evidence(ctx, out, &c.evidence);
+            self.adopt_commit_evidence(ctx, out, &c.evidence, judge);
             if self.epoch() != epoch {
                 return None;
             }

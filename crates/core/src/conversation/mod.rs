@@ -411,6 +411,12 @@ impl Conversation {
     ) -> Result<Self, ConversationError> {
         let mut c: Self =
             serde_json::from_slice(bytes).map_err(|e| ConversationError::Corrupt(e.to_string()))?;
+        // Saved state is input too (a damaged disk, an older build): a conversation must
+        // never run on timings it could not have been created with.
+        c.config
+            .validate()
+            .map_err(|e| ConversationError::Corrupt(format!("saved timings: {e}")))?;
+        validate_name(&c.name)?;
         if c.state != ConversationState::PendingJoin && c.closed.is_none() {
             c.mls = MlsConversation::load(provider, &c.name)
                 .map_err(|e| ConversationError::Mls(e.to_string()))?;

@@ -54,8 +54,9 @@ pub fn validate(data: &[u8], now_ns: i64, max_skew_secs: u64) -> Result<WakuMess
         return Err(Rejection::BadContentTopic(m.content_topic));
     }
     let ts = m.timestamp.unwrap_or(0);
-    let skew = (max_skew_secs as i64).saturating_mul(1_000_000_000);
-    if ts == 0 || (ts - now_ns).abs() > skew {
+    let skew = i128::from(max_skew_secs) * 1_000_000_000;
+    // In i128: the sender's timestamp is a claim, and `ts - now` overflows i64 at the edges.
+    if ts == 0 || (i128::from(ts) - i128::from(now_ns)).abs() > skew {
         return Err(Rejection::BadTimestamp(ts));
     }
     Ok(m)
@@ -96,6 +97,12 @@ mod tests {
         );
         assert_eq!(
             validate(&m("/chat/1/app_msg/proto", now - 21_000_000_000), now, 20)
+                .unwrap_err()
+                .label(),
+            "bad_timestamp"
+        );
+        assert_eq!(
+            validate(&m("/chat/1/app_msg/proto", i64::MIN), now, 20)
                 .unwrap_err()
                 .label(),
             "bad_timestamp"
