@@ -294,16 +294,18 @@ impl Conversation {
         if seen.iter().any(|(k, _)| *k == key) {
             return Some("a copy of a request we took up".into());
         }
-        let gap = self.config.recovery_inactivity;
-        if !self.catch_up.budget.allow(now, requester, gap, &members) {
-            return Some(format!("reply budget spent (request from {requester})"));
-        }
+        // The signature before the budget: requests forged in a member's name must not
+        // spend the budget its real requests need.
         if let Err(e) = identity::verify(
             &request_signed_bytes(&self.name, r.epoch, r.timestamp_ms),
             &r.signature,
             &requester,
         ) {
             return Some(format!("catch-up request signature: {e}"));
+        }
+        let gap = self.config.recovery_inactivity;
+        if !self.catch_up.budget.allow(now, requester, gap, &members) {
+            return Some(format!("reply budget spent (request from {requester})"));
         }
         let seen = &mut self.catch_up.seen_requests;
         seen.push_back((key, now));

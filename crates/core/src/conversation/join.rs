@@ -144,28 +144,24 @@ pub(super) fn verify_announcement<P: OpenMlsProvider>(
 }
 
 impl Conversation {
-    /// Why an announcement must not (any longer) lead to an add, if so: it is stale (a
-    /// replay; the joiner gave up by `pending_join_expiry`), from the future, or its key
-    /// package was used by an add already (a replay after the member joined and left).
-    pub(super) fn announcement_spent(
+    /// Why an announcement is too old (a replay: its joiner gave up by
+    /// `pending_join_expiry`) or from the future to act on, if it is. Announcements whose
+    /// key package an add consumed are refused by the caller too, unless their member is
+    /// in the group (then it missed its welcome).
+    pub(super) fn announcement_stale(
         &self,
         now: Millis,
         ann: &pb::KeyPackageAnnouncement,
     ) -> Option<String> {
         let oldest = now.saturating_sub(self.config.pending_join_expiry() + ANNOUNCE_SKEW_MS);
-        if ann.timestamp_ms < oldest || ann.timestamp_ms > now.saturating_add(ANNOUNCE_SKEW_MS) {
-            return Some(format!(
-                "announcement made at {} ms is outside the window for a join (now {now} ms)",
-                ann.timestamp_ms
-            ));
-        }
-        if self
-            .used_key_packages
-            .contains(&key_package_hash(&ann.key_package))
-        {
-            return Some("announcement of a key package that was used by an earlier add".into());
-        }
-        None
+        (ann.timestamp_ms < oldest || ann.timestamp_ms > now.saturating_add(ANNOUNCE_SKEW_MS)).then(
+            || {
+                format!(
+                    "announcement made at {} ms is outside the window for a join (now {now} ms)",
+                    ann.timestamp_ms
+                )
+            },
+        )
     }
 
     /// Remembers the key packages the commit we just applied consumed.
@@ -230,12 +226,22 @@ impl Conversation {
             Ok(m) => m,
             Err(e) => return out.reject("key_package", e),
         };
+        if let Some(why) = self.announcement_stale(ctx.now, &ann) {
+            return out.reject("key_package", why);
+        }
         if self.members().contains(&member) {
+            // A joiner that missed its welcome announces again (the same key package).
             self.resend_welcome(ctx, out, member);
             return;
         }
-        if let Some(why) = self.announcement_spent(ctx.now, &ann) {
-            return out.reject("key_package", why);
+        if self
+            .used_key_packages
+            .contains(&key_package_hash(&ann.key_package))
+        {
+            return out.reject(
+                "key_package",
+                "announcement of a key package that was used by an earlier add",
+            );
         }
         self.buffer_update(
             ctx.now,
