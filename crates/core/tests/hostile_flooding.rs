@@ -49,22 +49,14 @@ fn outsider_catch_up_requests_are_not_amplified() {
 /// Returns (ms from the first later-epoch message to caught up, if within a minute; real
 /// answers sent).
 fn catch_up_under_junk(seed: u64) -> (Option<u64>, usize) {
-    let (mut s, ids, outsider, b) = setup(seed);
-    s.members[b].deaf = true;
-    let j = s.add_member("joiner");
-    s.join(j);
-    let rest: Vec<usize> = others(&ids, &[b]).into_iter().chain([j]).collect();
-    let roster: Vec<usize> = ids.iter().copied().chain([j]).collect();
-    s.assert_agree(&rest, &roster, 5 * MIN);
-    s.run_for(10_000);
-    s.members[b].deaf = false;
+    let Missed {
+        mut s,
+        outsider,
+        b,
+        rest,
+    } = miss_a_commit(seed, 10_000);
     let target = s.members[rest[0]].conv().epoch();
     let stuck = s.members[b].conv().epoch();
-    assert!(
-        stuck < target,
-        "b did not miss the commit\n{}",
-        s.describe()
-    );
     let junk = junk_candidate(&s, outsider, stuck, vec![], true);
     let t0 = s.now;
     s.chat(rest[0], "hello");
@@ -154,14 +146,12 @@ fn unknown_proposal_ids_are_not_asked_for_forever() {
 /// each time. Prints the reply bytes per request byte.
 #[test]
 fn a_replayed_member_request_draws_a_bounded_number_of_answers() {
-    let (mut s, ids, outsider, b) = setup(0);
-    s.members[b].deaf = true;
-    let j = s.add_member("joiner");
-    s.join(j);
-    let rest: Vec<usize> = others(&ids, &[b]).into_iter().chain([j]).collect();
-    let roster: Vec<usize> = ids.iter().copied().chain([j]).collect();
-    s.assert_agree(&rest, &roster, 5 * MIN);
-    s.run_for(10_000);
+    let Missed {
+        mut s,
+        outsider,
+        b,
+        rest,
+    } = miss_a_commit(0, 10_000);
     // b asks once (it sees a later-epoch message) and is then cut off again.
     let t_ask = s.now;
     s.members[b].deaf = false;

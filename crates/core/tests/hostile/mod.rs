@@ -74,6 +74,41 @@ pub fn setup(seed: u64) -> (Sim, Vec<usize>, usize, usize) {
     (s, ids, outsider, victim)
 }
 
+/// A group in which member `b` missed a commit (see [`miss_a_commit`]).
+pub struct Missed {
+    pub s: Sim,
+    pub outsider: usize,
+    pub b: usize,
+    pub rest: Vec<usize>,
+}
+
+/// The set-up of [`setup`], then member `b` (its victim) misses the commit that adds a
+/// joiner: it hears nothing while the others add it and for `quiet_ms` after, then it
+/// listens again. `rest` is everyone else, the joiner included.
+pub fn miss_a_commit(seed: u64, quiet_ms: u64) -> Missed {
+    let (mut s, ids, outsider, b) = setup(seed);
+    s.members[b].deaf = true;
+    let j = s.add_member("joiner");
+    s.join(j);
+    let rest: Vec<usize> = others(&ids, &[b]).into_iter().chain([j]).collect();
+    let roster: Vec<usize> = ids.iter().copied().chain([j]).collect();
+    s.assert_agree(&rest, &roster, 5 * MIN);
+    s.run_for(quiet_ms);
+    s.members[b].deaf = false;
+    let target = s.members[rest[0]].conv().epoch();
+    assert!(
+        s.members[b].conv().epoch() < target,
+        "b did not miss the commit\n{}",
+        s.describe()
+    );
+    Missed {
+        s,
+        outsider,
+        b,
+        rest,
+    }
+}
+
 /// A proposal header made and signed by `author`'s own key, carrying no vote at all.
 pub fn forged_proposal(
     s: &mut Sim,
