@@ -274,7 +274,8 @@ impl Sim {
         m.alive = true;
     }
 
-    /// Splits the network; members not listed are alone.
+    /// Splits the network; members not listed are alone (members added later are in the
+    /// first group).
     pub fn partition(&mut self, groups: &[&[usize]]) {
         let mut g = (0..self.members.len())
             .map(|i| 1000 + i)
@@ -287,12 +288,24 @@ impl Sim {
         self.groups = Some(g);
     }
 
+    /// Cuts each listed member off alone; everyone else, members added later included,
+    /// stays together.
+    pub fn isolate(&mut self, who: &[usize]) {
+        let g = (0..self.members.len())
+            .map(|i| if who.contains(&i) { 1000 + i } else { 0 })
+            .collect();
+        self.groups = Some(g);
+    }
+
     pub fn heal(&mut self) {
         self.groups = None;
     }
 
+    /// Members added after a partition are in its first group.
     fn reachable(&self, a: usize, b: usize) -> bool {
-        self.groups.as_ref().is_none_or(|g| g[a] == g[b])
+        self.groups
+            .as_ref()
+            .is_none_or(|g| g.get(a).copied().unwrap_or(0) == g.get(b).copied().unwrap_or(0))
     }
 
     fn publish(&mut self, from: usize, out: Output) {
@@ -600,9 +613,21 @@ impl Sim {
     /// Like [`Sim::assert_converge`], but a member whose join expired joins again, as its
     /// user would (the epoch steward re-sends the welcome it missed).
     pub fn assert_converge_rejoining(&mut self, idx: &[usize], max_ms: Millis) {
+        self.assert_agree_rejoining(idx, idx, max_ms);
+    }
+
+    /// Like [`Sim::assert_agree`], but an observer whose join expired joins again, as its
+    /// user would (see [`Sim::assert_converge_rejoining`]).
+    pub fn assert_agree_rejoining(
+        &mut self,
+        observers: &[usize],
+        roster: &[usize],
+        max_ms: Millis,
+    ) {
+        let idx = observers;
         let limit = self.now + max_ms;
         while self.now < limit {
-            if self.run_until(10_000.min(limit - self.now), |s| s.converged(idx)) {
+            if self.run_until(10_000.min(limit - self.now), |s| s.agree(idx, roster)) {
                 return;
             }
             for &i in idx {
@@ -615,16 +640,123 @@ impl Sim {
             }
         }
         assert!(
-            self.converged(idx),
-            "members {idx:?} did not converge\n{}",
+            self.agree(idx, roster),
+            "members {idx:?} did not converge on roster {roster:?}\n{}",
             self.describe()
         );
+    }
+
+    /// Sends a chat if member `i`'s state allows one now (chat is refused while frozen,
+    /// pending or closed); returns whether it was sent.
+    pub fn try_chat(&mut self, i: usize, text: &str) -> bool {
+        let open = self.members[i]
+            .conv
+            .as_ref()
+            .is_some_and(|c| c.closed().is_none());
+        if !open || !self.members[i].alive {
+            return false;
+        }
+        let t = text.to_string();
+        self.act(i, |c, ctx| match c.send_chat(ctx, &t) {
+            Ok(out) => (true, out),
+            Err(_) => (false, Output::default()),
+        })
+    }
+
+    /// Whether member `i` has received a chat with exactly `text`.
+    pub fn got_chat(&self, i: usize, text: &str) -> bool {
+        self.members[i]
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Chat { text: t, .. } if t == text))
+    }
+
+    /// Member `from` sends `text`; runs until every other member of `to` received it or
+    /// `max_ms` passed. Returns the members it did not reach (empty: it reached all).
+    pub fn chat_reaches(
+        &mut self,
+        from: usize,
+        text: &str,
+        to: &[usize],
+        max_ms: Millis,
+    ) -> Vec<usize> {
+        self.chat(from, text);
+        let others: Vec<usize> = to.iter().copied().filter(|i| *i != from).collect();
+        self.run_until(max_ms, |s| others.iter().all(|i| s.got_chat(*i, text)));
+        others
+            .into_iter()
+            .filter(|i| !self.got_chat(*i, text))
+            .collect()
+    }
+
+    /// One group, as after a fork has healed: the roster member `required[0]` sees holds
+    /// every member of `required` and nothing outside `required ∪ optional`; every live
+    /// member of that roster is Working at one epoch with one epoch authenticator and sees
+    /// exactly it (crashed members may stay on the roster); and no member of `optional`
+    /// left off the roster is Working in some other group. `optional` is for members a
+    /// branch removed, which may end up out (closed or still pending) or back in.
+    /// Returns the roster (member indices, sorted).
+    pub fn one_group(&self, required: &[usize], optional: &[usize]) -> Option<Vec<usize>> {
+        let c0 = self.members[*required.first()?].conv.as_ref()?;
+        let mut roster = Vec::new();
+        for id in c0.members() {
+            let i = required
+                .iter()
+                .chain(optional)
+                .copied()
+                .find(|i| self.id(*i) == id)?;
+            roster.push(i);
+        }
+        roster.sort_unstable();
+        if !required.iter().all(|i| roster.contains(i)) {
+            return None;
+        }
+        let observers: Vec<usize> = roster
+            .iter()
+            .copied()
+            .filter(|i| self.members[*i].alive)
+            .collect();
+        if !self.agree(&observers, &roster) {
+            return None;
+        }
+        let stray = optional
+            .iter()
+            .any(|i| !roster.contains(i) && self.members[*i].alive && self.working(*i));
+        (!stray).then_some(roster)
     }
 
     /// Asserts convergence within `max_ms`, with a readable dump on failure.
     pub fn assert_converge(&mut self, idx: &[usize], max_ms: Millis) {
         let ok = self.run_until(max_ms, |s| s.converged(idx));
         assert!(ok, "members {idx:?} did not converge\n{}", self.describe());
+    }
+}
+
+/// The networks a scenario runs on: clean and `lossy(0.1)`, or the one `SIM_NET=clean` /
+/// `SIM_NET=lossy` picks (to replay a failure).
+pub fn nets() -> Vec<Net> {
+    match std::env::var("SIM_NET").as_deref() {
+        Ok("clean") => vec![Net::clean()],
+        Ok("lossy") => vec![Net::lossy(0.1)],
+        _ => vec![Net::clean(), Net::lossy(0.1)],
+    }
+}
+
+/// A measurement line (`what`, then `key=value` fields): printed to stderr (shown with
+/// `--nocapture` or on failure) and, when `SIM_REPORT=<file>` is set, appended to that
+/// file as a tab-separated line so a seed sweep's figures can be summed for the docs.
+pub fn report(what: &str, fields: &[(&str, String)]) {
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!("SIM_REPORT {what} {}", body.join(" "));
+    if let Ok(path) = std::env::var("SIM_REPORT") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{what}\t{}", body.join("\t"));
+        }
     }
 }
 
