@@ -789,6 +789,23 @@ pub fn for_seeds(seeds: std::ops::Range<u64>, scenario: impl Fn(u64)) {
     }
 }
 
+/// [`for_seeds`] on each of [`nets`]: a network's failure does not stop the next one from
+/// running; the test fails at the end, naming the networks that failed.
+pub fn for_nets_and_seeds(seeds: std::ops::Range<u64>, scenario: impl Fn(Net, u64)) {
+    let mut failed = Vec::new();
+    for net in nets() {
+        let name = if net.loss > 0.0 { "lossy" } else { "clean" };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for_seeds(seeds.clone(), |seed| scenario(net.clone(), seed))
+        }));
+        if r.is_err() {
+            eprintln!("\n*** failed on the {name} network (SIM_NET={name}) ***\n");
+            failed.push(name);
+        }
+    }
+    assert!(failed.is_empty(), "failed on networks: {failed:?}");
+}
+
 /// Timings scaled down 10x from the defaults; virtual time makes the real ones free, but
 /// shorter runs keep logs small. Order and ratios are the reference's.
 pub fn fast_config() -> ConversationConfig {
