@@ -1,0 +1,421 @@
+//! Split scenarios (issue 12, item 7): the network is cut into sides, each side makes a
+//! membership change and chats while cut off (so each side can commit its own epoch: a
+//! fork), then the network heals. Within a bounded virtual time every live member must be
+//! in **one** group (one epoch, one epoch authenticator, one roster) and a chat sent after
+//! healing must reach everyone. Assertions are on that end state, not on how the protocol
+//! gets there. Every run prints a `SIM_REPORT split …` line with the healing time (heal →
+//! one group, virtual ms); `SIM_REPORT=<file>` also appends it to a file, e.g.
+//!
+//! `SIM_REPORT=/tmp/heal.tsv SIM_SEEDS=0..40 cargo test -p demls-core --release --test core_forks`
+
+mod hostile;
+mod sim;
+
+use demls_core::conversation::{Event, LeaveReason, Role};
+use hostile::{MIN, group, others};
+use sim::{Net, Sim, fast_config, for_nets_and_seeds, report};
+
+/// How long a side may take to commit its change while cut off (virtual ms). A side that
+/// has not committed by then is reported (no fork on that side), not failed.
+const SPLIT_MAX: u64 = 4 * MIN;
+/// Bound on healing: heal → one group (virtual ms).
+const HEAL_BOUND: u64 = 5 * MIN;
+/// Bound on a chat after healing reaching everyone (virtual ms).
+const CHAT_BOUND: u64 = 30_000;
+
+/// What one side does while it is cut off.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// A newcomer, reachable only from this side, asks to join.
+    Join,
+    /// The side's first member proposes removing this member of the original group
+    /// (index into the group, usually a member on the other side).
+    Remove(usize),
+}
+
+fn net_name(net: &Net) -> &'static str {
+    if net.loss > 0.0 { "lossy" } else { "clean" }
+}
+
+/// Fork-related events of member `i` since `t`, as short debug strings (matched by name,
+/// so this compiles before and after the fork events exist).
+fn fork_events(s: &Sim, i: usize, t: u64) -> Vec<String> {
+    s.members[i]
+        .events
+        .iter()
+        .filter(|(at, _)| *at >= t)
+        .map(|(at, e)| (at, format!("{e:?}")))
+        .filter(|(_, e)| {
+            [
+                "Fork",
+                "Branch",
+                "Rejoin",
+                "Left",
+                "Joined",
+                "CommitApplied",
+            ]
+            .iter()
+            .any(|k| e.starts_with(k))
+        })
+        .map(|(at, e)| {
+            let e: String = e.chars().take(120).collect();
+            format!("{:+}ms {e}", *at as i64 - t as i64)
+        })
+        .collect()
+}
+
+fn count_events(s: &Sim, prefix: &str, t: u64) -> usize {
+    s.members
+        .iter()
+        .flat_map(|m| m.events.iter())
+        .filter(|(at, e)| *at >= t && format!("{e:?}").starts_with(prefix))
+        .count()
+}
+
+/// Why a run failed, with everything needed to read it: the plan, what each side
+/// committed while cut off, the state now and each member's fork events since the heal.
+fn trace(s: &Sim, plan: &str, t_heal: u64) -> String {
+    let mut out = format!("{plan}\n{}", s.describe());
+    for i in 0..s.members.len() {
+        let ev = fork_events(s, i, t_heal);
+        if !ev.is_empty() {
+            out.push_str(&format!("  [{i}] after heal: {}\n", ev.join("; ")));
+        }
+    }
+    out
+}
+
+/// Waits (bounded) for one group, then checks chat after healing reaches everyone and the
+/// group stays one. A newcomer whose join expired before it ever got in (a side too small
+/// to commit it) is not a member of anything: it asks again, as its user would. Members
+/// that did get in on some branch get no such help. Returns (healing time in virtual ms,
+/// final roster).
+fn assert_heals(
+    s: &mut Sim,
+    required: &[usize],
+    optional: &[usize],
+    plan: &str,
+    t_heal: u64,
+) -> (u64, Vec<usize>) {
+    let limit = t_heal + HEAL_BOUND;
+    let mut healed = false;
+    while !healed && s.now < limit {
+        healed = s.run_until((limit - s.now).min(10_000), |s| {
+            s.one_group(required, optional).is_some()
+        });
+        for &i in required {
+            let expired = s.members[i]
+                .conv
+                .as_ref()
+                .is_some_and(|c| c.closed() == Some(LeaveReason::JoinExpired));
+            let ever_in = s
+                .events_of(i, |e| matches!(e, Event::Joined { .. }))
+                .next()
+                .is_some();
+            if expired && !ever_in {
+                s.join(i);
+            }
+        }
+    }
+    assert!(
+        healed,
+        "not one group {} s after healing: required {required:?}, optional {optional:?}\n{}",
+        HEAL_BOUND / 1000,
+        trace(s, plan, t_heal)
+    );
+    let heal_ms = s.now - t_heal;
+    let roster = s.one_group(required, optional).expect("checked");
+    // Chat after healing, from the first and the last member of the roster (so from both
+    // sides in most plans), reaches everyone else.
+    let senders = [roster[0], roster[roster.len() - 1]];
+    for (k, from) in senders.into_iter().enumerate() {
+        let text = format!("after healing {k} from {from}");
+        let missed = s.chat_reaches(from, &text, &roster, CHAT_BOUND);
+        assert!(
+            missed.is_empty(),
+            "chat {text:?} after healing did not reach {missed:?}\n{}",
+            trace(s, plan, t_heal)
+        );
+    }
+    // And it stays one group (no late branch switch).
+    s.run_for(30_000);
+    assert_eq!(
+        s.one_group(required, optional).as_ref(),
+        Some(&roster),
+        "the group did not stay one after healing\n{}",
+        trace(s, plan, t_heal)
+    );
+    (heal_ms, roster)
+}
+
+/// A group of `sizes.iter().sum()` members is split into sides of `sizes` (in member
+/// order); side k makes `changes[k]` and chats; then the network heals.
+fn split(seed: u64, net: Net, name: &str, sizes: &[usize], changes: &[Change]) {
+    let n: usize = sizes.iter().sum();
+    let (mut s, ids) = group(seed, net.clone(), fast_config(), n);
+    let e0 = s.members[ids[0]].conv().epoch();
+    let es = s.holder(ids[0], Role::EpochSteward);
+    let bs = s.holder(ids[0], Role::BackupSteward);
+
+    let mut sides: Vec<Vec<usize>> = Vec::new();
+    let mut at = 0;
+    for &k in sizes {
+        sides.push(ids[at..at + k].to_vec());
+        at += k;
+    }
+    let originals = sides.clone();
+    let mut joiners = Vec::new();
+    for (k, ch) in changes.iter().enumerate() {
+        if matches!(ch, Change::Join) {
+            let j = s.add_member(&format!("joiner-side{k}"));
+            sides[k].push(j);
+            joiners.push(j);
+        }
+    }
+    let refs: Vec<&[usize]> = sides.iter().map(|v| v.as_slice()).collect();
+    s.partition(&refs);
+    for (k, ch) in changes.iter().enumerate() {
+        match *ch {
+            Change::Join => s.join(*sides[k].last().expect("joiner")),
+            Change::Remove(t) => {
+                s.propose_removal(sides[k][0], ids[t]);
+            }
+        }
+    }
+    s.run_for(2_000);
+    for (k, side) in originals.iter().enumerate() {
+        s.try_chat(side[0], &format!("side {k} while split"));
+    }
+    // Each side commits its change (or does not: a side below the quorum may not).
+    let advanced = |s: &Sim, side: &[usize]| {
+        side.iter().any(|i| {
+            s.members[*i]
+                .conv
+                .as_ref()
+                .is_some_and(|c| c.closed().is_none() && c.epoch() > e0)
+        })
+    };
+    s.run_until(SPLIT_MAX, |s| {
+        originals.iter().all(|side| advanced(s, side))
+    });
+    let committed: Vec<bool> = originals.iter().map(|side| advanced(&s, side)).collect();
+    for (k, side) in originals.iter().enumerate() {
+        s.try_chat(side[side.len() - 1], &format!("side {k} after its change"));
+    }
+    s.run_for(3_000);
+    let epochs: Vec<Vec<u64>> = sides
+        .iter()
+        .map(|side| {
+            side.iter()
+                .map(|i| s.members[*i].conv.as_ref().map_or(0, |c| c.epoch()))
+                .collect()
+        })
+        .collect();
+    let plan = format!(
+        "{name} seed={seed} net={} sides={sides:?} changes={changes:?} epoch steward={es:?} \
+         backup={bs:?} epoch before split={e0} committed while split={committed:?} epochs at heal={epochs:?}",
+        net_name(&net)
+    );
+
+    s.heal();
+    let t_heal = s.now;
+    // Removals made by a side holding fewer than half of the group lose (its branch must
+    // not survive): their targets must stay. Other removal targets may end up either way.
+    let mut optional = Vec::new();
+    for (k, ch) in changes.iter().enumerate() {
+        if let Change::Remove(t) = *ch
+            && 2 * originals[k].len() >= n
+        {
+            optional.push(ids[t]);
+        }
+    }
+    let required: Vec<usize> = ids
+        .iter()
+        .chain(&joiners)
+        .copied()
+        .filter(|i| !optional.contains(i))
+        .collect();
+    let (heal_ms, roster) = assert_heals(&mut s, &required, &optional, &plan, t_heal);
+    report(
+        "split",
+        &[
+            ("scenario", name.to_string()),
+            ("net", net_name(&net).to_string()),
+            ("seed", seed.to_string()),
+            ("forked", committed.iter().all(|c| *c).to_string()),
+            ("committed", format!("{committed:?}")),
+            ("heal_ms", heal_ms.to_string()),
+            ("epoch", s.members[roster[0]].conv().epoch().to_string()),
+            ("roster", roster.len().to_string()),
+            (
+                "fork_detected",
+                count_events(&s, "ForkDetected", t_heal).to_string(),
+            ),
+            (
+                "abandoned",
+                count_events(&s, "BranchAbandoned", t_heal).to_string(),
+            ),
+            (
+                "rejoining",
+                count_events(&s, "Rejoining", t_heal).to_string(),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_2_2_split_with_a_join_and_a_removal_heals_into_one_group() {
+    for_nets_and_seeds(0..2, |net, seed| {
+        // Side 0 adds a newcomer; side 1 removes a member of side 0.
+        split(
+            seed,
+            net.clone(),
+            "2|2",
+            &[2, 2],
+            &[Change::Join, Change::Remove(1)],
+        );
+    });
+}
+
+#[test]
+fn a_3_2_split_with_a_removal_and_a_join_heals_into_one_group() {
+    for_nets_and_seeds(0..2, |net, seed| {
+        // The majority removes a member of the minority; the minority adds a newcomer.
+        split(
+            seed,
+            net.clone(),
+            "3|2",
+            &[3, 2],
+            &[Change::Remove(4), Change::Join],
+        );
+    });
+}
+
+#[test]
+fn a_4_1_split_with_a_join_and_a_lone_removal_heals_into_one_group() {
+    for_nets_and_seeds(0..2, |net, seed| {
+        // Four add a newcomer; the one alone proposes removing one of the four (its
+        // branch, if it commits it, must not survive).
+        split(
+            seed,
+            net.clone(),
+            "4|1",
+            &[4, 1],
+            &[Change::Join, Change::Remove(0)],
+        );
+    });
+}
+
+/// The epoch steward is cut off alone and proposes removing a member; alone, the timeout
+/// rule decides it and, as the steward, it commits it on a private branch. The rest add a
+/// newcomer. After healing the lone steward is back in the group everyone else is in, and
+/// the member it removed on its own branch is still there.
+#[test]
+fn a_lone_epoch_steward_with_a_private_commit_rejoins_the_group() {
+    for_nets_and_seeds(0..2, |net, seed| {
+        let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
+        let e0 = s.members[ids[0]].conv().epoch();
+        let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
+        let rest = others(&ids, &[es]);
+        let j = s.add_member("joiner");
+        let mut side: Vec<usize> = rest.clone();
+        side.push(j);
+        s.partition(&[&[es], &side]);
+        let y = rest[0];
+        s.propose_removal(es, y);
+        s.join(j);
+        s.run_for(2_000);
+        s.try_chat(es, "alone on my branch");
+        s.try_chat(rest[1], "the rest while split");
+        let lone_commit = s.run_until(SPLIT_MAX, |s| {
+            s.members[es].conv().epoch() > e0 && s.members[rest[1]].conv().epoch() > e0
+        });
+        s.run_for(3_000);
+        let plan = format!(
+            "lone steward seed={seed} net={} steward={es} removes {y} on its own; rest={rest:?} add {j}; \
+                 both committed while split={lone_commit} epochs at heal: steward {} rest {}",
+            net_name(&net),
+            s.members[es].conv().epoch(),
+            s.members[rest[1]].conv().epoch()
+        );
+        s.heal();
+        let t_heal = s.now;
+        let required: Vec<usize> = ids.iter().copied().chain([j]).collect();
+        let (heal_ms, _) = assert_heals(&mut s, &required, &[], &plan, t_heal);
+        report(
+            "split",
+            &[
+                ("scenario", "lone-steward".to_string()),
+                ("net", net_name(&net).to_string()),
+                ("seed", seed.to_string()),
+                ("forked", lone_commit.to_string()),
+                ("heal_ms", heal_ms.to_string()),
+            ],
+        );
+    });
+}
+
+/// The case of issue 12: the epoch steward is killed right after a removal is proposed
+/// and the survivors are cut into one member alone and the rest (they had only ever been
+/// connected through the dead node). Each side may commit the removal its own way. After
+/// healing the survivors are one group without the removed member; when the dead steward
+/// restarts, it joins that group too.
+#[test]
+fn a_crashed_steward_and_a_member_alone_heal_into_one_group() {
+    for_nets_and_seeds(0..2, |net, seed| {
+        let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
+        let e0 = s.members[ids[0]].conv().epoch();
+        let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
+        let survivors = others(&ids, &[es]);
+        let target = survivors[survivors.len() - 1];
+        let alone = survivors[0];
+        let side = others(&survivors, &[alone]);
+        s.propose_removal(side[0], target);
+        s.run_for(300);
+        s.crash(es);
+        s.partition(&[&[alone], &side]);
+        s.run_for(2_000);
+        s.try_chat(alone, "alone while split");
+        s.try_chat(side[0], "the rest while split");
+        let both = s.run_until(SPLIT_MAX, |s| {
+            s.members[alone].conv().epoch() > e0 && s.members[side[0]].conv().epoch() > e0
+        });
+        s.run_for(3_000);
+        let plan = format!(
+            "crashed steward seed={seed} net={} steward {es} crashed; {alone} alone | {side:?}; \
+                 removal of {target}; both sides committed while split={both}; epochs at heal: alone {} rest {}",
+            net_name(&net),
+            s.members[alone].conv().epoch(),
+            s.members[side[0]].conv().epoch()
+        );
+        s.heal();
+        let t_heal = s.now;
+        let required = others(&survivors, &[target]);
+        // The crashed steward may stay on the roster; the target may end up out or back.
+        let (heal_ms, _) = assert_heals(&mut s, &required, &[es, target], &plan, t_heal);
+        // The steward comes back and joins the one group.
+        s.restart(es);
+        let t_restart = s.now;
+        let mut with_es = required.clone();
+        with_es.push(es);
+        let back = s.run_until(HEAL_BOUND, |s| s.one_group(&with_es, &[target]).is_some());
+        assert!(
+            back,
+            "restarted steward {es} not in the one group after {} s\n{}",
+            HEAL_BOUND / 1000,
+            trace(&s, &plan, t_heal)
+        );
+        let back_ms = s.now - t_restart;
+        report(
+            "split",
+            &[
+                ("scenario", "crashed-steward".to_string()),
+                ("net", net_name(&net).to_string()),
+                ("seed", seed.to_string()),
+                ("forked", both.to_string()),
+                ("heal_ms", heal_ms.to_string()),
+                ("restart_back_ms", back_ms.to_string()),
+            ],
+        );
+    });
+}
