@@ -61,6 +61,36 @@ fn check_decide(n: u32, yes: u32, no: u32, live: bool, timed_out: bool) {
             "{ctx}: the timeout changed a decision to {later:?}"
         );
     }
+    // The minority rule: nothing is decided on half of the voters or fewer.
+    if n > 2 && d.is_some() {
+        let received = yes as u64 + no as u64;
+        assert!(
+            2 * received > n as u64,
+            "{ctx}: decided on a minority turnout"
+        );
+    }
+    // Decided before the timeout: no further vote changes it (the worst single
+    // completions: every missing voter against the decision, or one more vote against it).
+    if n > 2
+        && !timed_out
+        && let Some(d) = d
+    {
+        let missing = (n as u64).saturating_sub(yes as u64 + no as u64);
+        for more in [1, missing / 2, missing] {
+            let more = more.min(missing) as u32;
+            let (y2, n2) = if d {
+                (yes, no + more)
+            } else {
+                (yes + more, no)
+            };
+            assert_eq!(
+                decide(n, y2, n2, live, true),
+                Some(d),
+                "{ctx}: {more} more votes against it decide {:?} at the timeout",
+                decide(n, y2, n2, live, true)
+            );
+        }
+    }
     // Decided without the timeout: the winning side holds at least one vote.
     if n > 2 && !timed_out {
         if d == Some(true) {

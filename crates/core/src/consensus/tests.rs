@@ -36,28 +36,94 @@ fn decision_table() {
         (2, 1, 1, true, false, Some(false)),
         (3, 1, 0, true, false, None),
         (3, 2, 0, true, false, Some(true)),
-        (3, 1, 1, true, false, Some(true)), // silent 1 counts YES: 2 ≥ 2 > 1
-        (3, 1, 1, false, false, Some(false)),
+        // The silent third counts YES under the RFC tally (2 ≥ 2 > 1), but its vote could
+        // still arrive as NO (1 YES, 2 NO: NO): not decided before the timeout.
+        (3, 1, 1, true, false, None),
+        (3, 1, 1, true, true, Some(true)),
+        (3, 1, 1, false, false, None),
+        (3, 1, 1, false, true, Some(false)),
+        (3, 1, 2, true, false, Some(false)),
         (3, 0, 2, true, false, Some(false)),
-        (4, 2, 1, true, false, Some(true)),
-        (4, 1, 2, true, false, None), // yes_w 2, no_w 2 < 3: undecided before timeout
+        (4, 2, 1, true, false, Some(true)), // a fourth NO ties 2–2: YES either way
+        (4, 1, 2, true, false, None),       // yes_w 2, no_w 2 < 3: undecided before timeout
         (4, 2, 2, true, false, Some(true)), // full tie → liveness
         (4, 2, 2, false, false, Some(false)),
-        (4, 1, 0, true, true, Some(true)), // timeout: 1 + 3 silent
-        (4, 1, 0, false, true, Some(false)),
-        (10, 6, 0, true, false, None), // quorum is 7
+        // The minority rule: one vote of four is not a majority turnout, so the three
+        // silent members no longer decide it at the timeout (they did, YES or NO).
+        (4, 1, 0, true, true, None),
+        (4, 1, 0, false, true, None),
+        (4, 2, 0, true, true, None), // exactly half: either half of a split could be it
+        (4, 3, 0, true, true, Some(true)),
+        (5, 3, 0, true, true, Some(true)),
+        // Six YES of ten decide whatever the other four do (4 NO: a quorum-sized subset
+        // still decides YES), so before the RFC's quorum of 7; five of ten never do.
+        (10, 6, 0, true, false, Some(true)),
+        (10, 5, 0, true, false, None),
+        (5, 3, 0, true, false, Some(true)),
+        (5, 2, 1, true, false, None), // 2 YES, 2 NO would be undecided
+        (5, 2, 1, true, true, Some(true)),
         (10, 7, 0, true, false, Some(true)),
         (10, 3, 4, true, false, None), // received 7, yes_w 6 < 7: undecided until timeout
+        (10, 3, 4, true, true, None),  // no subset of 7 decides either side
+        (10, 5, 0, true, true, None),
+        (10, 6, 0, true, true, Some(true)),
         (10, 0, 7, true, false, Some(false)),
-        // 3 YES + 1 NO decided YES at members that saw those four; the fifth vote (NO)
-        // must not turn that into a timeout NO at members that saw all five.
+        // 3 YES + 1 NO of 5 is decided YES early only because the fifth vote, either way,
+        // still decides YES (3 YES + 2 NO: a quorum-sized subset decides YES).
+        (5, 3, 1, true, false, Some(true)),
         (5, 3, 2, true, false, Some(true)),
         (5, 3, 2, true, true, Some(true)),
         (5, 2, 3, false, false, Some(false)),
+        (5, 2, 2, true, false, None),
     ];
     for (n, y, no, l, t, want) in cases {
         let got = decide(n, y, no, l, t);
         assert_eq!(got, want, "n={n} yes={y} no={no} liveness={l} timeout={t}");
+    }
+}
+
+/// Every member that holds a superset of the votes a member decided on early decides the
+/// same, whether it decides early itself or at its timeout; and no timeout decision is
+/// taken on half of the voters or fewer. Checked against every completion for small groups.
+#[test]
+fn decide_is_certain_exhaustively() {
+    for n in 3..=40u32 {
+        for l in [true, false] {
+            for y in 0..=n {
+                for m in 0..=(n - y) {
+                    let at_timeout = decide(n, y, m, l, true);
+                    if 2 * (y + m) <= n {
+                        assert_eq!(
+                            at_timeout, None,
+                            "n={n} y={y} m={m} l={l}: minority turnout"
+                        );
+                    }
+                    let Some(d) = decide(n, y, m, l, false) else {
+                        // Not decided early: then some completion disagrees (the rule
+                        // takes every certain decision).
+                        if let Some(d) = at_timeout {
+                            let certain = (y..=n - m).all(|y2| {
+                                (m..=n - y2).all(|m2| decide(n, y2, m2, l, true) == Some(d))
+                            });
+                            assert!(!certain, "n={n} y={y} m={m} l={l}: certain {d} not taken");
+                        }
+                        continue;
+                    };
+                    assert_eq!(at_timeout, Some(d), "n={n} y={y} m={m} l={l}");
+                    for y2 in y..=n - m {
+                        for m2 in m..=(n - y2) {
+                            assert_eq!(
+                                decide(n, y2, m2, l, true),
+                                Some(d),
+                                "n={n}: early {d} on y={y} m={m} (l={l}), but y={y2} m={m2} at the timeout"
+                            );
+                            let early = decide(n, y2, m2, l, false);
+                            assert!(early.is_none() || early == Some(d));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -103,9 +169,17 @@ fn three_and_ten_members_reach_yes() {
             .iter()
             .all(|s| s.outcome(p.proposal_id) == Some(true))
     );
-    let (_, _, mut states, p) = session(10, 3);
-    assert!(states.iter().all(|s| s.outcome(p.proposal_id).is_none()));
-    assert_eq!(states[0].on_timeout(p.proposal_id, T + 100), Some(true));
+    // Six YES of ten: YES whatever the other four vote, so decided before the RFC's
+    // quorum of seven votes.
+    let (_, _, states, p) = session(10, 6);
+    assert!(
+        states
+            .iter()
+            .all(|s| s.outcome(p.proposal_id) == Some(true))
+    );
+    // Five of ten is half the group: the other half could have decided otherwise.
+    let (_, _, mut states, p) = session(10, 5);
+    assert_eq!(states[0].on_timeout(p.proposal_id, T + 100), None);
 }
 
 #[test]
