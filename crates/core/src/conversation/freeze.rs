@@ -481,6 +481,15 @@ impl Conversation {
         if late {
             self.submit_if_late_is_harmless(ctx, out);
         }
+        // The last candidate the round waits for is in: select now, as `tick_phase`
+        // would at the next tick. A member with nothing else scheduled slept until its
+        // window's end, and a catch-up on the group's winner could overtake it: it then
+        // never judged (nor reported, nor scored) the candidates it held.
+        if self.state == ConversationState::Freezing
+            && self.freeze.as_ref().is_some_and(|f| self.all_candidates_in(f))
+        {
+            self.finalize_freeze(ctx, out);
+        }
     }
 
     /// Judges the candidates kept by `on_candidate` once a change is approved; drops them
