@@ -540,7 +540,17 @@ impl Conversation {
     ) {
         let id = p.proposal_id;
         tracing::debug!(conversation = %self.name, id, votes = p.votes.len(), "proposal state received");
-        self.catch_up.proposal_replies.remove(&id);
+        // Someone answered first: ours is redundant only if theirs holds every vote ours
+        // would carry. A member holding fewer votes often answers first, and a requester
+        // left with half of the votes decides nothing (the minority rule).
+        let ours_adds_votes = self.consensus.evidence(id).is_some_and(|mine| {
+            mine.votes
+                .iter()
+                .any(|v| !p.votes.iter().any(|x| x.vote_hash == v.vote_hash))
+        });
+        if !ours_adds_votes {
+            self.catch_up.proposal_replies.remove(&id);
+        }
         self.catch_up.missing_proposals.remove(&id);
         self.catch_up.missing_asks.remove(&id);
         let known = self.consensus.tally(id).is_some() || self.resolved.contains(&id);
