@@ -3,7 +3,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The manifest dir at run time, not `env!` at compile time: a build script binary is
     // shared between checkouts of the same crate that share a target dir.
     let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files: &[&str] = &["waku/message.proto", "waku/metadata.proto"];
+    let files: &[&str] = &[
+        "waku/message.proto",
+        "waku/metadata.proto",
+        "waku/peer_exchange.proto",
+    ];
     let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {
         println!("cargo:rerun-if-changed={}", p.display());

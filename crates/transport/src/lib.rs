@@ -76,6 +76,8 @@ pub struct TopicStats {
 pub struct TransportStats {
     /// Our libp2p peer id.
     pub peer_id: String,
+    /// Our Waku ENR (`enr:…`); empty when discovery is off.
+    pub enr: String,
     /// Our listen addresses, with `/p2p/<id>`.
     pub listen_addrs: Vec<String>,
     /// Connected peers.

@@ -4,8 +4,9 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{gossipsub, identify, ping, request_response};
 
 use super::metadata::MetadataCodec;
+use super::peer_exchange::PeerExchangeCodec;
 
-/// Relay, identify, ping and metadata.
+/// Relay, identify, ping, metadata and peer exchange.
 #[derive(NetworkBehaviour)]
 pub struct WakuBehaviour {
     /// 11/WAKU2-RELAY.
@@ -16,4 +17,6 @@ pub struct WakuBehaviour {
     pub ping: ping::Behaviour,
     /// 66/WAKU2-METADATA.
     pub metadata: request_response::Behaviour<MetadataCodec>,
+    /// 34/WAKU2-PEER-EXCHANGE.
+    pub peer_exchange: request_response::Behaviour<PeerExchangeCodec>,
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
+use super::enr::parse_enr;
 use crate::{TransportError, autoshard, pubsub_topic};
+
+/// Default of [`WakuConfig::peer_target`].
+pub const DEFAULT_PEER_TARGET: usize = 10;
 
 /// How the relay is set up. Defaults: TCP 60000 on all interfaces, cluster 15 with
 /// 8 autosharded shards (the reference de-MLS deployment's cluster), 20 s timestamp skew.
@@ -14,8 +18,21 @@ use crate::{TransportError, autoshard, pubsub_topic};
 pub struct WakuConfig {
     /// Listen multiaddrs (`/ip4/…/tcp/…`, `…/tcp/…/ws`).
     pub listen: Vec<String>,
-    /// Peers to dial (`/ip4/…` or `/dns4/…`, with or without `/p2p/<id>`).
+    /// Peers to dial: multiaddrs (`/ip4/…` or `/dns4/…`, with or without `/p2p/<id>`) or
+    /// Waku ENRs (`enr:…`); an ENR is also a discv5 bootstrap node.
     pub bootstrap: Vec<String>,
+    /// 33/WAKU2-DISCV5 on or off.
+    pub discv5_discovery: bool,
+    /// discv5 UDP port; None: the port of the first TCP listen address (UDP and TCP ports
+    /// are separate, so nodes on one host with distinct TCP ports never clash); 0: any.
+    pub discv5_udp_port: Option<u16>,
+    /// Extra discv5 bootstrap records (`enr:…`), not dialed unless discovery finds them.
+    pub discv5_bootstrap: Vec<String>,
+    /// Keep dialing discovered Waku relay peers until this many peers are connected.
+    pub peer_target: usize,
+    /// The IP our ENR advertises (nwaku's `--nat=extip:`); None: the listen address, or
+    /// the default route's source address when listening on all interfaces.
+    pub ext_ip: Option<std::net::IpAddr>,
     /// Waku cluster id.
     pub cluster_id: u32,
     /// Shards in the network for autosharding.
@@ -38,6 +55,11 @@ impl Default for WakuConfig {
         Self {
             listen: vec!["/ip4/0.0.0.0/tcp/60000".into()],
             bootstrap: Vec::new(),
+            discv5_discovery: true,
+            discv5_udp_port: None,
+            discv5_bootstrap: Vec::new(),
+            peer_target: DEFAULT_PEER_TARGET,
+            ext_ip: None,
             cluster_id: 15,
             num_shards: 8,
             static_shard: None,
@@ -59,8 +81,17 @@ impl WakuConfig {
             }
         }
         for a in &self.bootstrap {
-            if let Err(e) = a.parse::<Multiaddr>() {
+            if a.trim_start().starts_with("enr:") {
+                if let Err(e) = parse_enr(a) {
+                    return bad("bootstrap", e);
+                }
+            } else if let Err(e) = a.parse::<Multiaddr>() {
                 return bad("bootstrap", format!("{a:?} is not a multiaddr: {e}"));
+            }
+        }
+        for a in &self.discv5_bootstrap {
+            if let Err(e) = parse_enr(a) {
+                return bad("discv5_bootstrap", e);
             }
         }
         if self.num_shards == 0 || self.num_shards > 1024 {

@@ -17,7 +17,8 @@ const MAX_LEN: usize = 64 * 1024;
 #[derive(Clone, Default)]
 pub struct MetadataCodec;
 
-async fn read_lp<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
+/// Reads one varint-length-prefixed message (at most 64 KiB).
+pub(super) async fn read_lp<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
     let mut len: usize = 0;
     for shift in (0..).step_by(7).take(4) {
         let mut b = [0u8; 1];
@@ -27,7 +28,7 @@ async fn read_lp<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
             if len > MAX_LEN {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    "metadata message too long",
+                    "message too long",
                 ));
             }
             let mut buf = vec![0u8; len];
@@ -41,7 +42,11 @@ async fn read_lp<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
     ))
 }
 
-async fn write_lp<T: AsyncWrite + Unpin>(io: &mut T, data: &[u8]) -> std::io::Result<()> {
+/// Writes one varint-length-prefixed message and closes the stream.
+pub(super) async fn write_lp<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    data: &[u8],
+) -> std::io::Result<()> {
     let mut prefix = Vec::new();
     prost::encoding::encode_varint(data.len() as u64, &mut prefix);
     io.write_all(&prefix).await?;

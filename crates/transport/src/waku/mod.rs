@@ -3,13 +3,18 @@
 //! gossipsub v1.1 under `/vac/waku/relay/2.0.0`, StrictNoSign (anonymous messages),
 //! message id = SHA-256 of the message bytes (as nwaku and js-waku), validation before
 //! forwarding, nwaku's score thresholds (no penalty for peers sharing an address),
-//! 66/WAKU2-METADATA, TCP + WebSocket, noise, yamux, identify, ping, pure-Rust DNS.
+//! 66/WAKU2-METADATA, TCP + WebSocket, noise, yamux, identify, ping, pure-Rust DNS, and
+//! peer discovery by 33/WAKU2-DISCV5 with a Waku ENR (31/WAKU2-ENR): the node dials
+//! discovered relay peers until it has `peer_target` of them.
 //! The swarm runs in its own task; [`WakuRelay`] is the handle the node uses.
 
 mod behaviour;
 mod config;
+mod discovery;
+pub mod enr;
 mod metadata;
 mod node;
+mod peer_exchange;
 mod validation;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-pub use config::WakuConfig;
+pub use config::{DEFAULT_PEER_TARGET, WakuConfig};
+pub use discovery::PROTOCOL_ID as DISCV5_PROTOCOL_ID;
+pub use enr::{Enr, WakuPeer, parse_enr};
 pub use validation::{Rejection, validate};
 
 use crate::{
@@ -29,6 +36,8 @@ use crate::{
 pub const RELAY_PROTOCOL: &str = "/vac/waku/relay/2.0.0";
 /// 66/WAKU2-METADATA.
 pub const METADATA_PROTOCOL: &str = "/vac/waku/metadata/1.0.0";
+/// 34/WAKU2-PEER-EXCHANGE.
+pub const PEER_EXCHANGE_PROTOCOL: &str = "/vac/waku/peer-exchange/2.0.0-alpha1";
 /// Largest WakuMessage accepted (64/WAKU2-NETWORK: 150 KB), plus protobuf framing room.
 pub const MAX_MESSAGE_SIZE: usize = 150 * 1024;
 /// Gossipsub score below which a peer gets no gossip (IHAVE) from us and its gossip is

@@ -1,6 +1,8 @@
 //! The swarm task: owns the libp2p swarm, runs commands from the handle, validates and
 //! delivers inbound messages, answers metadata, and redials bootstrap peers.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,17 +10,22 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::behaviour::{WakuBehaviour, WakuBehaviourEvent};
+use super::discovery::{self, Discovery};
+use super::enr::{self, LocalAddrs, WakuPeer, parse_enr};
 use super::metadata::pb as meta;
+use super::peer_exchange;
 use super::{
     Command, GOSSIP_THRESHOLD, GRAYLIST_THRESHOLD, MAX_MESSAGE_SIZE, METADATA_PROTOCOL,
-    PUBLISH_THRESHOLD, RELAY_PROTOCOL, Shared, WakuConfig, validate,
+    PEER_EXCHANGE_PROTOCOL, PUBLISH_THRESHOLD, RELAY_PROTOCOL, Shared, WakuConfig, validate,
 };
 use crate::message::relay_message_id;
 use crate::{InboundPacket, TransportError, parse_content_topic, pubsub_topic};
@@ -27,29 +34,87 @@ fn io(e: impl std::fmt::Display) -> TransportError {
     TransportError::Io(e.to_string())
 }
 
-/// Loads the node key, creating it (mode 0600) on first start.
-fn node_key(path: Option<&Path>) -> Result<Keypair, TransportError> {
-    let Some(path) = path else {
-        return Ok(Keypair::generate_ed25519());
-    };
-    if path.exists() {
-        let bytes = std::fs::read(path)
-            .map_err(|e| io(format!("reading node key {}: {e}", path.display())))?;
-        return Keypair::from_protobuf_encoding(&bytes)
-            .map_err(|e| io(format!("node key {} is unreadable: {e}", path.display())));
-    }
-    let key = Keypair::generate_ed25519();
-    if let Some(dir) = path.parent() {
+/// Writes a new key file with mode 0600 (through a temporary file and a rename, so a
+/// crash never leaves half a key).
+fn write_key(path: &Path, key: &Keypair) -> Result<(), TransportError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let bytes = key.to_protobuf_encoding().map_err(io)?;
-    std::fs::write(path, bytes)
-        .map_err(|e| io(format!("writing node key {}: {e}", path.display())))?;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let write = |p: &Path| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = opts.open(p)?;
+        f.write_all(&bytes)?;
+        f.sync_all()
+    };
+    write(&tmp)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| io(format!("writing node key {}: {e}", path.display())))
+}
+
+/// A file name next to `path` that does not exist yet: `{name}.{tag}.bak`, then
+/// `{name}.{tag}.1.bak`, ….
+fn backup_path(path: &Path, tag: &str) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "node-key".into());
+    (0..)
+        .map(|i| {
+            let suffix = if i == 0 {
+                String::new()
+            } else {
+                format!(".{i}")
+            };
+            path.with_file_name(format!("{name}.{tag}{suffix}.bak"))
+        })
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| path.with_file_name(format!("{name}.{tag}.bak")))
+}
+
+/// Loads the libp2p node key (secp256k1, so that peer ids are `16Uiu2…` as nwaku's and the
+/// same key signs our ENR), creating it (mode 0600) on first start. A key of another type
+/// (the ed25519 keys of earlier versions) is replaced by a new secp256k1 key: the old file
+/// is kept next to it as `{file}.{type}.bak`, and the change is logged. This key is only
+/// the relay's; the member's Ethereum identity is another file and does not change.
+pub(crate) fn node_key(path: Option<&Path>) -> Result<Keypair, TransportError> {
+    let Some(path) = path else {
+        return Ok(Keypair::generate_secp256k1());
+    };
+    if !path.exists() {
+        let key = Keypair::generate_secp256k1();
+        write_key(path, &key)?;
+        return Ok(key);
     }
+    let bytes =
+        std::fs::read(path).map_err(|e| io(format!("reading node key {}: {e}", path.display())))?;
+    let old = Keypair::from_protobuf_encoding(&bytes)
+        .map_err(|e| io(format!("node key {} is unreadable: {e}", path.display())))?;
+    if old.key_type() == libp2p::identity::KeyType::Secp256k1 {
+        return Ok(old);
+    }
+    let tag = format!("{:?}", old.key_type()).to_lowercase();
+    let backup = backup_path(path, &tag);
+    let key = Keypair::generate_secp256k1();
+    std::fs::rename(path, &backup).map_err(|e| {
+        io(format!(
+            "keeping the old node key {} as {}: {e}",
+            path.display(),
+            backup.display()
+        ))
+    })?;
+    write_key(path, &key)?;
+    tracing::warn!(
+        old_peer_id = %old.public().to_peer_id(),
+        new_peer_id = %key.public().to_peer_id(),
+        backup = %backup.display(),
+        "replaced the {tag} libp2p node key with a secp256k1 one (Waku peer ids and ENRs need secp256k1); the old key file is kept as the backup; the member's Ethereum identity is unchanged"
+    );
     Ok(key)
 }
 
@@ -149,6 +214,20 @@ struct Bootstrap {
     backoff: Duration,
 }
 
+/// A relay peer discovery found, dialed while we have fewer peers than the target.
+struct Candidate {
+    addrs: Vec<Multiaddr>,
+    next_dial: Instant,
+    backoff: Duration,
+}
+
+/// Longest wait between two dials of one discovered peer.
+const MAX_CANDIDATE_BACKOFF: Duration = Duration::from_secs(60);
+/// Lookups run this often while we are below the peer target, and at the target…
+const LOOKUP_BELOW_TARGET: Duration = Duration::from_secs(2);
+/// …this often (peers come and go).
+const LOOKUP_AT_TARGET: Duration = Duration::from_secs(30);
+
 struct Node {
     swarm: Swarm<WakuBehaviour>,
     cfg: WakuConfig,
@@ -156,6 +235,93 @@ struct Node {
     shared: Arc<Mutex<Shared>>,
     inbound: mpsc::Sender<InboundPacket>,
     bootstrap: Vec<Bootstrap>,
+    discovery: Option<Discovery>,
+    candidates: HashMap<PeerId, Candidate>,
+    next_lookup: Instant,
+    /// The shards last written into our ENR.
+    enr_shards: Vec<u32>,
+    /// When we last asked each peer for peers (34/WAKU2-PEER-EXCHANGE).
+    px_asked: HashMap<PeerId, Instant>,
+}
+
+/// We ask one peer for peers at most this often.
+const PX_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Bootstrap entries as dial targets: a multiaddr as given; an ENR as its addresses, each
+/// with the peer id its key gives (so the dial checks who answers).
+fn bootstrap_targets(entries: &[String]) -> Vec<(Multiaddr, Option<PeerId>)> {
+    let mut out = Vec::new();
+    for e in entries {
+        if e.trim_start().starts_with("enr:") {
+            if let Some(p) = parse_enr(e).ok().and_then(|r| WakuPeer::from_enr(&r).ok()) {
+                out.extend(p.addrs.into_iter().map(|a| (a, Some(p.peer_id))));
+            }
+        } else if let Ok(a) = e.parse::<Multiaddr>() {
+            let peer = a.iter().find_map(|p| match p {
+                Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            out.push((a, peer));
+        }
+    }
+    out
+}
+
+/// What goes into our ENR: the first TCP listen address (`ip`/`tcp`) and the WebSocket
+/// ones (`multiaddrs`), with an unspecified IP replaced by `ext_ip` or the default
+/// route's address; `ext_ip` replaces every IP when set.
+fn local_addrs(listen: &[Multiaddr], ext_ip: Option<IpAddr>) -> LocalAddrs {
+    let mut out = LocalAddrs::default();
+    for a in listen {
+        let mut ip = None;
+        let mut tcp = None;
+        let mut ws = false;
+        for p in a.iter() {
+            match p {
+                Protocol::Ip4(x) => ip = Some(IpAddr::V4(x)),
+                Protocol::Ip6(x) => ip = Some(IpAddr::V6(x)),
+                Protocol::Tcp(x) => tcp = Some(x),
+                Protocol::Ws(_) | Protocol::Wss(_) => ws = true,
+                _ => {}
+            }
+        }
+        let (Some(ip), Some(port)) = (ip, tcp) else {
+            continue;
+        };
+        let ip = match ext_ip {
+            Some(e) => e,
+            None if ip.is_unspecified() => discovery::default_route_ip(),
+            None => ip,
+        };
+        if ws {
+            let proto = if a.iter().any(|p| matches!(p, Protocol::Wss(_))) {
+                Protocol::Wss("/".into())
+            } else {
+                Protocol::Ws("/".into())
+            };
+            out.other.push(
+                Multiaddr::empty()
+                    .with(ip.into())
+                    .with(Protocol::Tcp(port))
+                    .with(proto),
+            );
+            continue;
+        }
+        match ip {
+            IpAddr::V4(v4) if out.tcp4.is_none() => out.tcp4 = Some((v4, port)),
+            IpAddr::V6(v6) if out.tcp6.is_none() => out.tcp6 = Some((v6, port)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Waits for discovery's next finding; never resolves without discovery.
+async fn next_found(d: &mut Option<Discovery>) -> Option<(discovery::Found, bool)> {
+    match d {
+        Some(d) => d.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 pub(super) async fn spawn(
@@ -166,6 +332,7 @@ pub(super) async fn spawn(
     inbound: mpsc::Sender<InboundPacket>,
 ) -> Result<tokio::task::JoinHandle<()>, TransportError> {
     let key = node_key(cfg.node_key_file.as_deref())?;
+    let disc_key = key.clone();
     let relay = relay_behaviour(&key)?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -195,6 +362,14 @@ pub(super) async fn spawn(
                     )],
                     request_response::Config::default(),
                 ),
+                peer_exchange: request_response::Behaviour::new(
+                    [(
+                        StreamProtocol::new(PEER_EXCHANGE_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10)),
+                ),
             })
         })
         .map_err(io)?
@@ -202,13 +377,11 @@ pub(super) async fn spawn(
         .build();
     let mut node = Node {
         swarm,
-        bootstrap: cfg
-            .bootstrap
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .map(|addr| Bootstrap {
+        bootstrap: bootstrap_targets(&cfg.bootstrap)
+            .into_iter()
+            .map(|(addr, peer)| Bootstrap {
                 addr,
-                peer: None,
+                peer,
                 next_dial: Instant::now(),
                 backoff: Duration::from_millis(500),
             })
@@ -217,6 +390,11 @@ pub(super) async fn spawn(
         instance,
         shared,
         inbound,
+        discovery: None,
+        candidates: HashMap::new(),
+        next_lookup: Instant::now(),
+        enr_shards: Vec::new(),
+        px_asked: HashMap::new(),
     };
     let peer_id = *node.swarm.local_peer_id();
     if let Ok(mut s) = node.shared.lock() {
@@ -248,10 +426,190 @@ pub(super) async fn spawn(
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
+    if node.cfg.discv5_discovery {
+        node.start_discovery(&disc_key).await?;
+    }
     Ok(tokio::spawn(node.run(cmds)))
 }
 
 impl Node {
+    /// Starts discv5 on the IP of our first TCP listen address, with our ENR, and adds the
+    /// ENR bootstrap nodes.
+    async fn start_discovery(&mut self, key: &Keypair) -> Result<(), TransportError> {
+        let listen: Vec<Multiaddr> = self
+            .swarm
+            .listeners()
+            .cloned()
+            .chain(self.cfg.listen.iter().filter_map(|a| a.parse().ok()))
+            .collect();
+        // Actual bound addresses first (a configured port 0 is a real port by now).
+        let bound: Vec<Multiaddr> = self
+            .shared
+            .lock()
+            .map(|s| {
+                s.stats
+                    .listen_addrs
+                    .iter()
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .map(|a| {
+                        a.into_iter()
+                            .filter(|p| !matches!(p, Protocol::P2p(_)))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let addrs = local_addrs(&bound, self.cfg.ext_ip);
+        let first_tcp = listen.iter().chain(bound.iter()).find_map(|a| {
+            let mut ip = None;
+            let mut port = None;
+            for p in a.iter() {
+                match p {
+                    Protocol::Ip4(x) => ip = Some(IpAddr::V4(x)),
+                    Protocol::Ip6(x) => ip = Some(IpAddr::V6(x)),
+                    Protocol::Tcp(x) => port = Some(x),
+                    _ => {}
+                }
+            }
+            ip.zip(port)
+        });
+        let bound_port = addrs.tcp4.map(|t| t.1).or(addrs.tcp6.map(|t| t.1));
+        let bind_ip = first_tcp
+            .map(|t| t.0)
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let udp = self
+            .cfg
+            .discv5_udp_port
+            .or(bound_port)
+            .or(first_tcp.map(|t| t.1))
+            .unwrap_or(0);
+        let shards: Vec<u16> = self.my_shards().iter().map(|s| *s as u16).collect();
+        let d = Discovery::start(
+            key,
+            bind_ip,
+            udp,
+            &addrs,
+            self.cfg.cluster_id as u16,
+            &shards,
+            self.cfg.relay_shards.len() >= enr::RSV_FROM,
+        )
+        .await?;
+        for e in self.cfg.bootstrap.iter().chain(&self.cfg.discv5_bootstrap) {
+            if e.trim_start().starts_with("enr:")
+                && let Ok(r) = parse_enr(e)
+            {
+                d.add_bootstrap(r);
+            }
+        }
+        self.enr_shards = self.my_shards();
+        if let Ok(mut s) = self.shared.lock() {
+            s.stats.enr = d.local_enr();
+        }
+        self.discovery = Some(d);
+        Ok(())
+    }
+
+    /// Writes the shards we relay now into our ENR, if they changed.
+    fn refresh_enr(&mut self) {
+        let shards = self.my_shards();
+        if shards == self.enr_shards {
+            return;
+        }
+        if let Some(d) = &self.discovery {
+            let s16: Vec<u16> = shards.iter().map(|s| *s as u16).collect();
+            d.set_shards(&s16);
+            if let Ok(mut s) = self.shared.lock() {
+                s.stats.enr = d.local_enr();
+            }
+        }
+        self.enr_shards = shards;
+    }
+
+    /// Takes in what discovery found and dials towards the peer target.
+    fn on_found(&mut self, found: discovery::Found, from_lookup: bool) {
+        let discovery::Found::Records(records) = found;
+        let Some(d) = &mut self.discovery else {
+            return;
+        };
+        if from_lookup {
+            d.querying = false;
+        }
+        let me = *self.swarm.local_peer_id();
+        for p in d.relay_peers(&records) {
+            if p.peer_id == me {
+                continue;
+            }
+            match self.candidates.entry(p.peer_id) {
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().addrs = p.addrs,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    tracing::debug!(peer = %p.peer_id, addrs = ?p.addrs, "discovered a relay peer");
+                    e.insert(Candidate {
+                        addrs: p.addrs,
+                        next_dial: Instant::now(),
+                        backoff: Duration::from_secs(1),
+                    });
+                }
+            }
+        }
+        self.fill_peers();
+    }
+
+    /// Dials discovered relay peers we are not connected to while we have fewer peers than
+    /// `peer_target`, each at most once per its backoff (1 s doubling to 60 s).
+    fn fill_peers(&mut self) {
+        let connected = self.swarm.connected_peers().count();
+        let target = self.cfg.peer_target;
+        if connected >= target {
+            return;
+        }
+        let now = Instant::now();
+        let mut budget = target - connected;
+        let peers: Vec<PeerId> = self.candidates.keys().copied().collect();
+        for p in peers {
+            if budget == 0 {
+                break;
+            }
+            if self.swarm.is_connected(&p) {
+                continue;
+            }
+            let Some(c) = self.candidates.get_mut(&p) else {
+                continue;
+            };
+            if now < c.next_dial {
+                continue;
+            }
+            c.next_dial = now + c.backoff;
+            c.backoff = (c.backoff * 2).min(MAX_CANDIDATE_BACKOFF);
+            let opts = DialOpts::peer_id(p)
+                .addresses(c.addrs.clone())
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            tracing::debug!(peer = %p, "dialing a discovered peer");
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(peer = %p, error = %e, "dial failed");
+            }
+            budget -= 1;
+        }
+    }
+
+    /// Starts a discovery lookup when one is due.
+    fn maybe_lookup(&mut self) {
+        let now = Instant::now();
+        let below = self.swarm.connected_peers().count() < self.cfg.peer_target;
+        if let Some(d) = &mut self.discovery
+            && !d.querying
+            && now >= self.next_lookup
+        {
+            d.lookup();
+            self.next_lookup = now
+                + if below {
+                    LOOKUP_BELOW_TARGET
+                } else {
+                    LOOKUP_AT_TARGET
+                };
+        }
+    }
+
     fn subscribe(&mut self, topic: &str) {
         let t = IdentTopic::new(topic);
         let _ = self.swarm.behaviour_mut().relay.subscribe(&t);
@@ -315,11 +673,23 @@ impl Node {
                     Some(Command::Shutdown(done)) => { let _ = done.send(()); break; }
                     Some(c) => self.on_command(c),
                 },
+                found = next_found(&mut self.discovery) => match found {
+                    Some((f, from_lookup)) => self.on_found(f, from_lookup),
+                    None => {
+                        tracing::warn!("discv5 stopped");
+                        self.discovery = None;
+                    }
+                },
                 _ = redial.tick() => {
                     self.redial();
+                    self.maybe_lookup();
+                    self.fill_peers();
                     self.update_scores();
                 }
             }
+        }
+        if let Some(d) = &mut self.discovery {
+            d.shutdown();
         }
         tracing::info!("waku relay stopped");
     }
@@ -349,13 +719,17 @@ impl Node {
                 };
                 let _ = reply.send(r);
             }
-            Command::Subscribe(t) => self.subscribe(&t),
+            Command::Subscribe(t) => {
+                self.subscribe(&t);
+                self.refresh_enr();
+            }
             Command::Unsubscribe(t) => {
                 let _ = self
                     .swarm
                     .behaviour_mut()
                     .relay
                     .unsubscribe(&IdentTopic::new(t));
+                self.refresh_enr();
             }
             Command::Shutdown(_) => {}
         }
@@ -407,6 +781,9 @@ impl Node {
                         }
                     }
                 }
+                if let Some(c) = self.candidates.get_mut(&peer_id) {
+                    c.backoff = Duration::from_secs(1);
+                }
                 self.update_peers();
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, "connected");
@@ -418,6 +795,7 @@ impl Node {
                         .behaviour_mut()
                         .metadata
                         .send_request(&peer_id, req);
+                    self.ask_for_peers(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -456,8 +834,71 @@ impl Node {
                     self.check_cluster(peer, response.cluster_id)
                 }
             },
+            SwarmEvent::Behaviour(WakuBehaviourEvent::PeerExchange(
+                request_response::Event::Message { peer, message, .. },
+            )) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let n = request
+                        .query
+                        .map(|q| q.num_peers as usize)
+                        .unwrap_or(0)
+                        .min(peer_exchange::MAX_PEERS);
+                    let records = self
+                        .discovery
+                        .as_ref()
+                        .map(|d| d.records_for(peer, n))
+                        .unwrap_or_default();
+                    tracing::debug!(%peer, asked = n, given = records.len(), "peer exchange: answered");
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .peer_exchange
+                        .send_response(channel, peer_exchange::response(records));
+                }
+                request_response::Message::Response { response, .. } => {
+                    let records: Vec<enr::Enr> = response
+                        .response
+                        .map(|r| r.peer_infos)
+                        .unwrap_or_default()
+                        .iter()
+                        .take(peer_exchange::MAX_PEERS)
+                        .filter_map(|p| enr::decode_rlp(&p.enr))
+                        .collect();
+                    tracing::debug!(%peer, got = records.len(), "peer exchange: records received");
+                    if let Some(d) = &self.discovery {
+                        for r in &records {
+                            d.add_bootstrap(r.clone());
+                        }
+                    }
+                    self.on_found(discovery::Found::Records(records), false);
+                }
+            },
             _ => {}
         }
+    }
+
+    /// Asks a newly connected peer for peers while we are below the peer target (at most
+    /// once per [`PX_INTERVAL`] per peer). Peers without the protocol just fail the request.
+    fn ask_for_peers(&mut self, peer: PeerId) {
+        if self.discovery.is_none() || self.swarm.connected_peers().count() >= self.cfg.peer_target
+        {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .px_asked
+            .get(&peer)
+            .is_some_and(|t| now < *t + PX_INTERVAL)
+        {
+            return;
+        }
+        self.px_asked.insert(peer, now);
+        self.swarm
+            .behaviour_mut()
+            .peer_exchange
+            .send_request(&peer, peer_exchange::query(self.cfg.peer_target));
     }
 
     fn check_cluster(&mut self, peer: PeerId, cluster: Option<u32>) {
@@ -556,6 +997,101 @@ mod tests {
             "four are a graylist"
         );
         assert_eq!(p.ip_colocation_factor_weight, 0.0);
+    }
+
+    /// A node key from before discovery (ed25519) is replaced by a secp256k1 one on first
+    /// start, the old file kept as a backup byte for byte; later starts keep the new key;
+    /// a second migration never overwrites the first backup; a secp256k1 key is kept as is.
+    #[test]
+    fn an_ed25519_node_key_is_replaced_by_secp256k1_and_kept_as_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-key.bin");
+        let old = Keypair::generate_ed25519();
+        let old_bytes = old.to_protobuf_encoding().unwrap();
+        std::fs::write(&path, &old_bytes).unwrap();
+
+        let new = node_key(Some(&path)).unwrap();
+        assert_eq!(new.key_type(), libp2p::identity::KeyType::Secp256k1);
+        assert!(new.public().to_peer_id().to_string().starts_with("16Uiu2"));
+        let backup = dir.path().join("node-key.bin.ed25519.bak");
+        assert_eq!(std::fs::read(&backup).unwrap(), old_bytes);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = node_key(Some(&path)).unwrap();
+        assert_eq!(again.public(), new.public(), "the new key is kept");
+
+        // Another old key (say, a restored backup): the first backup stays untouched.
+        let older = Keypair::generate_ed25519();
+        std::fs::write(&path, older.to_protobuf_encoding().unwrap()).unwrap();
+        let newer = node_key(Some(&path)).unwrap();
+        assert_ne!(newer.public(), new.public());
+        assert_eq!(std::fs::read(&backup).unwrap(), old_bytes);
+        assert_eq!(
+            std::fs::read(dir.path().join("node-key.bin.ed25519.1.bak")).unwrap(),
+            older.to_protobuf_encoding().unwrap()
+        );
+
+        // Junk is an error naming the file, and is left alone.
+        std::fs::write(&path, b"junk").unwrap();
+        let e = node_key(Some(&path)).unwrap_err().to_string();
+        assert!(
+            e.contains("node-key.bin") && e.contains("unreadable"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"junk");
+    }
+
+    #[test]
+    fn enr_addresses_come_from_the_listen_addresses() {
+        let listen: Vec<Multiaddr> = vec![
+            "/ip4/127.0.0.1/tcp/60001".parse().unwrap(),
+            "/ip4/127.0.0.1/tcp/60002/ws".parse().unwrap(),
+        ];
+        let a = local_addrs(&listen, None);
+        assert_eq!(a.tcp4, Some((std::net::Ipv4Addr::LOCALHOST, 60001)));
+        assert_eq!(
+            a.other,
+            vec!["/ip4/127.0.0.1/tcp/60002/ws".parse::<Multiaddr>().unwrap()]
+        );
+        let ext: IpAddr = "203.0.113.7".parse().unwrap();
+        let all: Vec<Multiaddr> = vec!["/ip4/0.0.0.0/tcp/60000".parse().unwrap()];
+        assert_eq!(
+            local_addrs(&all, Some(ext)).tcp4,
+            Some(("203.0.113.7".parse().unwrap(), 60000))
+        );
+        let unspecified = local_addrs(&all, None).tcp4.unwrap().0;
+        assert!(!unspecified.is_unspecified());
+    }
+
+    #[test]
+    fn bootstrap_entries_may_be_enrs_or_multiaddrs() {
+        let kp = Keypair::generate_secp256k1();
+        let ck = enr::enr_key(&kp).unwrap();
+        let addrs = LocalAddrs {
+            tcp4: Some((std::net::Ipv4Addr::LOCALHOST, 60005)),
+            ..Default::default()
+        };
+        let record = enr::build_local_enr(&ck, &addrs, 60005, 15, &[], "rs")
+            .unwrap()
+            .to_base64();
+        let id = kp.public().to_peer_id();
+        let t = bootstrap_targets(&[record, "/ip4/10.0.0.1/tcp/1".into()]);
+        assert_eq!(
+            t,
+            vec![
+                (
+                    format!("/ip4/127.0.0.1/tcp/60005/p2p/{id}")
+                        .parse()
+                        .unwrap(),
+                    Some(id)
+                ),
+                ("/ip4/10.0.0.1/tcp/1".parse().unwrap(), None),
+            ]
+        );
     }
 
     /// The relay's gossipsub message id is SHA-256 of the message bytes, as nwaku's
