@@ -68,6 +68,7 @@ impl NodeControl for Fake {
         Ok(StatusView {
             address: ME.into(),
             peer_id: "16Uiu2HAm".into(),
+            enr: "enr:-fake".into(),
             peers: 2,
             conversations: self.convs.lock().unwrap().keys().cloned().collect(),
             listen: vec!["/ip4/127.0.0.1/tcp/60000".into()],

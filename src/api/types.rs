@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 pub struct StatusView {
     /// Our address, EIP-55.
     pub address: String,
-    /// Our libp2p peer id.
+    /// Our libp2p peer id (`16Uiu2…`, secp256k1).
     pub peer_id: String,
+    /// Our Waku ENR (`enr:…`): what other nodes put in `waku.bootstrap` or
+    /// `waku.discv5_bootstrap` to find us. Empty when discovery is off.
+    #[serde(default)]
+    pub enr: String,
     /// Connected relay peers.
     pub peers: usize,
     /// Names of the conversations we are in.

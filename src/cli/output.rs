@@ -51,6 +51,9 @@ pub(crate) fn status(s: &StatusView) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "address        {}", s.address);
     let _ = writeln!(out, "peer id        {}", s.peer_id);
+    if !s.enr.is_empty() {
+        let _ = writeln!(out, "enr            {}", s.enr);
+    }
     let _ = writeln!(out, "peers          {}", s.peers);
     for l in &s.listen {
         let _ = writeln!(out, "listening on   {l}");

@@ -143,3 +143,18 @@ pub(crate) fn socket_addr<'de, D: Deserializer<'de>>(
         ))
     })
 }
+
+/// An optional IP address (`"203.0.113.7"`, `"2001:db8::1"`).
+pub(crate) fn opt_ip<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::IpAddr>, D::Error> {
+    let s = <Option<String> as serde::Deserialize>::deserialize(d)?;
+    match s.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => t.parse().map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid IP address {t:?}: expected e.g. \"203.0.113.7\""
+            ))
+        }),
+    }
+}

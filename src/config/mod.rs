@@ -170,9 +170,25 @@ pub struct WakuConfig {
     /// libp2p listen multiaddrs. Default `["/ip4/0.0.0.0/tcp/60000"]`.
     #[serde(deserialize_with = "de::multiaddrs")]
     pub listen: Vec<Multiaddr>,
-    /// Peers dialled at start (`/ip4/…/tcp/…`, `/dns4/host/tcp/…`, optionally `/p2p/…`).
-    #[serde(deserialize_with = "de::multiaddrs")]
-    pub bootstrap: Vec<Multiaddr>,
+    /// Peers dialled at start: multiaddrs (`/ip4/…/tcp/…`, `/dns4/host/tcp/…`, optionally
+    /// `/p2p/…`) or Waku ENRs (`enr:…`, also discv5 bootstrap nodes).
+    #[serde(deserialize_with = "de::list")]
+    pub bootstrap: Vec<BootstrapPeer>,
+    /// 33/WAKU2-DISCV5 peer discovery on or off. Default on.
+    pub discv5_discovery: bool,
+    /// discv5 UDP port. Default: the port of the first TCP listen address (60000 by
+    /// default; nwaku's default is 9000); 0: any free port.
+    pub discv5_udp_port: Option<u16>,
+    /// More discv5 bootstrap nodes (`enr:…`), used for discovery only. Default empty.
+    #[serde(deserialize_with = "de::list")]
+    pub discv5_bootstrap: Vec<EnrRecord>,
+    /// The node keeps dialing discovered Waku relay peers until it has this many
+    /// connections. Default 10.
+    pub peer_target: usize,
+    /// The IP address our ENR advertises (nwaku's `--nat=extip:`). Default: the listen
+    /// address, or the default route's source address when listening on all interfaces.
+    #[serde(deserialize_with = "de::opt_ip")]
+    pub ext_ip: Option<std::net::IpAddr>,
     /// Waku network cluster id. Default 15.
     pub cluster_id: u16,
     /// `"auto"` (autosharding over `num_shards`) or `"static"` (all on `static_shard`).
@@ -204,6 +220,11 @@ impl Default for WakuConfig {
                     .unwrap_or_else(|_| Multiaddr::empty()),
             ],
             bootstrap: Vec::new(),
+            discv5_discovery: true,
+            discv5_udp_port: None,
+            discv5_bootstrap: Vec::new(),
+            peer_target: demls_transport::waku::DEFAULT_PEER_TARGET,
+            ext_ip: None,
             cluster_id: 15,
             sharding: Sharding::Auto,
             num_shards: 8,
@@ -211,6 +232,66 @@ impl Default for WakuConfig {
             relay_shards: Vec::new(),
             max_timestamp_skew: DEFAULT_MAX_TIMESTAMP_SKEW,
         }
+    }
+}
+
+/// A `waku.bootstrap` entry: a multiaddr, or a Waku ENR (`enr:…`), which gives discv5
+/// a bootstrap node and the relay a peer to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapPeer {
+    /// `/ip4/…/tcp/…`, `/dns4/…`, optionally with `/p2p/<peer id>`.
+    Addr(Multiaddr),
+    /// An `enr:…` record (signature checked when the config is read).
+    Enr(EnrRecord),
+}
+
+impl std::fmt::Display for BootstrapPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Addr(a) => a.fmt(f),
+            Self::Enr(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for BootstrapPeer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim_start().starts_with("enr:") {
+            return s.parse().map(Self::Enr);
+        }
+        if !s.starts_with('/') {
+            return Err(
+                "neither a multiaddr (\"/ip4/127.0.0.1/tcp/60000\") nor an ENR (\"enr:…\")".into(),
+            );
+        }
+        s.parse::<Multiaddr>()
+            .map(Self::Addr)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A Waku ENR (`enr:…`) whose signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrRecord(String);
+
+impl EnrRecord {
+    /// The `enr:…` text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EnrRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for EnrRecord {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        demls_transport::waku::parse_enr(s).map(|_| Self(s.trim().to_string()))
     }
 }
 

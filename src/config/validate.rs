@@ -112,6 +112,12 @@ impl NodeConfig {
             }
             _ => {}
         }
+        if w.peer_target == 0 {
+            return Err(ConfigError::new(
+                "waku.peer_target",
+                "must be at least 1 (the number of relay peers to keep connected)",
+            ));
+        }
         let skew = w.max_timestamp_skew;
         if skew < Duration::from_secs(1) || skew.subsec_nanos() != 0 {
             return Err(ConfigError::new(

@@ -26,6 +26,11 @@ fn waku_config(config: &NodeConfig) -> demls_transport::waku::WakuConfig {
     demls_transport::waku::WakuConfig {
         listen: w.listen.iter().map(|a| a.to_string()).collect(),
         bootstrap: w.bootstrap.iter().map(|a| a.to_string()).collect(),
+        discv5_discovery: w.discv5_discovery,
+        discv5_udp_port: w.discv5_udp_port,
+        discv5_bootstrap: w.discv5_bootstrap.iter().map(|e| e.to_string()).collect(),
+        peer_target: w.peer_target,
+        ext_ip: w.ext_ip,
         cluster_id: w.cluster_id as u32,
         num_shards: w.num_shards as u32,
         static_shard: match w.sharding {
@@ -156,7 +161,7 @@ pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> a
         .context("starting the Waku relay")?;
     let relay = Arc::new(relay);
     let stats = demls_transport::Transport::stats(relay.as_ref());
-    tracing::info!(peer_id = %stats.peer_id, listen = ?stats.listen_addrs, "Waku relay up");
+    tracing::info!(peer_id = %stats.peer_id, listen = ?stats.listen_addrs, enr = %stats.enr, "Waku relay up");
 
     let (events_tx, _) = broadcast::channel(1024);
     let mut rt = runtime::Runtime::new(

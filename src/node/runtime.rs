@@ -850,6 +850,7 @@ impl<T: Transport + 'static> Runtime<T> {
                 let _ = tx.send(StatusView {
                     address: self.me().to_string(),
                     peer_id: stats.peer_id.clone(),
+                    enr: stats.enr.clone(),
                     peers: stats.connected_peers,
                     conversations: self.convs.keys().cloned().collect(),
                     listen: stats.listen_addrs.clone(),
