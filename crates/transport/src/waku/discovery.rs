@@ -167,20 +167,28 @@ impl Discovery {
             .collect()
     }
 
-    /// Up to `n` relay records from our routing table for a peer exchange answer to
-    /// `asker` (its own record left out), RLP-encoded.
+    /// Our own record, then up to `n − 1` relay records from our routing table, for a peer
+    /// exchange answer to `asker` (its own record left out), RLP-encoded. Our own record
+    /// is what lets a node that reached us by a plain multiaddr join discovery: with it,
+    /// its discv5 contacts us, and we learn its record in turn.
     pub(super) fn records_for(&self, asker: libp2p::PeerId, n: usize) -> Vec<Vec<u8>> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let local = self.discv5.local_enr();
+        let me = local.node_id();
         let table = self.discv5.table_entries_enr();
-        let me = self.discv5.local_enr().node_id();
-        table
+        let others = table
             .iter()
             .filter(|r| r.node_id() != me)
             .filter(|r| {
                 WakuPeer::from_enr(r)
                     .is_ok_and(|p| p.peer_id != asker && p.is_relay_in(self.cluster))
             })
-            .take(n)
-            .map(alloy_rlp::encode)
+            .take(n - 1)
+            .map(alloy_rlp::encode);
+        std::iter::once(alloy_rlp::encode(&local))
+            .chain(others)
             .collect()
     }
 
