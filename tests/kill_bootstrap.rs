@@ -23,7 +23,7 @@ mod proc_node;
 
 use std::time::Instant;
 
-use proc_node::{Node, converged};
+use proc_node::{ConvView, Node, converged};
 
 /// Processes in the conversation.
 const N: usize = 5;
@@ -65,7 +65,7 @@ fn set_bootstrap(n: &Node, bootstrap: &str) {
     std::fs::write(&path, text.join("\n")).unwrap();
 }
 
-fn role_of(view: &(String, u64, Vec<(String, String)>), address: &str) -> String {
+fn role_of(view: &ConvView, address: &str) -> String {
     view.2
         .iter()
         .find(|m| m.0 == address)

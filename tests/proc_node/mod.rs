@@ -45,6 +45,9 @@ proposal_expiration = "60s"
 recovery_inactivity = "1s"
 "#;
 
+/// (state, epoch, members as (address, role) sorted by address) of a conversation.
+pub type ConvView = (String, u64, Vec<(String, String)>);
+
 /// One `demls-node run` process.
 pub struct Node {
     /// Short name used in failure messages (`a`, `b`, …).
@@ -164,8 +167,8 @@ level = "info,demls_transport=debug"
             .unwrap_or(0)
     }
 
-    /// (state, epoch, members address → role) of conversation `conv`.
-    pub fn view(&self, conv: &str) -> Option<(String, u64, Vec<(String, String)>)> {
+    /// What `show` says about conversation `conv`.
+    pub fn view(&self, conv: &str) -> Option<ConvView> {
         let v = self.json(&["show", conv])?;
         let mut members: Vec<(String, String)> = v["members"]
             .as_array()?
