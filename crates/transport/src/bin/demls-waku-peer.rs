@@ -6,8 +6,11 @@
 //!
 //! ```text
 //! demls-waku-peer [--listen MA]... [--bootstrap MA]... [--relay-shard N]...
-//!                 [--subscribe CONV]... [--cluster-id N] [--num-shards N]
+//!                 [--subscribe CONV]... [--cluster-id N] [--num-shards N] [--discovery]
 //! ```
+//!
+//! Peer discovery (discv5, peer exchange) is off unless `--discovery` is given, so that a
+//! test's topology is exactly the connections it asked for.
 //!
 //! stdin, one command a line:
 //! - `publish CONV app_msg|welcome HEX` → `published MSGID_HEX`
@@ -33,17 +36,22 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn usage() -> &'static str {
     "usage: demls-waku-peer [--listen MA]... [--bootstrap MA]... [--relay-shard N]... \
-     [--subscribe CONV]... [--cluster-id N] [--num-shards N]"
+     [--subscribe CONV]... [--cluster-id N] [--num-shards N] [--discovery]"
 }
 
 fn parse_args(args: &[String]) -> Result<(WakuConfig, Vec<String>), String> {
     let mut cfg = WakuConfig {
         listen: vec![],
+        discv5_discovery: false,
         ..WakuConfig::default()
     };
     let mut subscribe = vec![];
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--discovery" {
+            cfg.discv5_discovery = true;
+            continue;
+        }
         let mut value = || {
             it.next()
                 .cloned()
