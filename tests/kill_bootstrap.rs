@@ -80,6 +80,22 @@ fn one_run(run: usize) {
     let root = tempfile::tempdir().unwrap();
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let a = Node::start_new(root.path(), names[0], "");
+    // The API and the CLI show the node's ENR and its secp256k1 peer id.
+    let st = a.status();
+    let (enr, peer_id) = (
+        st["enr"].as_str().unwrap_or_default().to_string(),
+        st["peer_id"].as_str().unwrap_or_default().to_string(),
+    );
+    assert!(
+        enr.starts_with("enr:") && peer_id.starts_with("16Uiu2"),
+        "{st}"
+    );
+    let text = std::process::Command::new(proc_node::BIN)
+        .args(["status", "--api", &a.api])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("enr            {enr}")), "{text}");
     let boot = bootstrap_of(&a, via_enr);
     let mut nodes = vec![a];
     for name in &names[1..N] {

@@ -221,6 +221,8 @@ struct Candidate {
     backoff: Duration,
 }
 
+/// Most discovered peers remembered for dialing (what peers tell us is bounded).
+const MAX_CANDIDATES: usize = 512;
 /// Longest wait between two dials of one discovered peer.
 const MAX_CANDIDATE_BACKOFF: Duration = Duration::from_secs(60);
 /// Lookups run this often while we are below the peer target, and at the target…
@@ -538,6 +540,23 @@ impl Node {
         for p in d.relay_peers(&records) {
             if p.peer_id == me {
                 continue;
+            }
+            if !self.candidates.contains_key(&p.peer_id) && self.candidates.len() >= MAX_CANDIDATES
+            {
+                // Full: make room only by forgetting a peer that keeps failing.
+                let stale = self
+                    .candidates
+                    .iter()
+                    .find(|(id, c)| {
+                        c.backoff >= MAX_CANDIDATE_BACKOFF && !self.swarm.is_connected(id)
+                    })
+                    .map(|(id, _)| *id);
+                match stale {
+                    Some(id) => {
+                        self.candidates.remove(&id);
+                    }
+                    None => continue,
+                }
             }
             match self.candidates.entry(p.peer_id) {
                 std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().addrs = p.addrs,
@@ -894,6 +913,7 @@ impl Node {
         {
             return;
         }
+        self.px_asked.retain(|_, t| now < *t + PX_INTERVAL);
         self.px_asked.insert(peer, now);
         self.swarm
             .behaviour_mut()
