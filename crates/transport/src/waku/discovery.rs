@@ -20,6 +20,8 @@ pub const PROTOCOL_ID: [u8; 6] = *b"d5waku";
 pub(super) enum Found {
     /// Records from a lookup, an incoming session, or the routing table.
     Records(Vec<Enr>),
+    /// discv5 updated our record's address from what peers see (PONG votes).
+    OurAddressChanged,
 }
 
 /// A running discv5 service.
@@ -150,6 +152,10 @@ impl Discovery {
             ev = self.events.recv() => match ev? {
                 Event::Discovered(enr) | Event::SessionEstablished(enr, _) => {
                     Some((Found::Records(vec![enr]), false))
+                }
+                Event::SocketUpdated(addr) => {
+                    tracing::info!(%addr, enr = %self.local_enr(), "discv5: our ENR address changed");
+                    Some((Found::OurAddressChanged, false))
                 }
                 _ => Some((Found::Records(Vec::new()), false)),
             },

@@ -529,9 +529,17 @@ impl Node {
 
     /// Takes in what discovery found and dials towards the peer target.
     fn on_found(&mut self, found: discovery::Found, from_lookup: bool) {
-        let discovery::Found::Records(records) = found;
         let Some(d) = &mut self.discovery else {
             return;
+        };
+        let records = match found {
+            discovery::Found::Records(r) => r,
+            discovery::Found::OurAddressChanged => {
+                if let Ok(mut s) = self.shared.lock() {
+                    s.stats.enr = d.local_enr();
+                }
+                Vec::new()
+            }
         };
         if from_lookup {
             d.querying = false;
