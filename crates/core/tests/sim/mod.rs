@@ -672,7 +672,10 @@ impl Sim {
     }
 
     /// Member `from` sends `text`; runs until every other member of `to` received it or
-    /// `max_ms` passed. Returns the members it did not reach (empty: it reached all).
+    /// `max_ms` passed. Chat is not retransmitted by the protocol, so on a lossy network the
+    /// sender repeats it every 5 s (as `text #2`, `text #3`, …, as a user would) and a
+    /// member counts as reached by any copy: a member of another group can open none.
+    /// Returns the members it did not reach (empty: it reached all).
     pub fn chat_reaches(
         &mut self,
         from: usize,
@@ -680,12 +683,29 @@ impl Sim {
         to: &[usize],
         max_ms: Millis,
     ) -> Vec<usize> {
-        self.chat(from, text);
         let others: Vec<usize> = to.iter().copied().filter(|i| *i != from).collect();
-        self.run_until(max_ms, |s| others.iter().all(|i| s.got_chat(*i, text)));
+        let limit = self.now + max_ms;
+        let mut sent: Vec<String> = Vec::new();
+        let reached = |s: &Sim, sent: &[String], i: usize| sent.iter().any(|t| s.got_chat(i, t));
+        while self.now < limit {
+            let t = if sent.is_empty() {
+                text.to_string()
+            } else {
+                format!("{text} #{}", sent.len() + 1)
+            };
+            self.chat(from, &t);
+            sent.push(t);
+            let wait = if self.net.loss > 0.0 { 5_000 } else { max_ms };
+            let done = self.run_until(wait.min(limit - self.now), |s| {
+                others.iter().all(|i| reached(s, &sent, *i))
+            });
+            if done {
+                break;
+            }
+        }
         others
             .into_iter()
-            .filter(|i| !self.got_chat(*i, text))
+            .filter(|i| !reached(self, &sent, *i))
             .collect()
     }
 
