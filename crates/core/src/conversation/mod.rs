@@ -540,7 +540,8 @@ impl Conversation {
             )
         }) {
             // A window that ran out during a catch-up probe freezes when the probe ends.
-            let due = a + self.inactivity_window();
+            // Saturating: the anchor comes from saved state (a damaged file overflowed).
+            let due = a.saturating_add(self.inactivity_window());
             t.push(self.catch_up.probe_until.map_or(due, |u| due.max(u)));
         }
         if let Some(f) = self
