@@ -10,10 +10,6 @@ pub struct StatusView {
     pub address: String,
     /// Our libp2p peer id (`16Uiu2…`, secp256k1).
     pub peer_id: String,
-    /// Our Waku ENR (`enr:…`): what other nodes put in `waku.bootstrap` or
-    /// `waku.discv5_bootstrap` to find us. Empty when discovery is off.
-    #[serde(default)]
-    pub enr: String,
     /// Connected relay peers.
     pub peers: usize,
     /// Names of the conversations we are in.
@@ -25,6 +21,10 @@ pub struct StatusView {
     /// (not listed in `conversations`).
     #[serde(default)]
     pub quarantined: Vec<QuarantineView>,
+    /// Our Waku ENR (`enr:…`): what other nodes put in `waku.bootstrap` or
+    /// `waku.discv5_bootstrap` to find us. Empty when discovery is off.
+    #[serde(default)]
+    pub enr: String,
 }
 
 /// A quarantined conversation: the node stopped running it after a panic in its
