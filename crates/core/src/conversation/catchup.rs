@@ -557,8 +557,11 @@ impl Conversation {
         let now_s = ctx.now / 1000;
         let owner_busy = MemberId::from_slice(&p.proposal_owner)
             .is_ok_and(|o| self.open_proposals_of(&o) >= super::proposals::MAX_OPEN_PER_OWNER);
+        // An expired proposal cannot be live (no vote, no timeout); as evidence it may
+        // still prove an election the group made (see `adopt_commit_evidence`).
         let live = !known
             && !owner_busy
+            && now_s <= p.expiration_timestamp
             && p.expected_voters_count as usize == self.members().len()
             && p.expected_voters_count > 1
             && self.admissible(&p).is_ok()
@@ -581,6 +584,13 @@ impl Conversation {
         let valid = self
             .content_is_valid(ctx, &action)
             .and_then(|()| Self::content_is_owners(&action, owner));
+        // Reported as for a proposal heard from its owner (our automatic vote is NO).
+        if let Err(why) = &valid {
+            out.reject(
+                "proposal",
+                format!("voting NO on {}: {why}", action.summary()),
+            );
+        }
         let at = ctx.now + self.voting_delay(action.kind());
         let kind = action.kind();
         let voted = self.consensus.has_voted(id, &self.me);

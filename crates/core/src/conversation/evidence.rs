@@ -107,10 +107,19 @@ impl Conversation {
     ) {
         let members = self.members();
         let is_voter = |m: &MemberId| members.contains(m);
+        let epoch = self.epoch();
         for p in evidence {
+            // The election of the list in force for our epoch counts as it was made too:
+            // a member that missed it (it caught up on the epoch's commit after the group
+            // elected, or was cut off) learns of it after its expiry, and without it holds
+            // another list and forks at the next commit. It cannot replace a later list.
+            let current_election = matches!(
+                Action::from_payload(&p.payload),
+                Ok(Action::Election { election_epoch, .. }) if election_epoch == epoch
+            );
             let now_s = match judge {
-                Judge::Now => ctx.now / 1000,
-                Judge::AsMade => (ctx.now / 1000).min(p.expiration_timestamp),
+                Judge::Now if !current_election => ctx.now / 1000,
+                _ => (ctx.now / 1000).min(p.expiration_timestamp),
             };
             let id = p.proposal_id;
             if let Err(why) = self.admissible(p) {
@@ -125,10 +134,13 @@ impl Conversation {
                 continue;
             };
             let held = self.consensus.tally(id).is_some();
+            // An election judged as made only to learn the list in force: a failed one
+            // teaches nothing (and was never checked for tampering here).
+            let relaxed = judge == Judge::Now && current_election;
             if !held
                 && !matches!(
                     evidence_decision(p, now_s, u64::MAX, &is_voter),
-                    Ok(Some(_))
+                    Ok(Some(d)) if d || !relaxed
                 )
             {
                 // Not decided by its votes alone: the timeout rule would count every

@@ -65,7 +65,9 @@ impl Conversation {
                 // an epoch steward that anchored late would hear a backup's candidate
                 // before its own timer); only the freeze itself waits for the probe.
                 let anchor = *self.anchor.get_or_insert(now);
-                if now >= anchor + self.inactivity_window() && self.catch_up.probe_until.is_none() {
+                if now >= anchor.saturating_add(self.inactivity_window())
+                    && self.catch_up.probe_until.is_none()
+                {
                     self.start_freeze(ctx, out);
                 }
             }
@@ -484,9 +486,15 @@ impl Conversation {
         // The last candidate the round waits for is in: select now, as `tick_phase`
         // would at the next tick. A member with nothing else scheduled slept until its
         // window's end, and a catch-up on the group's winner could overtake it: it then
-        // never judged (nor reported, nor scored) the candidates it held.
-        if self.state == ConversationState::Freezing
-            && self.freeze.as_ref().is_some_and(|f| self.all_candidates_in(f))
+        // never judged (nor reported, nor scored) the candidates it held. A steward that
+        // joined the round just now (late) has just sent its own candidate once: it
+        // selects at its next tick, after re-sending it.
+        if !late
+            && self.state == ConversationState::Freezing
+            && self
+                .freeze
+                .as_ref()
+                .is_some_and(|f| self.all_candidates_in(f))
         {
             self.finalize_freeze(ctx, out);
         }
@@ -521,6 +529,28 @@ impl Conversation {
         self.set_state(out, ConversationState::Selection);
         let mut round = self.freeze.take().unwrap_or_default();
         let epoch = self.epoch();
+        // Learn the elections the candidates carry before ranking: ranking names the
+        // list's epoch steward, and a member that missed the election behind the list
+        // (it caught up on the epoch's commit after the group elected) ranked with its
+        // old list and applied another winner than the group, a fork. Every candidate
+        // here staged and is signed by the member it names, and an election counts only
+        // by its signed votes, as from any member's `ProposalState`.
+        let elections: Vec<_> = round
+            .candidates
+            .iter()
+            .filter(|c| !c.local)
+            .filter_map(|c| pb::CommitCandidate::decode(c.bytes.as_slice()).ok())
+            .flat_map(|c| c.evidence)
+            .filter(|p| {
+                matches!(
+                    Action::from_payload(&p.payload),
+                    Ok(Action::Election { .. })
+                )
+            })
+            .collect();
+        if !elections.is_empty() {
+            self.adopt_commit_evidence(ctx, out, &elections, Judge::Now);
+        }
         let (live_es, _) = self
             .stewards
             .as_ref()

@@ -333,24 +333,33 @@ impl Conversation {
             self.apply_outcome(ctx, out, id, r);
             return;
         }
+        // An election for an epoch whose election we already accepted, that ours would
+        // supersede or that we refuse: its proposer most likely missed the votes that
+        // decided ours (a member that caught up on the epoch's commit after the group
+        // elected). Offer the proof (the same jittered, suppressible answer as to a
+        // `ProposalRequest`); otherwise it installs its own list and the next commit forks.
+        if let Action::Election {
+            election_epoch,
+            retry_round,
+            stewards,
+        } = &action
+            && *election_epoch == self.epoch()
+            && self.stewards.as_ref().is_some_and(|l| {
+                l.election_epoch == *election_epoch
+                    && (valid.is_err()
+                        || (std::cmp::Reverse(l.retry_round), &l.stewards)
+                            < (std::cmp::Reverse(*retry_round), stewards))
+            })
+            && let Some(proof) = self.election_proof
+            && proof != id
+        {
+            self.on_proposal_request(ctx, None, proof);
+        }
         if let Err(why) = valid {
             out.reject(
                 "proposal",
                 format!("voting NO on {}: {why}", action.summary()),
             );
-            // An election for an epoch whose election we already accepted: its proposer
-            // most likely missed the votes that decided it. Offer the proof (the same
-            // jittered, suppressible answer as to a `ProposalRequest`).
-            if let Action::Election { election_epoch, .. } = &action
-                && *election_epoch == self.epoch()
-                && self
-                    .stewards
-                    .as_ref()
-                    .is_some_and(|l| l.election_epoch == *election_epoch)
-                && let Some(proof) = self.election_proof
-            {
-                self.on_proposal_request(ctx, None, proof);
-            }
             if let Err(e) = self.cast_vote(ctx, out, id, false) {
                 out.event(Event::Error {
                     operation: "vote",
