@@ -292,6 +292,7 @@ fn a_3_2_split_with_a_removal_and_a_join_heals_into_one_group() {
 }
 
 #[test]
+#[ignore = "fork detection and healing (issue 12, items 3 and 4) are not on main yet: two groups after the heal"]
 fn a_4_1_split_with_a_join_and_a_lone_removal_heals_into_one_group() {
     for_nets_and_seeds(0..2, |net, seed| {
         // Four add a newcomer; the one alone proposes removing one of the four (its
@@ -311,6 +312,7 @@ fn a_4_1_split_with_a_join_and_a_lone_removal_heals_into_one_group() {
 /// newcomer. After healing the lone steward is back in the group everyone else is in, and
 /// the member it removed on its own branch is still there.
 #[test]
+#[ignore = "fork detection and healing (issue 12, items 3 and 4) are not on main yet: two groups after the heal"]
 fn a_lone_epoch_steward_with_a_private_commit_rejoins_the_group() {
     for_nets_and_seeds(0..2, |net, seed| {
         let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
@@ -361,6 +363,7 @@ fn a_lone_epoch_steward_with_a_private_commit_rejoins_the_group() {
 /// healing the survivors are one group without the removed member; when the dead steward
 /// restarts, it joins that group too.
 #[test]
+#[ignore = "fork detection and healing (issue 12, items 3 and 4) are not on main yet: two groups after the heal"]
 fn a_crashed_steward_and_a_member_alone_heal_into_one_group() {
     for_nets_and_seeds(0..2, |net, seed| {
         let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
