@@ -94,6 +94,24 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
         ),
         Event::Left { reason } => ("left", json!({ "reason": format!("{reason:?}") })),
         Event::Rejected { what, reason } => ("rejected", json!({ "what": what, "reason": reason })),
+        Event::ForkDetected {
+            fork_epoch,
+            our_support,
+            their_support,
+        } => (
+            "fork_detected",
+            json!({ "fork_epoch": fork_epoch, "our_support": our_support, "their_support": their_support }),
+        ),
+        Event::BranchAbandoned { fork_epoch, unseen } => (
+            "branch_abandoned",
+            json!({
+                "fork_epoch": fork_epoch,
+                "unseen": unseen.iter().map(|s| json!({
+                    "epoch": s.epoch, "timestamp": s.timestamp, "text": s.text,
+                })).collect::<Vec<_>>(),
+            }),
+        ),
+        Event::Rejoining { reason } => ("rejoining", json!({ "reason": reason.as_str() })),
         Event::Error { operation, message } => (
             "error",
             json!({ "operation": operation, "message": message }),

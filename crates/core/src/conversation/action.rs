@@ -276,6 +276,10 @@ pub enum Change {
         member: MemberId,
         /// TLS key package.
         key_package: Vec<u8>,
+        /// A member rejoining (see `fork`): if it is in the group, the commit removes its
+        /// old leaf too.
+        #[serde(default)]
+        rejoin: bool,
     },
     /// Remove.
     Remove {

@@ -107,6 +107,23 @@ impl Conversation {
         cu.next_request_at = now + REPLY_JITTER_MS;
     }
 
+    /// A member signed that the group is at `epoch` (a beacon): ask now, whatever
+    /// fruitless unauthenticated hints taught us to wait for. Members send beacons
+    /// rarely (see `fork`), so this costs at most one round of asks per beacon.
+    pub(super) fn signed_hint(&mut self, now: Millis, epoch: u64) {
+        if epoch <= self.epoch() {
+            return;
+        }
+        let fresh_round = self.catch_up.seen_epoch <= self.epoch() || self.catch_up.hint_asks == 0;
+        self.reset_hints();
+        if fresh_round {
+            self.catch_up.seen_epoch = 0;
+            self.hint(now, epoch);
+        } else {
+            self.catch_up.seen_epoch = self.catch_up.seen_epoch.max(epoch);
+        }
+    }
+
     /// Whether an unauthenticated hint is being probed.
     pub(super) fn hint_probing(&self) -> bool {
         self.catch_up.seen_epoch > self.epoch()
@@ -383,7 +400,13 @@ impl Conversation {
             local: false,
             welcome: None,
         };
-        if let Some(w) = self.try_remote(ctx, out, &cand, epoch, own_pending, Judge::AsMade) {
+        let Some(w) = self.try_remote(ctx, out, &cand, epoch, own_pending, Judge::AsMade) else {
+            // An answer for our epoch that does not fit our group: junk, or another
+            // branch of a fork (see `fork`).
+            self.fork_hint(ctx);
+            return;
+        };
+        {
             tracing::info!(conversation = %self.name, epoch, "caught up on a missed commit");
             self.on_committed(ctx, out, w);
             // The hint was true: keep going while it points further, with fresh asks.

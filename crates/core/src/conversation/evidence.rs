@@ -182,6 +182,7 @@ impl Conversation {
 
     /// Remembers the size of the group we are in now (after a commit, or on joining).
     pub(super) fn note_group_size(&mut self) {
+        self.note_epoch();
         let n = self.members().len() as u32;
         if self.recent_sizes.back() != Some(&n) {
             self.recent_sizes.push_back(n);

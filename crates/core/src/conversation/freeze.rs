@@ -267,7 +267,7 @@ impl Conversation {
                     .is_none_or(|t| a.change == Change::Remove { member: t })
             })
             .filter(|a| match &a.change {
-                Change::Add { member, .. } => !members.contains(member),
+                Change::Add { member, rejoin, .. } => *rejoin || !members.contains(member),
                 Change::Remove { member } => members.contains(member),
             })
             .take(self.config.commit_batch_max)
@@ -287,10 +287,17 @@ impl Conversation {
                 _ => None,
             })
             .collect();
+        let members = self.members();
+        // A rejoining member's old leaf goes in the commit that adds its new one.
         let removes: Vec<MemberId> = batch
             .iter()
             .filter_map(|a| match &a.change {
                 Change::Remove { member } => Some(*member),
+                Change::Add {
+                    member,
+                    rejoin: true,
+                    ..
+                } if members.contains(member) => Some(*member),
                 _ => None,
             })
             .collect();
@@ -425,7 +432,12 @@ impl Conversation {
         // forged steward ids are refused here and take no slot.
         let actions = match self.authenticate_candidate(ctx, &c, steward, hash) {
             Ok(a) => a,
-            Err(why) => return out.reject("commit", why),
+            Err(why) => {
+                // A candidate for our epoch that does not stage may come from another
+                // branch of a fork (see `fork`).
+                self.fork_hint(ctx);
+                return out.reject("commit", why);
+            }
         };
         // Staged, and signed by the steward it names: from a steward entitled to commit,
         // its evidence counts now (by signed votes only; see `evidence`). A member whose
@@ -629,23 +641,24 @@ impl Conversation {
         epoch: u64,
     ) -> Option<Winner> {
         let mls = self.mls.as_mut()?;
-        let before = mls.members();
+        // By leaf, not by address: a rejoin removes and adds the same address.
+        let before = mls.member_leaves();
         if let Err(e) = mls.merge_own_commit(ctx.provider) {
             tracing::warn!(error = %e, "could not merge our own commit");
             return None;
         }
-        let after = mls.members();
+        let after = mls.member_leaves();
         Some(Winner {
             committer: self.me,
             added: after
                 .iter()
                 .filter(|m| !before.contains(m))
-                .copied()
+                .map(|(m, _)| *m)
                 .collect(),
             removed: before
                 .iter()
                 .filter(|m| !after.contains(m))
-                .copied()
+                .map(|(m, _)| *m)
                 .collect(),
             self_removed: false,
             welcome: cand.welcome.clone(),
@@ -859,7 +872,18 @@ impl Conversation {
                 "commit repeats a change".into(),
             ));
         }
-        if let Some((add, m)) = actions.iter().find(|a| !justified.contains(a)) {
+        // Removing a rejoining member's old leaf is justified by its accepted rejoin, in
+        // the commit that adds it again.
+        let rejoining = |m: &MemberId| {
+            info.adds.contains(m)
+                && self.approved.iter().any(|a| {
+                    matches!(&a.change, Change::Add { member, rejoin: true, .. } if member == m)
+                })
+        };
+        if let Some((add, m)) = actions
+            .iter()
+            .find(|(add, m)| !justified.contains(&(*add, *m)) && (*add || !rejoining(m)))
+        {
             return Err((
                 sender,
                 ScoreEvent::BrokenMlsProposal,
@@ -980,6 +1004,12 @@ impl Conversation {
             .approved
             .iter()
             .filter(|a| match &a.change {
+                // A rejoin is carried out only by the commit that adds the member again.
+                Change::Add {
+                    member,
+                    rejoin: true,
+                    ..
+                } => w.added.contains(member),
                 Change::Add { member, .. } => members.contains(member),
                 Change::Remove { member } => !members.contains(member),
             })

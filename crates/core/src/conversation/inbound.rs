@@ -110,6 +110,7 @@ impl Conversation {
             }
             Some(pb::app_envelope::Body::CatchUpRequest(r)) => self.on_catch_up_request(ctx, r),
             Some(pb::app_envelope::Body::CatchUpCommit(c)) => self.on_catch_up_commit(ctx, out, c),
+            Some(pb::app_envelope::Body::Beacon(b)) => self.on_beacon(ctx, out, b),
             None => out.reject("packet", "empty app envelope"),
         }
     }
@@ -129,11 +130,17 @@ impl Conversation {
             }) => {
                 if message_epoch > our_epoch {
                     self.hint(ctx.now, message_epoch);
+                    self.fork_hint(ctx);
                     self.buffer_future(ctx.now, message_epoch, ct);
                 }
                 return;
             }
-            Err(e) => return out.reject("packet", e),
+            Err(e) => {
+                // At our epoch yet unreadable: junk, or a member on another branch of a
+                // fork. A beacon (suppressed if others send theirs) tells which.
+                self.fork_hint(ctx);
+                return out.reject("packet", e);
+            }
         };
         let msg = match pb::AppMessage::decode(decrypted.plaintext.as_slice()) {
             Ok(m) => m,

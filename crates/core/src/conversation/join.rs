@@ -11,6 +11,9 @@ use crate::steward;
 
 /// Domain separation for key package announcement signatures (v2: with a timestamp).
 const KP_DOMAIN: &[u8] = b"demls/key-package/v2";
+/// The same for a member asking to be added afresh (see `fork`): a normal announcement
+/// cannot be turned into a rejoin by flipping its flag.
+const KP_REJOIN_DOMAIN: &[u8] = b"demls/key-package/rejoin/v1";
 /// Domain separation for welcome signatures.
 const WELCOME_DOMAIN: &[u8] = b"demls/welcome/v1";
 /// How far an announcement's timestamp may run ahead of our clock.
@@ -18,9 +21,15 @@ const ANNOUNCE_SKEW_MS: Millis = 60_000;
 /// Key packages of members we added, remembered so their announcements cannot add again.
 const USED_KP_CAP: usize = 256;
 
-fn kp_signed_bytes(conversation: &str, timestamp_ms: u64, key_package: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(KP_DOMAIN.len() + conversation.len() + key_package.len() + 9);
-    m.extend_from_slice(KP_DOMAIN);
+fn kp_signed_bytes(
+    conversation: &str,
+    timestamp_ms: u64,
+    key_package: &[u8],
+    rejoin: bool,
+) -> Vec<u8> {
+    let domain = if rejoin { KP_REJOIN_DOMAIN } else { KP_DOMAIN };
+    let mut m = Vec::with_capacity(domain.len() + conversation.len() + key_package.len() + 9);
+    m.extend_from_slice(domain);
     m.extend_from_slice(conversation.as_bytes());
     m.push(0);
     m.extend_from_slice(&timestamp_ms.to_be_bytes());
@@ -59,6 +68,7 @@ pub(super) fn key_package_hash(kp: &[u8]) -> [u8; 32] {
 pub(super) fn build_announcement<P: OpenMlsProvider>(
     name: &str,
     ctx: &mut Ctx<'_, P>,
+    rejoin: bool,
 ) -> Result<Vec<u8>, ConversationError> {
     let kp = crate::mls::generate_key_package(ctx.provider, &ctx.identity.mls)
         .map_err(|e| ConversationError::Mls(e.to_string()))?;
@@ -66,7 +76,7 @@ pub(super) fn build_announcement<P: OpenMlsProvider>(
     let sig = ctx
         .identity
         .eth
-        .sign(&kp_signed_bytes(name, timestamp_ms, &kp))
+        .sign(&kp_signed_bytes(name, timestamp_ms, &kp, rejoin))
         .map_err(|e| ConversationError::Mls(e.to_string()))?;
     Ok(pb::KeyPackageAnnouncement {
         conversation: name.to_string(),
@@ -74,6 +84,7 @@ pub(super) fn build_announcement<P: OpenMlsProvider>(
         member_id: ctx.identity.member_id().to_vec(),
         signature: sig,
         timestamp_ms,
+        rejoin,
     }
     .encode_to_vec())
 }
@@ -88,7 +99,7 @@ pub fn forge_announcement(
     timestamp_ms: u64,
 ) -> Vec<u8> {
     let sig = signer
-        .sign(&kp_signed_bytes(name, timestamp_ms, &key_package))
+        .sign(&kp_signed_bytes(name, timestamp_ms, &key_package, false))
         .unwrap_or_default();
     welcome_envelope_kp(
         &pb::KeyPackageAnnouncement {
@@ -97,9 +108,16 @@ pub fn forge_announcement(
             member_id: claimed.to_vec(),
             signature: sig,
             timestamp_ms,
+            rejoin: false,
         }
         .encode_to_vec(),
     )
+}
+
+/// Whether an (encoded) announcement asks to rejoin: its member may already be in the
+/// group, and the commit that adds it removes its old leaf.
+pub(super) fn announcement_rejoin(announcement: &[u8]) -> bool {
+    pb::KeyPackageAnnouncement::decode(announcement).is_ok_and(|a| a.rejoin)
 }
 
 pub(super) fn welcome_envelope_kp(announcement: &[u8]) -> Vec<u8> {
@@ -127,7 +145,7 @@ pub(super) fn verify_announcement<P: OpenMlsProvider>(
     }
     let member = MemberId::from_slice(&ann.member_id).map_err(|e| e.to_string())?;
     identity::verify(
-        &kp_signed_bytes(conversation, ann.timestamp_ms, &ann.key_package),
+        &kp_signed_bytes(conversation, ann.timestamp_ms, &ann.key_package, ann.rejoin),
         &ann.signature,
         &member,
     )
@@ -180,7 +198,34 @@ impl Conversation {
         let Some(pj) = self.pending_join.as_mut() else {
             return;
         };
-        if ctx.now >= pj.started_at + self.config.pending_join_expiry() {
+        if ctx.now >= pj.expires_at(&self.config) {
+            if pj.rejoin {
+                // We were a member: try again with a fresh key package (an old one may
+                // have been consumed by an add whose welcome we never got), waiting
+                // longer each time, rather than give up a conversation we belong to.
+                let attempts = pj.attempts.saturating_add(1);
+                tracing::warn!(conversation = %self.name, attempts, "no welcome arrived: announcing a fresh key package");
+                match build_announcement(&self.name, ctx, true) {
+                    Ok(announcement) => {
+                        out.send(Subtopic::Welcome, welcome_envelope_kp(&announcement));
+                        self.pending_join = Some(PendingJoin {
+                            started_at: ctx.now,
+                            announcement,
+                            next_announce: ctx.now + self.config.commit_inactivity,
+                            rejoin: true,
+                            attempts,
+                        });
+                        out.event(Event::Rejoining {
+                            reason: RejoinReason::Retry,
+                        });
+                    }
+                    Err(e) => out.event(Event::Error {
+                        operation: "rejoin",
+                        message: e.to_string(),
+                    }),
+                }
+                return;
+            }
             tracing::warn!(conversation = %self.name, "no welcome arrived: giving up the join");
             self.close(ctx, out, LeaveReason::JoinExpired);
             return;
@@ -229,15 +274,16 @@ impl Conversation {
         if let Some(why) = self.announcement_stale(ctx.now, &ann) {
             return out.reject("key_package", why);
         }
-        if self.members().contains(&member) {
+        let used = self
+            .used_key_packages
+            .contains(&key_package_hash(&ann.key_package));
+        if self.members().contains(&member) && (used || !ann.rejoin) {
             // A joiner that missed its welcome announces again (the same key package).
+            // (A member asking to rejoin with a fresh one goes on: see `fork`.)
             self.resend_welcome(ctx, out, member);
             return;
         }
-        if self
-            .used_key_packages
-            .contains(&key_package_hash(&ann.key_package))
-        {
+        if used {
             return out.reject(
                 "key_package",
                 "announcement of a key package that was used by an earlier add",

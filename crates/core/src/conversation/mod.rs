@@ -17,6 +17,7 @@ mod adversary;
 mod budget;
 mod catchup;
 mod evidence;
+mod fork;
 mod freeze;
 mod inbound;
 mod join;
@@ -30,6 +31,7 @@ use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
 
 pub use action::{Action, Approved, Change, ProposalStatus, Tracked};
+pub use fork::SentChat;
 pub use join::forge_announcement;
 pub use types::*;
 
@@ -141,6 +143,22 @@ pub(crate) struct PendingJoin {
     pub started_at: Millis,
     pub announcement: Vec<u8>,
     pub next_announce: Millis,
+    /// We were a member and join afresh (see `fork`): the announcement says so, and the
+    /// attempt is renewed instead of given up.
+    #[serde(default)]
+    pub rejoin: bool,
+    /// Rejoin attempts renewed so far (each waits twice as long, up to 32×).
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+impl PendingJoin {
+    /// When this attempt is given up (or, for a rejoin, renewed).
+    pub fn expires_at(&self, config: &ConversationConfig) -> Millis {
+        let expiry = config.pending_join_expiry();
+        self.started_at
+            .saturating_add(expiry.saturating_mul(1 << self.attempts.min(5)))
+    }
 }
 
 /// A welcome we sent or saw, kept to re-send to a joiner that missed it.
@@ -284,6 +302,9 @@ pub struct Conversation {
     early_stash: Vec<(Vec<u8>, Millis)>,
     #[serde(default)]
     trailing: Option<TrailingWinner>,
+    /// Epoch log, beacons and known forks (see `fork`).
+    #[serde(default)]
+    fork_watch: fork::ForkWatch,
     closed: Option<LeaveReason>,
 }
 
@@ -336,6 +357,7 @@ impl Conversation {
             election_proof: None,
             early_stash: Vec::new(),
             trailing: None,
+            fork_watch: fork::ForkWatch::default(),
             closed: None,
         }
     }
@@ -380,13 +402,15 @@ impl Conversation {
         config.validate()?;
         let me = ctx.identity.member_id();
         let mut c = Self::blank(name, me, config, ConversationState::PendingJoin);
-        let announcement = join::build_announcement(name, ctx)?;
+        let announcement = join::build_announcement(name, ctx, false)?;
         let mut out = Output::default();
         out.send(Subtopic::Welcome, join::welcome_envelope_kp(&announcement));
         c.pending_join = Some(PendingJoin {
             started_at: ctx.now,
             announcement,
             next_announce: ctx.now + c.config.commit_inactivity,
+            rejoin: false,
+            attempts: 0,
         });
         out.event(Event::StateChanged {
             state: ConversationState::PendingJoin,
@@ -516,10 +540,7 @@ impl Conversation {
         }
         let mut t: Vec<Millis> = Vec::new();
         if let Some(pj) = &self.pending_join {
-            t.push(
-                pj.next_announce
-                    .min(pj.started_at + self.config.pending_join_expiry()),
-            );
+            t.push(pj.next_announce.min(pj.expires_at(&self.config)));
         }
         for p in self.proposals.values() {
             if p.status == ProposalStatus::Voting {
@@ -565,6 +586,7 @@ impl Conversation {
         {
             t.push(s + self.reelection_patience());
         }
+        t.extend(self.fork_deadline());
         t.extend(self.catch_up.replies.values().copied());
         t.extend(self.catch_up.proposal_replies.values().copied());
         t.extend(self.catch_up.missing_proposals.values().copied());
@@ -582,8 +604,11 @@ impl Conversation {
             && self.emergencies.is_empty()
             && self.role(&self.me) == Role::BackupSteward
         {
+            let members = self.members();
             for (m, u) in &self.pending_updates {
-                if !self.change_in_flight(m) {
+                // Only what the takeover would propose (a request it skips would be due
+                // for ever).
+                if !self.change_in_flight(m) && Self::buffered_applies(&u.action, &members) {
                     t.push(u.first_seen_at + self.takeover_window());
                 }
             }
@@ -627,6 +652,7 @@ impl Conversation {
         };
         self.send_app(ctx, &mut out, msg)
             .map_err(CommandError::Internal)?;
+        self.note_sent_chat(ctx.now, text);
         Ok(out)
     }
 
@@ -768,6 +794,9 @@ impl Conversation {
         self.tick_trailing_winner(ctx.now, &mut out);
         self.tick_stewardship(ctx, &mut out);
         self.replay_early_candidates(ctx, &mut out);
+        if self.closed.is_none() && self.state != ConversationState::PendingJoin {
+            self.tick_fork(ctx, &mut out);
+        }
         out
     }
 

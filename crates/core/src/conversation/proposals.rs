@@ -187,7 +187,7 @@ impl Conversation {
                 announcement,
                 ..
             } => {
-                if members.contains(member) {
+                if members.contains(member) && !join::announcement_rejoin(announcement) {
                     return Err(format!("{member} is already a member"));
                 }
                 if let Some(kp) = announcement_key_package(announcement)
@@ -542,6 +542,14 @@ impl Conversation {
         // queued: queued, it would make a steward freeze on work no commit can carry.
         let members = self.mls.as_ref().map(|m| m.members()).unwrap_or_default();
         let moot = match &action {
+            // A rejoin names a member: it is done once its key package was used.
+            Action::Add {
+                key_package,
+                announcement,
+                ..
+            } if join::announcement_rejoin(announcement) => self
+                .used_key_packages
+                .contains(&join::key_package_hash(key_package)),
             Action::Add { member, .. } => members.contains(member),
             Action::Remove { member } => !members.contains(member),
             _ => false,
@@ -559,7 +567,7 @@ impl Conversation {
             Action::Add {
                 member,
                 key_package,
-                ..
+                announcement,
             } => {
                 if accepted
                     && !self
@@ -572,6 +580,7 @@ impl Conversation {
                         change: Change::Add {
                             member,
                             key_package,
+                            rejoin: join::announcement_rejoin(&announcement),
                         },
                     });
                 } else if !accepted {
@@ -721,11 +730,23 @@ impl Conversation {
         {
             self.pending_updates.remove(&oldest);
         }
-        self.pending_updates.entry(m).or_insert(PendingUpdate {
-            action,
-            first_seen_epoch: epoch,
-            first_seen_at: now,
-        });
+        match self.pending_updates.get_mut(&m) {
+            // A joiner that announced again with a fresh key package (a new attempt, a
+            // rejoin) wants that one: an add of the older one would bring a welcome it
+            // may no longer be waiting for.
+            Some(u) if newer_announcement(&action, &u.action) => u.action = action,
+            Some(_) => {}
+            None => {
+                self.pending_updates.insert(
+                    m,
+                    PendingUpdate {
+                        action,
+                        first_seen_epoch: epoch,
+                        first_seen_at: now,
+                    },
+                );
+            }
+        }
     }
 
     /// How many proposals `owner` has open.
@@ -744,4 +765,17 @@ impl Conversation {
                     && matches!(p.action, Action::Add { member, .. } | Action::Remove { member } if member == *m)
             })
     }
+}
+
+/// Whether `new` is an add announced later than the add `old`.
+fn newer_announcement(new: &Action, old: &Action) -> bool {
+    let stamp = |a: &Action| match a {
+        Action::Add { announcement, .. } => {
+            <pb::KeyPackageAnnouncement as prost::Message>::decode(announcement.as_slice())
+                .ok()
+                .map(|a| a.timestamp_ms)
+        }
+        _ => None,
+    };
+    matches!((stamp(new), stamp(old)), (Some(n), Some(o)) if n > o)
 }

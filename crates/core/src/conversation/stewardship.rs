@@ -88,11 +88,7 @@ impl Conversation {
             .values()
             .filter(|u| role == Role::EpochSteward || ctx.now >= u.first_seen_at + window)
             .map(|u| u.action.clone())
-            .filter(|a| match a {
-                Action::Add { member, .. } => !members.contains(member),
-                Action::Remove { member } => members.contains(member),
-                _ => false,
-            })
+            .filter(|a| Self::buffered_applies(a, &members))
             .filter(|a| a.member().is_some_and(|m| !self.change_in_flight(&m)))
             .collect();
         for action in todo {
@@ -102,6 +98,19 @@ impl Conversation {
                     message: e.to_string(),
                 });
             }
+        }
+    }
+
+    /// Whether a buffered request still asks for something (a rejoin may name a member).
+    pub(super) fn buffered_applies(a: &Action, members: &[MemberId]) -> bool {
+        match a {
+            Action::Add {
+                member,
+                announcement,
+                ..
+            } => !members.contains(member) || super::join::announcement_rejoin(announcement),
+            Action::Remove { member } => members.contains(member),
+            _ => false,
         }
     }
 

@@ -147,6 +147,28 @@ pub enum LeaveReason {
     JoinExpired,
 }
 
+/// Why a member rejoins by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejoinReason {
+    /// Our branch of a fork lost (see `fork`).
+    LostFork,
+    /// The group moved on further than anyone keeps commits for us.
+    TooFarBehind,
+    /// A rejoin attempt got no welcome in time: trying again with a fresh key package.
+    Retry,
+}
+
+impl RejoinReason {
+    /// snake_case name used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LostFork => "lost_fork",
+            Self::TooFarBehind => "too_far_behind",
+            Self::Retry => "retry",
+        }
+    }
+}
+
 /// What happened, for the user and the logs. Emitted in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -218,6 +240,30 @@ pub enum Event {
         what: &'static str,
         /// Why.
         reason: String,
+    },
+    /// Members applied a different commit into `fork_epoch` than we did: two branches of
+    /// this conversation exist (see `fork`). Support = members of the group before the
+    /// fork whose latest beacon is on that branch.
+    ForkDetected {
+        /// First epoch where the branches differ.
+        fork_epoch: u64,
+        /// Members on our branch (us included).
+        our_support: u32,
+        /// Members on the strongest other branch.
+        their_support: u32,
+    },
+    /// Our branch lost the healing rule: we left it and rejoin the surviving one.
+    BranchAbandoned {
+        /// First epoch where the branches differ.
+        fork_epoch: u64,
+        /// Our chat messages sent on the abandoned branch since the fork: the surviving
+        /// branch never saw them.
+        unseen: Vec<super::fork::SentChat>,
+    },
+    /// We join this conversation afresh without user action.
+    Rejoining {
+        /// Why.
+        reason: RejoinReason,
     },
     /// A recoverable local failure worth surfacing.
     Error {

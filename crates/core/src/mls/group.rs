@@ -170,6 +170,15 @@ impl MlsConversation {
             .collect()
     }
 
+    /// Members with their leaves' encryption keys: a member re-added under the same
+    /// address (a rejoin) shows up as a different entry.
+    pub fn member_leaves(&self) -> Vec<(MemberId, Vec<u8>)> {
+        self.group
+            .members()
+            .filter_map(|m| Some((credential_member(&m.credential).ok()?, m.encryption_key)))
+            .collect()
+    }
+
     /// Is `m` in the group?
     pub fn is_member(&self, m: &MemberId) -> bool {
         self.members().contains(m)

@@ -1,0 +1,677 @@
+//! Fork detection and healing, and coming back after any absence.
+//!
+//! The rules in `freeze` keep members from applying different commits for one epoch, but
+//! only for what members *heard*: a partition, a crash of the only node others were
+//! connected to, or a member alone on its side committing by the timeout rule can leave
+//! two groups under one name, each at "its" epoch with different secrets. Nothing inside
+//! MLS tells them apart; their messages simply stop decrypting.
+//!
+//! **Detection.** Every member keeps a short log of the epochs it went through: the
+//! SHA-256 of each epoch's MLS epoch authenticator (truncated to 16 bytes) and who each
+//! commit added and removed. It sends a signed plaintext [`pb::EpochBeacon`] with the
+//! newest [`CHAIN_LEN`] of those hashes when the group is quiet (Trickle-style: once per
+//! `2 × commit_inactivity` at a random point in the second half, skipped if two matching
+//! beacons were heard in that interval, so a quiet group sends about two beacons per
+//! interval in all), and soon after a hint that something is off (an application message
+//! at our epoch that does not decrypt, a candidate for our epoch that does not stage, a
+//! claim of a later epoch), again with the two-beacon suppression. A beacon whose hashes
+//! differ from ours at an epoch both hold shows a fork at the first such epoch `F`; every
+//! member that sees one answers with its own beacon (no suppression while a fork is
+//! known, at most one per `recovery_inactivity`), so both sides learn of it within about
+//! one reply delay of hearing each other.
+//!
+//! **Healing.** After a settling delay every member evaluates the same rule on the
+//! beacons it holds: among the members of the group *before* the fork (the roster at
+//! epoch `F − 1`, which both branches share: rebuilt from the log), count for each branch
+//! those whose latest fresh beacon is on it (ourselves included). The branch with more
+//! such members survives; on a tie, the one whose epoch-`F` hash is lower. Only members of
+//! the common roster count, so outsiders and members one branch added after the fork
+//! cannot tip it, and a member lying about its branch moves at most its own vote. Members
+//! of the losing branch report which of their chat messages the surviving branch never
+//! saw, delete their MLS state for it, and join again through the normal join path with
+//! a *rejoin* announcement: the surviving branch's steward removes their old leaf and
+//! adds the fresh key package in one commit, voted on like any join.
+//!
+//! **Absence.** A member that comes back after the group moved more than
+//! `catch_up_window` epochs on (nobody keeps the commits it needs any more) hears that
+//! from beacons: when two members of its roster (or its only other member) sign that
+//! they are past its reach, it rejoins the same way instead of asking for commits forever.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use openmls_traits::OpenMlsProvider;
+use prost::Message;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::config::REPLY_JITTER_MS;
+use crate::identity;
+use crate::proto::pb;
+
+/// Epoch hashes a beacon carries (newest first).
+pub(crate) const CHAIN_LEN: usize = 16;
+/// Bytes of each epoch hash.
+const AUTH_LEN: usize = 16;
+/// Epochs remembered in the log (who each commit added and removed: a few bytes each).
+const LOG_CAP: usize = 64;
+/// How far a beacon's timestamp may be from our clock.
+const BEACON_SKEW_MS: Millis = 30_000;
+/// Matching beacons heard in an interval that make ours unnecessary.
+const SUPPRESS_AFTER: u32 = 2;
+/// Our chat messages remembered for the report after abandoning a branch.
+const SENT_CAP: usize = 64;
+
+const BEACON_DOMAIN: &[u8] = b"demls/beacon/v1";
+
+type Auth = [u8; AUTH_LEN];
+
+fn short_auth(authenticator: &[u8]) -> Auth {
+    let full: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+        authenticator,
+    ))
+    .into();
+    let mut a = [0u8; AUTH_LEN];
+    a.copy_from_slice(&full[..AUTH_LEN]);
+    a
+}
+
+fn beacon_signed_bytes(b: &pb::EpochBeacon) -> Vec<u8> {
+    let mut m = BEACON_DOMAIN.to_vec();
+    m.extend_from_slice(b.conversation.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&b.epoch.to_be_bytes());
+    m.extend_from_slice(&b.members.to_be_bytes());
+    m.extend_from_slice(&b.timestamp_ms.to_be_bytes());
+    for a in &b.chain {
+        m.extend_from_slice(a);
+    }
+    m
+}
+
+/// One epoch we were in.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct EpochRecord {
+    pub epoch: u64,
+    pub auth: Auth,
+    /// Who the commit into this epoch added and removed (empty for the first record).
+    pub added: Vec<MemberId>,
+    pub removed: Vec<MemberId>,
+}
+
+/// The latest beacon a member sent us (never saved: re-learnt after a restart).
+#[derive(Clone, Debug)]
+pub(crate) struct HeardBeacon {
+    epoch: u64,
+    chain: Vec<Auth>,
+    timestamp: u64,
+    heard_at: Millis,
+}
+
+impl HeardBeacon {
+    /// The sender's hash for `epoch`, if its chain reaches it.
+    fn auth_at(&self, epoch: u64) -> Option<Auth> {
+        let back = self.epoch.checked_sub(epoch)?;
+        self.chain.get(usize::try_from(back).ok()?).copied()
+    }
+}
+
+/// A fork we know of: members applied a different commit into `epoch`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct KnownFork {
+    pub epoch: u64,
+    /// Beacons are collected until then before anyone judges.
+    pub settled_at: Millis,
+    pub decide_at: Millis,
+    /// Last time a beacon showed the other branch (the fork is forgotten when it is old).
+    pub seen_at: Millis,
+    pub reported: bool,
+}
+
+/// A chat message we sent, kept to say which ones an abandoned branch swallowed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentChat {
+    /// Epoch it was sent in.
+    pub epoch: u64,
+    /// Our timestamp.
+    pub timestamp: Millis,
+    /// Text.
+    pub text: String,
+}
+
+/// Everything fork detection keeps.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ForkWatch {
+    pub log: VecDeque<EpochRecord>,
+    /// The roster at the newest log record (to tell what the next commit changed).
+    pub roster: Vec<MemberId>,
+    #[serde(skip)]
+    pub beacons: BTreeMap<MemberId, HeardBeacon>,
+    /// When our next beacon is due (None: not scheduled yet).
+    pub next_beacon: Option<Millis>,
+    /// When we last sent one.
+    pub last_sent: Option<Millis>,
+    /// Beacons matching ours heard since the current interval began.
+    pub matching: u32,
+    pub fork: Option<KnownFork>,
+    pub sent: VecDeque<SentChat>,
+}
+
+/// Support for the branches at a fork epoch.
+struct Tally {
+    /// Our hash at the fork epoch.
+    ours: Auth,
+    /// Voters on our branch, us included.
+    our_count: u32,
+    /// The strongest other branch: its hash and its voters (most, then lowest hash).
+    best_other: Option<(Auth, u32)>,
+}
+
+/// How a beacon's chain relates to our log.
+#[derive(Debug, PartialEq, Eq)]
+enum Relation {
+    /// Same history where both hold it; the sender is at this epoch.
+    Same(u64),
+    /// Different hashes from this epoch on.
+    Fork(u64),
+    /// The sender is further ahead than anyone keeps commits for us.
+    BeyondReach,
+    /// Nothing in common to compare.
+    Unknown,
+}
+
+impl Conversation {
+    /// How often a quiet group hears a beacon.
+    fn beacon_interval(&self) -> Millis {
+        2 * self.config.commit_inactivity
+    }
+
+    /// How long a member's beacon speaks for it.
+    fn beacon_fresh(&self) -> Millis {
+        2 * self.beacon_interval()
+    }
+
+    /// Records the epoch we are in now, if it is new (called at every epoch change).
+    pub(super) fn note_epoch(&mut self) {
+        let Some(mls) = self.mls.as_ref() else { return };
+        let epoch = mls.epoch();
+        let fw = &mut self.fork_watch;
+        if fw.log.back().is_some_and(|r| r.epoch >= epoch) {
+            return;
+        }
+        let members = mls.members();
+        let (added, removed) = if fw.log.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let before: BTreeSet<_> = fw.roster.iter().copied().collect();
+            let after: BTreeSet<_> = members.iter().copied().collect();
+            (
+                after.difference(&before).copied().collect(),
+                before.difference(&after).copied().collect(),
+            )
+        };
+        fw.log.push_back(EpochRecord {
+            epoch,
+            auth: short_auth(&mls.epoch_authenticator()),
+            added,
+            removed,
+        });
+        while fw.log.len() > LOG_CAP {
+            fw.log.pop_front();
+        }
+        fw.roster = members;
+    }
+
+    /// Remembers a chat message of ours (see [`SentChat`]).
+    pub(super) fn note_sent_chat(&mut self, timestamp: Millis, text: &str) {
+        let epoch = self.epoch();
+        let sent = &mut self.fork_watch.sent;
+        sent.push_back(SentChat {
+            epoch,
+            timestamp,
+            text: text.to_string(),
+        });
+        while sent.len() > SENT_CAP {
+            sent.pop_front();
+        }
+    }
+
+    fn our_auth_at(&self, epoch: u64) -> Option<Auth> {
+        self.fork_watch
+            .log
+            .iter()
+            .find(|r| r.epoch == epoch)
+            .map(|r| r.auth)
+    }
+
+    fn relation(&self, b: &HeardBeacon) -> Relation {
+        let ours = self.epoch();
+        let reach = ours.saturating_add(self.config.catch_up_window as u64);
+        if b.epoch > reach {
+            return Relation::BeyondReach;
+        }
+        let oldest = b.epoch + 1 - b.chain.len() as u64;
+        let mut compared = false;
+        for e in oldest..=b.epoch.min(ours) {
+            match (self.our_auth_at(e), b.auth_at(e)) {
+                (Some(a), Some(t)) if a != t => return Relation::Fork(e),
+                (Some(_), Some(_)) => compared = true,
+                _ => {}
+            }
+        }
+        if compared {
+            Relation::Same(b.epoch)
+        } else {
+            Relation::Unknown
+        }
+    }
+
+    /// A hint that another branch may exist (or that we are behind): a beacon soon, unless
+    /// two members send theirs first.
+    pub(super) fn fork_hint<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>) {
+        if self.mls.is_none() {
+            return;
+        }
+        let now = ctx.now;
+        let at = now + ctx.rng.gen_range(0..REPLY_JITTER_MS);
+        let fw = &mut self.fork_watch;
+        let earliest = fw
+            .last_sent
+            .map_or(0, |t| t.saturating_add(self.config.recovery_inactivity));
+        let at = at.max(earliest);
+        if fw.next_beacon.is_none_or(|n| n > at) {
+            fw.next_beacon = Some(at);
+            fw.matching = 0;
+        }
+    }
+
+    fn build_beacon<P: OpenMlsProvider>(&self, ctx: &mut Ctx<'_, P>) -> Option<Vec<u8>> {
+        let mut b = pb::EpochBeacon {
+            conversation: self.name.clone(),
+            sender: self.me.to_vec(),
+            epoch: self.epoch(),
+            chain: self
+                .fork_watch
+                .log
+                .iter()
+                .rev()
+                .take(CHAIN_LEN)
+                .map(|r| r.auth.to_vec())
+                .collect(),
+            members: u32::try_from(self.members().len()).unwrap_or(u32::MAX),
+            timestamp_ms: ctx.now,
+            signature: Vec::new(),
+        };
+        // The chain must be contiguous and end at our epoch.
+        let log = &self.fork_watch.log;
+        if log.back().is_none_or(|r| r.epoch != b.epoch)
+            || log
+                .iter()
+                .rev()
+                .take(CHAIN_LEN)
+                .zip((0..=b.epoch).rev())
+                .any(|(r, e)| r.epoch != e)
+        {
+            let n = log
+                .iter()
+                .rev()
+                .zip((0..=b.epoch).rev())
+                .take_while(|(r, e)| r.epoch == *e)
+                .count()
+                .min(CHAIN_LEN);
+            b.chain.truncate(n);
+        }
+        if b.chain.is_empty() {
+            return None;
+        }
+        b.signature = ctx.identity.eth.sign(&beacon_signed_bytes(&b)).ok()?;
+        Some(
+            pb::AppEnvelope {
+                body: Some(pb::app_envelope::Body::Beacon(b)),
+            }
+            .encode_to_vec(),
+        )
+    }
+
+    /// Members whose beacons we take: the current roster and members our log saw removed
+    /// (on another branch they may still be members).
+    fn known_member(&self, m: &MemberId) -> bool {
+        self.members().contains(m) || self.fork_watch.log.iter().any(|r| r.removed.contains(m))
+    }
+
+    pub(super) fn on_beacon<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        b: pb::EpochBeacon,
+    ) {
+        if b.conversation != self.name || self.mls.is_none() {
+            return;
+        }
+        let Ok(sender) = MemberId::from_slice(&b.sender) else {
+            return out.reject("beacon", "beacon without a sender");
+        };
+        if sender == self.me || !self.known_member(&sender) {
+            return;
+        }
+        if b.chain.is_empty()
+            || b.chain.len() > CHAIN_LEN
+            || b.chain.iter().any(|a| a.len() != AUTH_LEN)
+            || (b.epoch as u128) + 1 < b.chain.len() as u128
+        {
+            return out.reject("beacon", format!("malformed beacon from {sender}"));
+        }
+        if b.timestamp_ms.abs_diff(ctx.now) > BEACON_SKEW_MS {
+            return;
+        }
+        if self
+            .fork_watch
+            .beacons
+            .get(&sender)
+            .is_some_and(|h| h.timestamp >= b.timestamp_ms)
+        {
+            return;
+        }
+        if let Err(e) = identity::verify(&beacon_signed_bytes(&b), &b.signature, &sender) {
+            return out.reject("beacon", format!("beacon signature: {e}"));
+        }
+        let heard = HeardBeacon {
+            epoch: b.epoch,
+            chain: b
+                .chain
+                .iter()
+                .map(|a| {
+                    let mut x = [0u8; AUTH_LEN];
+                    x.copy_from_slice(a);
+                    x
+                })
+                .collect(),
+            timestamp: b.timestamp_ms,
+            heard_at: ctx.now,
+        };
+        let relation = self.relation(&heard);
+        self.fork_watch.beacons.insert(sender, heard);
+        let ours = self.epoch();
+        tracing::trace!(conversation = %self.name, %sender, epoch = b.epoch, ?relation, "beacon");
+        match relation {
+            Relation::Same(e) if e == ours => self.fork_watch.matching += 1,
+            // A member signed that the group is further on: a hint we can trust.
+            Relation::Same(e) if e > ours => self.signed_hint(ctx.now, e),
+            Relation::Same(e) => {
+                // Behind us: if nobody keeps the commits it needs, tell it so.
+                if e.saturating_add(self.config.catch_up_window as u64) < ours {
+                    self.fork_hint(ctx);
+                }
+            }
+            Relation::Fork(e) => self.fork_seen(ctx, e),
+            Relation::BeyondReach => self.maybe_rejoin_beyond_reach(ctx, out),
+            Relation::Unknown if b.epoch > ours => self.signed_hint(ctx.now, b.epoch),
+            Relation::Unknown => {}
+        }
+    }
+
+    fn fork_seen<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, epoch: u64) {
+        let now = ctx.now;
+        let settle = 2 * REPLY_JITTER_MS + 2 * self.config.recovery_inactivity;
+        match self.fork_watch.fork.as_mut() {
+            Some(f) => {
+                f.seen_at = now;
+                if epoch < f.epoch {
+                    f.epoch = epoch;
+                }
+                // New information after the settling delay: judge again at once.
+                f.decide_at = f.decide_at.min(now.max(f.settled_at));
+            }
+            None => {
+                tracing::warn!(conversation = %self.name, epoch, "another branch of this conversation exists");
+                self.fork_watch.fork = Some(KnownFork {
+                    epoch,
+                    settled_at: now + settle,
+                    decide_at: now + settle,
+                    seen_at: now,
+                    reported: false,
+                });
+                // Everyone on both sides answers once, so both sides count everyone.
+                let earliest = self
+                    .fork_watch
+                    .last_sent
+                    .map_or(0, |t| t.saturating_add(self.config.recovery_inactivity));
+                let at = (now + ctx.rng.gen_range(0..REPLY_JITTER_MS)).max(earliest);
+                self.fork_watch.next_beacon = Some(at);
+            }
+        }
+    }
+
+    /// The roster before the commit into `epoch`, rebuilt from the log (None if the log
+    /// does not reach back that far).
+    fn roster_before(&self, epoch: u64) -> Option<BTreeSet<MemberId>> {
+        let log = &self.fork_watch.log;
+        if log.front().is_none_or(|r| r.epoch >= epoch) {
+            return None;
+        }
+        let mut roster: BTreeSet<MemberId> = self.fork_watch.roster.iter().copied().collect();
+        for r in log.iter().rev().take_while(|r| r.epoch >= epoch) {
+            for a in &r.added {
+                roster.remove(a);
+            }
+            roster.extend(r.removed.iter().copied());
+        }
+        Some(roster)
+    }
+
+    /// Support per branch at the fork epoch (see [`Tally`]).
+    fn tally_branches(&self, now: Millis, epoch: u64) -> Option<Tally> {
+        let ours = self.our_auth_at(epoch)?;
+        // Without the log reaching the fork (we joined after it, or it is very old), the
+        // current roster stands in: such a member follows whoever the others follow.
+        let voters = self
+            .roster_before(epoch)
+            .unwrap_or_else(|| self.members().into_iter().collect());
+        let fresh = self.beacon_fresh();
+        let mut counts: BTreeMap<Auth, u32> = BTreeMap::new();
+        if voters.contains(&self.me) {
+            *counts.entry(ours).or_default() += 1;
+        }
+        for (m, h) in &self.fork_watch.beacons {
+            if !voters.contains(m) || now >= h.heard_at.saturating_add(fresh) {
+                continue;
+            }
+            if let Some(a) = h.auth_at(epoch) {
+                *counts.entry(a).or_default() += 1;
+            }
+        }
+        let our_count = counts.get(&ours).copied().unwrap_or(0);
+        // Highest count first, then the lowest hash.
+        let best_other = counts
+            .iter()
+            .filter(|(a, _)| **a != ours)
+            .max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0)))
+            .map(|(a, c)| (*a, *c));
+        Some(Tally {
+            ours,
+            our_count,
+            best_other,
+        })
+    }
+
+    pub(super) fn tick_fork<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+        if self.mls.is_none() {
+            return;
+        }
+        let now = ctx.now;
+        if self.fork_watch.next_beacon.is_none() {
+            let half = self.beacon_interval() / 2;
+            self.fork_watch.next_beacon = Some(now + half + ctx.rng.gen_range(0..half.max(1)));
+        }
+        if let Some(f) = self.fork_watch.fork.as_ref()
+            && now >= f.seen_at.saturating_add(self.beacon_fresh())
+        {
+            tracing::info!(conversation = %self.name, epoch = f.epoch, "no sign of the other branch any more");
+            self.fork_watch.fork = None;
+        }
+        if let Some(f) = self.fork_watch.fork.as_mut()
+            && now >= f.decide_at
+        {
+            // Judge again later (or when a beacon brings news), whatever this time says.
+            f.decide_at = now + 4 * self.config.recovery_inactivity;
+            let f = f.clone();
+            if self.decide_fork(ctx, out, f) {
+                return;
+            }
+        }
+        if self.fork_watch.next_beacon.is_some_and(|t| now >= t) {
+            let forked = self.fork_watch.fork.is_some();
+            let send = forked || self.fork_watch.matching < SUPPRESS_AFTER;
+            if send && let Some(env) = self.build_beacon(ctx) {
+                out.send(Subtopic::AppMsg, env);
+                self.fork_watch.last_sent = Some(now);
+            }
+            self.fork_watch.matching = 0;
+            let next = if forked {
+                // While a fork is known, keep the other side informed (losses happen).
+                now + 4 * self.config.recovery_inactivity
+            } else {
+                let half = self.beacon_interval() / 2;
+                now + half + ctx.rng.gen_range(0..half.max(1))
+            };
+            self.fork_watch.next_beacon = Some(next);
+        }
+    }
+
+    /// Applies the healing rule. Returns true if we left our branch.
+    fn decide_fork<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        f: KnownFork,
+    ) -> bool {
+        let Some(Tally {
+            ours,
+            our_count,
+            best_other: Some((theirs, their_count)),
+        }) = self.tally_branches(ctx.now, f.epoch)
+        else {
+            return false;
+        };
+        if !f.reported {
+            out.event(Event::ForkDetected {
+                fork_epoch: f.epoch,
+                our_support: our_count,
+                their_support: their_count,
+            });
+            if let Some(k) = self.fork_watch.fork.as_mut() {
+                k.reported = true;
+            }
+        }
+        let we_lose = their_count > our_count || (their_count == our_count && theirs < ours);
+        if !we_lose {
+            return false;
+        }
+        tracing::warn!(
+            conversation = %self.name,
+            fork_epoch = f.epoch,
+            our_count,
+            their_count,
+            "our branch lost: leaving it to rejoin the surviving one"
+        );
+        let unseen: Vec<SentChat> = self
+            .fork_watch
+            .sent
+            .iter()
+            .filter(|s| s.epoch >= f.epoch)
+            .cloned()
+            .collect();
+        out.event(Event::BranchAbandoned {
+            fork_epoch: f.epoch,
+            unseen,
+        });
+        self.rejoin(ctx, out, RejoinReason::LostFork);
+        true
+    }
+
+    /// Beacons say the group is past our reach: rejoin once two members of our roster
+    /// (or the only other one) say so.
+    fn maybe_rejoin_beyond_reach<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        let now = ctx.now;
+        let reach = self
+            .epoch()
+            .saturating_add(self.config.catch_up_window as u64);
+        let members = self.members();
+        let fresh = self.beacon_fresh();
+        let saying = self
+            .fork_watch
+            .beacons
+            .iter()
+            .filter(|(m, h)| {
+                members.contains(m) && h.epoch > reach && now < h.heard_at.saturating_add(fresh)
+            })
+            .count();
+        let others = members.len().saturating_sub(1);
+        if others > 0 && saying >= others.min(2) {
+            tracing::warn!(conversation = %self.name, epoch = self.epoch(), "the group moved past what anyone keeps for us: rejoining");
+            self.rejoin(ctx, out, RejoinReason::TooFarBehind);
+        }
+    }
+
+    /// Leaves our MLS state for this conversation and joins afresh (see the module docs).
+    fn rejoin<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        reason: RejoinReason,
+    ) {
+        let announcement = match join::build_announcement(&self.name, ctx, true) {
+            Ok(a) => a,
+            Err(e) => {
+                return out.event(Event::Error {
+                    operation: "rejoin",
+                    message: e.to_string(),
+                });
+            }
+        };
+        if let Some(mls) = self.mls.take()
+            && let Err(e) = mls.delete(ctx.provider)
+        {
+            out.event(Event::Error {
+                operation: "delete MLS state",
+                message: e.to_string(),
+            });
+        }
+        let mut fresh = Self::blank(
+            &self.name,
+            self.me,
+            self.config.clone(),
+            ConversationState::PendingJoin,
+        );
+        out.send(Subtopic::Welcome, join::welcome_envelope_kp(&announcement));
+        fresh.pending_join = Some(PendingJoin {
+            started_at: ctx.now,
+            announcement,
+            next_announce: ctx.now + self.config.commit_inactivity,
+            rejoin: true,
+            attempts: 0,
+        });
+        *self = fresh;
+        out.event(Event::Rejoining { reason });
+        out.event(Event::StateChanged {
+            state: ConversationState::PendingJoin,
+        });
+    }
+
+    /// When the next beacon or fork decision is due.
+    pub(super) fn fork_deadline(&self) -> Option<Millis> {
+        self.mls.as_ref()?;
+        let fw = &self.fork_watch;
+        let decide = fw
+            .fork
+            .as_ref()
+            .map(|f| f.decide_at.min(f.seen_at + self.beacon_fresh()));
+        // Not scheduled yet: tick now to schedule it.
+        let beacon = Some(fw.next_beacon.unwrap_or(0));
+        [decide, beacon].into_iter().flatten().min()
+    }
+}
