@@ -200,7 +200,6 @@ fn away_for_an_hour(seed: u64, net: Net, away: Away, chatty: bool) {
 }
 
 #[test]
-#[ignore = "coming back beyond the catch-up window (issue 12, item 5) is not on main yet: the member stays at its old epoch"]
 fn a_member_crashed_for_an_hour_past_the_catch_up_window_is_back_without_user_action() {
     for_nets_and_seeds(0..2, |net, seed| {
         away_for_an_hour(seed, net, Away::Crashed, false)
@@ -208,7 +207,6 @@ fn a_member_crashed_for_an_hour_past_the_catch_up_window_is_back_without_user_ac
 }
 
 #[test]
-#[ignore = "coming back beyond the catch-up window (issue 12, item 5) is not on main yet: the member stays at its old epoch"]
 fn a_member_crashed_for_an_hour_comes_back_to_a_chatting_group_without_spinning() {
     for_nets_and_seeds(0..2, |net, seed| {
         away_for_an_hour(seed, net, Away::Crashed, true)
@@ -216,7 +214,6 @@ fn a_member_crashed_for_an_hour_comes_back_to_a_chatting_group_without_spinning(
 }
 
 #[test]
-#[ignore = "coming back beyond the catch-up window (issue 12, item 5) is not on main yet: the member stays at its old epoch"]
 fn a_member_cut_off_for_an_hour_past_the_catch_up_window_is_back_without_user_action() {
     for_nets_and_seeds(0..2, |net, seed| {
         away_for_an_hour(seed, net, Away::CutOff, true)

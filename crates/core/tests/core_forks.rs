@@ -127,10 +127,16 @@ fn assert_heals(
     let roster = s.one_group(required, optional).expect("checked");
     // Chat after healing, from the first and the last member of the roster (so from both
     // sides in most plans), reaches everyone else.
-    let senders = [roster[0], roster[roster.len() - 1]];
+    // (Crashed members may stay on the roster; they hear nothing.)
+    let live: Vec<usize> = roster
+        .iter()
+        .copied()
+        .filter(|i| s.members[*i].alive)
+        .collect();
+    let senders = [live[0], live[live.len() - 1]];
     for (k, from) in senders.into_iter().enumerate() {
         let text = format!("after healing {k} from {from}");
-        let missed = s.chat_reaches(from, &text, &roster, CHAT_BOUND);
+        let missed = s.chat_reaches(from, &text, &live, CHAT_BOUND);
         assert!(
             missed.is_empty(),
             "chat {text:?} after healing did not reach {missed:?}\n{}",
@@ -292,7 +298,6 @@ fn a_3_2_split_with_a_removal_and_a_join_heals_into_one_group() {
 }
 
 #[test]
-#[ignore = "fork detection and healing (issue 12, items 3 and 4) are not on main yet: two groups after the heal"]
 fn a_4_1_split_with_a_join_and_a_lone_removal_heals_into_one_group() {
     for_nets_and_seeds(0..2, |net, seed| {
         // Four add a newcomer; the one alone proposes removing one of the four (its
@@ -312,7 +317,6 @@ fn a_4_1_split_with_a_join_and_a_lone_removal_heals_into_one_group() {
 /// newcomer. After healing the lone steward is back in the group everyone else is in, and
 /// the member it removed on its own branch is still there.
 #[test]
-#[ignore = "fork detection and healing (issue 12, items 3 and 4) are not on main yet: two groups after the heal"]
 fn a_lone_epoch_steward_with_a_private_commit_rejoins_the_group() {
     for_nets_and_seeds(0..2, |net, seed| {
         let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);
@@ -363,7 +367,6 @@ fn a_lone_epoch_steward_with_a_private_commit_rejoins_the_group() {
 /// healing the survivors are one group without the removed member; when the dead steward
 /// restarts, it joins that group too.
 #[test]
-#[ignore = "fork detection and healing (issue 12, items 3 and 4) are not on main yet: two groups after the heal"]
 fn a_crashed_steward_and_a_member_alone_heal_into_one_group() {
     for_nets_and_seeds(0..2, |net, seed| {
         let (mut s, ids) = group(seed, net.clone(), fast_config(), 5);

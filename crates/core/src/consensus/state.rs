@@ -115,14 +115,14 @@ impl Session {
     /// Like `decide`, but a quorum of signed YES votes overturns an earlier NO reached by
     /// timeout: under loss a member can time out on votes the others received, and the
     /// evidence a commit carries is the proof it missed.
-    fn decide_with_proof(&mut self) -> Option<bool> {
+    fn decide_with_proof(&mut self, timed_out: bool) -> Option<bool> {
         let (yes, no) = self.tally();
         let proven = decide(
             self.header.expected_voters_count,
             yes,
             no,
             self.header.liveness_criteria_yes,
-            false,
+            timed_out,
         );
         if proven == Some(true) {
             self.outcome = proven;
@@ -348,6 +348,32 @@ impl ConsensusState {
         now_s: u64,
         is_voter: &dyn Fn(&MemberId) -> bool,
     ) -> Result<Option<bool>, Rejection> {
+        self.ingest_evidence_inner(p, now_s, is_voter, false)
+    }
+
+    /// Like [`Self::ingest_evidence`] for a proposal whose timeout passed here too: the
+    /// merged votes are judged by the timeout rule (with its majority-turnout minimum),
+    /// as the members that committed it judged them. Only for a proposal we hold (the
+    /// header the silent voters are counted under is ours, not the committer's).
+    pub fn ingest_evidence_after_timeout(
+        &mut self,
+        p: Proposal,
+        now_s: u64,
+        is_voter: &dyn Fn(&MemberId) -> bool,
+    ) -> Result<Option<bool>, Rejection> {
+        if !self.sessions.contains_key(&p.proposal_id) {
+            return Err(Rejection::UnknownProposal(p.proposal_id));
+        }
+        self.ingest_evidence_inner(p, now_s, is_voter, true)
+    }
+
+    fn ingest_evidence_inner(
+        &mut self,
+        p: Proposal,
+        now_s: u64,
+        is_voter: &dyn Fn(&MemberId) -> bool,
+        timed_out: bool,
+    ) -> Result<Option<bool>, Rejection> {
         validate_header(&p, now_s)?;
         let id = p.proposal_id;
         if !self.sessions.contains_key(&id) {
@@ -371,7 +397,7 @@ impl ConsensusState {
                 let _ = s.add(v, owner);
             }
         }
-        Ok(s.decide_with_proof())
+        Ok(s.decide_with_proof(timed_out))
     }
 
     /// Did `member` vote on the proposal?

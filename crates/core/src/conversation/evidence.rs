@@ -127,7 +127,7 @@ impl Conversation {
                 continue;
             }
             if self.resolved.contains(&id) {
-                self.overturn_timeout_rejection(ctx, out, p, &is_voter);
+                self.overturn_timeout_rejection(ctx, out, p, &is_voter, now_s);
                 continue;
             }
             let Ok(action) = Action::from_payload(&p.payload) else {

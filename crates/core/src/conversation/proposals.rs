@@ -406,6 +406,7 @@ impl Conversation {
         out: &mut Output,
         p: &cpb::Proposal,
         is_voter: &dyn Fn(&MemberId) -> bool,
+        now_s: u64,
     ) {
         let id = p.proposal_id;
         let overturnable = self.proposals.get(&id).is_some_and(|t| {
@@ -418,9 +419,13 @@ impl Conversation {
         if !overturnable {
             return;
         }
+        // We rejected it at our own timeout, so the committers' timeout has passed too:
+        // the merged signed votes are judged as they judged them (the timeout rule needs
+        // a majority turnout, so a minority cannot pass anything this way).
+        // (`now_s` is the judging time: a commit caught up on is judged as it was made.)
         if let Ok(Some(true)) =
             self.consensus
-                .ingest_evidence(p.clone(), Self::now_s(ctx.now), is_voter)
+                .ingest_evidence_after_timeout(p.clone(), now_s, is_voter)
         {
             tracing::info!(conversation = %self.name, id, "signed votes overturn our timeout rejection");
             self.resolved.retain(|x| *x != id);
