@@ -377,8 +377,9 @@ scenario_kill_bootstrap() {
   # and the live members are one group.
   wait_for 240 "removal of $victim committed, live members at one epoch" \
     same_epoch_working $((n - 1)) "${live[@]}" || { log "epochs: $(epochs_of "${live[@]}")"; return 1; }
-  one_group_with "$((240 - (SECONDS - t0)))" "kill-bootstrap: kill -> one group" "$es" "${live[@]}" || return 1
+  one_group_with "$((240 - (SECONDS - t0)))" "kill-bootstrap: committed -> chat checked" "$es" "${live[@]}" || return 1
   log "kill-bootstrap: $((SECONDS - t0))s from the kill to one group"
+  printf '%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "kill-bootstrap: kill -> one group" "$((SECONDS - t0))" "${live[*]}" >>"$HEAL_TSV"
 }
 
 # one_group_with LIMIT WHAT DEAD NODES...: like one_group, where DEAD (killed) is still on
