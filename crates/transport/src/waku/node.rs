@@ -309,9 +309,16 @@ fn local_addrs(listen: &[Multiaddr], ext_ip: Option<IpAddr>) -> LocalAddrs {
             );
             continue;
         }
+        // A listener on 0.0.0.0 is reported once per interface, loopback often first:
+        // others can reach us on any address but loopback, so that one goes last.
+        let better = |cur: Option<IpAddr>| cur.is_none_or(|c| c.is_loopback() && !ip.is_loopback());
         match ip {
-            IpAddr::V4(v4) if out.tcp4.is_none() => out.tcp4 = Some((v4, port)),
-            IpAddr::V6(v6) if out.tcp6.is_none() => out.tcp6 = Some((v6, port)),
+            IpAddr::V4(v4) if better(out.tcp4.map(|(c, _)| IpAddr::V4(c))) => {
+                out.tcp4 = Some((v4, port))
+            }
+            IpAddr::V6(v6) if better(out.tcp6.map(|(c, _)| IpAddr::V6(c))) => {
+                out.tcp6 = Some((v6, port))
+            }
             _ => {}
         }
     }
@@ -1093,6 +1100,15 @@ mod tests {
         );
         let unspecified = local_addrs(&all, None).tcp4.unwrap().0;
         assert!(!unspecified.is_unspecified());
+        // 0.0.0.0 bound on every interface: the ENR names one others can reach.
+        let bound: Vec<Multiaddr> = vec![
+            "/ip4/127.0.0.1/tcp/60000".parse().unwrap(),
+            "/ip4/172.18.0.5/tcp/60000".parse().unwrap(),
+        ];
+        assert_eq!(
+            local_addrs(&bound, None).tcp4,
+            Some(("172.18.0.5".parse().unwrap(), 60000))
+        );
     }
 
     #[test]
