@@ -379,6 +379,7 @@ fn kind_of(subtopic: &str, payload: &[u8]) -> &'static str {
         Some(A::CommitCandidate(_)) => "commit candidate",
         Some(A::CatchUpRequest(_)) => "catch-up request",
         Some(A::CatchUpCommit(_)) => "catch-up commit",
+        Some(A::Beacon(_)) => "epoch beacon",
         None => "undecodable app_msg",
     }
 }
@@ -390,6 +391,7 @@ fn replay_kind(kind: &str) -> &'static str {
         "MLS message" => "replay: a member's MLS message",
         "commit candidate" => "replay: a member's commit candidate",
         "catch-up commit" => "replay: a member's catch-up commit",
+        "epoch beacon" => "replay: a member's epoch beacon",
         _ => "replay: other",
     }
 }
