@@ -411,10 +411,10 @@ impl Conversation {
         let id = p.proposal_id;
         let overturnable = self.proposals.get(&id).is_some_and(|t| {
             t.status == ProposalStatus::Rejected
-                && matches!(
+                && (matches!(
                     t.action,
                     Action::Add { .. } | Action::Remove { .. } | Action::Election { .. }
-                )
+                ) || t.action.membership_change().is_some())
         });
         if !overturnable {
             return;
