@@ -266,19 +266,24 @@ impl Conversation {
         }
     }
 
+    /// When a beacon sent "soon" goes out: within the reply jitter, but never sooner
+    /// than `recovery_inactivity` after our last one.
+    fn beacon_soon<P: OpenMlsProvider>(&self, ctx: &mut Ctx<'_, P>) -> Millis {
+        let earliest = self
+            .fork_watch
+            .last_sent
+            .map_or(0, |t| t.saturating_add(self.config.recovery_inactivity));
+        (ctx.now + ctx.rng.gen_range(0..REPLY_JITTER_MS)).max(earliest)
+    }
+
     /// A hint that another branch may exist (or that we are behind): a beacon soon, unless
     /// two members send theirs first.
     pub(super) fn fork_hint<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>) {
         if self.mls.is_none() {
             return;
         }
-        let now = ctx.now;
-        let at = now + ctx.rng.gen_range(0..REPLY_JITTER_MS);
+        let at = self.beacon_soon(ctx);
         let fw = &mut self.fork_watch;
-        let earliest = fw
-            .last_sent
-            .map_or(0, |t| t.saturating_add(self.config.recovery_inactivity));
-        let at = at.max(earliest);
         if fw.next_beacon.is_none_or(|n| n > at) {
             fw.next_beacon = Some(at);
             fw.matching = 0;
@@ -286,41 +291,27 @@ impl Conversation {
     }
 
     fn build_beacon<P: OpenMlsProvider>(&self, ctx: &mut Ctx<'_, P>) -> Option<Vec<u8>> {
+        let epoch = self.epoch();
+        // Newest first, contiguous, ending at our epoch (empty if the log is not there).
+        let chain = self
+            .fork_watch
+            .log
+            .iter()
+            .rev()
+            .zip((0..=epoch).rev())
+            .take_while(|(r, e)| r.epoch == *e)
+            .take(CHAIN_LEN)
+            .map(|(r, _)| r.auth.to_vec())
+            .collect();
         let mut b = pb::EpochBeacon {
             conversation: self.name.clone(),
             sender: self.me.to_vec(),
-            epoch: self.epoch(),
-            chain: self
-                .fork_watch
-                .log
-                .iter()
-                .rev()
-                .take(CHAIN_LEN)
-                .map(|r| r.auth.to_vec())
-                .collect(),
+            epoch,
+            chain,
             members: u32::try_from(self.members().len()).unwrap_or(u32::MAX),
             timestamp_ms: ctx.now,
             signature: Vec::new(),
         };
-        // The chain must be contiguous and end at our epoch.
-        let log = &self.fork_watch.log;
-        if log.back().is_none_or(|r| r.epoch != b.epoch)
-            || log
-                .iter()
-                .rev()
-                .take(CHAIN_LEN)
-                .zip((0..=b.epoch).rev())
-                .any(|(r, e)| r.epoch != e)
-        {
-            let n = log
-                .iter()
-                .rev()
-                .zip((0..=b.epoch).rev())
-                .take_while(|(r, e)| r.epoch == *e)
-                .count()
-                .min(CHAIN_LEN);
-            b.chain.truncate(n);
-        }
         if b.chain.is_empty() {
             return None;
         }
@@ -432,12 +423,7 @@ impl Conversation {
                     reported: false,
                 });
                 // Everyone on both sides answers once, so both sides count everyone.
-                let earliest = self
-                    .fork_watch
-                    .last_sent
-                    .map_or(0, |t| t.saturating_add(self.config.recovery_inactivity));
-                let at = (now + ctx.rng.gen_range(0..REPLY_JITTER_MS)).max(earliest);
-                self.fork_watch.next_beacon = Some(at);
+                self.fork_watch.next_beacon = Some(self.beacon_soon(ctx));
             }
         }
     }
@@ -624,8 +610,8 @@ impl Conversation {
         out: &mut Output,
         reason: RejoinReason,
     ) {
-        let announcement = match join::build_announcement(&self.name, ctx, true) {
-            Ok(a) => a,
+        let pending = match PendingJoin::announce(&self.name, &self.config, ctx, out, true, 0) {
+            Ok(pj) => pj,
             Err(e) => {
                 return out.event(Event::Error {
                     operation: "rejoin",
@@ -633,28 +619,14 @@ impl Conversation {
                 });
             }
         };
-        if let Some(mls) = self.mls.take()
-            && let Err(e) = mls.delete(ctx.provider)
-        {
-            out.event(Event::Error {
-                operation: "delete MLS state",
-                message: e.to_string(),
-            });
-        }
+        self.delete_mls(ctx, out);
         let mut fresh = Self::blank(
             &self.name,
             self.me,
             self.config.clone(),
             ConversationState::PendingJoin,
         );
-        out.send(Subtopic::Welcome, join::welcome_envelope_kp(&announcement));
-        fresh.pending_join = Some(PendingJoin {
-            started_at: ctx.now,
-            announcement,
-            next_announce: ctx.now + self.config.commit_inactivity,
-            rejoin: true,
-            attempts: 0,
-        });
+        fresh.pending_join = Some(pending);
         *self = fresh;
         out.event(Event::Rejoining { reason });
         out.event(Event::StateChanged {

@@ -205,16 +205,9 @@ impl Conversation {
                 // longer each time, rather than give up a conversation we belong to.
                 let attempts = pj.attempts.saturating_add(1);
                 tracing::warn!(conversation = %self.name, attempts, "no welcome arrived: announcing a fresh key package");
-                match build_announcement(&self.name, ctx, true) {
-                    Ok(announcement) => {
-                        out.send(Subtopic::Welcome, welcome_envelope_kp(&announcement));
-                        self.pending_join = Some(PendingJoin {
-                            started_at: ctx.now,
-                            announcement,
-                            next_announce: ctx.now + self.config.commit_inactivity,
-                            rejoin: true,
-                            attempts,
-                        });
+                match PendingJoin::announce(&self.name, &self.config, ctx, out, true, attempts) {
+                    Ok(pj) => {
+                        self.pending_join = Some(pj);
                         out.event(Event::Rejoining {
                             reason: RejoinReason::Retry,
                         });

@@ -153,6 +153,27 @@ pub(crate) struct PendingJoin {
 }
 
 impl PendingJoin {
+    /// Announces a fresh signed key package for `name` (sent on `out`) and returns the
+    /// attempt that waits for its welcome.
+    pub(crate) fn announce<P: OpenMlsProvider>(
+        name: &str,
+        config: &ConversationConfig,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        rejoin: bool,
+        attempts: u32,
+    ) -> Result<Self, ConversationError> {
+        let announcement = join::build_announcement(name, ctx, rejoin)?;
+        out.send(Subtopic::Welcome, join::welcome_envelope_kp(&announcement));
+        Ok(Self {
+            started_at: ctx.now,
+            announcement,
+            next_announce: ctx.now + config.commit_inactivity,
+            rejoin,
+            attempts,
+        })
+    }
+
     /// When this attempt is given up (or, for a rejoin, renewed).
     pub fn expires_at(&self, config: &ConversationConfig) -> Millis {
         let expiry = config.pending_join_expiry();
@@ -402,16 +423,10 @@ impl Conversation {
         config.validate()?;
         let me = ctx.identity.member_id();
         let mut c = Self::blank(name, me, config, ConversationState::PendingJoin);
-        let announcement = join::build_announcement(name, ctx, false)?;
         let mut out = Output::default();
-        out.send(Subtopic::Welcome, join::welcome_envelope_kp(&announcement));
-        c.pending_join = Some(PendingJoin {
-            started_at: ctx.now,
-            announcement,
-            next_announce: ctx.now + c.config.commit_inactivity,
-            rejoin: false,
-            attempts: 0,
-        });
+        c.pending_join = Some(PendingJoin::announce(
+            name, &c.config, ctx, &mut out, false, 0,
+        )?);
         out.event(Event::StateChanged {
             state: ConversationState::PendingJoin,
         });
@@ -825,6 +840,17 @@ impl Conversation {
         out: &mut Output,
         reason: LeaveReason,
     ) {
+        self.delete_mls(ctx, out);
+        self.pending_join = None;
+        self.freeze = None;
+        self.anchor = None;
+        self.closed = Some(reason);
+        tracing::info!(conversation = %self.name, ?reason, "conversation closed");
+        out.event(Event::Left { reason });
+    }
+
+    /// Drops our MLS group for this conversation, from memory and storage.
+    fn delete_mls<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
         if let Some(mls) = self.mls.take()
             && let Err(e) = mls.delete(ctx.provider)
         {
@@ -833,12 +859,6 @@ impl Conversation {
                 message: e.to_string(),
             });
         }
-        self.pending_join = None;
-        self.freeze = None;
-        self.anchor = None;
-        self.closed = Some(reason);
-        tracing::info!(conversation = %self.name, ?reason, "conversation closed");
-        out.event(Event::Left { reason });
     }
 
     /// A member that may be steward: in the group and not on its way out.
