@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "waku/message.proto",
         "waku/metadata.proto",
         "waku/peer_exchange.proto",
+        "waku/store.proto",
     ];
     let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -7,6 +7,7 @@
 
 mod de;
 mod load;
+mod store;
 mod validate;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use libp2p::Multiaddr;
 use serde::Deserialize;
 
 pub use load::{DEFAULT_CONFIG, ENV_PREFIX, ENV_SEPARATOR};
+pub use store::{DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, StoreConfig, parse_byte_size};
 pub use validate::{MAX_CONVERSATION_NAME_LEN, check_conversation_name};
 
 /// Why the configuration cannot be used: the offending key and what is wrong with it.
@@ -67,6 +69,8 @@ pub struct NodeConfig {
     pub api: ApiConfig,
     /// `[waku]`: the Waku relay.
     pub waku: WakuConfig,
+    /// `[store]`: the message archive and 13/WAKU2-STORE.
+    pub store: StoreConfig,
     /// `[protocol]`: de-MLS timings and parameters.
     pub protocol: ProtocolConfig,
     /// `[[conversations]]`: conversations created or joined at start-up.

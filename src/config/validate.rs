@@ -20,6 +20,7 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_identity()?;
         self.validate_waku()?;
+        self.store.validate()?;
         self.validate_protocol()?;
         self.validate_conversations()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -40,8 +40,30 @@ fn waku_config(config: &NodeConfig) -> demls_transport::waku::WakuConfig {
         relay_shards: w.relay_shards.iter().map(|s| *s as u32).collect(),
         node_key_file: Some(config.storage.data_dir.join("node-key.bin")),
         max_timestamp_skew_secs: w.max_timestamp_skew.as_secs(),
+        store_lookback_secs: config.store.max_age.as_secs(),
         ..Default::default()
     }
+}
+
+/// The message archive of `[store]` (`<data_dir>/archive.sqlite3`), or None when the
+/// store is off.
+fn open_archive(
+    config: &NodeConfig,
+) -> anyhow::Result<Option<Arc<dyn demls_transport::waku::store::MessageArchive>>> {
+    if !config.store.enabled {
+        tracing::info!("store off: no message archive, history is neither served nor fetched");
+        return Ok(None);
+    }
+    let a = crate::storage::archive::SqliteArchive::open(
+        &config.storage.data_dir,
+        config.store.max_age,
+        config.store.max_bytes,
+    )
+    .context("opening the message archive")?;
+    if let Ok((n, bytes)) = a.size() {
+        tracing::info!(messages = n, bytes, "message archive open (13/WAKU2-STORE served)");
+    }
+    Ok(Some(Arc::new(a)))
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -156,7 +178,8 @@ pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> a
     let identity = local_identity(identity, &storage)?;
 
     let waku_cfg = waku_config(&config);
-    let (relay, inbound) = demls_transport::waku::WakuRelay::start(waku_cfg)
+    let archive = open_archive(&config)?;
+    let (relay, inbound) = demls_transport::waku::WakuRelay::start_with_archive(waku_cfg, archive)
         .await
         .context("starting the Waku relay")?;
     let relay = Arc::new(relay);

@@ -17,6 +17,7 @@
 //! quarantined instead of running them again. The table was added without changing the
 //! schema version: it is created when missing, and builds that predate it ignore it.
 
+pub mod archive;
 pub mod mls;
 
 use std::fs;

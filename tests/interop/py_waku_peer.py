@@ -5,6 +5,17 @@ Install: scripts/setup-test-deps.sh (venv .venv-interop, libp2p==0.8.1 pinned).
 
     py_waku_peer.py --connect MA/p2p/ID --topic /waku/2/rs/15/N --content-topic CT
                     [--send TEXT] [--expect TEXT] [--timeout SECS]
+                    [--store-query] [--store-serve N]
+
+13/WAKU2-STORE v3 (`/vac/waku/store-query/3.0.0`), written here from the spec with a
+hand-made protobuf codec (no generated code), as an independent store client and server:
+--store-query asks the peer we connect to for the --topic/--content-topic history, 2 a
+page, forward, following cursors, and prints `stored HASH TEXT` for each message whose
+deterministic hash (computed here) matches its key, `stored-bad REASON` otherwise, then
+`store-done STATUS MESSAGES PAGES`; --store-serve N makes N messages `py-stored-I` on
+--topic/--content-topic and answers store queries from them (content and hash filters,
+time range, both directions, cursors, page limit, status 400 for requests the spec
+forbids), printing `store-served STATUS ENTRIES` per query, and waits for `stop`.
 
 stdout, one line each: `ready PEERID`, `connected`, `sent MSGID` (per publish),
 `recv MSGID CONTENT_TOPIC PAYLOAD_TEXT` (`recv-garbage MSGID HEX` for a non-WakuMessage),
@@ -61,6 +72,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 WAKU_RELAY = TProtocol("/vac/waku/relay/2.0.0")
+WAKU_STORE = TProtocol("/vac/waku/store-query/3.0.0")
 
 
 def say(*words):
@@ -94,7 +106,13 @@ def encode_waku(payload, content_topic, timestamp_ns, meta):
 
 def decode_waku(data):
     """{field number: value} for varint and length-delimited fields; ValueError if bad."""
-    fields, i = {}, 0
+    return dict(decode_fields(data))
+
+
+def decode_fields(data):
+    """[(field number, value)] in order (repeated fields repeat) for varint and
+    length-delimited fields; ValueError if bad."""
+    fields, i = [], 0
 
     def varint():
         nonlocal i
@@ -113,18 +131,227 @@ def decode_waku(data):
         key = varint()
         number, wire = key >> 3, key & 7
         if wire == 0:
-            fields[number] = varint()
+            fields.append((number, varint()))
         elif wire == 2:
             n = varint()
             if i + n > len(data):
                 raise ValueError("truncated field")
-            fields[number] = data[i : i + n]
+            fields.append((number, data[i : i + n]))
             i += n
         elif wire in (1, 5):
             i += 8 if wire == 1 else 4
         else:
             raise ValueError(f"wire type {wire}")
     return fields
+
+
+def unzigzag(n):
+    return (n >> 1) ^ -(n & 1)
+
+
+def waku_hash(pubsub_topic, f):
+    """14/WAKU2-MESSAGE deterministic hash of a decoded message (decode_waku's dict):
+    sha256(pubsub_topic | payload | content_topic | meta | timestamp, 8 bytes BE)."""
+    ts = unzigzag(f.get(10, 0))
+    return hashlib.sha256(
+        pubsub_topic.encode() + f.get(1, b"") + f.get(2, b"") + f.get(11, b"")
+        + ts.to_bytes(8, "big", signed=True)
+    ).digest()
+
+
+# --- 13/WAKU2-STORE v3: field numbers from the spec ---------------------------------------
+
+
+def _bytes_field(number, b):
+    return _varint(number << 3 | 2) + _varint(len(b)) + b
+
+
+def _varint_field(number, n):
+    return _varint(number << 3) + _varint(n)
+
+
+def encode_store_request(request_id, pubsub_topic, content_topics, include_data=True,
+                         cursor=None, forward=True, limit=None, hashes=()):
+    """StoreQueryRequest: request_id 1, include_data 2, pubsub_topic 10, content_topics
+    11, time_start 12 / time_end 13 (sint64; unused here), message_hashes 20,
+    pagination_cursor 51, pagination_forward 52, pagination_limit 53."""
+    out = _bytes_field(1, request_id.encode())
+    if include_data:
+        out += _varint_field(2, 1)
+    if pubsub_topic is not None:
+        out += _bytes_field(10, pubsub_topic.encode())
+    for ct in content_topics:
+        out += _bytes_field(11, ct.encode())
+    for h in hashes:
+        out += _bytes_field(20, h)
+    if cursor is not None:
+        out += _bytes_field(51, cursor)
+    if forward:
+        out += _varint_field(52, 1)
+    if limit is not None:
+        out += _varint_field(53, limit)
+    return out
+
+
+def decode_store_request(data):
+    r = {"request_id": "", "include_data": False, "pubsub_topic": None,
+         "content_topics": [], "time_start": None, "time_end": None, "hashes": [],
+         "cursor": None, "forward": False, "limit": None}
+    for number, v in decode_fields(data):
+        if number == 1:
+            r["request_id"] = v.decode(errors="replace")
+        elif number == 2:
+            r["include_data"] = bool(v)
+        elif number == 10:
+            r["pubsub_topic"] = v.decode(errors="replace")
+        elif number == 11:
+            r["content_topics"].append(v.decode(errors="replace"))
+        elif number == 12:
+            r["time_start"] = unzigzag(v)
+        elif number == 13:
+            r["time_end"] = unzigzag(v)
+        elif number == 20:
+            r["hashes"].append(bytes(v))
+        elif number == 51:
+            r["cursor"] = bytes(v)
+        elif number == 52:
+            r["forward"] = bool(v)
+        elif number == 53:
+            r["limit"] = v
+    return r
+
+
+def encode_store_response(request_id, status, desc, entries, cursor):
+    """StoreQueryResponse: request_id 1, status_code 10, status_desc 11, messages 20
+    (WakuMessageKeyValue: message_hash 1, message 2, pubsub_topic 3), cursor 51."""
+    out = _bytes_field(1, request_id.encode()) + _varint_field(10, status)
+    out += _bytes_field(11, desc.encode())
+    for h, msg, topic in entries:
+        kv = _bytes_field(1, h)
+        if msg is not None:
+            kv += _bytes_field(2, msg) + _bytes_field(3, topic.encode())
+        out += _bytes_field(20, kv)
+    if cursor is not None:
+        out += _bytes_field(51, cursor)
+    return out
+
+
+def decode_store_response(data):
+    r = {"request_id": "", "status": None, "desc": "", "messages": [], "cursor": None}
+    for number, v in decode_fields(data):
+        if number == 1:
+            r["request_id"] = v.decode(errors="replace")
+        elif number == 10:
+            r["status"] = v
+        elif number == 11:
+            r["desc"] = v.decode(errors="replace")
+        elif number == 20:
+            kv = dict(decode_fields(v))
+            r["messages"].append(
+                (kv.get(1), kv.get(2), kv[3].decode(errors="replace") if 3 in kv else None)
+            )
+        elif number == 51:
+            r["cursor"] = bytes(v)
+    return r
+
+
+async def read_exactly(stream, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = await stream.read(n - len(buf))
+        if not chunk:
+            raise ValueError("stream ended early")
+        buf += chunk
+    return buf
+
+
+async def read_lp(stream, max_len):
+    n = shift = 0
+    for _ in range(5):
+        b = (await read_exactly(stream, 1))[0]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            if n > max_len:
+                raise ValueError(f"length {n} over {max_len}")
+            return await read_exactly(stream, n)
+    raise ValueError("bad varint length")
+
+
+class PyStore:
+    """An in-memory store answering per the spec: entries sorted by (timestamp, hash)."""
+
+    def __init__(self):
+        self.entries = []  # (timestamp, hash, message bytes, pubsub topic, content topic)
+
+    def add(self, pubsub_topic, data):
+        f = decode_waku(data)
+        self.entries.append(
+            (unzigzag(f.get(10, 0)), waku_hash(pubsub_topic, f), data, pubsub_topic,
+             f.get(2, b"").decode())
+        )
+        self.entries.sort(key=lambda e: (e[0], e[1]))
+
+    def answer(self, r):
+        content = r["pubsub_topic"] is not None or r["content_topics"] or \
+            r["time_start"] is not None or r["time_end"] is not None
+        if content and r["hashes"]:
+            return 400, "content filter and hashes", [], None
+        if (r["pubsub_topic"] is None) != (not r["content_topics"]):
+            return 400, "pubsub_topic and content_topics go together", [], None
+
+        def match(e):
+            ts, h, _, topic, ct = e
+            if r["hashes"]:
+                return h in r["hashes"]
+            return ((r["pubsub_topic"] is None or topic == r["pubsub_topic"])
+                    and (not r["content_topics"] or ct in r["content_topics"])
+                    and (r["time_start"] is None or ts >= r["time_start"])
+                    and (r["time_end"] is None or ts < r["time_end"]))
+
+        order = self.entries if r["forward"] else list(reversed(self.entries))
+        if r["cursor"] is not None:
+            at = [i for i, e in enumerate(order) if e[1] == r["cursor"]]
+            if not at:
+                return 400, "unknown cursor", [], None
+            order = order[at[0] + 1:]
+        found = [e for e in order if match(e)]
+        limit = r["limit"] if r["limit"] and r["limit"] <= 100 else 100
+        page, more = found[:limit], len(found) > limit
+        cursor = page[-1][1] if more else None
+        if not r["forward"]:
+            page.reverse()
+        out = [(h, data if r["include_data"] else None, topic) for _, h, data, topic, _ in page]
+        return 200, "OK", out, cursor
+
+
+async def query_store(host, peer_id, topic, content_topic):
+    """Pages through the peer's store; prints the stored/store-done lines."""
+    cursor, pages, n, status = None, 0, 0, None
+    while True:
+        req = encode_store_request(
+            secrets.token_hex(8), topic, [content_topic], cursor=cursor, limit=2
+        )
+        stream = await host.new_stream(peer_id, [WAKU_STORE])
+        await stream.write(_varint(len(req)) + req)
+        res = decode_store_response(await read_lp(stream, 16 * 1024 * 1024))
+        await stream.close()
+        pages += 1
+        status = res["status"]
+        for h, msg, msg_topic in res["messages"]:
+            if msg is None or msg_topic is None:
+                say("stored-bad", "no data")
+                continue
+            f = decode_waku(msg)
+            if waku_hash(msg_topic, f) != h:
+                say("stored-bad", "hash mismatch")
+                continue
+            n += 1
+            say("stored", h.hex(), f.get(1, b"").decode(errors="replace"))
+        cursor = res["cursor"]
+        if cursor is None or status != 200 or pages >= 50:
+            break
+    say("store-done", status, n, pages)
 
 
 def waku_message_id(msg: rpc_pb2.Message) -> bytes:
@@ -197,8 +424,31 @@ async def run(args):
     pubsub = Pubsub(host, router, strict_signing=False, msg_id_constructor=waku_message_id)
     instance = secrets.token_bytes(16)  # our `meta`, to know our own messages
     state = {"got": trio.Event(), "stopped": trio.Event()}
-    if args.send is None:
+    if args.send is None and args.store_serve is None:
         state["stopped"].set()
+    store = PyStore()
+    if args.store_serve is not None:
+        now = time.time_ns()
+        for i in range(args.store_serve):
+            data = encode_waku(
+                f"py-stored-{i}".encode(), args.content_topic,
+                now - (args.store_serve - i) * 1_000_000, instance,
+            )
+            store.add(args.topic, data)
+
+        async def serve_store(stream):
+            try:
+                r = decode_store_request(await read_lp(stream, 64 * 1024))
+                status, desc, entries, cursor = store.answer(r)
+                res = encode_store_response(r["request_id"], status, desc, entries, cursor)
+                await stream.write(_varint(len(res)) + res)
+                say("store-served", status, len(entries))
+            except Exception as e:  # a bad request must not take the peer down
+                say("store-served", "error", f"{type(e).__name__}: {e}")
+            finally:
+                await stream.close()
+
+        host.set_stream_handler(WAKU_STORE, serve_store)
 
     async def receive(sub):
         async for msg in sub:
@@ -250,6 +500,9 @@ async def run(args):
             nursery.start_soon(read_stdin, state)
             if args.send is not None:
                 nursery.start_soon(send)
+            if args.store_query:
+                peer = info_from_p2p_addr(multiaddr.Multiaddr(args.connect)).peer_id
+                await query_store(host, peer, args.topic, args.content_topic)
             if args.expect is not None:
                 await state["got"].wait()
             await state["stopped"].wait()
@@ -277,6 +530,10 @@ def main():
     p.add_argument("--send", help="payload to publish every 0.5 s until `stop` on stdin")
     p.add_argument("--expect", help="payload that must arrive")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds, from `ready` on")
+    p.add_argument("--store-query", action="store_true",
+                   help="query the peer's 13/WAKU2-STORE for --topic/--content-topic")
+    p.add_argument("--store-serve", type=int, metavar="N",
+                   help="serve a store of N messages py-stored-I until `stop`")
     args = p.parse_args()
     if os.environ.get("PY_WAKU_PEER_LOG"):
         import logging

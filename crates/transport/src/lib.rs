@@ -58,6 +58,9 @@ pub enum TransportError {
     /// I/O (key file, listeners).
     #[error("{0}")]
     Io(String),
+    /// A store query failed (no connection, timeout, protocol not supported, bad frame).
+    #[error("store query failed: {0}")]
+    Store(String),
 }
 
 /// Counters of one pubsub topic.

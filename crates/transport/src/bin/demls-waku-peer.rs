@@ -7,7 +7,11 @@
 //! ```text
 //! demls-waku-peer [--listen MA]... [--bootstrap MA]... [--relay-shard N]...
 //!                 [--subscribe CONV]... [--cluster-id N] [--num-shards N] [--discovery]
+//!                 [--store]
 //! ```
+//!
+//! `--store` keeps an archive in memory: the peer archives its conversations' messages,
+//! serves them over 13/WAKU2-STORE, and fetches what it missed from store peers.
 //!
 //! Peer discovery (discv5, peer exchange) is off unless `--discovery` is given, so that a
 //! test's topology is exactly the connections it asked for.
@@ -21,6 +25,10 @@
 //! - `rejected` → `rejected N` (messages this relay refused, all topics and reasons)
 //! - `received` → `received N` (valid messages received, all topics)
 //! - `score PEER_ID` → `score F` (its gossipsub score here) or `score none`
+//! - `store-query PEER_ID CONV [LIMIT]` → a 13/WAKU2-STORE query of CONV's app_msg
+//!   topic, page after page (LIMIT a page, default 100): `stored HASH_HEX PAYLOAD_HEX`
+//!   for each message that hashes to its key, `stored-bad REASON` for each that does
+//!   not, then `store-done STATUS MESSAGES PAGES`
 //! - `quit`
 //!
 //! stdout: `listening MULTIADDR` for each listen address, then `ready`; then
@@ -30,26 +38,41 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use demls_transport::waku::store::{self, MemoryArchive};
 use demls_transport::waku::{WakuConfig, WakuRelay};
-use demls_transport::{Subtopic, Transport, TransportError, TransportStats};
+use demls_transport::{Subtopic, Transport, TransportError, TransportStats, content_topic};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn usage() -> &'static str {
     "usage: demls-waku-peer [--listen MA]... [--bootstrap MA]... [--relay-shard N]... \
-     [--subscribe CONV]... [--cluster-id N] [--num-shards N] [--discovery]"
+     [--subscribe CONV]... [--cluster-id N] [--num-shards N] [--discovery] [--store]"
 }
 
-fn parse_args(args: &[String]) -> Result<(WakuConfig, Vec<String>), String> {
+/// The peer's settings from its arguments.
+struct Args {
+    cfg: WakuConfig,
+    subscribe: Vec<String>,
+    store: bool,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut cfg = WakuConfig {
         listen: vec![],
         discv5_discovery: false,
         ..WakuConfig::default()
     };
     let mut subscribe = vec![];
+    let mut store = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if flag == "--discovery" {
             cfg.discv5_discovery = true;
+            continue;
+        }
+        if flag == "--store" {
+            store = true;
             continue;
         }
         let mut value = || {
@@ -75,7 +98,11 @@ fn parse_args(args: &[String]) -> Result<(WakuConfig, Vec<String>), String> {
     if cfg.listen.is_empty() {
         cfg.listen.push("/ip4/127.0.0.1/tcp/0".into());
     }
-    Ok((cfg, subscribe))
+    Ok(Args {
+        cfg,
+        subscribe,
+        store,
+    })
 }
 
 fn rejected(s: &TransportStats) -> u64 {
@@ -131,9 +158,56 @@ async fn command(relay: &WakuRelay, line: &str) -> Option<Result<String, String>
             Some(s) => format!("score {s}"),
             None => "score none".to_string(),
         }),
+        ["store-query", peer, conv] => store_query(relay, peer, conv, "100").await,
+        ["store-query", peer, conv, limit] => store_query(relay, peer, conv, limit).await,
         _ => Err(format!("unknown command {line:?}")),
     };
     Some(r)
+}
+
+/// Runs a paginated store query; the `stored` lines, then the `store-done` line.
+async fn store_query(
+    relay: &WakuRelay,
+    peer: &str,
+    conv: &str,
+    limit: &str,
+) -> Result<String, String> {
+    let peer: libp2p::PeerId = peer.parse().map_err(|e| format!("bad peer id: {e}"))?;
+    let limit: u64 = limit.parse().map_err(|_| format!("bad limit {limit:?}"))?;
+    let ct = content_topic(conv, Subtopic::AppMsg).map_err(|e| e.to_string())?;
+    let mut req = store::history_request(&relay.shard_topic(conv), vec![ct], None, None);
+    req.pagination_limit = Some(limit);
+    let (mut lines, mut n, mut pages) = (Vec::new(), 0, 0);
+    let status = loop {
+        let res = relay
+            .store_query(peer, req.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        pages += 1;
+        let status = res.status_code.unwrap_or(0);
+        for kv in &res.messages {
+            match store::verify_entry(&req, kv) {
+                Ok(e) => {
+                    n += 1;
+                    let payload = kv.message.as_ref().map(|m| m.payload.clone());
+                    lines.push(format!(
+                        "stored {} {}",
+                        hex::encode(e.hash),
+                        hex::encode(payload.unwrap_or_default())
+                    ));
+                }
+                Err(e) => lines.push(format!("stored-bad {e}")),
+            }
+        }
+        match res.pagination_cursor {
+            Some(c) if pages < 100 && status == store::status::SUCCESS => {
+                req.pagination_cursor = Some(c)
+            }
+            _ => break status,
+        }
+    };
+    lines.push(format!("store-done {status} {n} {pages}"));
+    Ok(lines.join("\n"))
 }
 
 async fn write_line(out: &mut tokio::io::Stdout, line: &str) -> std::io::Result<()> {
@@ -142,8 +216,20 @@ async fn write_line(out: &mut tokio::io::Stdout, line: &str) -> std::io::Result<
     out.flush().await
 }
 
-async fn run(cfg: WakuConfig, subscribe: Vec<String>) -> Result<(), String> {
-    let (relay, mut inbound) = WakuRelay::start(cfg).await.map_err(|e| e.to_string())?;
+async fn run(args: Args) -> Result<(), String> {
+    let Args {
+        cfg,
+        subscribe,
+        store,
+    } = args;
+    let archive: Option<Arc<dyn store::MessageArchive>> = if store {
+        Some(Arc::new(MemoryArchive::new()))
+    } else {
+        None
+    };
+    let (relay, mut inbound) = WakuRelay::start_with_archive(cfg, archive)
+        .await
+        .map_err(|e| e.to_string())?;
     for conv in &subscribe {
         relay.subscribe(conv).await.map_err(|e| e.to_string())?;
     }
@@ -188,14 +274,14 @@ async fn run(cfg: WakuConfig, subscribe: Vec<String>) -> Result<(), String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cfg, subscribe) = match parse_args(&args) {
+    let args = match parse_args(&args) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    match run(cfg, subscribe).await {
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demls-waku-peer: {e}");

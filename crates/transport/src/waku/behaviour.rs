@@ -5,8 +5,9 @@ use libp2p::{gossipsub, identify, ping, request_response};
 
 use super::metadata::MetadataCodec;
 use super::peer_exchange::PeerExchangeCodec;
+use super::store::StoreCodec;
 
-/// Relay, identify, ping, metadata and peer exchange.
+/// Relay, identify, ping, metadata, peer exchange and store.
 #[derive(NetworkBehaviour)]
 pub struct WakuBehaviour {
     /// 11/WAKU2-RELAY.
@@ -19,4 +20,6 @@ pub struct WakuBehaviour {
     pub metadata: request_response::Behaviour<MetadataCodec>,
     /// 34/WAKU2-PEER-EXCHANGE.
     pub peer_exchange: request_response::Behaviour<PeerExchangeCodec>,
+    /// 13/WAKU2-STORE v3 (served only with an archive).
+    pub store: request_response::Behaviour<StoreCodec>,
 }

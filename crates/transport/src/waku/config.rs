@@ -48,6 +48,9 @@ pub struct WakuConfig {
     pub max_timestamp_skew_secs: u64,
     /// Longest wait between redials of a lost bootstrap peer.
     pub max_redial_secs: u64,
+    /// How far back a history query (13/WAKU2-STORE) reaches at most; the node sets it to
+    /// its archive's `max_age`.
+    pub store_lookback_secs: u64,
 }
 
 impl Default for WakuConfig {
@@ -67,6 +70,7 @@ impl Default for WakuConfig {
             node_key_file: None,
             max_timestamp_skew_secs: 20,
             max_redial_secs: 30,
+            store_lookback_secs: 7 * 24 * 3600,
         }
     }
 }

@@ -17,15 +17,25 @@ const MAX_LEN: usize = 64 * 1024;
 #[derive(Clone, Default)]
 pub struct MetadataCodec;
 
-/// Reads one varint-length-prefixed message (at most 64 KiB).
+/// Reads one varint-length-prefixed message of at most 64 KiB.
 pub(super) async fn read_lp<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
+    read_lp_max(io, MAX_LEN).await
+}
+
+/// Reads one varint-length-prefixed message of at most `max` bytes (and below 256 MiB,
+/// the most a 4-byte varint holds): a longer announced length is an error before
+/// anything is allocated.
+pub(super) async fn read_lp_max<T: AsyncRead + Unpin>(
+    io: &mut T,
+    max: usize,
+) -> std::io::Result<Vec<u8>> {
     let mut len: usize = 0;
     for shift in (0..).step_by(7).take(4) {
         let mut b = [0u8; 1];
         io.read_exact(&mut b).await?;
         len |= ((b[0] & 0x7f) as usize) << shift;
         if b[0] & 0x80 == 0 {
-            if len > MAX_LEN {
+            if len > max {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     "message too long",

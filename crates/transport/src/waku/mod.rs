@@ -5,7 +5,9 @@
 //! forwarding, nwaku's score thresholds (no penalty for peers sharing an address),
 //! 66/WAKU2-METADATA, TCP + WebSocket, noise, yamux, identify, ping, pure-Rust DNS, and
 //! peer discovery by 33/WAKU2-DISCV5 with a Waku ENR (31/WAKU2-ENR): the node dials
-//! discovered relay peers until it has `peer_target` of them.
+//! discovered relay peers until it has `peer_target` of them; 13/WAKU2-STORE v3: it
+//! archives its conversations' messages, serves them, and fetches what it missed from
+//! peers ([`store`]).
 //! The swarm runs in its own task; [`WakuRelay`] is the handle the node uses.
 
 mod behaviour;
@@ -15,8 +17,10 @@ pub mod enr;
 mod metadata;
 mod node;
 mod peer_exchange;
+pub mod store;
 mod validation;
 
+use libp2p::PeerId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +42,8 @@ pub const RELAY_PROTOCOL: &str = "/vac/waku/relay/2.0.0";
 pub const METADATA_PROTOCOL: &str = "/vac/waku/metadata/1.0.0";
 /// 34/WAKU2-PEER-EXCHANGE.
 pub const PEER_EXCHANGE_PROTOCOL: &str = "/vac/waku/peer-exchange/2.0.0-alpha1";
+/// 13/WAKU2-STORE v3.
+pub const STORE_PROTOCOL: &str = "/vac/waku/store-query/3.0.0";
 /// Largest WakuMessage accepted (64/WAKU2-NETWORK: 150 KB), plus protobuf framing room.
 pub const MAX_MESSAGE_SIZE: usize = 150 * 1024;
 /// Gossipsub score below which a peer gets no gossip (IHAVE) from us and its gossip is
@@ -57,6 +63,13 @@ pub(crate) enum Command {
     },
     Subscribe(String),
     Unsubscribe(String),
+    /// A conversation was subscribed: fetch its history from the store peers we have.
+    SyncConversation(String),
+    StoreQuery {
+        peer: PeerId,
+        request: store::pb::StoreQueryRequest,
+        reply: oneshot::Sender<Result<store::pb::StoreQueryResponse, TransportError>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -67,6 +80,8 @@ pub(crate) struct Shared {
     pub conversations: BTreeSet<String>,
     /// How many conversations use each pubsub topic.
     pub topic_refs: BTreeMap<String, usize>,
+    /// Connected peers that told us (identify) they serve 13/WAKU2-STORE.
+    pub store_peers: BTreeSet<PeerId>,
 }
 
 /// Handle on a running relay.
@@ -79,17 +94,38 @@ pub struct WakuRelay {
 }
 
 impl WakuRelay {
-    /// Starts listening, dials the bootstrap peers, and returns the inbound stream.
+    /// Starts listening, dials the bootstrap peers, and returns the inbound stream. No
+    /// archive: the node neither serves nor fetches history (it can still query a store
+    /// with [`WakuRelay::store_query`]).
     pub async fn start(
         cfg: WakuConfig,
+    ) -> Result<(Self, mpsc::Receiver<InboundPacket>), TransportError> {
+        Self::start_with_archive(cfg, None).await
+    }
+
+    /// [`WakuRelay::start`] with an archive: the messages of our conversations (received
+    /// and published) are kept in it, served to peers over 13/WAKU2-STORE, and what we
+    /// missed is fetched from store peers when we reach them and delivered on the inbound
+    /// stream like relayed messages (a message whose hash the archive holds already is
+    /// not delivered twice).
+    pub async fn start_with_archive(
+        cfg: WakuConfig,
+        archive: Option<Arc<dyn store::MessageArchive>>,
     ) -> Result<(Self, mpsc::Receiver<InboundPacket>), TransportError> {
         cfg.validate()?;
         let instance: Vec<u8> = (0..16).map(|_| rand::random::<u8>()).collect();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (in_tx, in_rx) = mpsc::channel(4096);
-        let task =
-            node::spawn(cfg.clone(), instance.clone(), shared.clone(), cmd_rx, in_tx).await?;
+        let task = node::spawn(
+            cfg.clone(),
+            instance.clone(),
+            shared.clone(),
+            (cmd_tx.downgrade(), cmd_rx),
+            in_tx,
+            archive,
+        )
+        .await?;
         Ok((
             Self {
                 cmd: cmd_tx,
@@ -125,6 +161,33 @@ impl WakuRelay {
             .await
             .map_err(|_| TransportError::Stopped)?;
         rx.await.map_err(|_| TransportError::Stopped)?
+    }
+
+    /// Sends one 13/WAKU2-STORE query to a peer (over a connection we have or can dial)
+    /// and returns its answer as it came (a non-2xx status included).
+    pub async fn store_query(
+        &self,
+        peer: PeerId,
+        request: store::pb::StoreQueryRequest,
+    ) -> Result<store::pb::StoreQueryResponse, TransportError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::StoreQuery {
+                peer,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)?
+    }
+
+    /// Connected peers that serve 13/WAKU2-STORE (as their identify says).
+    pub fn store_peers(&self) -> Vec<PeerId> {
+        self.shared
+            .lock()
+            .map(|s| s.store_peers.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Stops the swarm.
@@ -208,6 +271,10 @@ impl Transport for WakuRelay {
                 .await
                 .map_err(|_| TransportError::Stopped)?;
         }
+        self.cmd
+            .send(Command::SyncConversation(conversation.to_string()))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The swarm task: owns the libp2p swarm, runs commands from the handle, validates and
 //! delivers inbound messages, answers metadata, and redials bootstrap peers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -23,11 +24,13 @@ use super::discovery::{self, Discovery};
 use super::enr::{self, LocalAddrs, WakuPeer, parse_enr};
 use super::metadata::pb as meta;
 use super::peer_exchange;
+use super::store::{self, ArchivedMessage, MessageArchive};
 use super::{
     Command, GOSSIP_THRESHOLD, GRAYLIST_THRESHOLD, MAX_MESSAGE_SIZE, METADATA_PROTOCOL,
-    PEER_EXCHANGE_PROTOCOL, PUBLISH_THRESHOLD, RELAY_PROTOCOL, Shared, WakuConfig, validate,
+    PEER_EXCHANGE_PROTOCOL, PUBLISH_THRESHOLD, RELAY_PROTOCOL, STORE_PROTOCOL, Shared, WakuConfig,
+    validate,
 };
-use crate::message::relay_message_id;
+use crate::message::{WakuMessage, relay_message_id};
 use crate::{InboundPacket, TransportError, parse_content_topic, pubsub_topic};
 
 fn io(e: impl std::fmt::Display) -> TransportError {
@@ -42,8 +45,15 @@ fn write_key(path: &Path, key: &Keypair) -> Result<(), TransportError> {
     }
     let bytes = key.to_protobuf_encoding().map_err(io)?;
     let tmp = path.with_extension("tmp");
+    // A new file every time, created 0600: a leftover temporary file (from an interrupted
+    // write, perhaps under another umask) would otherwise keep its own, wider, mode.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(format!("removing {}: {e}", tmp.display()))),
+    }
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let write = |p: &Path| -> std::io::Result<()> {
@@ -118,7 +128,7 @@ pub(crate) fn node_key(path: Option<&Path>) -> Result<Keypair, TransportError> {
     Ok(key)
 }
 
-fn now_ns() -> i64 {
+pub(super) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -244,6 +254,21 @@ struct Node {
     enr_shards: Vec<u32>,
     /// When we last asked each peer for peers (34/WAKU2-PEER-EXCHANGE).
     px_asked: HashMap<PeerId, Instant>,
+    /// Our messages archive (13/WAKU2-STORE); None: no archive, no serving, no fetching.
+    archive: Option<Arc<dyn MessageArchive>>,
+    /// Store queries in flight, by request id.
+    store_pending: HashMap<
+        request_response::OutboundRequestId,
+        tokio::sync::oneshot::Sender<Result<store::pb::StoreQueryResponse, TransportError>>,
+    >,
+    /// Per-peer rate of the store queries we answer.
+    store_limiter: store::RateLimiter,
+    /// Store peers we fetched all our conversations' history from since we were last
+    /// without any peer (at most [`store::sync::SYNC_PEERS`]).
+    synced_from: HashSet<PeerId>,
+    /// Our own command channel, for history fetches (weak, so that dropping the handle
+    /// still ends the task).
+    cmd_tx: mpsc::WeakSender<Command>,
 }
 
 /// We ask one peer for peers at most this often.
@@ -337,8 +362,9 @@ pub(super) async fn spawn(
     cfg: WakuConfig,
     instance: Vec<u8>,
     shared: Arc<Mutex<Shared>>,
-    cmds: mpsc::Receiver<Command>,
+    (cmd_tx, cmds): (mpsc::WeakSender<Command>, mpsc::Receiver<Command>),
     inbound: mpsc::Sender<InboundPacket>,
+    archive: Option<Arc<dyn MessageArchive>>,
 ) -> Result<tokio::task::JoinHandle<()>, TransportError> {
     let key = node_key(cfg.node_key_file.as_deref())?;
     let disc_key = key.clone();
@@ -379,6 +405,19 @@ pub(super) async fn spawn(
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(10)),
                 ),
+                store: request_response::Behaviour::new(
+                    [(
+                        StreamProtocol::new(STORE_PROTOCOL),
+                        // Without an archive we only ask, and identify says so.
+                        if archive.is_some() {
+                            ProtocolSupport::Full
+                        } else {
+                            ProtocolSupport::Outbound
+                        },
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(store::REQUEST_TIMEOUT),
+                ),
             })
         })
         .map_err(io)?
@@ -404,6 +443,11 @@ pub(super) async fn spawn(
         next_lookup: Instant::now(),
         enr_shards: Vec::new(),
         px_asked: HashMap::new(),
+        archive,
+        store_pending: HashMap::new(),
+        store_limiter: store::RateLimiter::default(),
+        synced_from: HashSet::new(),
+        cmd_tx,
     };
     let peer_id = *node.swarm.local_peer_id();
     if let Ok(mut s) = node.shared.lock() {
@@ -733,6 +777,11 @@ impl Node {
             Command::Publish { topic, data, reply } => {
                 // What gossipsub computes too, for the cases where it returns no id.
                 let id = relay_message_id(&data).to_vec();
+                // Our own messages go into the archive too: peers fetch them from us, and
+                // our history fetch starts after the newest one.
+                if let Ok(m) = WakuMessage::decode(data.as_slice()) {
+                    self.archive_if_ours(&topic, &m, &data);
+                }
                 let r = self
                     .swarm
                     .behaviour_mut()
@@ -765,8 +814,95 @@ impl Node {
                     .unsubscribe(&IdentTopic::new(t));
                 self.refresh_enr();
             }
+            Command::SyncConversation(conversation) => {
+                let peers: Vec<PeerId> = self
+                    .shared
+                    .lock()
+                    .map(|s| s.store_peers.iter().copied().collect())
+                    .unwrap_or_default();
+                for p in peers.into_iter().take(store::sync::SYNC_PEERS) {
+                    self.spawn_sync(p, vec![conversation.clone()]);
+                }
+            }
+            Command::StoreQuery {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .store
+                    .send_request(&peer, request);
+                self.store_pending.insert(id, reply);
+            }
             Command::Shutdown(_) => {}
         }
+    }
+
+    /// Archives a message (received or published) of one of our conversations. Returns
+    /// false only when the archive had it already (we got it from a store first).
+    fn archive_if_ours(&self, pubsub_topic: &str, m: &WakuMessage, data: &[u8]) -> bool {
+        let Some(a) = &self.archive else {
+            return true;
+        };
+        let ours = parse_content_topic(&m.content_topic).is_ok_and(|(c, _)| {
+            self.shared
+                .lock()
+                .is_ok_and(|s| s.conversations.contains(&c))
+        });
+        if !ours {
+            return true;
+        }
+        let Some(e) = ArchivedMessage::eligible(pubsub_topic, m, data.to_vec()) else {
+            return true;
+        };
+        match a.insert(&e) {
+            Ok(new) => new,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not archive a message");
+                true
+            }
+        }
+    }
+
+    /// Fetches the history of `conversations` from store peer `peer`, in a task of its own.
+    fn spawn_sync(&self, peer: PeerId, conversations: Vec<String>) {
+        let (Some(archive), Some(cmd)) = (self.archive.clone(), self.cmd_tx.upgrade()) else {
+            return;
+        };
+        if conversations.is_empty() {
+            return;
+        }
+        let ctx = store::sync::SyncCtx {
+            cmd,
+            archive,
+            shared: self.shared.clone(),
+            inbound: self.inbound.clone(),
+            instance: self.instance.clone(),
+            cfg: self.cfg.clone(),
+        };
+        tokio::spawn(store::sync::run(ctx, peer, conversations));
+    }
+
+    /// A peer says it serves the store: fetch every conversation's history from it, if we
+    /// have not fetched from enough peers since we were last alone.
+    fn on_store_peer(&mut self, peer: PeerId) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.store_peers.insert(peer);
+        }
+        if self.archive.is_none()
+            || self.synced_from.len() >= store::sync::SYNC_PEERS
+            || !self.synced_from.insert(peer)
+        {
+            return;
+        }
+        let conversations: Vec<String> = self
+            .shared
+            .lock()
+            .map(|s| s.conversations.iter().cloned().collect())
+            .unwrap_or_default();
+        self.spawn_sync(peer, conversations);
     }
 
     fn redial(&mut self) {
@@ -840,8 +976,27 @@ impl Node {
                 self.update_peers();
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, "disconnected");
+                    self.store_limiter.forget(&peer_id);
+                    if let Ok(mut s) = self.shared.lock() {
+                        s.store_peers.remove(&peer_id);
+                    }
+                    if self.swarm.connected_peers().next().is_none() {
+                        // Alone: whatever we miss from now on, the next store peers we
+                        // reach are asked for.
+                        self.synced_from.clear();
+                    }
                 }
             }
+            SwarmEvent::Behaviour(WakuBehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if info.protocols.iter().any(|p| p.as_ref() == STORE_PROTOCOL) {
+                    self.on_store_peer(peer_id);
+                }
+            }
+            SwarmEvent::Behaviour(WakuBehaviourEvent::Store(ev)) => self.on_store_event(ev),
             SwarmEvent::Behaviour(WakuBehaviourEvent::Relay(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -913,6 +1068,49 @@ impl Node {
         }
     }
 
+    fn on_store_event(
+        &mut self,
+        ev: request_response::Event<store::pb::StoreQueryRequest, store::pb::StoreQueryResponse>,
+    ) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let res = if self.store_limiter.allow(peer, Instant::now()) {
+                        store::answer(self.archive.as_deref(), &request)
+                    } else {
+                        store::too_many_requests(&request)
+                    };
+                    tracing::debug!(%peer, status = ?res.status_code, entries = res.messages.len(), "store: answered");
+                    let _ = self.swarm.behaviour_mut().store.send_response(channel, res);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(tx) = self.store_pending.remove(&request_id) {
+                        let _ = tx.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(tx) = self.store_pending.remove(&request_id) {
+                    let _ = tx.send(Err(TransportError::Store(format!("{peer}: {error}"))));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "store: inbound query failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
     /// Asks a newly connected peer for peers while we are below the peer target (at most
     /// once per [`PX_INTERVAL`] per peer). Peers without the protocol just fail the request.
     fn ask_for_peers(&mut self, peer: PeerId) {
@@ -947,7 +1145,8 @@ impl Node {
 
     fn on_message(&mut self, source: PeerId, id: gossipsub::MessageId, m: gossipsub::Message) {
         let topic = m.topic.as_str().to_string();
-        let verdict = validate(&m.data, now_ns(), self.cfg.max_timestamp_skew_secs);
+        let data = m.data;
+        let verdict = validate(&data, now_ns(), self.cfg.max_timestamp_skew_secs);
         let relay = &mut self.swarm.behaviour_mut().relay;
         let msg = match verdict {
             Ok(w) => {
@@ -973,24 +1172,11 @@ impl Node {
         if msg.meta.as_deref() == Some(self.instance.as_slice()) {
             return; // our own echo
         }
-        let Ok((conversation, subtopic)) = parse_content_topic(&msg.content_topic) else {
-            return; // another application's traffic on a shard we relay
-        };
-        let ours = self
-            .shared
-            .lock()
-            .is_ok_and(|s| s.conversations.contains(&conversation));
-        if !ours {
-            return;
+        if !self.archive_if_ours(&topic, &msg, &data) {
+            return; // fetched from a store already, and delivered then
         }
-        let pkt = InboundPacket {
-            message_id: id.0,
-            conversation,
-            subtopic,
-            payload: msg.payload,
-            sender_instance: msg.meta.unwrap_or_default(),
-            timestamp_ns: msg.timestamp.unwrap_or(0),
-            pubsub_topic: topic,
+        let Some(pkt) = inbound_packet(&self.shared, &self.instance, id.0, topic, msg) else {
+            return;
         };
         if self.inbound.try_send(pkt).is_err() {
             tracing::warn!("inbound queue full: dropping a packet");
@@ -998,9 +1184,40 @@ impl Node {
     }
 }
 
+/// The packet a message of one of our conversations becomes; None for our own echoes
+/// and other applications' traffic. Relayed and store-fetched messages alike go through
+/// here.
+pub(super) fn inbound_packet(
+    shared: &Mutex<Shared>,
+    instance: &[u8],
+    message_id: Vec<u8>,
+    pubsub_topic: String,
+    msg: WakuMessage,
+) -> Option<InboundPacket> {
+    if msg.meta.as_deref() == Some(instance) {
+        return None; // our own
+    }
+    // Another application's traffic on a shard we relay: not ours.
+    let (conversation, subtopic) = parse_content_topic(&msg.content_topic).ok()?;
+    let ours = shared
+        .lock()
+        .is_ok_and(|s| s.conversations.contains(&conversation));
+    if !ours {
+        return None;
+    }
+    Some(InboundPacket {
+        message_id,
+        conversation,
+        subtopic,
+        payload: msg.payload,
+        sender_instance: msg.meta.unwrap_or_default(),
+        timestamp_ns: msg.timestamp.unwrap_or(0),
+        pubsub_topic,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use prost::Message;
 
     use super::*;
     use crate::message::{WakuMessage, message_hash};
@@ -1078,6 +1295,23 @@ mod tests {
             "{e}"
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"junk");
+    }
+
+    /// A new node key is private from its first byte: a stale `node-key.tmp` left readable
+    /// by others (an interrupted write under another umask) does not lend it its mode.
+    #[cfg(unix)]
+    #[test]
+    fn a_new_node_key_is_written_with_mode_0600_from_the_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-key.bin");
+        let tmp = dir.path().join("node-key.tmp");
+        std::fs::write(&tmp, b"stale").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        node_key(Some(&path)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "node key mode {mode:o}");
+        assert!(!tmp.exists());
     }
 
     #[test]

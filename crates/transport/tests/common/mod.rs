@@ -96,6 +96,24 @@ impl Peer {
         }
     }
 
+    /// Sends a command whose reply is several lines, ending with one that starts with
+    /// `last`; returns them all (`recv` lines on the way go to the inbox).
+    pub fn ask_lines(&mut self, cmd: &str, last: &str) -> Vec<String> {
+        let mut out = vec![self.ask(cmd)];
+        while !out
+            .last()
+            .is_some_and(|l| l.starts_with(last) || l.starts_with("error "))
+        {
+            let l = self.next_line(Duration::from_secs(30), cmd);
+            if l.starts_with("recv ") {
+                self.inbox.push(l);
+            } else {
+                out.push(l);
+            }
+        }
+        out
+    }
+
     /// A numeric reply such as `peers 2`.
     pub fn count(&mut self, cmd: &str) -> u64 {
         let r = self.ask(cmd);
