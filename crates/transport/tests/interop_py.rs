@@ -352,7 +352,7 @@ fn store_queries_both_ways_between_our_node_and_an_independent_store() {
     );
     let theirs: Vec<String> = (lines.iter())
         .filter_map(|l| l.strip_prefix("stored "))
-        .map(|l| payload_text(l))
+        .map(payload_text)
         .collect();
     assert_eq!(theirs, py_msgs, "{lines:?}");
     // Python saw our queries answered (one line per page).

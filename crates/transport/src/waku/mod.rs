@@ -67,7 +67,7 @@ pub(crate) enum Command {
     SyncConversation(String),
     StoreQuery {
         peer: PeerId,
-        request: store::pb::StoreQueryRequest,
+        request: Box<store::pb::StoreQueryRequest>,
         reply: oneshot::Sender<Result<store::pb::StoreQueryResponse, TransportError>>,
     },
     Shutdown(oneshot::Sender<()>),
@@ -174,7 +174,7 @@ impl WakuRelay {
         self.cmd
             .send(Command::StoreQuery {
                 peer,
-                request,
+                request: Box::new(request),
                 reply,
             })
             .await

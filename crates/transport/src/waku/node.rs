@@ -833,7 +833,7 @@ impl Node {
                     .swarm
                     .behaviour_mut()
                     .store
-                    .send_request(&peer, request);
+                    .send_request(&peer, *request);
                 self.store_pending.insert(id, reply);
             }
             Command::Shutdown(_) => {}
@@ -991,10 +991,8 @@ impl Node {
                 peer_id,
                 info,
                 ..
-            })) => {
-                if info.protocols.iter().any(|p| p.as_ref() == STORE_PROTOCOL) {
-                    self.on_store_peer(peer_id);
-                }
+            })) if info.protocols.iter().any(|p| p.as_ref() == STORE_PROTOCOL) => {
+                self.on_store_peer(peer_id)
             }
             SwarmEvent::Behaviour(WakuBehaviourEvent::Store(ev)) => self.on_store_event(ev),
             SwarmEvent::Behaviour(WakuBehaviourEvent::Relay(gossipsub::Event::Message {

@@ -306,7 +306,7 @@ pub fn parse_request(req: &pb::StoreQueryRequest) -> Result<Query, String> {
     if content && !req.message_hashes.is_empty() {
         return Err("a query has content filter criteria or message hashes, not both".into());
     }
-    if req.pubsub_topic.is_some() != !req.content_topics.is_empty() {
+    if req.pubsub_topic.is_some() == req.content_topics.is_empty() {
         return Err("pubsub_topic and content_topics must be set together".into());
     }
     if req.content_topics.len() > MAX_CONTENT_TOPICS {

@@ -106,7 +106,7 @@ async fn fetch(ctx: &SyncCtx, peer: PeerId, conv: &str) -> Result<Fetched, Strin
         ctx.cmd
             .send(Command::StoreQuery {
                 peer,
-                request: req.clone(),
+                request: Box::new(req.clone()),
                 reply,
             })
             .await
