@@ -13,4 +13,5 @@ pub mod identity;
 pub mod mls;
 pub mod proto;
 pub mod scoring;
+pub mod sds;
 pub mod steward;

@@ -461,6 +461,17 @@ fn describe_app_message(m: &pb::AppMessage) -> String {
         ),
         Some(Body::Sync(s)) => format!("sync {s:?}"),
         Some(Body::ProposalRequest(id)) => format!("proposal_request {id}"),
+        Some(Body::Sds(s)) => format!(
+            "sds {{sender {:?}, id {:?}, lamport {:?}, epoch {}, history {}, repairs {}, bloom {:?} bytes, content {:?} bytes}}",
+            s.sender_id,
+            s.message_id,
+            s.lamport_timestamp,
+            s.epoch,
+            s.causal_history.len(),
+            s.repair_request.len(),
+            s.bloom_filter.as_ref().map(Vec::len),
+            s.content.as_ref().map(Vec::len)
+        ),
     }
 }
 

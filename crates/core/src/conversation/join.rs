@@ -479,6 +479,9 @@ impl Conversation {
         self.note_group_size();
         tracing::info!(conversation = %self.name, epoch, "joined");
         out.event(Event::Joined { epoch });
+        // Chat from before this epoch is not ours to read (nor, after a rejoin, ours to
+        // wait for: the branch we left was reported in `BranchAbandoned`).
+        self.sds.reset(epoch);
         self.set_state(out, ConversationState::Working);
         // The welcome may be a re-send from a member that has moved on since: ask before
         // acting on what may be an old epoch.

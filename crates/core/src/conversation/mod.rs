@@ -16,6 +16,7 @@ mod action;
 mod adversary;
 mod budget;
 mod catchup;
+mod chat;
 mod evidence;
 mod fork;
 mod freeze;
@@ -326,6 +327,9 @@ pub struct Conversation {
     /// Epoch log, beacons and known forks (see `fork`).
     #[serde(default)]
     fork_watch: fork::ForkWatch,
+    /// Reliable chat (see `chat` and [`crate::sds`]).
+    #[serde(default)]
+    sds: crate::sds::Channel,
     closed: Option<LeaveReason>,
 }
 
@@ -379,6 +383,7 @@ impl Conversation {
             early_stash: Vec::new(),
             trailing: None,
             fork_watch: fork::ForkWatch::default(),
+            sds: crate::sds::Channel::default(),
             closed: None,
         }
     }
@@ -466,6 +471,8 @@ impl Conversation {
                 )));
             }
         }
+        // Back from a restart: our filter tells the others what we missed meanwhile.
+        c.sds.sync_soon();
         Ok(c)
     }
 
@@ -628,6 +635,7 @@ impl Conversation {
                 }
             }
         }
+        t.extend(self.chat_deadline());
         // Anything overdue is due now; callers tick at max(now, wakeup).
         t.into_iter().min()
     }
@@ -657,17 +665,15 @@ impl Conversation {
             s => return Err(CommandError::Blocked(s)),
         }
         let mut out = Output::default();
-        let msg = crate::proto::pb::AppMessage {
-            body: Some(crate::proto::pb::app_message::Body::Chat(
-                crate::proto::pb::ChatMessage {
-                    text: text.to_string(),
-                    timestamp_ms: ctx.now,
-                },
-            )),
-        };
-        self.send_app(ctx, &mut out, msg)
+        let id = self
+            .send_sds_chat(ctx, &mut out, text)
             .map_err(CommandError::Internal)?;
         self.note_sent_chat(ctx.now, text);
+        let recipients = self.members().len().saturating_sub(1) as u32;
+        out.event(Event::ChatSent {
+            id: hex::encode(id),
+            recipients,
+        });
         Ok(out)
     }
 
@@ -806,6 +812,7 @@ impl Conversation {
         self.tick_catch_up(ctx, &mut out);
         self.tick_proposal_recovery(ctx, &mut out);
         self.tick_phase(ctx, &mut out);
+        self.tick_chat(ctx, &mut out);
         self.tick_trailing_winner(ctx.now, &mut out);
         self.tick_stewardship(ctx, &mut out);
         self.replay_early_candidates(ctx, &mut out);

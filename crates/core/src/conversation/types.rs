@@ -184,7 +184,8 @@ pub enum Event {
     },
     /// A chat message from another member.
     Chat {
-        /// MLS-authenticated sender.
+        /// Its author (MLS-authenticated, or by its signature when re-broadcast for
+        /// repair by another member).
         sender: MemberId,
         /// Text.
         text: String,
@@ -192,6 +193,33 @@ pub enum Event {
         epoch: u64,
         /// Sender's timestamp, ms.
         timestamp: Millis,
+        /// Its SDS message id (hex); `None` for a plain chat without SDS.
+        id: Option<String>,
+    },
+    /// Our chat message went out with this SDS id (see `ChatDelivery`).
+    ChatSent {
+        /// Its SDS message id (hex).
+        id: String,
+        /// Members it was sent to (the group without us).
+        recipients: u32,
+    },
+    /// A chat message we know we missed and nobody re-sent in time: given up.
+    ChatLost {
+        /// Its SDS message id (hex).
+        id: String,
+        /// Its author, if the message that named it said.
+        sender: Option<MemberId>,
+    },
+    /// How far one of our chat messages got: members whose messages showed they have it.
+    ChatDelivery {
+        /// Our message's SDS id (hex), as returned when sent.
+        id: String,
+        /// Members that acknowledged it.
+        acked: u32,
+        /// Members it was sent to (those still in the group).
+        of: u32,
+        /// Final: everyone has it, or we stopped re-sending.
+        done: bool,
     },
     /// A proposal is known (ours or a peer's).
     ProposalCreated {

@@ -734,6 +734,99 @@ pub fn sync<R: Rng + ?Sized>(rng: &mut R, w: &World) -> pb::ConversationSync {
     }
 }
 
+fn exact_bytes<R: Rng + ?Sized>(rng: &mut R, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.r#gen()).collect()
+}
+
+/// An SDS history or repair entry: a real-looking or junk id, any epoch hint, any sender.
+fn sds_entry<R: Rng + ?Sized>(rng: &mut R, w: &World) -> pb::SdsHistoryEntry {
+    let message_id = match rng.gen_range(0..4) {
+        0 => any_string(rng, "00"),
+        1 => hex::encode(id_bytes(rng, w)),
+        _ => hex::encode(exact_bytes(rng, 32)),
+    };
+    pb::SdsHistoryEntry {
+        message_id,
+        retrieval_hint: rng.gen_bool(0.7).then(|| match rng.gen_range(0..3) {
+            0 => epoch(rng, w).to_be_bytes().to_vec(),
+            1 => random_bytes(rng, 12),
+            _ => any_u64(rng).to_be_bytes().to_vec(),
+        }),
+        sender_id: rng
+            .gen_bool(0.7)
+            .then(|| format!("0x{}", hex::encode(member_id(rng, w).as_bytes()))),
+    }
+}
+
+/// An SDS chat or sync message: ids computed right (then perhaps spoilt), signed by the
+/// claimed sender, another key or nobody; hostile Lamport clocks, histories, filters and
+/// repair requests.
+pub fn sds_message<R: Rng + ?Sized>(
+    rng: &mut R,
+    w: &World,
+    me: Option<&EthSigner>,
+    signers: &[EthSigner],
+) -> pb::SdsMessage {
+    let signer = if rng.gen_bool(0.6) { me } else { None }.or_else(|| pick(rng, signers));
+    let sender = match (signer, rng.gen_range(0..5)) {
+        (Some(s), 0..=3) => s.member_id(),
+        _ => member_id(rng, w),
+    };
+    let lamport = if rng.r#gen() { w.now_ms } else { any_u64(rng) };
+    let sds_epoch = if rng.r#gen() { w.epoch } else { epoch(rng, w) };
+    let content = match rng.gen_range(0..5) {
+        0 => None,
+        1 => Some(random_bytes(rng, 10_000)),
+        _ => Some(prost::Message::encode_to_vec(&pb::ChatMessage {
+            text: any_string(rng, "hi"),
+            timestamp_ms: any_u64(rng),
+        })),
+    };
+    let channel_id = if rng.gen_bool(0.9) {
+        w.name.clone()
+    } else {
+        any_string(rng, &w.name)
+    };
+    let id = demls_core::sds::message_id(
+        &channel_id,
+        &sender,
+        lamport,
+        sds_epoch,
+        content.as_deref().unwrap_or_default(),
+    );
+    let message_id = if rng.gen_bool(0.85) {
+        hex::encode(id)
+    } else {
+        hex::encode(exact_bytes(rng, 32))
+    };
+    let signature = match (signer, rng.gen_range(0..4)) {
+        (Some(s), 0..=2) => s
+            .sign(&demls_core::sds::signed_bytes(&id))
+            .unwrap_or_default(),
+        _ => random_bytes(rng, 70),
+    };
+    pb::SdsMessage {
+        sender_id: if rng.gen_bool(0.9) {
+            format!("0x{}", hex::encode(sender.as_bytes()))
+        } else {
+            any_string(rng, "0x")
+        },
+        message_id,
+        channel_id,
+        lamport_timestamp: rng.gen_bool(0.95).then_some(lamport),
+        causal_history: (0..any_len(rng, 10)).map(|_| sds_entry(rng, w)).collect(),
+        bloom_filter: rng.gen_bool(0.8).then(|| match rng.gen_range(0..3) {
+            0 => vec![0xff; demls_core::sds::bloom::BYTES],
+            1 => exact_bytes(rng, demls_core::sds::bloom::BYTES),
+            _ => random_bytes(rng, 600),
+        }),
+        repair_request: (0..any_len(rng, 10)).map(|_| sds_entry(rng, w)).collect(),
+        content,
+        epoch: sds_epoch,
+        signature,
+    }
+}
+
 /// An application message body (what an insider encrypts).
 pub fn app_message<R: Rng + ?Sized>(
     rng: &mut R,
@@ -742,7 +835,8 @@ pub fn app_message<R: Rng + ?Sized>(
     signers: &[EthSigner],
 ) -> pb::AppMessage {
     use pb::app_message::Body;
-    let body = match rng.gen_range(0..16) {
+    let body = match rng.gen_range(0..19) {
+        16..=18 => Some(Body::Sds(sds_message(rng, w, me, signers))),
         0 => None,
         1 => Some(Body::Chat(pb::ChatMessage {
             text: any_string(rng, "hello"),
