@@ -157,6 +157,7 @@ impl NodeControl for Fake {
             text: "hello".into(),
             epoch: 3,
             timestamp: 1_700_000_000_000,
+            ..Default::default()
         }])
     }
     async fn remove(&self, name: &str, member: MemberId) -> Result<ProposalRef, ApiError> {

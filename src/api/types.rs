@@ -114,6 +114,43 @@ pub struct MessageView {
     pub epoch: u64,
     /// Sender's timestamp, ms since the Unix epoch.
     pub timestamp: u64,
+    /// Its SDS message id (hex), when it came under SDS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// For our own messages: how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryView>,
+}
+
+/// How far one of our chat messages got, from the acknowledgements SDS carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// `sent` (nobody confirmed yet), `delivered_to_some`, `delivered` (every member it
+    /// went to), or `unconfirmed` (re-sending stopped before everyone confirmed).
+    pub state: String,
+    /// Members that confirmed they have it.
+    pub acked: u32,
+    /// Members it was sent to (those still in the group).
+    pub of: u32,
+}
+
+impl From<crate::storage::Delivery> for DeliveryView {
+    fn from(d: crate::storage::Delivery) -> Self {
+        let state = if d.acked >= d.of {
+            "delivered"
+        } else if d.done {
+            "unconfirmed"
+        } else if d.acked == 0 {
+            "sent"
+        } else {
+            "delivered_to_some"
+        };
+        Self {
+            state: state.to_string(),
+            acked: d.acked,
+            of: d.of,
+        }
+    }
 }
 
 /// `POST /conversations/{name}/remove`: the proposal that was opened.

@@ -188,6 +188,9 @@ struct ChatRecord {
     text: String,
     epoch: u64,
     timestamp: u64,
+    /// SDS id; with the members it went to for our own.
+    sds_id: Option<String>,
+    recipients: Option<u32>,
 }
 
 /// Test only: runs inside the protocol call of every step (in its `catch_unwind`), with the
@@ -428,21 +431,40 @@ impl<T: Transport + 'static> Runtime<T> {
         };
         // What the call left in memory is the truth now, whether it succeeded or refused.
         let mut chats = Vec::new();
+        let mut deliveries = Vec::new();
         if let Ok((_, out)) = &result {
+            let mut sent = None;
             for e in &out.events {
-                if let Event::Chat {
-                    sender,
-                    text,
-                    epoch,
-                    timestamp,
-                } = e
-                {
-                    chats.push(ChatRecord {
+                match e {
+                    Event::Chat {
+                        sender,
+                        text,
+                        epoch,
+                        timestamp,
+                        id,
+                    } => chats.push(ChatRecord {
                         sender: sender.to_string(),
                         text: text.clone(),
                         epoch: *epoch,
                         timestamp: *timestamp,
-                    });
+                        sds_id: id.clone(),
+                        recipients: None,
+                    }),
+                    Event::ChatSent { id, recipients } => sent = Some((id.clone(), *recipients)),
+                    Event::ChatDelivery {
+                        id,
+                        acked,
+                        of,
+                        done,
+                    } => deliveries.push((
+                        id.clone(),
+                        crate::storage::Delivery {
+                            acked: *acked,
+                            of: *of,
+                            done: *done,
+                        },
+                    )),
+                    _ => {}
                 }
             }
             if let Some(text) = own_chat {
@@ -451,12 +473,14 @@ impl<T: Transport + 'static> Runtime<T> {
                     text: text.to_string(),
                     epoch,
                     timestamp: now_ms(),
+                    sds_id: sent.as_ref().map(|(id, _)| id.clone()),
+                    recipients: sent.map(|(_, r)| r),
                 });
             }
         }
         let saved = state
             .map_err(|e| e.to_string())
-            .and_then(|bytes| self.write_and_commit(name, &bytes, &chats));
+            .and_then(|bytes| self.write_and_commit(name, &bytes, &chats, &deliveries));
         if let Err(e) = saved {
             self.storage.rollback();
             self.storage_failed_at = Some(now_ms());
@@ -474,6 +498,7 @@ impl<T: Transport + 'static> Runtime<T> {
         name: &str,
         bytes: &[u8],
         chats: &[ChatRecord],
+        deliveries: &[(String, crate::storage::Delivery)],
     ) -> Result<(), String> {
         let h = hash(bytes);
         let changed = self.saved.get(name) != Some(&h);
@@ -484,7 +509,20 @@ impl<T: Transport + 'static> Runtime<T> {
         }
         for m in chats {
             self.storage
-                .append_message(name, &m.sender, &m.text, m.epoch, m.timestamp)
+                .append_chat(
+                    name,
+                    &m.sender,
+                    &m.text,
+                    m.epoch,
+                    m.timestamp,
+                    m.sds_id.as_deref(),
+                    m.recipients,
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        for (id, d) in deliveries {
+            self.storage
+                .update_delivery(name, id, *d)
                 .map_err(|e| e.to_string())?;
         }
         self.storage.commit().map_err(|e| e.to_string())?;
@@ -896,6 +934,8 @@ impl<T: Transport + 'static> Runtime<T> {
                                     text: m.text,
                                     epoch: m.epoch,
                                     timestamp: m.timestamp,
+                                    id: m.sds_id,
+                                    delivery: m.delivery.map(DeliveryView::from),
                                 })
                                 .collect()
                         })

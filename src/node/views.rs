@@ -58,9 +58,26 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
             text,
             epoch,
             timestamp,
+            id,
         } => (
             "chat",
-            json!({ "sender": sender.to_string(), "text": text, "epoch": epoch, "timestamp": timestamp }),
+            json!({ "sender": sender.to_string(), "text": text, "epoch": epoch, "timestamp": timestamp, "id": id }),
+        ),
+        Event::ChatSent { id, recipients } => {
+            ("chat_sent", json!({ "id": id, "recipients": recipients }))
+        }
+        Event::ChatDelivery {
+            id,
+            acked,
+            of,
+            done,
+        } => (
+            "chat_delivery",
+            json!({ "id": id, "acked": acked, "of": of, "done": done }),
+        ),
+        Event::ChatLost { id, sender } => (
+            "chat_lost",
+            json!({ "id": id, "sender": sender.map(|s| s.to_string()) }),
         ),
         Event::ProposalCreated {
             id,

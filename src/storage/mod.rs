@@ -112,6 +112,21 @@ pub struct StoredMessage {
     pub epoch: u64,
     /// Sender's timestamp, ms since the Unix epoch.
     pub timestamp: u64,
+    /// Its SDS message id (hex), when it came under SDS.
+    pub sds_id: Option<String>,
+    /// For our own messages: how far it got.
+    pub delivery: Option<Delivery>,
+}
+
+/// How far one of our chat messages got (from the protocol's `ChatDelivery` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Members whose messages showed they have it.
+    pub acked: u32,
+    /// Members it was sent to.
+    pub of: u32,
+    /// Final: everyone has it, or the node stopped re-sending.
+    pub done: bool,
 }
 
 /// A conversation recorded as quarantined.
@@ -205,6 +220,7 @@ impl Storage {
         }
         mls::migrate(&mut conn).map_err(StorageError::Migration)?;
         Self::create_quarantine_table(&conn)?;
+        Self::create_chat_ids_table(&conn)?;
         Ok(Self {
             conn,
             path,
@@ -319,6 +335,24 @@ impl Storage {
         ins.execute(params!["created_at", now_ms().to_string()])?;
         drop(ins);
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Added after schema version 1 without a version change: created when missing.
+    /// SDS ids of chat messages and, for ours, how far each got.
+    fn create_chat_ids_table(conn: &Connection) -> Result<(), StorageError> {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS chat_ids (
+                 conversation TEXT NOT NULL,
+                 seq          INTEGER NOT NULL,
+                 sds_id       TEXT NOT NULL,
+                 acked        INTEGER,
+                 recipients   INTEGER,
+                 done         INTEGER,
+                 PRIMARY KEY (conversation, seq)
+             );
+             CREATE INDEX IF NOT EXISTS chat_ids_by_id ON chat_ids (conversation, sds_id);",
+        )?;
         Ok(())
     }
 
@@ -490,12 +524,13 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes a conversation's state, messages and quarantine record, atomically (inside
+    /// Deletes a conversation's state, messages (with their SDS ids) and quarantine record, atomically (inside
     /// an open transaction, as part of it). Returns whether its state existed.
     pub fn delete_conversation(&self, name: &str) -> Result<bool, StorageError> {
         self.atomically(|c| {
             let n = c.execute("DELETE FROM conversations WHERE name = ?1", [name])?;
             c.execute("DELETE FROM messages WHERE conversation = ?1", [name])?;
+            c.execute("DELETE FROM chat_ids WHERE conversation = ?1", [name])?;
             c.execute("DELETE FROM quarantine WHERE name = ?1", [name])?;
             Ok(n > 0)
         })
@@ -534,6 +569,52 @@ impl Storage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Appends a chat message with its SDS id and, for ours, the members it went to;
+    /// returns its sequence number in the conversation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_chat(
+        &self,
+        conversation: &str,
+        sender: &str,
+        text: &str,
+        epoch: u64,
+        timestamp: u64,
+        sds_id: Option<&str>,
+        recipients: Option<u32>,
+    ) -> Result<u64, StorageError> {
+        let seq = self.append_message(conversation, sender, text, epoch, timestamp)?;
+        if let Some(id) = sds_id {
+            self.conn.execute(
+                "INSERT OR REPLACE INTO chat_ids (conversation, seq, sds_id, acked, recipients, done)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    conversation,
+                    to_i64(seq),
+                    id,
+                    recipients.map(|_| 0),
+                    recipients,
+                    recipients.map(|r| r == 0)
+                ],
+            )?;
+        }
+        Ok(seq)
+    }
+
+    /// Records how far one of our messages got.
+    pub fn update_delivery(
+        &self,
+        conversation: &str,
+        sds_id: &str,
+        d: Delivery,
+    ) -> Result<(), StorageError> {
+        self.conn.execute(
+            "UPDATE chat_ids SET acked = ?3, recipients = ?4, done = ?5
+             WHERE conversation = ?1 AND sds_id = ?2 AND recipients IS NOT NULL",
+            params![conversation, sds_id, d.acked, d.of, d.done],
+        )?;
+        Ok(())
+    }
+
     /// Appends a chat message; returns its sequence number in the conversation.
     pub fn append_message(
         &self,
@@ -568,16 +649,31 @@ impl Storage {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StorageError> {
         let mut st = self.conn.prepare(
-            "SELECT seq, sender, text, epoch, timestamp FROM messages
-             WHERE conversation = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT m.seq, m.sender, m.text, m.epoch, m.timestamp,
+                    c.sds_id, c.acked, c.recipients, c.done
+             FROM messages m LEFT JOIN chat_ids c
+               ON c.conversation = m.conversation AND c.seq = m.seq
+             WHERE m.conversation = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3",
         )?;
         let rows = st.query_map(params![conversation, to_i64(after), limit], |r| {
+            let acked: Option<u32> = r.get(6)?;
+            let of: Option<u32> = r.get(7)?;
+            let done: Option<bool> = r.get(8)?;
             Ok(StoredMessage {
                 seq: r.get::<_, i64>(0)?.max(0) as u64,
                 sender: r.get(1)?,
                 text: r.get(2)?,
                 epoch: r.get::<_, i64>(3)?.max(0) as u64,
                 timestamp: r.get::<_, i64>(4)?.max(0) as u64,
+                sds_id: r.get(5)?,
+                delivery: match (acked, of) {
+                    (Some(acked), Some(of)) => Some(Delivery {
+                        acked,
+                        of,
+                        done: done.unwrap_or(false),
+                    }),
+                    _ => None,
+                },
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -91,6 +91,48 @@ fn reopen_keeps_data() {
 }
 
 #[test]
+fn chat_ids_and_delivery_are_kept_with_the_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Storage::open(tmp.path(), addr(2)).unwrap();
+    s.append_chat("g", "0xA", "theirs", 1, 10, Some("aa"), None)
+        .unwrap();
+    s.append_chat("g", "0xMe", "ours", 1, 11, Some("bb"), Some(3))
+        .unwrap();
+    s.append_message("g", "0xA", "no sds", 1, 12).unwrap();
+    let d = |acked, done| Delivery { acked, of: 3, done };
+    s.update_delivery("g", "bb", d(2, false)).unwrap();
+    // An id that is not ours (no recipients) is never marked.
+    s.update_delivery("g", "aa", d(1, true)).unwrap();
+    let m = s.messages("g").unwrap();
+    assert_eq!(
+        m.iter()
+            .map(|m| (m.sds_id.as_deref(), m.delivery))
+            .collect::<Vec<_>>(),
+        vec![
+            (Some("aa"), None),
+            (Some("bb"), Some(d(2, false))),
+            (None, None)
+        ]
+    );
+    drop(s);
+    // Reopened: the table is there, the figures too; deleting the conversation takes them.
+    let s = Storage::open(tmp.path(), addr(2)).unwrap();
+    assert_eq!(s.messages("g").unwrap()[1].delivery, Some(d(2, false)));
+    s.save_conversation("g", b"x").unwrap();
+    s.delete_conversation("g").unwrap();
+    s.append_chat("g", "0xMe", "again", 1, 13, Some("bb"), Some(1))
+        .unwrap();
+    assert_eq!(
+        s.messages("g").unwrap()[0].delivery,
+        Some(Delivery {
+            acked: 0,
+            of: 1,
+            done: false
+        })
+    );
+}
+
+#[test]
 fn mls_provider_shares_the_file() {
     use openmls_traits::OpenMlsProvider;
     let tmp = tempfile::tempdir().unwrap();
