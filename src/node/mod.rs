@@ -61,7 +61,11 @@ fn open_archive(
     )
     .context("opening the message archive")?;
     if let Ok((n, bytes)) = a.size() {
-        tracing::info!(messages = n, bytes, "message archive open (13/WAKU2-STORE served)");
+        tracing::info!(
+            messages = n,
+            bytes,
+            "message archive open (13/WAKU2-STORE served)"
+        );
     }
     Ok(Some(Arc::new(a)))
 }
