@@ -577,7 +577,7 @@ impl<T: Transport + 'static> Runtime<T> {
             Err(p) => return Err(format!("serializing panicked: {}", panic_message(&*p))),
         };
         self.storage.begin().map_err(|e| e.to_string())?;
-        let r = self.write_and_commit(name, &bytes, &[]);
+        let r = self.write_and_commit(name, &bytes, &[], &[]);
         if r.is_err() {
             self.storage.rollback();
         }
