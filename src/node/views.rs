@@ -81,12 +81,13 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
         ),
         Event::ProposalCreated {
             id,
-            kind,
+            kind_name,
             summary,
             owner,
+            ..
         } => (
             "proposal",
-            json!({ "id": id, "kind": format!("{kind:?}"), "summary": summary, "owner": owner.to_string() }),
+            json!({ "id": id, "kind": kind_name, "summary": summary, "owner": owner.to_string() }),
         ),
         Event::VoteRequested { id, auto_vote_at } => (
             "vote_requested",
@@ -138,5 +139,32 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
         conversation: conversation.to_string(),
         kind: kind.to_string(),
         data: json!({ "epoch": epoch, "event": data }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use demls_core::conversation::ProposalKind;
+    use demls_core::identity::MemberId;
+
+    use super::*;
+
+    /// The `proposal` event names a kind as `/proposals` does (`remove_member`, …), never
+    /// the core's priority class (`Commit`).
+    #[test]
+    fn the_proposal_event_names_the_kind_as_proposals_does() {
+        let owner: MemberId = "0x1111111111111111111111111111111111111111"
+            .parse()
+            .unwrap();
+        let e = Event::ProposalCreated {
+            id: 7,
+            kind: ProposalKind::Commit,
+            kind_name: "remove_member",
+            summary: "remove 0x2222222222222222222222222222222222222222".into(),
+            owner,
+        };
+        let v = event_view("general", 3, &e);
+        assert_eq!(v.kind, "proposal");
+        assert_eq!(v.data["event"]["kind"], "remove_member", "{}", v.data);
     }
 }

@@ -84,6 +84,7 @@ impl Conversation {
         out.event(Event::ProposalCreated {
             id,
             kind,
+            kind_name: action.kind_name(),
             summary: action.summary(),
             owner: self.me,
         });
@@ -326,6 +327,7 @@ impl Conversation {
         out.event(Event::ProposalCreated {
             id,
             kind,
+            kind_name: action.kind_name(),
             summary: action.summary(),
             owner,
         });

@@ -227,6 +227,9 @@ pub enum Event {
         id: u32,
         /// Kind.
         kind: ProposalKind,
+        /// What it proposes, by [`crate::conversation::Action::kind_name`]: `add_member`,
+        /// `remove_member`, `steward_election` or `emergency` (the node API's names).
+        kind_name: &'static str,
         /// Human summary, e.g. "remove 0x…".
         summary: String,
         /// Creator.
