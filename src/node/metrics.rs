@@ -1,10 +1,28 @@
 //! Counters for `GET /metrics` (Prometheus text format).
+//!
+//! Label values are escaped as the text format says ([`label_value`]): a conversation may
+//! be named `we"ird`, and one bad line would make the whole scrape unreadable.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use demls_core::conversation::{Conversation, Event};
 use demls_transport::TransportStats;
+
+/// A label value escaped for the Prometheus text format: `\` → `\\`, `"` → `\"`,
+/// newline → `\n` (the format's only escapes; everything else is taken as is).
+pub fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// Node-level counters, bumped by the runtime as events flow.
 #[derive(Default, Debug)]
@@ -121,6 +139,7 @@ impl Metrics {
             "# HELP demls_rejected_total Inbound items refused, by kind.\n# TYPE demls_rejected_total counter"
         );
         for (what, v) in &self.rejected {
+            let what = label_value(what);
             let _ = writeln!(s, "demls_rejected_total{{what=\"{what}\"}} {v}");
         }
         let _ = writeln!(
@@ -137,6 +156,7 @@ impl Metrics {
             "# HELP demls_epoch Current MLS epoch per conversation.\n# TYPE demls_epoch gauge"
         );
         for (n, c) in convs {
+            let n = label_value(n);
             let _ = writeln!(s, "demls_epoch{{conversation=\"{n}\"}} {}", c.epoch());
         }
         let _ = writeln!(
@@ -144,6 +164,7 @@ impl Metrics {
             "# HELP demls_members Members per conversation.\n# TYPE demls_members gauge"
         );
         for (n, c) in convs {
+            let n = label_value(n);
             let _ = writeln!(
                 s,
                 "demls_members{{conversation=\"{n}\"}} {}",
@@ -157,5 +178,19 @@ impl Metrics {
         );
         s.push_str(&t.to_prometheus());
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("plain-name_1"), "plain-name_1");
+        assert_eq!(label_value("we\"ird"), "we\\\"ird");
+        assert_eq!(label_value("a\\b"), "a\\\\b");
+        assert_eq!(label_value("x\ny"), "x\\ny");
+        assert_eq!(label_value("ünï"), "ünï");
     }
 }

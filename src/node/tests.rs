@@ -772,3 +772,89 @@ async fn a_dead_runtime_is_unhealthy() {
     }
     node.stop().await;
 }
+
+/// Label values are escaped as the Prometheus text format says (`\\`, `\"`, `\n`): a
+/// conversation named `we"ird` must not break the scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_label_values_are_escaped() {
+    let b = Bench::new();
+    let node = b.node().await;
+    node.handle.create("we\"ird").await.unwrap();
+    node.handle.create("back\\slash").await.unwrap();
+    let h = node.handle.clone();
+    let text = tokio::task::spawn_blocking(move || h.metrics())
+        .await
+        .unwrap();
+    assert!(
+        text.contains("demls_epoch{conversation=\"we\\\"ird\"} "),
+        "{text}"
+    );
+    assert!(
+        text.contains("demls_members{conversation=\"back\\\\slash\"} "),
+        "{text}"
+    );
+    // Every sample line parses: name, optional {k="v",…} with escapes, a value.
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(sample_parses(line), "unparsable sample line {line:?}");
+    }
+    node.stop().await;
+}
+
+/// A Prometheus text sample line: `name{label="value",…} number`, with `\\`, `\"` and
+/// `\n` the only escapes in a value.
+fn sample_parses(line: &str) -> bool {
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(line.len());
+    if name_end == 0 {
+        return false;
+    }
+    let mut rest = &line[name_end..];
+    if let Some(labels) = rest.strip_prefix('{') {
+        let mut chars = labels.char_indices();
+        loop {
+            // label name, '=', '"'
+            let Some(eq) = labels[chars.offset()..].find('=') else {
+                return false;
+            };
+            let start = chars.offset();
+            let lname = &labels[start..start + eq];
+            if lname.is_empty() || !lname.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return false;
+            }
+            for _ in 0..=eq {
+                chars.next();
+            }
+            if chars.next().map(|(_, c)| c) != Some('"') {
+                return false;
+            }
+            loop {
+                match chars.next().map(|(_, c)| c) {
+                    Some('\\') => match chars.next().map(|(_, c)| c) {
+                        Some('\\' | '"' | 'n') => {}
+                        _ => return false,
+                    },
+                    Some('"') => break,
+                    Some('\n') | None => return false,
+                    Some(_) => {}
+                }
+            }
+            match chars.next().map(|(_, c)| c) {
+                Some(',') => continue,
+                Some('}') => {
+                    rest = &labels[chars.offset()..];
+                    break;
+                }
+                _ => return false,
+            }
+        }
+    }
+    let Some(value) = rest.strip_prefix(' ') else {
+        return false;
+    };
+    let value = value.split(' ').next().unwrap_or("");
+    value.parse::<f64>().is_ok() || matches!(value, "+Inf" | "-Inf" | "NaN")
+}
