@@ -11,11 +11,12 @@ BIN=${BIN:-target/x86_64-unknown-linux-gnu/release/demls-node}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 DIR=$(mktemp -d); trap 'kill $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
 API=127.0.0.1:18699
-DEMLS__STORAGE__DATA_DIR="$DIR/data" DEMLS__API__LISTEN=$API DEMLS__WAKU__LISTEN=/ip4/127.0.0.1/tcp/18698 \
-  "$BIN" run > "$DIR/node.log" 2>&1 &
+# Exported, so that the client commands find the node's API and its token as `run` does.
+export DEMLS__STORAGE__DATA_DIR="$DIR/data" DEMLS__API__LISTEN=$API
+DEMLS__WAKU__LISTEN=/ip4/127.0.0.1/tcp/18698 "$BIN" run > "$DIR/node.log" 2>&1 &
 PID=$!
-for _ in $(seq 1 50); do "$BIN" status --api "http://$API" >/dev/null 2>&1 && break; sleep 0.2; done
-for i in $(seq 1 "$N"); do "$BIN" create "idle-$i" --api "http://$API" >/dev/null; done
+for _ in $(seq 1 50); do "$BIN" status >/dev/null 2>&1 && break; sleep 0.2; done
+for i in $(seq 1 "$N"); do "$BIN" create "idle-$i" >/dev/null; done
 sleep 5
 ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 HZ=$(getconf CLK_TCK)

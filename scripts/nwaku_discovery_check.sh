@@ -37,12 +37,12 @@ start x 8661 60111; XP=$!
 sleep 3
 start y 8662 60112; YP=$!
 for i in $(seq 1 60); do
-  py=$($B status --api http://127.0.0.1:8662 --json 2>/dev/null | python3 -c 'import json,sys;print(json.load(sys.stdin)["peers"])' 2>/dev/null)
+  py=$($B status --config y/node.toml --json 2>/dev/null | python3 -c 'import json,sys;print(json.load(sys.stdin)["peers"])' 2>/dev/null)
   [ "${py:-0}" -ge 2 ] && break; sleep 1
 done
 echo "after ${i}s: Y peers=$py"
-$B status --api http://127.0.0.1:8661
-$B status --api http://127.0.0.1:8662
+$B status --config x/node.toml
+$B status --config y/node.toml
 curl -s http://127.0.0.1:8650/admin/v1/peers | python3 -c 'import json,sys; d=json.load(sys.stdin); [print(p.get("multiaddr"), p.get("origin"), p.get("connected")) for p in d]'
 grep -c "discovered a relay peer" x.log y.log
 grep -i "peer exchange" x.log y.log | head -5

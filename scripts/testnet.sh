@@ -11,7 +11,8 @@
 #   scripts/testnet.sh compose [N]     print the compose file for N members
 #
 # Node APIs are published on host loopback only: bootstrap on 127.0.0.1:18645, member i
-# on 127.0.0.1:$((18645 + i)). Every wait is bounded; scenarios clean up after themselves.
+# on 127.0.0.1:$((18645 + i)); each node's API token is copied out of its data volume
+# (`token NODE`), e.g. for curl: -H "Authorization: Bearer $(cat target/testnet/tokens/member1)". Every wait is bounded; scenarios clean up after themselves.
 # Healing times (kill-bootstrap, split-brain) are appended to target/testnet/heal-times.tsv.
 #
 # BOOT_MODE (read when the compose file is generated) picks whom members dial at start:
@@ -44,7 +45,29 @@ die() { log "FAIL: $*"; exit 1; }
 dc() { docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
 members() { cat "$N_FILE" 2>/dev/null || echo 4; }
 port() { if [ "$1" = bootstrap ]; then echo "$BASE_PORT"; else echo $((BASE_PORT + ${1#member})); fi; }
-cli() { local node=$1; shift; "$BIN" "$@" --api "http://127.0.0.1:$(port "$node")"; }
+# The API token of a node: the file api-token of its data volume (created at its first
+# start), copied out with `docker cp` (the image has no shell) and kept under $DIR/tokens
+# while the testnet's volumes live.
+token() {
+  local f="$DIR/tokens/$1" id
+  if [ ! -s "$f" ]; then
+    id=$(dc ps -q "$1" 2>/dev/null) && [ -n "$id" ] || return 1
+    mkdir -p "$DIR/tokens" && chmod 700 "$DIR/tokens"
+    if docker cp "$id:/data/api-token" - 2>/dev/null | tar -xO >"$f.tmp" 2>/dev/null && [ -s "$f.tmp" ]; then
+      mv "$f.tmp" "$f"
+    else
+      rm -f "$f.tmp"; return 1
+    fi
+  fi
+  tr -d '[:space:]' <"$f"
+}
+# cli NODE ARGS...: the CLI against NODE's published API, with its token (in the
+# environment, not on the command line).
+cli() {
+  local node=$1 t; shift
+  t=$(token "$node") || { echo "error: no API token of $node yet (not started?)" >&2; return 1; }
+  DEMLS_API_TOKEN="$t" "$BIN" "$@" --api "http://127.0.0.1:$(port "$node")"
+}
 jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
 
 gen_compose() {
@@ -59,7 +82,7 @@ x-node: &node
   restart: "no"
   networks: [demls]
   healthcheck:
-    test: ["CMD", "/demls-node", "status", "--api", "http://127.0.0.1:8645"]
+    test: ["CMD", "/demls-node", "status", "--config", "/etc/demls/node.toml"]
     interval: 2s
     timeout: 3s
     retries: 60
@@ -144,6 +167,7 @@ cmd_up() {
   ensure_image
   gen_compose "$n"
   log "starting bootstrap + $n members"
+  rm -rf "$DIR/tokens"
   dc up -d
   for i in $(seq 1 "$n"); do
     wait_for 120 "member$i API answers" cli "member$i" status || return 1
@@ -152,6 +176,7 @@ cmd_up() {
 
 cmd_down() {
   if [ -f "$COMPOSE_FILE" ]; then dc down -v --remove-orphans >/dev/null 2>&1 || true; fi
+  rm -rf "$DIR/tokens"
   docker network rm "$HALF_B_NET" >/dev/null 2>&1 || true
 }
 
@@ -179,12 +204,14 @@ addr() { cli "$1" status --json | jget 'd["address"]'; }
 epoch_of() { cli "$1" show "$CONV" --json | jget 'd["epoch"]'; }
 # converged NODES...: all Working, same epoch, each sees exactly the listed nodes.
 converged() {
+  local n; for n in "$@"; do token "$n" >/dev/null || return 1; done
   python3 - "$@" <<PY
-import json, subprocess, sys
+import json, os, subprocess, sys
 nodes = sys.argv[1:]
 def cli(node, *args):
     port = $BASE_PORT + int(node.replace("member", "")) if node != "bootstrap" else $BASE_PORT
-    out = subprocess.run(["$BIN", *args, "--api", f"http://127.0.0.1:{port}", "--json"], capture_output=True, text=True, timeout=10)
+    token = open(f"$DIR/tokens/{node}").read().strip()
+    out = subprocess.run(["$BIN", *args, "--api", f"http://127.0.0.1:{port}", "--json"], capture_output=True, text=True, timeout=10, env={**os.environ, "DEMLS_API_TOKEN": token})
     if out.returncode != 0: sys.exit(1)
     return json.loads(out.stdout)
 addrs = sorted(cli(n, "status")["address"].lower() for n in nodes)

@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Run { config } => run(config.as_deref()),
+        Command::Run => run(cli.config.as_deref()),
         Command::Keygen { out } => match cli::keygen(out, cli.json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e.to_string()),
@@ -38,7 +38,8 @@ fn client(cli: &Cli) -> ExitCode {
     };
     match rt.block_on(cli::run_client(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e.to_string()),
+        // The message may carry what a remote node answered: no raw control characters.
+        Err(e) => fail(&cli::escape(&e.to_string())),
     }
 }
 

@@ -13,6 +13,9 @@ use tokio::sync::broadcast;
 
 pub const ME: &str = "0x1111111111111111111111111111111111111111";
 pub const BOB: &str = "0x2222222222222222222222222222222222222222";
+/// Chat text a hostile member could send: terminal escapes (ESC, a C1 CSI, DEL, BEL), a
+/// carriage return that would overwrite the line, and a bidi override.
+pub const HOSTILE_TEXT: &str = "hi\u{1b}[2J\u{1b}]0;pwned\u{7}\rfake\u{9b}31m\u{7f}\u{202e}end";
 
 /// Just enough behaviour to exercise the HTTP layer.
 pub struct Fake {
@@ -151,10 +154,19 @@ impl NodeControl for Fake {
         Ok(SentView { sent: true })
     }
     async fn messages(&self, name: &str) -> Result<Vec<MessageView>, ApiError> {
-        self.get(name)?;
+        // Conversation "weird" (not listed anywhere else): a message whose text is built
+        // to attack a terminal.
+        if name != "weird" {
+            self.get(name)?;
+        }
+        let text = if name == "weird" {
+            HOSTILE_TEXT
+        } else {
+            "hello"
+        };
         Ok(vec![MessageView {
             sender: BOB.into(),
-            text: "hello".into(),
+            text: text.into(),
             epoch: 3,
             timestamp: 1_700_000_000_000,
             ..Default::default()
@@ -171,7 +183,7 @@ impl NodeControl for Fake {
         self.get(name)?;
         Ok(vec![ProposalView {
             id: 7,
-            kind: "remove".into(),
+            kind: "remove_member".into(),
             status: "open".into(),
             yes: 1,
             no: 0,

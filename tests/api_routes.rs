@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use demls_node::api::client::{ApiClient, ClientError};
 use demls_node::api::types::*;
-use demls_node::api::{router, serve};
+use demls_node::api::{ApiAccess, ApiToken, router, serve};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -15,14 +15,30 @@ use tower::ServiceExt;
 mod api_fake;
 use api_fake::{BOB, Fake, ME};
 
+const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn access(listen: std::net::SocketAddr) -> ApiAccess {
+    ApiAccess::new(ApiToken::parse(TOKEN).unwrap(), listen, Vec::new())
+}
+
+/// The router as the node serves it on 127.0.0.1:8645.
+fn app() -> axum::Router {
+    router(Fake::new(), access("127.0.0.1:8645".parse().unwrap()))
+}
+
+/// A request as the CLI sends it: our Host, the token, JSON on state-changing methods.
 async fn call(
     app: &axum::Router,
     method: &str,
     uri: &str,
     body: Option<&str>,
 ) -> (StatusCode, String, String) {
-    let mut b = Request::builder().method(method).uri(uri);
-    if body.is_some() {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1:8645")
+        .header("authorization", format!("Bearer {TOKEN}"));
+    if body.is_some() || method != "GET" {
         b = b.header("content-type", "application/json");
     }
     let req = b
@@ -44,7 +60,7 @@ async fn call(
 
 #[tokio::test]
 async fn every_route() {
-    let app = router(Fake::new());
+    let app = app();
     // (method, uri, body, status, fragment of the body)
     let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
         ("GET", "/health", None, 200, r#"{"status":"ok"}"#),
@@ -103,7 +119,7 @@ async fn every_route() {
             "/conversations/general/proposals",
             None,
             200,
-            r#"{"id":7,"kind":"remove","status":"open","yes":1,"no":0,"expected":2"#,
+            r#"{"id":7,"kind":"remove_member","status":"open","yes":1,"no":0,"expected":2"#,
         ),
         (
             "POST",
@@ -285,6 +301,14 @@ async fn every_route() {
             400,
             "invalid address",
         ),
+        // Mixed case that is not the EIP-55 checksum (that is 0xABCDeF…).
+        (
+            "POST",
+            "/conversations/general/remove",
+            Some(r#"{"address":"0xabcdefabcdefabcdefabcdefabcdefabcdefABCD"}"#),
+            400,
+            "EIP-55 checksum",
+        ),
         (
             "POST",
             "/conversations/general/remove",
@@ -359,7 +383,7 @@ async fn every_route() {
 
 #[tokio::test]
 async fn metrics_is_prometheus_text() {
-    let app = router(Fake::new());
+    let app = app();
     let (status, ctype, body) = call(&app, "GET", "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
@@ -372,11 +396,22 @@ async fn client_and_event_stream_over_a_socket() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, fake.clone(), async {
+    let access = access(listener.local_addr().unwrap());
+    let server = tokio::spawn(serve(listener, fake.clone(), access, async {
         let _ = stop_rx.await;
     }));
 
-    let api = ApiClient::new(&url).unwrap();
+    // Without the token: refused, with the API's message.
+    match ApiClient::new(&url).unwrap().status().await {
+        Err(ClientError::Http { status, message }) => {
+            assert_eq!(status, 401);
+            assert!(message.contains("missing API token"), "{message}");
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let api = ApiClient::new(&url)
+        .unwrap()
+        .with_token(Some(TOKEN.to_string()));
     let st = api.status().await.unwrap();
     assert_eq!(st.value.address, ME);
     assert_eq!(

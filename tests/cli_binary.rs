@@ -13,6 +13,7 @@ fn run(args: &[&str], dir: &Path) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("DEMLS_API")
+        .env_remove("DEMLS_API_TOKEN")
         .env_remove("RUST_LOG")
         .output()
         .expect("run demls-node")
@@ -165,6 +166,18 @@ fn run_refuses_bad_configs_and_creates_nothing() {
             "[storage]\ndata_dir = \"data\"\n[protocol]\nsn_min = 3\nsn_max = 2\n",
             "config error: protocol.sn_min: must not exceed protocol.sn_max",
         ),
+        (
+            "[storage]\ndata_dir = \"data\"\n[metrics]\nlisten = \"127.0.0.1:8645\"\n",
+            "config error: metrics.listen: 127.0.0.1:8645 is the API's address",
+        ),
+        (
+            "[storage]\ndata_dir = \"data\"\n[metrics]\nlisten = \"8008\"\n",
+            "config error: metrics.listen: invalid address \"8008\"",
+        ),
+        (
+            "[storage]\ndata_dir = \"data\"\n[api]\nallowed_hosts = [\"a b\"]\n",
+            "config error: api.allowed_hosts: invalid value \"a b\"",
+        ),
     ];
     for (text, want) in cases {
         let tmp = tempfile::tempdir().unwrap();
@@ -250,4 +263,105 @@ fn run_refuses_a_readable_key_file_and_a_foreign_database() {
         listing(tmp.path()),
         vec!["data", "data/demls.sqlite3", "node.key", "node.toml"]
     );
+}
+
+/// A raw HTTP/1.1 GET: (status line, body).
+fn http_get(port: u16, path: &str, headers: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// A real node: the API token is created at first start in the data directory with mode
+/// 0600 and kept across restarts; the CLI finds it through `--config`; the API refuses
+/// requests without it (but `/health`); metrics are served on their own listener without
+/// a token.
+#[cfg(unix)]
+#[test]
+fn a_running_node_guards_its_api_with_a_token_of_its_data_directory() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let (api, metrics, waku) = (dead_port(), dead_port(), dead_port());
+    fs::write(
+        tmp.path().join("node.toml"),
+        format!(
+            "[storage]\ndata_dir = \"data\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+             [waku]\nlisten = [\"/ip4/127.0.0.1/tcp/{waku}\"]\ndiscv5_discovery = false\n"
+        ),
+    )
+    .unwrap();
+    let start = || {
+        Command::new(BIN)
+            .args(["run", "--config", "node.toml"])
+            .current_dir(tmp.path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let node = Kill(start());
+    let status = || run(&["status", "--json", "--config", "node.toml"], tmp.path());
+    let end = Instant::now() + Duration::from_secs(60);
+    while !status().status.success() {
+        assert!(Instant::now() < end, "the node API did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let token_file = tmp.path().join("data/api-token");
+    assert_eq!(mode(&token_file), 0o600);
+    let token = fs::read_to_string(&token_file).unwrap().trim().to_string();
+    assert_eq!(token.len(), 64);
+
+    let (line, body) = http_get(api, "/status", "");
+    assert!(line.contains(" 401 "), "{line} {body}");
+    assert!(body.contains("missing API token"), "{body}");
+    let (line, _) = http_get(
+        api,
+        "/status",
+        &format!("Authorization: Bearer {token}\r\n"),
+    );
+    assert!(line.contains(" 200 "), "{line}");
+    let (line, _) = http_get(api, "/health", "");
+    assert!(line.contains(" 200 "), "{line}");
+    let (line, body) = http_get(metrics, "/metrics", "");
+    assert!(line.contains(" 200 "), "{line}");
+    assert!(body.contains("demls_conversations 0"), "{body}");
+
+    // Without --config, for this address, the CLI has no token: refused, with a hint.
+    let url = format!("http://127.0.0.1:{api}");
+    let o = run(&["status", "--api", &url], tmp.path());
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("(HTTP 401)"), "{}", stderr(&o));
+
+    // The same token after a restart.
+    drop(node);
+    let _node = Kill(start());
+    let end = Instant::now() + Duration::from_secs(60);
+    while !status().status.success() {
+        assert!(Instant::now() < end, "the node API did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(fs::read_to_string(&token_file).unwrap().trim(), token);
 }

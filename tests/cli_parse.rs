@@ -17,7 +17,15 @@ fn ok(args: &[&str]) -> Cli {
 fn global_flags_after_any_subcommand() {
     fn with<'a>(args: &[&'a str]) -> Vec<&'a str> {
         let mut v = args.to_vec();
-        v.extend(["--api", "http://10.0.0.1:1", "--json"]);
+        v.extend([
+            "--api",
+            "http://10.0.0.1:1",
+            "--json",
+            "--api-token",
+            "t0k",
+            "--config",
+            "n.toml",
+        ]);
         v
     }
     let subcommands: Vec<Vec<&str>> = vec![
@@ -39,17 +47,23 @@ fn global_flags_after_any_subcommand() {
         vec!["events"],
         vec!["events", "general"],
         vec!["keygen", "--out", "k"],
-        vec!["run", "--config", "c.toml"],
+        vec!["run"],
     ];
     for args in subcommands {
         let c = ok(&with(&args));
-        assert_eq!(c.api, "http://10.0.0.1:1", "{args:?}");
+        assert_eq!(c.api.as_deref(), Some("http://10.0.0.1:1"), "{args:?}");
         assert!(c.json, "{args:?}");
+        assert_eq!(c.api_token.as_deref(), Some("t0k"), "{args:?}");
+        assert_eq!(c.config, Some(PathBuf::from("n.toml")), "{args:?}");
         // Before the subcommand works too.
         let mut before = vec!["--json", "--api", "http://h:2"];
         before.extend(&args);
         let c = ok(&before);
-        assert_eq!((c.api.as_str(), c.json), ("http://h:2", true), "{args:?}");
+        assert_eq!(
+            (c.api.as_deref(), c.json),
+            (Some("http://h:2"), true),
+            "{args:?}"
+        );
         // And in the middle.
         let mut mid = vec![args[0], "--json"];
         mid.extend(&args[1..]);
@@ -60,18 +74,27 @@ fn global_flags_after_any_subcommand() {
 #[test]
 fn defaults() {
     let c = ok(&["status"]);
-    // DEMLS_API may be set in the environment running the tests.
+    // DEMLS_API / DEMLS_API_TOKEN may be set in the environment running the tests.
     if std::env::var_os("DEMLS_API").is_none() {
-        assert_eq!(c.api, DEFAULT_API_URL);
+        assert_eq!(c.api, None, "the configuration's api.listen is used");
+    }
+    if std::env::var_os("DEMLS_API_TOKEN").is_none() {
+        assert_eq!(
+            c.api_token, None,
+            "the configuration's api-token file is used"
+        );
     }
     assert_eq!(DEFAULT_API_URL, "http://127.0.0.1:8645");
     assert!(!c.json);
-    assert_eq!(ok(&["run"]).command, Command::Run { config: None });
+    assert_eq!(c.config, None);
+    assert_eq!(ok(&["run"]).command, Command::Run);
     assert_eq!(
-        ok(&["run", "-c", "x.toml"]).command,
-        Command::Run {
-            config: Some(PathBuf::from("x.toml"))
-        }
+        ok(&["run", "-c", "x.toml"]).config,
+        Some(PathBuf::from("x.toml"))
+    );
+    assert_eq!(
+        ok(&["-c", "x.toml", "status"]).config,
+        Some(PathBuf::from("x.toml"))
     );
     assert_eq!(ok(&["events"]).command, Command::Events { name: None });
 }
@@ -126,6 +149,23 @@ fn names_and_addresses_are_checked() {
         }
         other => panic!("{other:?}"),
     }
+    // EIP-55: all lower or all upper case is accepted; mixed case must be the checksum.
+    let lower = "0xabcdefabcdefabcdefabcdefabcdefabcdefabcd";
+    let good: String = lower
+        .parse::<demls_core::identity::MemberId>()
+        .unwrap()
+        .to_string();
+    assert_ne!(good, lower, "the checksum has upper-case letters");
+    let upper = format!("0x{}", lower[2..].to_uppercase());
+    let i = good[2..].find(|c: char| c.is_ascii_uppercase()).unwrap() + 2;
+    let mut bad = good.clone();
+    bad.replace_range(i..=i, &good[i..=i].to_lowercase());
+    for ok_addr in [lower, upper.as_str(), good.as_str()] {
+        assert!(parse(&["remove", "general", ok_addr]).is_ok(), "{ok_addr}");
+    }
+    let e = parse(&["remove", "general", &bad]).unwrap_err().to_string();
+    assert!(e.contains("checksum"), "{bad}: {e}");
+
     assert!(parse(&["send", "general"]).is_err());
     assert!(parse(&["keygen"]).is_err(), "--out is required");
     assert!(parse(&["frobnicate"]).is_err());

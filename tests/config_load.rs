@@ -491,3 +491,54 @@ fn relative_paths_resolve_against_the_config_dir() {
     assert_eq!(c.storage.data_dir, tmp.path().join("d"));
     assert_eq!(c.key_file(), Path::new("/abs/k"));
 }
+
+/// `[api] allowed_hosts` and `[metrics] listen`, from the file and the environment.
+#[test]
+fn api_hosts_and_metrics_listener() {
+    let c = load("").unwrap();
+    assert!(c.api.allowed_hosts.is_empty());
+    assert_eq!(c.metrics.listen, None, "no metrics listener by default");
+    assert_eq!(c.api_token_file(), Path::new("/base/data/node/api-token"));
+
+    let c = load(
+        "[api]\nallowed_hosts = [\"Node.Lan\", \"127.0.0.1:18646\"]\n[metrics]\nlisten = \"127.0.0.1:8008\"\n",
+    )
+    .unwrap();
+    let hosts: Vec<String> = c.api.allowed_hosts.iter().map(|h| h.to_string()).collect();
+    assert_eq!(hosts, ["node.lan", "127.0.0.1:18646"]);
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:8008".parse().unwrap()));
+
+    let c = load_env(
+        "[metrics]\nlisten = \"127.0.0.1:8008\"\n",
+        &[
+            ("DEMLS__API__ALLOWED_HOSTS", "a.lan,b.lan:9"),
+            ("DEMLS__METRICS__LISTEN", ""),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.api.allowed_hosts.len(), 2);
+    assert_eq!(c.metrics.listen, None, "an empty value turns it off");
+
+    let c = load("[metrics]\nlisten = \"0.0.0.0:8008\"\n").unwrap();
+    assert!(
+        c.warnings().iter().any(|w| w.contains("metrics.listen")),
+        "{:?}",
+        c.warnings()
+    );
+    for (text, key) in [
+        ("[metrics]\nlisten = \"127.0.0.1:8645\"\n", "metrics.listen"),
+        (
+            "[api]\nlisten = \"0.0.0.0:9\"\n[metrics]\nlisten = \"127.0.0.1:9\"\n",
+            "metrics.listen",
+        ),
+        ("[metrics]\nlisten = \"nope\"\n", "metrics.listen"),
+        ("[metrics]\nport = 1\n", "metrics.port"),
+        (
+            "[api]\nallowed_hosts = [\"http://x\"]\n",
+            "api.allowed_hosts",
+        ),
+    ] {
+        let e = load(text).unwrap_err();
+        assert_eq!(e.key, key, "{text}: {e}");
+    }
+}

@@ -73,8 +73,10 @@ impl Node {
     fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
-            .args(["--api", &self.api])
+            .args(["--api", &self.api, "--config"])
+            .arg(self.dir.join("node.toml"))
             .env_remove("DEMLS_API")
+            .env_remove("DEMLS_API_TOKEN")
             .output()
             .unwrap()
     }

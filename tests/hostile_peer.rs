@@ -119,7 +119,7 @@ struct View {
 struct Node {
     name: &'static str,
     dir: PathBuf,
-    api_port: u16,
+    metrics_port: u16,
     api: String,
     waku_port: u16,
     child: Option<Child>,
@@ -129,7 +129,7 @@ impl Node {
     fn new(root: &Path, name: &'static str, bootstrap: Option<u16>) -> Self {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let (waku_port, api_port) = (free_port(), free_port());
+        let (waku_port, api_port, metrics_port) = (free_port(), free_port(), free_port());
         let boot = bootstrap
             .map(|p| format!("\"/ip4/127.0.0.1/tcp/{p}\""))
             .unwrap_or_default();
@@ -139,6 +139,8 @@ impl Node {
 data_dir = "{dir}/data"
 [api]
 listen = "127.0.0.1:{api_port}"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 [waku]
 listen = ["/ip4/127.0.0.1/tcp/{waku_port}"]
 bootstrap = [{boot}]
@@ -167,7 +169,7 @@ level = "info"
         let n = Self {
             name,
             dir,
-            api_port,
+            metrics_port,
             api: format!("http://127.0.0.1:{api_port}"),
             waku_port,
             child: Some(child),
@@ -198,7 +200,8 @@ level = "info"
     fn cli(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(BIN)
             .args(args)
-            .args(["--api", &self.api, "--json"])
+            .args(["--api", &self.api, "--json", "--config"])
+            .arg(self.dir.join("node.toml"))
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {
@@ -265,13 +268,14 @@ level = "info"
             .is_some_and(|a| a.iter().any(|m| m["text"] == text))
     }
 
-    /// `GET /metrics` (Prometheus text).
+    /// `GET /metrics` (Prometheus text) on the node's metrics listener.
     fn metrics(&self) -> String {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.api_port)).unwrap();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         write!(
             s,
-            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.metrics_port
         )
         .unwrap();
         let mut r = String::new();

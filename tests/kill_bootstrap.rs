@@ -91,7 +91,8 @@ fn one_run(run: usize) {
         "{st}"
     );
     let text = std::process::Command::new(proc_node::BIN)
-        .args(["status", "--api", &a.api])
+        .args(["status", "--api", &a.api, "--config"])
+        .arg(a.dir.join("node.toml"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);

@@ -60,10 +60,20 @@ pub struct SseEvent {
 }
 
 /// A client for one node's API.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApiClient {
     base: String,
+    token: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 /// Percent-encodes one path segment or query value.
@@ -100,8 +110,16 @@ impl ApiClient {
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
             base: trimmed.to_string(),
+            token: None,
             client,
         })
+    }
+
+    /// The same client, sending `token` as `Authorization: Bearer TOKEN` (every route but
+    /// `/health` needs it).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.trim().is_empty());
+        self
     }
 
     /// The base URL.
@@ -118,7 +136,18 @@ impl ApiClient {
         let uri: Uri = format!("{}{path}", self.base)
             .parse()
             .map_err(|_| ClientError::BadUrl(format!("{}{path}", self.base)))?;
+        let state_changing = method != Method::GET && method != Method::HEAD;
         let mut b = Request::builder().method(method).uri(uri);
+        if let Some(t) = &self.token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {}", t.trim()));
+        }
+        // State-changing requests are JSON, even without fields (`{}`): the API refuses
+        // what an HTML form could send.
+        let body = match body {
+            Some(json) => Some(json),
+            None if state_changing => Some("{}".to_string()),
+            None => None,
+        };
         let body = match body {
             Some(json) => {
                 b = b.header(header::CONTENT_TYPE, "application/json");
@@ -199,7 +228,8 @@ impl ApiClient {
         self.typed(Method::GET, "/health", None).await
     }
 
-    /// `GET /metrics` (Prometheus text).
+    /// `GET /metrics` (Prometheus text) on the API (the token is needed there; the
+    /// `[metrics] listen` address serves it without).
     pub async fn metrics(&self) -> Result<String, ClientError> {
         self.call(Method::GET, "/metrics", None).await
     }

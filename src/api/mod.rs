@@ -2,8 +2,9 @@
 //!
 //! The server ([`serve`]) knows nothing about the protocol: every route calls one method
 //! of [`NodeControl`]. The runtime implements that trait; tests implement it with a
-//! double. Routes are listed in `docs/API.md`.
+//! double. Routes are listed in `docs/API.md`; who may call them is [`access`].
 
+pub mod access;
 pub mod client;
 pub mod server;
 pub mod types;
@@ -14,8 +15,40 @@ use axum::response::{IntoResponse, Response};
 use demls_core::identity::MemberId;
 use tokio::sync::broadcast;
 
-pub use server::{router, serve};
+pub use access::{AllowedHost, ApiAccess, ApiToken};
+pub use server::{metrics_router, router, serve, serve_metrics};
 use types::*;
+
+/// Parses an Ethereum address given by a user (API body, CLI argument): `0x` and 40 hex
+/// digits (the `0x` may be left out). All lower or all upper case is taken as is; mixed
+/// case must be the EIP-55 checksum, so that a mistyped address is refused rather than
+/// taken for another member.
+pub fn parse_address(s: &str) -> Result<MemberId, String> {
+    let t = s.trim();
+    let digits = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    if digits.len() != 40 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "invalid address {s:?}: expected 0x and 40 hex digits"
+        ));
+    }
+    let id: MemberId = digits
+        .parse()
+        .map_err(|_| format!("invalid address {s:?}: expected 0x and 40 hex digits"))?;
+    let has_lower = digits.bytes().any(|b| b.is_ascii_lowercase());
+    let has_upper = digits.bytes().any(|b| b.is_ascii_uppercase());
+    // Not showing the checksum of what was typed: with a typo, that would be the checksum
+    // of the wrong address.
+    if has_lower && has_upper && id.to_checksum()[2..] != *digits {
+        return Err(format!(
+            "invalid address {s:?}: its mixed case does not match the EIP-55 checksum \
+             (a typo?); check the address"
+        ));
+    }
+    Ok(id)
+}
 
 /// An API failure, mapped to an HTTP status and a `{"error": "…"}` body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

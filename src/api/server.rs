@@ -1,17 +1,19 @@
-//! The axum server: routes, request checking, error bodies, the SSE event stream.
+//! The axum server: routes, request checking, error bodies, the SSE event stream, and the
+//! metrics listener.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use demls_core::identity::MemberId;
+use axum::{Json, Router, middleware};
 use futures::{Stream, StreamExt, future};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -19,8 +21,9 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use super::access::{self, ApiAccess, HostPolicy};
 use super::types::*;
-use super::{ApiError, NodeControl};
+use super::{ApiError, NodeControl, parse_address};
 use crate::config::check_conversation_name;
 
 /// Shared handler state.
@@ -38,15 +41,17 @@ pub(crate) fn error_response(status: StatusCode, message: String) -> Response {
     (status, Json(ErrorBody { error: message })).into_response()
 }
 
-/// Serves the API on `listener` until `shutdown` resolves; open event streams are ended
-/// then, so the graceful shutdown does not wait for them.
+/// Serves the API on `listener` until `shutdown` resolves, behind the checks of `access`
+/// (token, `Host`, `Origin`, no form posts); open event streams are ended then, so the
+/// graceful shutdown does not wait for them.
 pub async fn serve(
     listener: TcpListener,
     node: Arc<dyn NodeControl>,
+    access: ApiAccess,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
-    let app = build(node, Some(rx));
+    let app = build(node, access, Some(rx));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -55,12 +60,17 @@ pub async fn serve(
         .await
 }
 
-/// The API's routes over `node` (event streams end only when the client goes away).
-pub fn router(node: Arc<dyn NodeControl>) -> Router {
-    build(node, None)
+/// The API's routes over `node`, behind the checks of `access` (event streams end only
+/// when the client goes away).
+pub fn router(node: Arc<dyn NodeControl>, access: ApiAccess) -> Router {
+    build(node, access, None)
 }
 
-fn build(node: Arc<dyn NodeControl>, stopping: Option<watch::Receiver<bool>>) -> Router {
+fn build(
+    node: Arc<dyn NodeControl>,
+    access: ApiAccess,
+    stopping: Option<watch::Receiver<bool>>,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -78,7 +88,43 @@ fn build(node: Arc<dyn NodeControl>, stopping: Option<watch::Receiver<bool>>) ->
         .route("/conversations/{name}/proposals/{id}/vote", post(vote))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(access),
+            access::middleware,
+        ))
         .with_state(AppState { node, stopping })
+}
+
+/// Serves `GET /metrics` alone (Prometheus text, no token) on `listener` until `shutdown`
+/// resolves: the `[metrics] listen` address, so that a scraper never needs the control
+/// API. Requests must name the listener in `Host` (as the API's, without
+/// `allowed_hosts`).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    node: Arc<dyn NodeControl>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listen = listener.local_addr()?;
+    axum::serve(listener, metrics_router(node, listen))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The metrics listener's routes: `GET /metrics` without a token, behind the `Host` check
+/// of a listener on `listen`.
+pub fn metrics_router(node: Arc<dyn NodeControl>, listen: SocketAddr) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(HostPolicy::new(listen, Vec::new())),
+            access::host_only,
+        ))
+        .with_state(AppState {
+            node,
+            stopping: None,
+        })
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -97,6 +143,28 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 
 fn bad_json(r: JsonRejection) -> ApiError {
     ApiError::BadRequest(format!("invalid request body: {}", r.body_text()))
+}
+
+/// The body of a route that takes no fields: nothing, or an empty JSON object.
+fn no_fields(body: &Bytes) -> ApiResult<()> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("invalid request body: not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text) {
+        Ok(m) if m.is_empty() => Ok(()),
+        Ok(m) => Err(ApiError::BadRequest(format!(
+            "this route takes no fields (send no body or {{}}), got {}",
+            m.keys()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "invalid request body: {e} (this route takes no body or {{}})"
+        ))),
+    }
 }
 
 fn conversation(name: Result<Path<String>, PathRejection>) -> ApiResult<String> {
@@ -159,32 +227,40 @@ async fn show(
 async fn join(
     State(s): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    body: Bytes,
 ) -> ApiResult<Json<ConversationView>> {
     let name = conversation(name)?;
+    no_fields(&body)?;
     Ok(Json(s.node.join(&name).await?))
 }
 
 async fn leave(
     State(s): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    body: Bytes,
 ) -> ApiResult<Json<LeaveView>> {
     let name = conversation(name)?;
+    no_fields(&body)?;
     Ok(Json(s.node.leave(&name).await?))
 }
 
 async fn release(
     State(s): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    body: Bytes,
 ) -> ApiResult<Json<ConversationView>> {
     let name = conversation(name)?;
+    no_fields(&body)?;
     Ok(Json(s.node.release(&name).await?))
 }
 
 async fn drop_conversation(
     State(s): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    body: Bytes,
 ) -> ApiResult<Json<DroppedView>> {
     let name = conversation(name)?;
+    no_fields(&body)?;
     Ok(Json(s.node.drop_conversation(&name).await?))
 }
 
@@ -218,12 +294,7 @@ async fn remove(
 ) -> ApiResult<Json<ProposalRef>> {
     let name = conversation(name)?;
     let Json(req) = body.map_err(bad_json)?;
-    let member: MemberId = req.address.parse().map_err(|_| {
-        ApiError::BadRequest(format!(
-            "invalid address {:?}: expected 0x and 40 hex digits",
-            req.address
-        ))
-    })?;
+    let member = parse_address(&req.address).map_err(ApiError::BadRequest)?;
     Ok(Json(s.node.remove(&name, member).await?))
 }
 

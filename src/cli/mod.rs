@@ -1,5 +1,10 @@
 //! The `demls-node` command line: `run`, `keygen`, and client subcommands that talk to a
-//! running node's HTTP API. `--api URL` and `--json` are accepted after any subcommand.
+//! running node's HTTP API. `--api URL`, `--api-token`, `--config` and `--json` are
+//! accepted after any subcommand.
+//!
+//! A client finds a local node by itself: it reads the node's configuration (`--config`,
+//! or the built-in default, with the same `DEMLS__*` overrides as `run`) for the API
+//! address and the token file `api-token` in its data directory.
 
 mod client;
 mod output;
@@ -9,24 +14,35 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use demls_core::identity::MemberId;
 
-pub use client::{CliError, keygen, run_client};
+pub use client::{CliError, Target, keygen, resolve_target, run_client};
+pub use output::{escape, escape_json};
 
-/// The API address the client uses unless `--api` or `DEMLS_API` says otherwise.
+/// The API address of the built-in default configuration (`api.listen`); the client
+/// uses the configuration's address unless `--api` or `DEMLS_API` says otherwise.
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8645";
 
 /// A de-MLS peer node: decentralized MLS group conversations over Waku relay.
 #[derive(Debug, Parser)]
 #[command(name = "demls-node", version, about, propagate_version = true)]
 pub struct Cli {
-    /// The node API to talk to.
+    /// The node's configuration file (TOML): `run` runs it; client commands take the API
+    /// address and the API token of that node from it. Without it, the built-in default.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node API to talk to [default: the configuration's api.listen,
+    /// http://127.0.0.1:8645 by default].
+    #[arg(long, global = true, env = "DEMLS_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// The API token [default: read from the file api-token in the configuration's data
+    /// directory, for the node at the configuration's address].
     #[arg(
         long,
         global = true,
-        env = "DEMLS_API",
-        default_value = DEFAULT_API_URL,
-        value_name = "URL"
+        env = "DEMLS_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
     )]
-    pub api: String,
+    pub api_token: Option<String>,
     /// Print the API's JSON answer as is instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -47,12 +63,9 @@ pub enum Vote {
 /// The subcommands.
 #[derive(Debug, Subcommand, PartialEq, Eq)]
 pub enum Command {
-    /// Run the node in the foreground (until Ctrl-C / SIGTERM).
-    Run {
-        /// Configuration file (TOML). Without it, the built-in defaults apply.
-        #[arg(long, short, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
+    /// Run the node in the foreground (until Ctrl-C / SIGTERM), with the configuration of
+    /// `--config FILE` (without it, the built-in defaults).
+    Run,
     /// Write a new Ethereum key (mode 0600) and print its address. Never overwrites.
     Keygen {
         /// Where to write the key.
@@ -155,6 +168,5 @@ fn conversation_name(s: &str) -> Result<String, String> {
 }
 
 fn address(s: &str) -> Result<MemberId, String> {
-    s.parse::<MemberId>()
-        .map_err(|_| format!("{s:?} is not an Ethereum address (0x and 40 hex digits)"))
+    crate::api::parse_address(s)
 }

@@ -1,9 +1,64 @@
 //! Human-readable renderings of the API's answers.
+//!
+//! Text that other people control (chat, names, reasons, whatever a remote node answers)
+//! goes through [`escape`] before it reaches the terminal, so that nobody can send escape
+//! sequences to our screen.
 
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::api::types::*;
+
+/// Whether `c` must not reach a terminal as is: C0 controls (ESC, BEL, CR, …), DEL, C1
+/// controls (U+0080–U+009F, CSI among them) and the bidirectional overrides and isolates
+/// that reorder what is shown.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every character of [`is_unsafe`] written as a visible escape (`\n`, `\r`,
+/// `\t`, or `\u{1b}`); everything else as is.
+pub fn escape(text: &str) -> String {
+    if !text.chars().any(is_unsafe) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JSON body made safe for a terminal without changing what it means: a character of
+/// [`is_unsafe`] inside a string becomes its `\uXXXX` escape (JSON allows no raw C0 there;
+/// DEL, C1 and the bidi controls are escaped too). Outside strings only JSON whitespace
+/// can occur; a newline is kept, any other such character is escaped the same way.
+pub fn escape_json(raw: &str) -> String {
+    if !raw.chars().any(|c| is_unsafe(c) && c != '\n') {
+        return raw.to_string();
+    }
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if is_unsafe(c) && c != '\n' {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{:04x}", u);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// Left-aligned columns separated by two spaces.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -46,39 +101,44 @@ pub(crate) fn status(s: &StatusView) -> String {
     let convs = if s.conversations.is_empty() {
         "-".to_string()
     } else {
-        s.conversations.join(", ")
+        escape(&s.conversations.join(", "))
     };
     let mut out = String::new();
-    let _ = writeln!(out, "address        {}", s.address);
-    let _ = writeln!(out, "peer id        {}", s.peer_id);
+    let _ = writeln!(out, "address        {}", escape(&s.address));
+    let _ = writeln!(out, "peer id        {}", escape(&s.peer_id));
     if !s.enr.is_empty() {
-        let _ = writeln!(out, "enr            {}", s.enr);
+        let _ = writeln!(out, "enr            {}", escape(&s.enr));
     }
     let _ = writeln!(out, "peers          {}", s.peers);
     for l in &s.listen {
-        let _ = writeln!(out, "listening on   {l}");
+        let _ = writeln!(out, "listening on   {}", escape(l));
     }
     let _ = writeln!(out, "conversations  {convs}");
     for q in &s.quarantined {
-        let _ = writeln!(out, "quarantined    {}: {}", q.name, q.reason);
+        let _ = writeln!(
+            out,
+            "quarantined    {}: {}",
+            escape(&q.name),
+            escape(&q.reason)
+        );
     }
     out
 }
 
 pub(crate) fn health(h: &HealthView) -> String {
-    let mut out = h.status.clone();
+    let mut out = escape(&h.status);
     if let Some(e) = &h.error {
         out.push_str(": ");
-        out.push_str(e);
+        out.push_str(&escape(e));
     }
     out.push('\n');
     for q in &h.quarantined {
         let _ = writeln!(
             out,
             "quarantined {} since {}: {}",
-            q.name,
+            escape(&q.name),
             time(q.since),
-            q.reason
+            escape(&q.reason)
         );
     }
     out
@@ -92,8 +152,8 @@ pub(crate) fn conversations(list: &[ConversationSummary]) -> String {
         .iter()
         .map(|c| {
             vec![
-                c.name.clone(),
-                c.state.clone(),
+                escape(&c.name),
+                escape(&c.state),
                 c.epoch.to_string(),
                 c.members.to_string(),
             ]
@@ -104,15 +164,15 @@ pub(crate) fn conversations(list: &[ConversationSummary]) -> String {
 
 pub(crate) fn conversation(c: &ConversationView) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "conversation  {}", c.name);
-    let _ = writeln!(out, "state         {}", c.state);
+    let _ = writeln!(out, "conversation  {}", escape(&c.name));
+    let _ = writeln!(out, "state         {}", escape(&c.state));
     let _ = writeln!(out, "epoch         {}", c.epoch);
     let _ = writeln!(out, "members       {}", c.members.len());
     if !c.members.is_empty() {
         let rows: Vec<Vec<String>> = c
             .members
             .iter()
-            .map(|m| vec![m.address.clone(), m.role.clone(), m.score.to_string()])
+            .map(|m| vec![escape(&m.address), escape(&m.role), m.score.to_string()])
             .collect();
         out.push('\n');
         out.push_str(&table(&["ADDRESS", "ROLE", "SCORE"], &rows));
@@ -131,8 +191,8 @@ pub(crate) fn messages(list: &[MessageView]) -> String {
             "{} [epoch {}] {}: {}",
             time(m.timestamp),
             m.epoch,
-            m.sender,
-            m.text
+            escape(&m.sender),
+            escape(&m.text)
         );
     }
     out
@@ -147,12 +207,12 @@ pub(crate) fn proposals(list: &[ProposalView]) -> String {
         .map(|p| {
             vec![
                 p.id.to_string(),
-                p.kind.clone(),
-                p.status.clone(),
+                escape(&p.kind),
+                escape(&p.status),
                 p.yes.to_string(),
                 p.no.to_string(),
                 p.expected.to_string(),
-                p.summary.clone(),
+                escape(&p.summary),
             ]
         })
         .collect();
@@ -165,8 +225,13 @@ pub(crate) fn proposals(list: &[ProposalView]) -> String {
 /// One event as a line: `conversation kind {data}`.
 pub(crate) fn event(raw: &str) -> String {
     match serde_json::from_str::<EventView>(raw) {
-        Ok(e) => format!("{} {} {}", e.conversation, e.kind, e.data),
-        Err(_) => raw.to_string(),
+        Ok(e) => format!(
+            "{} {} {}",
+            escape(&e.conversation),
+            escape(&e.kind),
+            escape_json(&e.data.to_string())
+        ),
+        Err(_) => escape(raw),
     }
 }
 
@@ -181,5 +246,20 @@ mod tests {
             &[vec!["xxx".into(), "y".into()], vec!["z".into(), "w".into()]],
         );
         assert_eq!(t, "A    BB\nxxx  y\nz    w\n");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("plain text, ünïcode ✓"), "plain text, ünïcode ✓");
+        assert_eq!(escape("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(escape("x\ny\rz\t"), "x\\ny\\rz\\t");
+        assert_eq!(escape("\u{7f}\u{9b}\u{0}"), "\\u{7f}\\u{9b}\\u{0}");
+        assert_eq!(escape("\u{202e}abc"), "\\u{202e}abc");
+        let raw = "{\"text\":\"a\u{9b}b\u{7f}\u{202e}\"}\n";
+        let safe = escape_json(raw);
+        assert_eq!(safe, "{\"text\":\"a\\u009bb\\u007f\\u202e\"}\n");
+        let v: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(v["text"], "a\u{9b}b\u{7f}\u{202e}");
+        assert_eq!(escape_json("{\"a\":1}"), "{\"a\":1}");
     }
 }

@@ -144,6 +144,21 @@ pub(crate) fn socket_addr<'de, D: Deserializer<'de>>(
     })
 }
 
+/// An optional `IP:port` socket address (absent or `""`: none).
+pub(crate) fn opt_socket_addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let s = <Option<String> as serde::Deserialize>::deserialize(d)?;
+    match s.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => t.parse().map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid address {t:?}: expected IP:PORT such as \"127.0.0.1:8008\""
+            ))
+        }),
+    }
+}
+
 /// An optional IP address (`"203.0.113.7"`, `"2001:db8::1"`).
 pub(crate) fn opt_ip<'de, D: Deserializer<'de>>(
     d: D,

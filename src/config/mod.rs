@@ -67,6 +67,8 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     /// `[api]`: the local HTTP API.
     pub api: ApiConfig,
+    /// `[metrics]`: the Prometheus listener of its own (off by default).
+    pub metrics: MetricsConfig,
     /// `[waku]`: the Waku relay.
     pub waku: WakuConfig,
     /// `[store]`: the message archive and 13/WAKU2-STORE.
@@ -124,9 +126,16 @@ impl Default for StorageConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Listen address (`IP:port`). Default `127.0.0.1:8645`; anything but loopback is
-    /// warned about, since the API has no authentication.
+    /// warned about. Every route but `/health` needs the token of the data directory's
+    /// `api-token` file.
     #[serde(deserialize_with = "de::socket_addr")]
     pub listen: SocketAddr,
+    /// Host names (or addresses) the API answers to besides `localhost`, loopback and its
+    /// listen address: `"name"` (at the listen port) or `"name:port"` (the port clients
+    /// use, e.g. behind a port mapping or a proxy). Other `Host` headers are refused (DNS
+    /// rebinding). Default empty.
+    #[serde(deserialize_with = "de::list")]
+    pub allowed_hosts: Vec<crate::api::AllowedHost>,
 }
 
 /// The API's default listen address.
@@ -139,8 +148,20 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_API_LISTEN,
+            allowed_hosts: Vec::new(),
         }
     }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics` (Prometheus text) without a token, `IP:port` (nwaku
+    /// uses port 8008). Unset or `""`: no metrics listener (the API's `/metrics` still
+    /// answers, with the token). Default unset.
+    #[serde(deserialize_with = "de::opt_socket_addr")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// How conversations map to Waku shards.
@@ -433,5 +454,10 @@ impl NodeConfig {
     /// The key file path (see [`IdentityConfig::key_file_path`]).
     pub fn key_file(&self) -> PathBuf {
         self.identity.key_file_path(&self.storage)
+    }
+
+    /// The API token file: `api-token` in the data directory (created at first start).
+    pub fn api_token_file(&self) -> PathBuf {
+        crate::api::ApiToken::path_in(&self.storage.data_dir)
     }
 }

@@ -19,6 +19,7 @@ impl NodeConfig {
     /// config built in code can be checked too.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_identity()?;
+        self.validate_api()?;
         self.validate_waku()?;
         self.store.validate()?;
         self.validate_protocol()?;
@@ -37,12 +38,37 @@ impl NodeConfig {
         let mut w = Vec::new();
         if !self.api.listen.ip().is_loopback() {
             w.push(format!(
-                "api.listen = {} is not a loopback address: anyone who can reach it can \
-                 control this node (the API has no authentication)",
-                self.api.listen
+                "api.listen = {} is not a loopback address: anyone who can reach it and has \
+                 the API token ({}) can control this node",
+                self.api.listen,
+                self.api_token_file().display()
+            ));
+        }
+        if let Some(m) = self.metrics.listen
+            && !m.ip().is_loopback()
+        {
+            w.push(format!(
+                "metrics.listen = {m} is not a loopback address: anyone who can reach it reads \
+                 the metrics, conversation names included (no token there)"
             ));
         }
         w
+    }
+
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        if let Some(m) = self.metrics.listen {
+            let a = self.api.listen;
+            let overlap = m.ip() == a.ip() || m.ip().is_unspecified() || a.ip().is_unspecified();
+            if m.port() != 0 && m.port() == a.port() && overlap {
+                return Err(ConfigError::new(
+                    "metrics.listen",
+                    format!(
+                        "{m} is the API's address (api.listen = {a}): give metrics a port of its own"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_identity(&self) -> Result<(), ConfigError> {

@@ -215,19 +215,49 @@ pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> a
         }
     }
 
+    let token_file = config.api_token_file();
+    let (token, created) =
+        crate::api::ApiToken::load_or_create(&token_file).context("the API token")?;
+    if created {
+        tracing::info!(token_file = %token_file.display(), "created the API token (mode 0600)");
+    }
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the API on {}", config.api.listen))?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener on {addr}"))?,
+        ),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (handle, actor) = spawn_runtime(rt, inbound, stop_rx.clone())?;
-    tracing::info!(listen = %config.api.listen, "HTTP API up");
-    let api_stop = {
-        let mut rx = stop_rx;
+    tracing::info!(listen = %config.api.listen, token_file = %token_file.display(), "HTTP API up");
+    let stopped = |rx: watch::Receiver<bool>| {
+        let mut rx = rx;
         async move {
             let _ = rx.changed().await;
         }
     };
-    let api = tokio::spawn(crate::api::serve(listener, Arc::new(handle), api_stop));
+    let control: Arc<dyn crate::api::NodeControl> = Arc::new(handle);
+    let metrics = metrics_listener.map(|l| {
+        tracing::info!(listen = ?l.local_addr().ok(), "metrics listener up (GET /metrics)");
+        tokio::spawn(crate::api::serve_metrics(
+            l,
+            control.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let api_addr = listener.local_addr().unwrap_or(config.api.listen);
+    let access = crate::api::ApiAccess::new(token, api_addr, config.api.allowed_hosts.clone());
+    let api = tokio::spawn(crate::api::serve(
+        listener,
+        control,
+        access,
+        stopped(stop_rx),
+    ));
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     tokio::task::spawn_blocking(move || actor.join())
@@ -235,6 +265,9 @@ pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> a
         .context("runtime thread")?
         .map_err(|_| anyhow::anyhow!("the runtime thread panicked"))??;
     let _ = api.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     if let Ok(relay) = Arc::try_unwrap(relay) {
         relay.shutdown().await;
     }

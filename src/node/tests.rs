@@ -628,10 +628,16 @@ async fn http(handle: &NodeHandle, method: &str, path: &str) -> (u16, String) {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
-    let app = crate::api::router(Arc::new(handle.clone()));
+    let token = crate::api::ApiToken::generate();
+    let access =
+        crate::api::ApiAccess::new(token.clone(), crate::config::DEFAULT_API_LISTEN, Vec::new());
+    let app = crate::api::router(Arc::new(handle.clone()), access);
     let req = axum::http::Request::builder()
         .method(method)
         .uri(path)
+        .header("host", "127.0.0.1:8645")
+        .header("authorization", format!("Bearer {}", token.as_str()))
+        .header("content-type", "application/json")
         .body(Body::empty())
         .unwrap();
     let resp = app.oneshot(req).await.unwrap();

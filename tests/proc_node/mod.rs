@@ -129,7 +129,8 @@ level = "info,demls_transport=debug"
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(BIN)
             .args(args)
-            .args(["--api", &self.api, "--json"])
+            .args(["--api", &self.api, "--json", "--config"])
+            .arg(self.dir.join("node.toml"))
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {
