@@ -32,6 +32,22 @@ fn db(dir: &Path) -> rusqlite::Connection {
     c
 }
 
+/// A snapshot once the node has settled: a new conversation's first timer tick (which
+/// schedules its first beacon) saves its state shortly after the command that created it,
+/// and a snapshot taken before that tick would count the tick as the change under test.
+async fn settled_snapshot(dir: &Path) -> Vec<String> {
+    let mut last = snapshot(dir);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = snapshot(dir);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the node's stored state did not settle within 5 s");
+}
+
 /// Every row of our conversation table and of OpenMLS's tables, as text: equal snapshots
 /// mean nothing durable changed.
 fn snapshot(dir: &Path) -> Vec<String> {
@@ -309,7 +325,7 @@ async fn failed_save_publishes_nothing_and_changes_nothing() {
     b.peer.subscribe("room").await.unwrap();
     node.handle.send("room", "before").await.unwrap();
     until("the first chat is out", async || b.published() > 0).await;
-    let before = snapshot(&b.dir);
+    let before = settled_snapshot(&b.dir).await;
     db(&b.dir)
         .execute_batch(
             "CREATE TRIGGER test_fail BEFORE INSERT ON messages
@@ -527,7 +543,7 @@ async fn a_panic_quarantines_one_conversation_only() {
         },
     ));
     let node = b.start(rt, inbound).await;
-    let before = snapshot(&b.dir);
+    let before = settled_snapshot(&b.dir).await;
     let mut events = node.handle.events();
     b.peer
         .publish("bad", Subtopic::AppMsg, b"a packet that crashes".to_vec())

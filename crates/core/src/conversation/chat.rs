@@ -160,7 +160,10 @@ impl Conversation {
         if fx.sync_due {
             let p = self.sds_params();
             let msg = self.sds.sync(ctx.now, &p, &self.name, self.me);
-            let _ = self.send_app(ctx, out, sds_app(msg));
+            // Alone, there is nobody to tell what we have (building it settled the debt).
+            if self.members().len() > 1 {
+                let _ = self.send_app(ctx, out, sds_app(msg));
+            }
         }
     }
 }
