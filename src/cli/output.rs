@@ -188,14 +188,24 @@ pub(crate) fn messages(list: &[MessageView]) -> String {
     for m in list {
         let _ = writeln!(
             out,
-            "{} [epoch {}] {}: {}",
+            "{} [epoch {}] {}: {}{}",
             time(m.timestamp),
             m.epoch,
             escape(&m.sender),
-            escape(&m.text)
+            escape(&m.text),
+            m.delivery.as_ref().map(delivery).unwrap_or_default()
         );
     }
     out
+}
+
+/// How far one of our messages got, after its text: `  (delivered 2/2)`.
+fn delivery(d: &crate::api::types::DeliveryView) -> String {
+    let state = match d.state.as_str() {
+        "delivered_to_some" => "delivered to some",
+        s => s,
+    };
+    format!("  ({} {}/{})", escape(state), d.acked, d.of)
 }
 
 pub(crate) fn proposals(list: &[ProposalView]) -> String {
@@ -246,6 +256,32 @@ mod tests {
             &[vec!["xxx".into(), "y".into()], vec!["z".into(), "w".into()]],
         );
         assert_eq!(t, "A    BB\nxxx  y\nz    w\n");
+    }
+
+    #[test]
+    fn our_messages_show_how_far_they_got() {
+        let m = |delivery| MessageView {
+            sender: "0xAb".into(),
+            text: "hi".into(),
+            epoch: 2,
+            timestamp: 0,
+            id: Some("aa".into()),
+            delivery,
+        };
+        let d = |state: &str, acked| crate::api::types::DeliveryView {
+            state: state.into(),
+            acked,
+            of: 2,
+        };
+        let out = messages(&[
+            m(None),
+            m(Some(d("delivered_to_some", 1))),
+            m(Some(d("delivered", 2))),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].ends_with("0xAb: hi"), "{out}");
+        assert!(lines[1].ends_with("hi  (delivered to some 1/2)"), "{out}");
+        assert!(lines[2].ends_with("hi  (delivered 2/2)"), "{out}");
     }
 
     #[test]
