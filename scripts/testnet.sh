@@ -526,9 +526,7 @@ case "${1:-}" in
     declare -A result
     base=$(members)
     case "${2:-}" in
-      # split-brain joins `all` once fork detection is on main (it needs the minority half to
-      # learn, in a quiet group, that it is behind).
-      all) list=(basic kill-steward partition kill-bootstrap) ;;
+      all) list=(basic kill-steward partition kill-bootstrap split-brain) ;;
       basic|kill-steward|partition|kill-bootstrap|split-brain) list=("$2") ;;
       *) echo "usage: $0 scenario basic|kill-steward|partition|kill-bootstrap|split-brain|all" >&2; exit 2 ;;
     esac
