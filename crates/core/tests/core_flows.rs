@@ -315,6 +315,24 @@ fn remove_then_leave_leaves_two_converged() {
         let (mut s, ids) = group(seed, Net::clean(), 4);
         s.propose_removal(ids[0], ids[3]);
         s.assert_converge(&ids[..3], 5 * MIN);
+        // Every member, the committer included, reports the removal as removing ids[3]
+        // and nobody else. (A committer's own commit renews its leaf key; it used to be
+        // reported as removing and adding the committer too.)
+        let target = s.id(ids[3]);
+        for &i in &ids[..3] {
+            for e in s.events_of(i, |e| matches!(e, Event::CommitApplied { .. })) {
+                let Event::CommitApplied { added, removed, .. } = e else {
+                    continue;
+                };
+                if !removed.is_empty() {
+                    assert_eq!(
+                        (added.as_slice(), removed.as_slice()),
+                        (&[][..], &[target][..]),
+                        "member {i}"
+                    );
+                }
+            }
+        }
         s.leave(ids[2]);
         s.assert_converge(&ids[..2], 5 * MIN);
     });

@@ -648,18 +648,19 @@ impl Conversation {
             return None;
         }
         let after = mls.member_leaves();
+        // Our own leaf is renewed by our commit's path, and we never rejoin by our own
+        // commit: it is neither added nor removed.
+        let me = self.me;
+        let changed = |from: &[(MemberId, Vec<u8>)], to: &[(MemberId, Vec<u8>)]| -> Vec<MemberId> {
+            from.iter()
+                .filter(|m| m.0 != me && !to.contains(m))
+                .map(|(m, _)| *m)
+                .collect()
+        };
         Some(Winner {
             committer: self.me,
-            added: after
-                .iter()
-                .filter(|m| !before.contains(m))
-                .map(|(m, _)| *m)
-                .collect(),
-            removed: before
-                .iter()
-                .filter(|m| !after.contains(m))
-                .map(|(m, _)| *m)
-                .collect(),
+            added: changed(&after, &before),
+            removed: changed(&before, &after),
             self_removed: false,
             welcome: cand.welcome.clone(),
             candidate: cand.bytes.clone(),
