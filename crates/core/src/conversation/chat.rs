@@ -80,13 +80,7 @@ impl Conversation {
         };
         // The author must be a member, or one our log saw removed (its message was sent
         // while it was one, and reaches us re-broadcast for repair).
-        if !self.members().contains(&checked.sender)
-            && !self
-                .fork_watch
-                .log
-                .iter()
-                .any(|r| r.removed.contains(&checked.sender))
-        {
+        if !self.known_member(&checked.sender) {
             return out.reject(
                 "chat",
                 format!("chat written by non-member {}", checked.sender),

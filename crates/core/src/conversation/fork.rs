@@ -326,7 +326,7 @@ impl Conversation {
 
     /// Members whose beacons we take: the current roster and members our log saw removed
     /// (on another branch they may still be members).
-    fn known_member(&self, m: &MemberId) -> bool {
+    pub(super) fn known_member(&self, m: &MemberId) -> bool {
         self.members().contains(m) || self.fork_watch.log.iter().any(|r| r.removed.contains(m))
     }
 
