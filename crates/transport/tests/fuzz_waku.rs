@@ -213,7 +213,7 @@ fn fuzz_metadata_codec() {
             b
         };
         case.input("stream", &frame);
-        let mut codec = metadata::MetadataCodec;
+        let mut codec = metadata::MetadataCodec::default();
         futures::executor::block_on(async {
             let req = codec
                 .read_request(&proto, &mut futures::io::Cursor::new(frame.clone()))

@@ -1,6 +1,8 @@
 //! 66/WAKU2-METADATA: cluster id and shards, exchanged on connection. Messages are
 //! varint-length-prefixed protobuf, as libp2p request-response protocols in nwaku are.
 
+use std::marker::PhantomData;
+
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use prost::Message;
@@ -14,13 +16,8 @@ pub mod pb {
 const MAX_LEN: usize = 64 * 1024;
 
 /// The request-response codec.
-#[derive(Clone, Default)]
-pub struct MetadataCodec;
-
-/// Reads one varint-length-prefixed message of at most 64 KiB.
-pub(super) async fn read_lp<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
-    read_lp_max(io, MAX_LEN).await
-}
+pub type MetadataCodec =
+    ProtoCodec<pb::WakuMetadataRequest, pb::WakuMetadataResponse, MAX_LEN, MAX_LEN>;
 
 /// Reads one varint-length-prefixed message of at most `max` bytes (and below 256 MiB,
 /// the most a 4-byte varint holds): a longer announced length is an error before
@@ -68,32 +65,61 @@ fn invalid(e: prost::DecodeError) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e)
 }
 
-impl libp2p::request_response::Codec for MetadataCodec {
+/// The request-response codec of Waku's libp2p protocols (metadata, peer exchange,
+/// store): one varint-length-prefixed protobuf message each way, requests of at most
+/// `MAX_REQ` bytes and responses of at most `MAX_RESP`, refused before they are read.
+pub struct ProtoCodec<Req, Resp, const MAX_REQ: usize, const MAX_RESP: usize>(
+    PhantomData<fn() -> (Req, Resp)>,
+);
+
+// By hand: derived impls would ask the message types to be `Clone` / `Default` too.
+impl<Req, Resp, const MAX_REQ: usize, const MAX_RESP: usize> Clone
+    for ProtoCodec<Req, Resp, MAX_REQ, MAX_RESP>
+{
+    fn clone(&self) -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<Req, Resp, const MAX_REQ: usize, const MAX_RESP: usize> Default
+    for ProtoCodec<Req, Resp, MAX_REQ, MAX_RESP>
+{
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<Req, Resp, const MAX_REQ: usize, const MAX_RESP: usize> libp2p::request_response::Codec
+    for ProtoCodec<Req, Resp, MAX_REQ, MAX_RESP>
+where
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Default + Send + 'static,
+{
     type Protocol = StreamProtocol;
-    type Request = pb::WakuMetadataRequest;
-    type Response = pb::WakuMetadataResponse;
+    type Request = Req;
+    type Response = Resp;
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> std::io::Result<Self::Request> {
-        pb::WakuMetadataRequest::decode(read_lp(io).await?.as_slice()).map_err(invalid)
+    ) -> std::io::Result<Req> {
+        Req::decode(read_lp_max(io, MAX_REQ).await?.as_slice()).map_err(invalid)
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> std::io::Result<Self::Response> {
-        pb::WakuMetadataResponse::decode(read_lp(io).await?.as_slice()).map_err(invalid)
+    ) -> std::io::Result<Resp> {
+        Resp::decode(read_lp_max(io, MAX_RESP).await?.as_slice()).map_err(invalid)
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Self::Request,
+        req: Req,
     ) -> std::io::Result<()> {
         write_lp(io, &req.encode_to_vec()).await
     }
@@ -102,7 +128,7 @@ impl libp2p::request_response::Codec for MetadataCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: Self::Response,
+        res: Resp,
     ) -> std::io::Result<()> {
         write_lp(io, &res.encode_to_vec()).await
     }

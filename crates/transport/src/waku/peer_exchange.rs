@@ -4,11 +4,7 @@
 //! its discv5 table and its dial list. Messages are varint-length-prefixed protobuf, as
 //! in nwaku.
 
-use futures::{AsyncRead, AsyncWrite};
-use libp2p::StreamProtocol;
-use prost::Message;
-
-use super::metadata::{read_lp, write_lp};
+use super::metadata::ProtoCodec;
 
 /// Generated from `proto/waku/peer_exchange.proto`.
 #[allow(missing_docs)]
@@ -19,53 +15,10 @@ pub mod pb {
 /// Most records we put in one answer (the spec's suggested cache size).
 pub const MAX_PEERS: usize = 60;
 
-/// The request-response codec: both directions carry a `PeerExchangeRPC`.
-#[derive(Clone, Default)]
-pub struct PeerExchangeCodec;
-
-fn invalid(e: prost::DecodeError) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
-}
-
-impl libp2p::request_response::Codec for PeerExchangeCodec {
-    type Protocol = StreamProtocol;
-    type Request = pb::PeerExchangeRpc;
-    type Response = pb::PeerExchangeRpc;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Self::Request> {
-        pb::PeerExchangeRpc::decode(read_lp(io).await?.as_slice()).map_err(invalid)
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Self::Response> {
-        pb::PeerExchangeRpc::decode(read_lp(io).await?.as_slice()).map_err(invalid)
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Self::Request,
-    ) -> std::io::Result<()> {
-        write_lp(io, &req.encode_to_vec()).await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Self::Response,
-    ) -> std::io::Result<()> {
-        write_lp(io, &res.encode_to_vec()).await
-    }
-}
+/// The request-response codec: both directions carry a `PeerExchangeRPC` of at most
+/// 64 KiB.
+pub type PeerExchangeCodec =
+    ProtoCodec<pb::PeerExchangeRpc, pb::PeerExchangeRpc, { 64 * 1024 }, { 64 * 1024 }>;
 
 /// A query for `n` peers.
 pub fn query(n: usize) -> pb::PeerExchangeRpc {

@@ -20,13 +20,12 @@ use std::ops::Bound;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncWrite};
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::PeerId;
 use prost::Message;
 use tokio::time::Instant;
 
 use super::MAX_MESSAGE_SIZE;
-use super::metadata::{read_lp_max, write_lp};
+use super::metadata::ProtoCodec;
 use crate::message::{WakuMessage, message_hash};
 
 /// The generated types' module tree: prost names the message type of another package by
@@ -567,54 +566,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The request-response codec: varint-length-prefixed protobuf, requests up to
 /// [`MAX_REQUEST_SIZE`], responses up to [`MAX_RESPONSE_SIZE`].
-#[derive(Clone, Default)]
-pub struct StoreCodec;
-
-fn invalid(e: prost::DecodeError) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
-}
-
-impl libp2p::request_response::Codec for StoreCodec {
-    type Protocol = StreamProtocol;
-    type Request = pb::StoreQueryRequest;
-    type Response = pb::StoreQueryResponse;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Self::Request> {
-        let b = read_lp_max(io, MAX_REQUEST_SIZE).await?;
-        pb::StoreQueryRequest::decode(b.as_slice()).map_err(invalid)
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Self::Response> {
-        let b = read_lp_max(io, MAX_RESPONSE_SIZE).await?;
-        pb::StoreQueryResponse::decode(b.as_slice()).map_err(invalid)
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Self::Request,
-    ) -> std::io::Result<()> {
-        write_lp(io, &req.encode_to_vec()).await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Self::Response,
-    ) -> std::io::Result<()> {
-        write_lp(io, &res.encode_to_vec()).await
-    }
-}
+pub type StoreCodec =
+    ProtoCodec<pb::StoreQueryRequest, pb::StoreQueryResponse, MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE>;
 
 /// A fresh request id (random, hex).
 pub fn new_request_id() -> String {

@@ -1,4 +1,5 @@
 use futures::executor::block_on;
+use libp2p::StreamProtocol;
 use libp2p::request_response::Codec;
 
 use super::*;
@@ -122,7 +123,7 @@ fn proto() -> StreamProtocol {
 fn codec_round_trips_varint_length_prefixed() {
     let req = content_req(Some(3), true);
     let mut buf = futures::io::Cursor::new(Vec::new());
-    block_on(StoreCodec.write_request(&proto(), &mut buf, req.clone())).unwrap();
+    block_on(StoreCodec::default().write_request(&proto(), &mut buf, req.clone())).unwrap();
     let bytes = buf.into_inner();
     let body = req.encode_to_vec();
     assert_eq!(
@@ -133,17 +134,17 @@ fn codec_round_trips_varint_length_prefixed() {
     assert_eq!(&bytes[1..], body.as_slice());
     let mut rd = futures::io::Cursor::new(bytes);
     assert_eq!(
-        block_on(StoreCodec.read_request(&proto(), &mut rd)).unwrap(),
+        block_on(StoreCodec::default().read_request(&proto(), &mut rd)).unwrap(),
         req
     );
 
     let (a, _) = archive(3);
     let res = answer(Some(&a), &content_req(None, true));
     let mut buf = futures::io::Cursor::new(Vec::new());
-    block_on(StoreCodec.write_response(&proto(), &mut buf, res.clone())).unwrap();
+    block_on(StoreCodec::default().write_response(&proto(), &mut buf, res.clone())).unwrap();
     let mut rd = futures::io::Cursor::new(buf.into_inner());
     assert_eq!(
-        block_on(StoreCodec.read_response(&proto(), &mut rd)).unwrap(),
+        block_on(StoreCodec::default().read_response(&proto(), &mut rd)).unwrap(),
         res
     );
 }
@@ -158,11 +159,11 @@ fn lp(len: u64) -> Vec<u8> {
 fn hostile_frames_are_errors_not_panics_or_allocations() {
     let read_req = |b: Vec<u8>| {
         let mut rd = futures::io::Cursor::new(b);
-        block_on(StoreCodec.read_request(&proto(), &mut rd))
+        block_on(StoreCodec::default().read_request(&proto(), &mut rd))
     };
     let read_res = |b: Vec<u8>| {
         let mut rd = futures::io::Cursor::new(b);
-        block_on(StoreCodec.read_response(&proto(), &mut rd))
+        block_on(StoreCodec::default().read_response(&proto(), &mut rd))
     };
     // Announced lengths over the bounds: refused before reading (nothing follows).
     assert!(read_req(lp(MAX_REQUEST_SIZE as u64 + 1)).is_err());
