@@ -8,5 +8,6 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod keyfile;
+pub mod logging;
 pub mod node;
 pub mod storage;

@@ -9,12 +9,11 @@ use demls_node::cli::{self, Cli, Command};
 use demls_node::config::NodeConfig;
 use demls_node::keyfile::{self, KeySource};
 use demls_node::storage::Storage;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Run => run(cli.config.as_deref()),
+        Command::Run => run(cli.config.as_deref(), cli.log_format),
         Command::Keygen { out } => match cli::keygen(out, cli.json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e.to_string()),
@@ -43,7 +42,7 @@ fn client(cli: &Cli) -> ExitCode {
     }
 }
 
-fn run(config_path: Option<&Path>) -> ExitCode {
+fn run(config_path: Option<&Path>, log_format: demls_node::logging::LogFormat) -> ExitCode {
     // Configuration errors come before logging is set up: one line, then exit.
     let config = match NodeConfig::load(config_path) {
         Ok(c) => c,
@@ -52,30 +51,11 @@ fn run(config_path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&config.log.level);
+    demls_node::logging::init(&config.log.level, log_format);
     match start(config_path, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("{e:#}")),
     }
-}
-
-fn init_logging(level: &str) {
-    use std::io::IsTerminal;
-    // OpenMLS's storage migrations log every step at info; keep them out of the story
-    // unless asked for.
-    let configured = if level.contains("refinery") {
-        level.to_string()
-    } else {
-        format!("{level},refinery_core=warn")
-    };
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&configured))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }
 
 fn start(config_path: Option<&Path>, config: NodeConfig) -> anyhow::Result<()> {

@@ -33,6 +33,7 @@ impl Fake {
             address: a.into(),
             score: 100,
             role: role.into(),
+            ..Default::default()
         };
         f.convs.lock().unwrap().insert(
             "general".into(),
@@ -41,6 +42,7 @@ impl Fake {
                 state: "working".into(),
                 epoch: 3,
                 members: vec![member(ME, "epoch_steward"), member(BOB, "member")],
+                ..Default::default()
             },
         );
         f.convs.lock().unwrap().insert(
@@ -50,6 +52,7 @@ impl Fake {
                 state: "pending_join".into(),
                 epoch: 0,
                 members: vec![],
+                ..Default::default()
             },
         );
         Arc::new(f)
@@ -107,7 +110,9 @@ impl NodeControl for Fake {
                 address: ME.into(),
                 score: 100,
                 role: "epoch_steward".into(),
+                ..Default::default()
             }],
+            ..Default::default()
         };
         m.insert(name.into(), v.clone());
         Ok(v)
@@ -124,6 +129,7 @@ impl NodeControl for Fake {
             state: "pending_join".into(),
             epoch: 0,
             members: vec![],
+            ..Default::default()
         };
         m.insert(name.into(), v.clone());
         Ok(v)
@@ -150,6 +156,7 @@ impl NodeControl for Fake {
             conversation: name.into(),
             kind: "chat".into(),
             data: serde_json::json!({ "sender": ME, "text": text }),
+            ..Default::default()
         });
         Ok(SentView { sent: true })
     }
@@ -189,6 +196,7 @@ impl NodeControl for Fake {
             no: 0,
             expected: 2,
             summary: format!("remove {BOB}"),
+            ..Default::default()
         }])
     }
     async fn vote(&self, name: &str, proposal_id: u32, yes: bool) -> Result<VoteView, ApiError> {

@@ -84,7 +84,7 @@ async fn every_route() {
             "/conversations/general",
             None,
             200,
-            r#""members":[{"address":"0x1111111111111111111111111111111111111111","score":100,"role":"epoch_steward"}"#,
+            r#""members":[{"address":"0x1111111111111111111111111111111111111111","score":100,"role":"epoch_steward","pending_leave":false}"#,
         ),
         (
             "GET",

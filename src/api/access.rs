@@ -10,7 +10,8 @@
 //!    Otherwise 421.
 //! 2. An `Origin` header, when present, must be this API's own origin (`http://` and the
 //!    request's `Host`): a page of another origin gets 403, whatever it asks.
-//! 3. Every route but `GET /health` needs `Authorization: Bearer TOKEN`; 401 otherwise.
+//! 3. Every route but `GET /health`, `GET /health/live` and the web UI's static files
+//!    (`GET /`, `GET /ui/…`) needs `Authorization: Bearer TOKEN`; 401 otherwise.
 //! 4. `POST`, `PUT`, `PATCH` and `DELETE` need `Content-Type: application/json` or the
 //!    header `X-Demls-Request` (what an HTML form cannot send); 415 otherwise.
 //!
@@ -463,12 +464,22 @@ fn check_not_a_form(req: &Request) -> Result<(), Refusal> {
     ))
 }
 
+/// The routes that need no token: the health checks, and the web UI's page and assets
+/// (static files without any secret; the page asks for the token and sends it as
+/// `Authorization` itself).
+fn open_route(req: &Request) -> bool {
+    if req.method() != Method::GET {
+        return false;
+    }
+    let path = req.uri().path();
+    matches!(path, "/health" | "/health/live" | "/") || path.starts_with("/ui/")
+}
+
 /// Runs every check on `req`; the refusal's status and message otherwise.
 pub(crate) fn check(access: &ApiAccess, req: &Request) -> Result<(), Refusal> {
     check_host(&access.hosts, req)?;
     check_origin(req)?;
-    let health = req.uri().path() == "/health" && req.method() == Method::GET;
-    if !health {
+    if !open_route(req) {
         check_token(&access.token, req.headers())?;
     }
     check_not_a_form(req)

@@ -167,13 +167,13 @@ impl ApiClient {
         }
     }
 
-    /// Sends a request and returns the body of a 2xx answer.
-    pub async fn call(
+    /// Sends a request and returns the status and body of whatever answer came.
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<String, ClientError> {
+    ) -> Result<(StatusCode, String), ClientError> {
         let req = self.request(method, path, body.map(|b| b.to_string()))?;
         let work = async {
             let resp = self
@@ -188,7 +188,22 @@ impl ApiClient {
                 .await
                 .map_err(|e| ClientError::Protocol(e.to_string()))?
                 .to_bytes();
-            let text = String::from_utf8_lossy(&bytes).into_owned();
+            Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| ClientError::Timeout(self.base.clone(), REQUEST_TIMEOUT))?
+    }
+
+    /// Sends a request and returns the body of a 2xx answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<String, ClientError> {
+        let (status, text) = self.exchange(method, path, body).await?;
+        {
             if status.is_success() {
                 Ok(text)
             } else {
@@ -204,10 +219,7 @@ impl ApiClient {
                     });
                 Err(ClientError::Http { status, message })
             }
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, work)
-            .await
-            .map_err(|_| ClientError::Timeout(self.base.clone(), REQUEST_TIMEOUT))?
+        }
     }
 
     async fn typed<T: DeserializeOwned>(
@@ -222,10 +234,54 @@ impl ApiClient {
         Ok(Reply { raw, value })
     }
 
-    /// `GET /health`. A node that is `down` answers 503, which is an `Http` error
-    /// carrying the body's `error`.
+    /// `GET /health` (readiness). A node that is not ready answers 503 with its
+    /// `HealthView`, which is returned like a 200's; a node that is `down` is an `Http`
+    /// error carrying the body's `error`.
     pub async fn health(&self) -> Result<Reply<HealthView>, ClientError> {
-        self.typed(Method::GET, "/health", None).await
+        let (status, raw) = self.exchange(Method::GET, "/health", None).await?;
+        match serde_json::from_str::<HealthView>(&raw) {
+            Ok(value)
+                if status.is_success()
+                    || (status == StatusCode::SERVICE_UNAVAILABLE && !value.is_down()) =>
+            {
+                Ok(Reply { raw, value })
+            }
+            Ok(value) => Err(ClientError::Http {
+                status,
+                message: value.error.unwrap_or_else(|| value.status.clone()),
+            }),
+            Err(_) => Err(ClientError::Http {
+                status,
+                message: serde_json::from_str::<ErrorBody>(&raw)
+                    .map(|b| b.error)
+                    .unwrap_or_else(|_| raw.lines().next().unwrap_or("").to_string()),
+            }),
+        }
+    }
+
+    /// `GET /peers`.
+    pub async fn peers(&self) -> Result<Reply<Vec<PeerView>>, ClientError> {
+        self.typed(Method::GET, "/peers", None).await
+    }
+
+    /// `GET /version`.
+    pub async fn version(&self) -> Result<Reply<VersionView>, ClientError> {
+        self.typed(Method::GET, "/version", None).await
+    }
+
+    /// `GET /log-level`.
+    pub async fn log_level(&self) -> Result<Reply<LogLevelView>, ClientError> {
+        self.typed(Method::GET, "/log-level", None).await
+    }
+
+    /// `PUT /log-level`.
+    pub async fn set_log_level(&self, level: &str) -> Result<Reply<LogLevelView>, ClientError> {
+        self.typed(
+            Method::PUT,
+            "/log-level",
+            Some(serde_json::json!({ "level": level })),
+        )
+        .await
     }
 
     /// `GET /metrics` (Prometheus text) on the API (the token is needed there; the

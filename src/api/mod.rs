@@ -8,6 +8,7 @@ pub mod access;
 pub mod client;
 pub mod server;
 pub mod types;
+pub mod ui;
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
@@ -89,6 +90,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A resumed event subscription (`GET /events` with `Last-Event-ID`).
+pub struct ResumedEvents {
+    /// The kept events after the client's last id, oldest first.
+    pub backlog: Vec<EventView>,
+    /// Events after that id no longer kept (the client is told it missed them).
+    pub missed: u64,
+    /// The live stream from after the backlog on.
+    pub live: broadcast::Receiver<EventView>,
+}
+
 /// What the HTTP API needs from the node. Implemented by the node runtime.
 ///
 /// Conversation names reaching these methods have been checked with
@@ -117,6 +128,36 @@ pub trait NodeControl: Send + Sync + 'static {
     async fn send(&self, name: &str, text: &str) -> Result<SentView, ApiError>;
     /// The conversation's stored chat messages, oldest first.
     async fn messages(&self, name: &str) -> Result<Vec<MessageView>, ApiError>;
+    /// Up to `limit` stored chat messages with `seq > after`, oldest first. The default
+    /// pages through [`NodeControl::messages`].
+    async fn messages_after(
+        &self,
+        name: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, ApiError> {
+        Ok(self
+            .messages(name)
+            .await?
+            .into_iter()
+            .filter(|m| m.seq > after)
+            .take(limit as usize)
+            .collect())
+    }
+    /// The connected relay peers. The default, for doubles without a relay: none.
+    async fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
+        Ok(Vec::new())
+    }
+    /// The log filter in force (process-wide, see [`crate::logging`]).
+    fn log_level(&self) -> Result<String, ApiError> {
+        crate::logging::level().ok_or_else(|| {
+            ApiError::Conflict("this process's logging cannot be changed at run time".into())
+        })
+    }
+    /// Replaces the log filter; returns the filter now in force.
+    fn set_log_level(&self, level: &str) -> Result<String, ApiError> {
+        crate::logging::set_level(level).map_err(ApiError::BadRequest)
+    }
     /// Proposes removing `member`; returns the new proposal's id.
     async fn remove(&self, name: &str, member: MemberId) -> Result<ProposalRef, ApiError>;
     /// The conversation's proposals with their tallies.
@@ -141,6 +182,16 @@ pub trait NodeControl: Send + Sync + 'static {
     }
     /// A new subscription to the node's event stream (all conversations).
     fn events(&self) -> broadcast::Receiver<EventView>;
+    /// A subscription resuming after event id `after`: what the node kept since, then
+    /// live. The default, for doubles without an event log, resumes live only.
+    fn events_since(&self, after: u64) -> ResumedEvents {
+        let _ = after;
+        ResumedEvents {
+            backlog: Vec::new(),
+            missed: 0,
+            live: self.events(),
+        }
+    }
     /// Prometheus text exposition of the node's metrics. May block briefly; the server
     /// calls it on the blocking thread pool.
     fn metrics(&self) -> String;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -72,7 +72,13 @@ fn build(
     stopping: Option<watch::Receiver<bool>>,
 ) -> Router {
     Router::new()
+        .route("/", get(super::ui::index))
+        .route("/ui/{file}", get(super::ui::asset))
         .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/version", get(version))
+        .route("/peers", get(peers))
+        .route("/log-level", get(log_level).put(set_log_level))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/events", get(events))
@@ -173,8 +179,20 @@ fn conversation(name: Result<Path<String>, PathRejection>) -> ApiResult<String> 
     Ok(name)
 }
 
-/// 200 while the runtime runs (`ok` or `degraded`), 503 when it is `down`.
+/// Readiness: 200 when the node is ready (`ok`), 503 otherwise (`not_ready`,
+/// `degraded`, `down`), with the reasons in the body.
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<HealthView>) {
+    let h = s.node.health().await;
+    let code = if h.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(h))
+}
+
+/// Liveness: 200 while the runtime runs (whatever its readiness), 503 when it is `down`.
+async fn live(State(s): State<AppState>) -> (StatusCode, Json<HealthView>) {
     let h = s.node.health().await;
     let code = if h.is_down() {
         StatusCode::SERVICE_UNAVAILABLE
@@ -182,6 +200,41 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<HealthView>) {
         StatusCode::OK
     };
     (code, Json(h))
+}
+
+/// The build's name and version, and the protocols it speaks.
+pub fn version_view() -> VersionView {
+    VersionView {
+        name: env!("CARGO_PKG_NAME").into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        relay_protocol: "/vac/waku/relay/2.0.0".into(),
+        store_protocol: "/vac/waku/store-query/3.0.0".into(),
+    }
+}
+
+async fn version() -> Json<VersionView> {
+    Json(version_view())
+}
+
+async fn peers(State(s): State<AppState>) -> ApiResult<Json<Vec<PeerView>>> {
+    Ok(Json(s.node.peers().await?))
+}
+
+async fn log_level(State(s): State<AppState>) -> ApiResult<Json<LogLevelView>> {
+    Ok(Json(LogLevelView {
+        level: s.node.log_level()?,
+    }))
+}
+
+async fn set_log_level(
+    State(s): State<AppState>,
+    body: Result<Json<LogLevelRequest>, JsonRejection>,
+) -> ApiResult<Json<LogLevelView>> {
+    let Json(req) = body.map_err(bad_json)?;
+    s.node.log_level()?;
+    Ok(Json(LogLevelView {
+        level: s.node.set_log_level(&req.level)?,
+    }))
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -264,12 +317,43 @@ async fn drop_conversation(
     Ok(Json(s.node.drop_conversation(&name).await?))
 }
 
+/// Most messages one page may ask for.
+pub const MAX_PAGE: u32 = 1000;
+
+/// `GET …/messages` query: a page of the history.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    /// Only messages with a larger `seq`.
+    after: Option<u64>,
+    /// At most this many (1 to [`MAX_PAGE`]).
+    limit: Option<u32>,
+}
+
 async fn messages(
     State(s): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    q: Result<Query<MessagesQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<MessageView>>> {
     let name = conversation(name)?;
-    Ok(Json(s.node.messages(&name).await?))
+    let Query(q) = q.map_err(|r| ApiError::BadRequest(r.body_text()))?;
+    if q.after.is_none() && q.limit.is_none() {
+        return Ok(Json(s.node.messages(&name).await?));
+    }
+    let limit = match q.limit {
+        None => MAX_PAGE,
+        Some(l) if (1..=MAX_PAGE).contains(&l) => l,
+        Some(l) => {
+            return Err(ApiError::BadRequest(format!(
+                "limit {l} is out of range: 1 to {MAX_PAGE}"
+            )));
+        }
+    };
+    Ok(Json(
+        s.node
+            .messages_after(&name, q.after.unwrap_or(0), limit)
+            .await?,
+    ))
 }
 
 async fn send(
@@ -328,14 +412,42 @@ struct EventsQuery {
     conversation: Option<String>,
 }
 
+fn sse_event(ev: &EventView) -> Option<Event> {
+    let mut e = Event::default().event(ev.kind.clone());
+    if ev.id != 0 {
+        e = e.id(ev.id.to_string());
+    }
+    e.json_data(ev).ok()
+}
+
+fn lagged(missed: u64) -> Event {
+    Event::default()
+        .event("lagged")
+        .data(format!("{{\"missed\":{missed}}}"))
+}
+
 async fn events(
     State(s): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let Query(q) = q.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     if let Some(name) = &q.conversation {
         check_conversation_name(name).map_err(ApiError::BadRequest)?;
     }
+    let last_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "invalid Last-Event-ID: expected the id of an event (a number)".into(),
+                    )
+                })?,
+        ),
+    };
     let filter = q.conversation;
     let stopping = s.stopping.clone();
     let stop = async move {
@@ -346,22 +458,35 @@ async fn events(
             None => future::pending::<()>().await,
         }
     };
-    let stream = BroadcastStream::new(s.node.events())
-        .filter_map(move |item| {
-            let out = match item {
-                Ok(ev) if filter.as_ref().is_none_or(|f| *f == ev.conversation) => {
-                    let kind = ev.kind.clone();
-                    Event::default().event(kind).json_data(&ev).ok()
-                }
-                Ok(_) => None,
-                Err(BroadcastStreamRecvError::Lagged(n)) => Some(
-                    Event::default()
-                        .event("lagged")
-                        .data(format!("{{\"missed\":{n}}}")),
-                ),
-            };
-            future::ready(out.map(Ok))
-        })
+    let (backlog, missed, live) = match last_id {
+        Some(after) => {
+            let r = s.node.events_since(after);
+            (r.backlog, r.missed, r.live)
+        }
+        None => (Vec::new(), 0, s.node.events()),
+    };
+    // Live events already in the backlog (none, when the node's log is consistent) are
+    // skipped by id.
+    let seen = backlog.last().map(|e| e.id).unwrap_or(0);
+    let wanted = {
+        let filter = filter.clone();
+        move |ev: &EventView| filter.as_ref().is_none_or(|f| *f == ev.conversation)
+    };
+    let head: Vec<Event> = (missed > 0)
+        .then(|| lagged(missed))
+        .into_iter()
+        .chain(backlog.iter().filter(|e| wanted(e)).filter_map(sse_event))
+        .collect();
+    let live = BroadcastStream::new(live).filter_map(move |item| {
+        let out = match item {
+            Ok(ev) if (ev.id == 0 || ev.id > seen) && wanted(&ev) => sse_event(&ev),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(lagged(n)),
+        };
+        future::ready(out.map(Ok))
+    });
+    let stream = futures::stream::iter(head.into_iter().map(Ok))
+        .chain(live)
         .take_until(Box::pin(stop));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -72,6 +72,22 @@ pub struct MemberView {
     pub score: i64,
     /// `epoch_steward`, `backup_steward`, `steward` or `member`.
     pub role: String,
+    /// On its way out: it asked to leave, or its removal was accepted, and the commit
+    /// that removes it has not come yet.
+    #[serde(default)]
+    pub pending_leave: bool,
+}
+
+/// The freeze round under way: how many of the expected commit candidates we hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeView {
+    /// Stewards whose commit candidate we have seen.
+    pub candidates: usize,
+    /// Stewards whose candidate the round waits for (every eligible member in recovery).
+    pub expected: usize,
+    /// When selection happens at the latest, ms since the Unix epoch (earlier once every
+    /// expected candidate is in).
+    pub deadline: u64,
 }
 
 /// `GET /conversations/{name}`, and the answer to create / join.
@@ -85,6 +101,9 @@ pub struct ConversationView {
     pub epoch: u64,
     /// Members in MLS leaf order.
     pub members: Vec<MemberView>,
+    /// While `freezing` or in `selection`: the freeze round's progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<FreezeView>,
 }
 
 /// `POST /conversations/{name}/leave`.
@@ -114,6 +133,9 @@ pub struct MessageView {
     pub epoch: u64,
     /// Sender's timestamp, ms since the Unix epoch.
     pub timestamp: u64,
+    /// Its position in the conversation's history, from 1 (for paging: `?after=seq`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
     /// Its SDS message id (hex), when it came under SDS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -165,9 +187,11 @@ pub struct ProposalRef {
 pub struct ProposalView {
     /// Proposal id.
     pub id: u32,
-    /// What it proposes (`add`, `remove`, `election`, `emergency`, …).
+    /// What it proposes: `add_member`, `remove_member`, `steward_election` or
+    /// `emergency`.
     pub kind: String,
-    /// `open`, `accepted`, `rejected`, `expired`, …
+    /// `voting`, `accepted` (decided YES; a membership change waits for its commit),
+    /// `rejected` (decided NO, failed or expired) or `committed`.
     pub status: String,
     /// YES votes so far.
     pub yes: u32,
@@ -178,6 +202,22 @@ pub struct ProposalView {
     /// Human summary (`remove 0xAb…`).
     #[serde(default)]
     pub summary: String,
+    /// Who proposed it (EIP-55).
+    #[serde(default)]
+    pub owner: String,
+    /// Our own vote, `yes` or `no`, once cast (by hand or automatically); absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub our_vote: Option<String>,
+    /// While we have not voted: when the node votes for us, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_vote_at: Option<u64>,
+    /// The vote the node casts then (`yes` or `no`), with `auto_vote_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_vote: Option<String>,
+    /// When this node saw it decided, ms since the Unix epoch; absent while voting, and
+    /// for proposals decided before the node's last start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<u64>,
 }
 
 /// `POST /conversations/{name}/proposals/{id}/vote`.
@@ -189,9 +229,15 @@ pub struct VoteView {
     pub vote: bool,
 }
 
-/// One item of the `GET /events` stream (sent as SSE `event: {kind}`, `data: {json}`).
+/// One item of the `GET /events` stream (sent as SSE `id: {id}`, `event: {kind}`,
+/// `data: {json}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventView {
+    /// Position in the node's event stream: increasing, across restarts too (a resumed
+    /// stream, `Last-Event-ID`, continues after it). 0 for events of a double without a
+    /// log.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub id: u64,
     /// Conversation it concerns.
     pub conversation: String,
     /// Event kind (`state`, `chat`, `proposal`, `decided`, `commit`, `left`, …).
@@ -200,11 +246,13 @@ pub struct EventView {
     pub data: serde_json::Value,
 }
 
-/// `GET /health`. Healthy: `{"status": "ok"}`.
+/// `GET /health` (readiness) and `GET /health/live` (liveness).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthView {
-    /// `ok`; `degraded` when some conversations are quarantined (the others run; HTTP
-    /// 200); `down` when the node's runtime stopped or does not answer (HTTP 503).
+    /// `ok` (ready); `not_ready` (the node runs but the relay is not listening, no peer
+    /// is connected although bootstrap peers are configured, or a conversation is
+    /// stuck); `degraded` (some conversations are quarantined; the others run); `down`
+    /// (the node's runtime stopped or does not answer).
     pub status: String,
     /// Why the node is `down`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,6 +260,77 @@ pub struct HealthView {
     /// The quarantined conversations (`degraded`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<QuarantineView>,
+    /// Why the node is not ready, one line each (empty when `ok`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// Whether the Waku relay is listening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_up: Option<bool>,
+    /// Connected relay peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<usize>,
+    /// Conversations out of `working` for longer than the protocol's timers explain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stuck: Vec<StuckView>,
+}
+
+/// A conversation that has stayed out of `working` too long (`/health`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StuckView {
+    /// Conversation name.
+    pub name: String,
+    /// The state it is in (`pending_join`, `freezing`, `selection`, `reelection`).
+    pub state: String,
+    /// Since when, ms since the Unix epoch.
+    pub since: u64,
+}
+
+/// One connected relay peer, `GET /peers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// `outbound` (we dialed it) or `inbound` (it dialed us).
+    pub direction: String,
+    /// The remote address of the connection.
+    pub address: String,
+    /// The shards it relays (from 66/WAKU2-METADATA; empty until it answered).
+    pub shards: Vec<u32>,
+    /// The cluster id it reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<u32>,
+    /// Its gossipsub score as we see it (negative: it misbehaved); absent before the
+    /// first scoring round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+}
+
+/// `GET /version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// `demls-node`.
+    pub name: String,
+    /// The crate version (`0.1.0`).
+    pub version: String,
+    /// The Waku relay protocol spoken.
+    pub relay_protocol: String,
+    /// The store protocol served and queried.
+    pub store_protocol: String,
+}
+
+/// `GET /log-level` and the answer to `PUT /log-level`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLevelView {
+    /// The filter in force, in `RUST_LOG` syntax (`info`, `debug,libp2p=info`, …).
+    pub level: String,
+}
+
+/// `PUT /log-level` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLevelRequest {
+    /// The new filter, in `RUST_LOG` syntax.
+    pub level: String,
 }
 
 impl HealthView {
@@ -228,13 +347,18 @@ impl HealthView {
         Self {
             status: "down".into(),
             error: Some(error.into()),
-            quarantined: Vec::new(),
+            ..Default::default()
         }
     }
 
-    /// Whether this is `down`.
+    /// Whether this is `down` (not live).
     pub fn is_down(&self) -> bool {
         self.status == "down"
+    }
+
+    /// Whether the node is ready (`ok`).
+    pub fn is_ready(&self) -> bool {
+        self.status == "ok"
     }
 }
 
@@ -314,4 +438,8 @@ impl<'de> Deserialize<'de> for VoteValue {
 pub struct VoteRequest {
     /// `"yes"` or `"no"`.
     pub vote: VoteValue,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -22,6 +22,9 @@ pub enum CliError {
     /// Not a client subcommand.
     #[error("`{0}` is not a client command")]
     NotClient(&'static str),
+    /// `ui` needs the token to put in the link.
+    #[error("no API token to put in the link: {0}; pass --api-token / DEMLS_API_TOKEN")]
+    NoToken(String),
     /// The node's configuration (for its API address and token) cannot be read.
     #[error("reading the node's configuration for its API address and token: {0}")]
     Config(#[from] ConfigError),
@@ -182,11 +185,54 @@ pub async fn run_client(cli: &Cli) -> Result<(), CliError> {
         return Err(CliError::NotClient("keygen"));
     }
     let target = resolve_target(cli)?;
+    if let Command::Ui { open } = cli.command {
+        return ui_link(&target, open);
+    }
     let api = ApiClient::new(&target.url)?.with_token(target.token.clone());
     commands(cli, &api).await.map_err(|e| match e {
         CliError::Client(c) => explain(c, &target),
         other => other,
     })
+}
+
+/// The web UI's address with the token in its fragment.
+pub fn ui_url(url: &str, token: &str) -> String {
+    format!(
+        "{}/#token={}",
+        url.trim_end_matches('/'),
+        crate::api::client::encode_component(token)
+    )
+}
+
+/// `ui`: prints (and with `open`, opens) the link to the node's web UI.
+fn ui_link(target: &Target, open: bool) -> Result<(), CliError> {
+    let Some(token) = &target.token else {
+        let looked = target
+            .token_file
+            .as_ref()
+            .map(|p| format!("no token file {} (has the node started once?)", p.display()))
+            .unwrap_or_else(|| "no token for this API address".into());
+        return Err(CliError::NoToken(looked));
+    };
+    let link = ui_url(&target.url, token);
+    println!("{link}");
+    if open {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        match std::process::Command::new(opener)
+            .arg(&link)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(_) => eprintln!("opened with {opener}"),
+            Err(e) => eprintln!("could not run {opener} ({e}); open the link above by hand"),
+        }
+    }
+    Ok(())
 }
 
 async fn commands(cli: &Cli, api: &ApiClient) -> Result<(), CliError> {
@@ -196,6 +242,15 @@ async fn commands(cli: &Cli, api: &ApiClient) -> Result<(), CliError> {
         Command::Keygen { .. } => return Err(CliError::NotClient("keygen")),
         Command::Status => show(json, api.status().await?, output::status),
         Command::Health => show(json, api.health().await?, output::health),
+        Command::Peers => show(json, api.peers().await?, |v| output::peers(v)),
+        Command::LogLevel { level } => {
+            let r = match level {
+                Some(l) => api.set_log_level(l).await?,
+                None => api.log_level().await?,
+            };
+            show(json, r, |v| format!("log level: {}", escape(&v.level)))
+        }
+        Command::Ui { .. } => return Err(CliError::NotClient("ui")),
         Command::Release { name } => show(json, api.release(name).await?, |v| {
             format!(
                 "released {}: running again from its saved state\n{}",

@@ -46,6 +46,9 @@ pub struct Cli {
     /// Print the API's JSON answer as is instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// `run`: write log lines as text or as one JSON object a line.
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -74,8 +77,23 @@ pub enum Command {
     },
     /// The node's address, peer id, peers, conversations and quarantined conversations.
     Status,
-    /// Whether the node runs: ok, degraded (quarantined conversations) or down (exit 1).
+    /// Whether the node is ready: ok, not_ready or degraded (quarantined conversations),
+    /// with the reasons; down (the runtime stopped) exits 1.
     Health,
+    /// The connected relay peers: direction, address, shards, gossipsub score.
+    Peers,
+    /// Show the node's log filter, or change it while the node runs.
+    LogLevel {
+        /// The new filter in RUST_LOG syntax (`debug`, `info,demls_node=trace`).
+        level: Option<String>,
+    },
+    /// Print the link that opens this node's web UI with its token (in the URL fragment,
+    /// which the browser never sends to a server); `--open` opens it in a browser.
+    Ui {
+        /// Open the link with the desktop's browser (xdg-open / open).
+        #[arg(long)]
+        open: bool,
+    },
     /// The conversations the node is in.
     Conversations,
     /// Create a conversation (we become its first member and steward).

@@ -132,6 +132,9 @@ pub(crate) fn health(h: &HealthView) -> String {
         out.push_str(&escape(e));
     }
     out.push('\n');
+    for r in h.reasons.iter().filter(|r| !r.contains("is quarantined")) {
+        let _ = writeln!(out, "not ready: {}", escape(r));
+    }
     for q in &h.quarantined {
         let _ = writeln!(
             out,
@@ -139,6 +142,38 @@ pub(crate) fn health(h: &HealthView) -> String {
             escape(&q.name),
             time(q.since),
             escape(&q.reason)
+        );
+    }
+    out
+}
+
+pub(crate) fn peers(list: &[PeerView]) -> String {
+    if list.is_empty() {
+        return "no peers connected\n".into();
+    }
+    let mut out = String::new();
+    for p in list {
+        let shards = if p.shards.is_empty() {
+            "-".to_string()
+        } else {
+            p.shards
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let score = p
+            .score
+            .map(|s| format!("{s:.1}"))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{} {:<8} shards {:<12} score {:>7}  {}",
+            escape(&p.peer_id),
+            escape(&p.direction),
+            escape(&shards),
+            score,
+            escape(&p.address)
         );
     }
     out
@@ -265,6 +300,7 @@ mod tests {
             text: "hi".into(),
             epoch: 2,
             timestamp: 0,
+            seq: 1,
             id: Some("aa".into()),
             delivery,
         };

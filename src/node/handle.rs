@@ -41,7 +41,7 @@ impl Liveness {
 #[derive(Clone)]
 pub struct NodeHandle {
     pub(crate) tx: mpsc::Sender<Request>,
-    pub(crate) events: broadcast::Sender<EventView>,
+    pub(crate) events: super::events::EventLog,
     pub(crate) liveness: Arc<Liveness>,
 }
 
@@ -127,8 +127,19 @@ impl NodeControl for NodeHandle {
         Ok(SentView { sent: true })
     }
     async fn messages(&self, name: &str) -> Result<Vec<MessageView>, ApiError> {
-        self.ask(|tx| Request::Messages(name.to_string(), tx))
+        self.messages_after(name, 0, u32::MAX).await
+    }
+    async fn messages_after(
+        &self,
+        name: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, ApiError> {
+        self.ask(|tx| Request::Messages(name.to_string(), after, limit, tx))
             .await?
+    }
+    async fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
+        self.ask(Request::Peers).await
     }
     async fn remove(&self, name: &str, member: MemberId) -> Result<ProposalRef, ApiError> {
         let id = self.command(name, Command::Remove(member)).await?;
@@ -163,6 +174,14 @@ impl NodeControl for NodeHandle {
     }
     fn events(&self) -> broadcast::Receiver<EventView> {
         self.events.subscribe()
+    }
+    fn events_since(&self, after: u64) -> crate::api::ResumedEvents {
+        let r = self.events.since(after);
+        crate::api::ResumedEvents {
+            backlog: r.backlog,
+            missed: r.missed,
+            live: r.rx,
+        }
     }
     fn metrics(&self) -> String {
         // The actor owns the counters; the server calls this on the blocking pool.

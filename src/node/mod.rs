@@ -1,6 +1,7 @@
 //! The node runtime: wires configuration, identity, storage, the Waku relay and the HTTP
 //! API around the sans-IO protocol core, and shuts down cleanly on SIGINT / SIGTERM.
 
+mod events;
 mod handle;
 mod metrics;
 mod runtime;
@@ -198,6 +199,8 @@ pub async fn run(config: NodeConfig, identity: EthSigner, storage: Storage) -> a
         config.conversation_config(),
         events_tx,
     );
+    rt.expect_peers = !config.waku.bootstrap.is_empty() || !config.waku.discv5_bootstrap.is_empty();
+    rt.expect_listen = !config.waku.listen.is_empty();
     rt.restore_all().await?;
     for c in &config.conversations {
         if rt.convs.contains_key(&c.name) {

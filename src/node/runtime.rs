@@ -41,6 +41,7 @@ use rand::rngs::StdRng;
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::events::EventLog;
 use super::metrics::Metrics;
 use super::views;
 use crate::api::ApiError;
@@ -55,7 +56,14 @@ pub(crate) enum Request {
     Create(String, oneshot::Sender<Result<ConversationView, ApiError>>),
     Join(String, oneshot::Sender<Result<ConversationView, ApiError>>),
     Show(String, oneshot::Sender<Result<ConversationView, ApiError>>),
-    Messages(String, oneshot::Sender<Result<Vec<MessageView>, ApiError>>),
+    /// Messages of a conversation with `seq > after`, at most `limit`.
+    Messages(
+        String,
+        u64,
+        u32,
+        oneshot::Sender<Result<Vec<MessageView>, ApiError>>,
+    ),
+    Peers(oneshot::Sender<Vec<PeerView>>),
     Proposals(String, oneshot::Sender<Result<Vec<ProposalView>, ApiError>>),
     Command(
         String,
@@ -213,8 +221,18 @@ pub(crate) struct Runtime<T: Transport> {
     /// Conversations not run, with the reason; recorded in storage too.
     pub quarantined: BTreeMap<String, Quarantine>,
     pub rng: StdRng,
-    pub events: broadcast::Sender<EventView>,
+    pub events: EventLog,
     pub metrics: Metrics,
+    /// Whether the node is configured to reach other nodes (bootstrap peers): then it is
+    /// not ready (`/health`) without a connected peer. A lone first node is ready alone.
+    pub expect_peers: bool,
+    /// Whether the relay is configured to listen: then it is not ready (`/health`)
+    /// before it has a listen address.
+    pub expect_listen: bool,
+    /// When this node saw each proposal decided, by conversation and id (for views).
+    decided_at: BTreeMap<String, BTreeMap<u32, Millis>>,
+    /// Each running conversation's state and since when (for stuck detection).
+    state_since: BTreeMap<String, (&'static str, Millis)>,
     /// When a step last failed to save: timers wait a second after that, so a broken disk
     /// does not make a due timer retry (and fail, and log) in a tight loop.
     storage_failed_at: Option<Millis>,
@@ -240,8 +258,12 @@ impl<T: Transport + 'static> Runtime<T> {
             saved: BTreeMap::new(),
             quarantined: BTreeMap::new(),
             rng: StdRng::from_entropy(),
-            events,
+            events: EventLog::new(events),
             metrics: Metrics::default(),
+            expect_peers: false,
+            expect_listen: false,
+            decided_at: BTreeMap::new(),
+            state_since: BTreeMap::new(),
             storage_failed_at: None,
             #[cfg(test)]
             fault: None,
@@ -299,7 +321,8 @@ impl<T: Transport + 'static> Runtime<T> {
                     }
                     tracing::info!(conversation = %name, epoch = c.epoch(), state = c.state().as_str(), "resumed conversation");
                     self.saved.insert(name.clone(), hash(&bytes));
-                    self.convs.insert(name, c);
+                    self.convs.insert(name.clone(), c);
+                    self.note_state(&name);
                 }
                 Err(reason) => {
                     self.quarantine(&name, reason);
@@ -610,7 +633,7 @@ impl<T: Transport + 'static> Runtime<T> {
             since: now_ms(),
         };
         self.quarantined.insert(name.to_string(), q.clone());
-        let _ = self.events.send(views::event_view(
+        self.events.publish(views::event_view(
             name,
             epoch,
             &Event::Error {
@@ -710,22 +733,143 @@ impl<T: Transport + 'static> Runtime<T> {
         let epoch = self.convs.get(name).map(|c| c.epoch()).unwrap_or(0);
         for e in out.events {
             self.metrics.count_event(&e);
-            if let Event::Rejected { what, reason } = &e {
-                tracing::debug!(conversation = %name, what, %reason, "rejected inbound");
+            match &e {
+                Event::Rejected { what, reason } => {
+                    tracing::debug!(conversation = %name, what, %reason, "rejected inbound");
+                }
+                Event::ProposalDecided { id, .. } => self.note_decided(name, *id),
+                _ => {}
             }
-            let _ = self.events.send(views::event_view(name, epoch, &e));
+            self.events.publish(views::event_view(name, epoch, &e));
         }
+        self.note_state(name);
         if let Some(reason) = self.convs.get(name).and_then(|c| c.closed()) {
             // Saved as closed by the step (with its MLS state deleted, in the same
             // transaction); now delete the row. A crash in between is finished at start.
             tracing::info!(conversation = %name, ?reason, "left conversation");
             self.convs.remove(name);
             self.saved.remove(name);
+            self.decided_at.remove(name);
+            self.state_since.remove(name);
             let _ = self.transport.unsubscribe(name).await;
             if let Err(e) = self.delete_stored(name) {
                 tracing::error!(conversation = %name, error = %e, "could not delete the state of the closed conversation; retried at the next start");
             }
         }
+    }
+
+    /// Records when proposal `id` of `name` was decided (first time only), forgetting
+    /// proposals the conversation no longer tracks once the table grows.
+    fn note_decided(&mut self, name: &str, id: u32) {
+        let now = now_ms();
+        let table = self.decided_at.entry(name.to_string()).or_default();
+        table.entry(id).or_insert(now);
+        if table.len() > 600
+            && let Some(c) = self.convs.get(name)
+        {
+            let known: std::collections::BTreeSet<u32> = c.proposals().map(|p| p.id).collect();
+            table.retain(|id, _| known.contains(id));
+        }
+    }
+
+    /// Records the state of `name` and since when, if it changed.
+    fn note_state(&mut self, name: &str) {
+        let Some(c) = self.convs.get(name) else {
+            self.state_since.remove(name);
+            return;
+        };
+        let state = c.state().as_str();
+        match self.state_since.get(name) {
+            Some((s, _)) if *s == state => {}
+            _ => {
+                self.state_since.insert(name.to_string(), (state, now_ms()));
+            }
+        }
+    }
+
+    /// How long a conversation may stay out of `working` before `/health` calls it
+    /// stuck: four rounds of the slowest path (inactivity, freeze and a vote timing
+    /// out), at least a minute.
+    fn stuck_after(&self) -> Millis {
+        let c = &self.conv_config;
+        let round = c
+            .commit_inactivity
+            .max(c.recovery_inactivity)
+            .saturating_add(c.freeze)
+            .saturating_add(c.consensus_timeout);
+        round.saturating_mul(4).max(60_000)
+    }
+
+    /// The readiness report of `/health`.
+    fn health(&self) -> HealthView {
+        let stats = self.transport.stats();
+        let quarantined = self.quarantine_views();
+        let now = now_ms();
+        let limit = self.stuck_after();
+        let stuck: Vec<StuckView> = self
+            .state_since
+            .iter()
+            .filter(|(n, (s, since))| {
+                *s != "working" && now.saturating_sub(*since) > limit && self.convs.contains_key(*n)
+            })
+            .map(|(n, (s, since))| StuckView {
+                name: n.clone(),
+                state: s.to_string(),
+                since: *since,
+            })
+            .collect();
+        let relay_up = !self.expect_listen || !stats.listen_addrs.is_empty();
+        let mut reasons = Vec::new();
+        if !relay_up {
+            reasons.push("the Waku relay has no listen address".to_string());
+        }
+        if self.expect_peers && stats.connected_peers == 0 {
+            reasons.push("no relay peer connected (bootstrap peers configured)".to_string());
+        }
+        for s in &stuck {
+            reasons.push(format!(
+                "conversation {:?} has been {} for {} s",
+                s.name,
+                s.state,
+                now.saturating_sub(s.since) / 1000
+            ));
+        }
+        for q in &quarantined {
+            reasons.push(format!("conversation {:?} is quarantined", q.name));
+        }
+        let status = if !quarantined.is_empty() {
+            "degraded"
+        } else if !reasons.is_empty() {
+            "not_ready"
+        } else {
+            "ok"
+        };
+        HealthView {
+            status: status.into(),
+            error: None,
+            quarantined,
+            reasons,
+            relay_up: Some(relay_up),
+            peers: Some(stats.connected_peers),
+            stuck,
+        }
+    }
+
+    /// The connected relay peers for `GET /peers`.
+    fn peers(&self) -> Vec<PeerView> {
+        let stats = self.transport.stats();
+        stats
+            .peers
+            .iter()
+            .map(|(id, p)| PeerView {
+                peer_id: id.clone(),
+                direction: p.direction.clone(),
+                address: p.address.clone(),
+                shards: p.shards.clone(),
+                cluster_id: p.cluster_id,
+                score: stats.peer_scores.get(id).copied(),
+            })
+            .collect()
     }
 
     /// Creates or joins `name` (start-up entries and API calls), as one step: nothing is
@@ -840,6 +984,7 @@ impl<T: Transport + 'static> Runtime<T> {
         let closed = c.closed().is_some();
         self.saved.insert(name.to_string(), hash(&bytes));
         self.convs.insert(name.to_string(), c);
+        self.note_state(name);
         if closed {
             self.deliver(name, Output::default()).await;
             return Err(not_in(name));
@@ -877,6 +1022,12 @@ impl<T: Transport + 'static> Runtime<T> {
         Ok(views::conversation_view(c))
     }
 
+    fn proposal_views(&self, name: &str) -> Result<Vec<ProposalView>, ApiError> {
+        self.view(name)?;
+        let c = self.convs.get(name).ok_or_else(|| not_in(name))?;
+        Ok(views::proposals(c, self.decided_at.get(name)))
+    }
+
     fn quarantine_views(&self) -> Vec<QuarantineView> {
         self.quarantined.iter().map(|(n, q)| q.view(n)).collect()
     }
@@ -896,17 +1047,10 @@ impl<T: Transport + 'static> Runtime<T> {
                 });
             }
             Request::Health(tx) => {
-                let quarantined = self.quarantine_views();
-                let _ = tx.send(HealthView {
-                    status: if quarantined.is_empty() {
-                        "ok"
-                    } else {
-                        "degraded"
-                    }
-                    .into(),
-                    error: None,
-                    quarantined,
-                });
+                let _ = tx.send(self.health());
+            }
+            Request::Peers(tx) => {
+                let _ = tx.send(self.peers());
             }
             Request::Conversations(tx) => {
                 let _ = tx.send(self.convs.values().map(views::summary).collect());
@@ -922,11 +1066,11 @@ impl<T: Transport + 'static> Runtime<T> {
             Request::Show(name, tx) => {
                 let _ = tx.send(self.view(&name));
             }
-            Request::Messages(name, tx) => {
+            Request::Messages(name, after, limit, tx) => {
                 // Stored messages stay readable while quarantined (before a drop).
                 let r = if self.convs.contains_key(&name) || self.quarantined.contains_key(&name) {
                     self.storage
-                        .messages(&name)
+                        .messages_after(&name, after, limit)
                         .map(|v| {
                             v.into_iter()
                                 .map(|m| MessageView {
@@ -934,6 +1078,7 @@ impl<T: Transport + 'static> Runtime<T> {
                                     text: m.text,
                                     epoch: m.epoch,
                                     timestamp: m.timestamp,
+                                    seq: m.seq,
                                     id: m.sds_id,
                                     delivery: m.delivery.map(DeliveryView::from),
                                 })
@@ -946,13 +1091,7 @@ impl<T: Transport + 'static> Runtime<T> {
                 let _ = tx.send(r);
             }
             Request::Proposals(name, tx) => {
-                let r = self.view(&name).and_then(|_| {
-                    self.convs
-                        .get(&name)
-                        .map(views::proposals)
-                        .ok_or_else(|| not_in(&name))
-                });
-                let _ = tx.send(r);
+                let _ = tx.send(self.proposal_views(&name));
             }
             Request::Command(name, cmd, tx) => {
                 let own_chat = match &cmd {

@@ -1,11 +1,37 @@
 //! Turns protocol state and events into the API's JSON views.
 
-use demls_core::conversation::{Conversation, Event};
+use std::collections::{BTreeMap, BTreeSet};
+
+use demls_core::conversation::{Action, Change, Conversation, Event, ProposalStatus, Tracked};
+use demls_core::identity::MemberId;
 use serde_json::json;
 
 use crate::api::types::*;
 
+/// Members on their way out: they asked to leave (a self-removal not rejected), or
+/// their removal was accepted, and no commit has removed them yet.
+fn leaving(c: &Conversation) -> BTreeSet<MemberId> {
+    let mut out: BTreeSet<MemberId> = c
+        .approved()
+        .iter()
+        .filter_map(|a| match &a.change {
+            Change::Remove { member } => Some(*member),
+            Change::Add { .. } => None,
+        })
+        .collect();
+    for p in c.proposals() {
+        if let Action::Remove { member } = &p.action
+            && (*member == p.owner || p.status == ProposalStatus::Accepted)
+            && matches!(p.status, ProposalStatus::Voting | ProposalStatus::Accepted)
+        {
+            out.insert(*member);
+        }
+    }
+    out
+}
+
 pub(crate) fn conversation_view(c: &Conversation) -> ConversationView {
+    let leaving = leaving(c);
     let members = c
         .members()
         .into_iter()
@@ -13,6 +39,7 @@ pub(crate) fn conversation_view(c: &Conversation) -> ConversationView {
             address: m.to_string(),
             score: c.score(&m),
             role: c.role(&m).as_str().to_string(),
+            pending_leave: leaving.contains(&m),
         })
         .collect();
     ConversationView {
@@ -20,6 +47,13 @@ pub(crate) fn conversation_view(c: &Conversation) -> ConversationView {
         state: c.state().as_str().to_string(),
         epoch: c.epoch(),
         members,
+        freeze: c
+            .freeze_progress()
+            .map(|(candidates, expected, deadline)| FreezeView {
+                candidates,
+                expected,
+                deadline,
+            }),
     }
 }
 
@@ -32,20 +66,39 @@ pub(crate) fn summary(c: &Conversation) -> ConversationSummary {
     }
 }
 
-pub(crate) fn proposals(c: &Conversation) -> Vec<ProposalView> {
+fn yes_no(v: bool) -> String {
+    if v { "yes" } else { "no" }.to_string()
+}
+
+fn proposal_view(c: &Conversation, p: &Tracked, decided_at: Option<u64>) -> ProposalView {
+    let (yes, no, expected) = c.tally(p.id).unwrap_or((0, 0, 0));
+    let our_vote = c.our_vote(p.id);
+    let auto_vote_at = p
+        .auto_vote_at
+        .filter(|_| our_vote.is_none() && p.status == ProposalStatus::Voting);
+    ProposalView {
+        id: p.id,
+        kind: p.action.kind_name().to_string(),
+        status: p.status.as_str().to_string(),
+        yes,
+        no,
+        expected,
+        summary: p.action.summary(),
+        owner: p.owner.to_string(),
+        our_vote: our_vote.map(yes_no),
+        auto_vote_at,
+        auto_vote: auto_vote_at.map(|_| yes_no(p.auto_vote)),
+        decided_at: decided_at.filter(|_| p.status != ProposalStatus::Voting),
+    }
+}
+
+/// The proposals of `c`, with when this node saw each decided (`decided`, by id).
+pub(crate) fn proposals(
+    c: &Conversation,
+    decided: Option<&BTreeMap<u32, u64>>,
+) -> Vec<ProposalView> {
     c.proposals()
-        .map(|p| {
-            let (yes, no, expected) = c.tally(p.id).unwrap_or((0, 0, 0));
-            ProposalView {
-                id: p.id,
-                kind: p.action.kind_name().to_string(),
-                status: p.status.as_str().to_string(),
-                yes,
-                no,
-                expected,
-                summary: p.action.summary(),
-            }
-        })
+        .map(|p| proposal_view(c, p, decided.and_then(|d| d.get(&p.id).copied())))
         .collect()
 }
 
@@ -136,6 +189,8 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
         ),
     };
     EventView {
+        // Given by the event log when published.
+        id: 0,
         conversation: conversation.to_string(),
         kind: kind.to_string(),
         data: json!({ "epoch": epoch, "event": data }),

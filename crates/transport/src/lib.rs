@@ -90,6 +90,21 @@ pub struct TransportStats {
     /// Gossipsub score of each connected peer (refreshed twice a second); peers that
     /// send invalid messages go negative.
     pub peer_scores: BTreeMap<String, f64>,
+    /// Each connected peer by peer id: how we are connected and what it relays.
+    pub peers: BTreeMap<String, PeerInfo>,
+}
+
+/// A connected peer, as the operator's view shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// `outbound` (we dialed it) or `inbound` (it dialed us), for its first connection.
+    pub direction: String,
+    /// The remote address of that connection.
+    pub address: String,
+    /// The shards it says it relays (66/WAKU2-METADATA); empty until it answered.
+    pub shards: Vec<u32>,
+    /// The cluster id it reported, once it did.
+    pub cluster_id: Option<u32>,
 }
 
 impl TransportStats {

@@ -407,6 +407,16 @@ impl ConsensusState {
             .is_some_and(|s| s.votes.iter().any(|v| v.vote_owner == member.as_bytes()))
     }
 
+    /// How `member` voted on the proposal (true = YES), if it did.
+    pub fn vote_of(&self, proposal_id: u32, member: &MemberId) -> Option<bool> {
+        self.sessions.get(&proposal_id).and_then(|s| {
+            s.votes
+                .iter()
+                .find(|v| v.vote_owner == member.as_bytes())
+                .map(|v| v.vote)
+        })
+    }
+
     /// (yes, no, expected).
     pub fn tally(&self, proposal_id: u32) -> Option<(u32, u32, u32)> {
         self.sessions.get(&proposal_id).map(|s| {

@@ -104,19 +104,39 @@ impl Conversation {
     }
 
     fn all_candidates_in(&self, f: &FreezeRound) -> bool {
-        let expected: BTreeSet<MemberId> = if self.mode == OperatingMode::Recovery {
-            self.members()
-                .into_iter()
-                .filter(|m| self.eligible(m))
-                .collect()
-        } else {
-            match &self.stewards {
-                Some(l) => l.live_stewards(|m| self.eligible(m)).into_iter().collect(),
-                None => return false,
-            }
+        let Some(expected) = self.expected_candidates() else {
+            return false;
         };
         let got: BTreeSet<MemberId> = f.candidates.iter().map(|c| c.steward).collect();
         !expected.is_empty() && expected.is_subset(&got)
+    }
+
+    /// Whose commit candidates a freeze round waits for: every eligible member in
+    /// recovery, the live stewards otherwise (None without a steward list).
+    fn expected_candidates(&self) -> Option<BTreeSet<MemberId>> {
+        if self.mode == OperatingMode::Recovery {
+            Some(
+                self.members()
+                    .into_iter()
+                    .filter(|m| self.eligible(m))
+                    .collect(),
+            )
+        } else {
+            self.stewards
+                .as_ref()
+                .map(|l| l.live_stewards(|m| self.eligible(m)).into_iter().collect())
+        }
+    }
+
+    /// The progress of the freeze round under way, for views: (stewards whose candidate
+    /// we hold among those expected, stewards expected, when selection is due at the
+    /// latest, ms since the Unix epoch). None outside a freeze round.
+    pub fn freeze_progress(&self) -> Option<(usize, usize, Millis)> {
+        let f = self.freeze.as_ref()?;
+        let expected = self.expected_candidates().unwrap_or_default();
+        let got: BTreeSet<MemberId> = f.candidates.iter().map(|c| c.steward).collect();
+        let seen = expected.intersection(&got).count();
+        Some((seen, expected.len(), f.deadline(self.config.freeze)))
     }
 
     pub(super) fn election_in_flight(&self) -> bool {

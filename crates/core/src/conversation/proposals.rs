@@ -26,6 +26,12 @@ fn announcement_key_package(announcement: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Conversation {
+    /// Our own vote on a proposal (true = YES), once we cast it (by hand or
+    /// automatically); read-only, for views.
+    pub fn our_vote(&self, id: u32) -> Option<bool> {
+        self.consensus.vote_of(id, &self.me)
+    }
+
     fn now_s(ctx_now: Millis) -> u64 {
         ctx_now / 1000
     }

@@ -957,6 +957,24 @@ impl Node {
                 self.update_peers();
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, "connected");
+                    let (direction, address) = match &endpoint {
+                        libp2p::core::ConnectedPoint::Dialer { address, .. } => {
+                            ("outbound", address.to_string())
+                        }
+                        libp2p::core::ConnectedPoint::Listener { send_back_addr, .. } => {
+                            ("inbound", send_back_addr.to_string())
+                        }
+                    };
+                    if let Ok(mut s) = self.shared.lock() {
+                        s.stats.peers.insert(
+                            peer_id.to_string(),
+                            crate::PeerInfo {
+                                direction: direction.into(),
+                                address,
+                                ..Default::default()
+                            },
+                        );
+                    }
                     let req = meta::WakuMetadataRequest {
                         cluster_id: Some(self.cfg.cluster_id),
                         shards: self.my_shards(),
@@ -979,6 +997,7 @@ impl Node {
                     self.store_limiter.forget(&peer_id);
                     if let Ok(mut s) = self.shared.lock() {
                         s.store_peers.remove(&peer_id);
+                        s.stats.peers.remove(&peer_id.to_string());
                     }
                     if self.swarm.connected_peers().next().is_none() {
                         // Alone: whatever we miss from now on, the next store peers we
@@ -1015,9 +1034,11 @@ impl Node {
                         .behaviour_mut()
                         .metadata
                         .send_response(channel, res);
+                    self.note_metadata(peer, request.cluster_id, &request.shards);
                     self.check_cluster(peer, request.cluster_id);
                 }
                 request_response::Message::Response { response, .. } => {
+                    self.note_metadata(peer, response.cluster_id, &response.shards);
                     self.check_cluster(peer, response.cluster_id)
                 }
             },
@@ -1130,6 +1151,17 @@ impl Node {
             .behaviour_mut()
             .peer_exchange
             .send_request(&peer, peer_exchange::query(self.cfg.peer_target));
+    }
+
+    /// Records what a connected peer told us of itself through the metadata protocol
+    /// (for the operator's peer list).
+    fn note_metadata(&self, peer: PeerId, cluster: Option<u32>, shards: &[u32]) {
+        if let Ok(mut s) = self.shared.lock()
+            && let Some(p) = s.stats.peers.get_mut(&peer.to_string())
+        {
+            p.cluster_id = cluster;
+            p.shards = shards.iter().copied().take(1024).collect();
+        }
     }
 
     fn check_cluster(&mut self, peer: PeerId, cluster: Option<u32>) {
