@@ -501,8 +501,18 @@ fn fuzz_handle_packet_insider() {
         };
         let mut packets = Vec::new();
         for _ in 0..packet_count(rng) {
-            let p = match rng.gen_range(0..10) {
+            let p = match rng.gen_range(0..11) {
                 0..=6 => insider_packet(rng, &fx, i, w, case),
+                10 => {
+                    // A plaintext beacon signed with a member's key (fork, absence and
+                    // later-epoch claims that only a member can sign).
+                    let env = mk::beacon_envelope(rng, w, &w.signers);
+                    case.note(format!("insider {i}: {}", describe_app(&env)));
+                    (
+                        Subtopic::AppMsg,
+                        maybe_mutate(rng, env.encode_to_vec(), 0.05),
+                    )
+                }
                 7 => {
                     case.note("replay of a fresh removal proposal");
                     (Subtopic::AppMsg, fx.fresh_proposal.clone())

@@ -218,6 +218,7 @@ impl Fixture {
                         world.commits.extend(c.mls_proposals);
                         world.proposals.extend(c.evidence);
                     }
+                    Some(pb::app_envelope::Body::Beacon(b)) => world.beacons.push(b),
                     _ => {}
                 },
                 Subtopic::Welcome => match pb::WelcomeEnvelope::decode(p.as_slice())

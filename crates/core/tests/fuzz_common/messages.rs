@@ -45,6 +45,8 @@ pub struct World {
     pub welcomes: Vec<Vec<u8>>,
     /// Real proposals (with their votes), e.g. from commit evidence.
     pub proposals: Vec<cpb::Proposal>,
+    /// Real epoch beacons (their chains are real epoch hashes).
+    pub beacons: Vec<pb::EpochBeacon>,
 }
 
 impl World {
@@ -863,6 +865,146 @@ pub fn app_message<R: Rng + ?Sized>(
     pb::AppMessage { body }
 }
 
+/// The bytes a beacon signature covers, per `proto/demls/v1/application.proto`:
+/// `"demls/beacon/v1" ‖ conversation ‖ 0 ‖ epoch BE ‖ members BE ‖ timestamp_ms BE ‖ chain`.
+pub fn beacon_signed_bytes(b: &pb::EpochBeacon) -> Vec<u8> {
+    let mut m = b"demls/beacon/v1".to_vec();
+    m.extend_from_slice(b.conversation.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&b.epoch.to_be_bytes());
+    m.extend_from_slice(&b.members.to_be_bytes());
+    m.extend_from_slice(&b.timestamp_ms.to_be_bytes());
+    for a in &b.chain {
+        m.extend_from_slice(a);
+    }
+    m
+}
+
+/// A beacon's epoch-hash chain: a real one (as is, one hash flipped: a fork there; a new
+/// hash in front: a later epoch on the same branch; shortened), random 16-byte hashes,
+/// none, too many, or hashes of the wrong length.
+fn beacon_chain<R: Rng + ?Sized>(
+    rng: &mut R,
+    real: Option<&pb::EpochBeacon>,
+    epoch: u64,
+) -> Vec<Vec<u8>> {
+    const LEN: usize = 16;
+    let fits = usize::try_from(epoch.saturating_add(1)).unwrap_or(usize::MAX);
+    match (real, rng.gen_range(0..10)) {
+        (Some(r), 0..=4) => {
+            let mut c = r.chain.clone();
+            match rng.gen_range(0..5) {
+                0 | 1 => {}
+                2 if !c.is_empty() => {
+                    let i = rng.gen_range(0..c.len());
+                    let j = rng.gen_range(0..c[i].len().max(1));
+                    if let Some(x) = c[i].get_mut(j) {
+                        *x ^= 1 << rng.gen_range(0..8);
+                    }
+                }
+                3 => {
+                    c.insert(0, exact_bytes(rng, LEN));
+                    c.truncate(LEN);
+                }
+                _ => c.truncate(rng.gen_range(0..=c.len())),
+            }
+            c
+        }
+        (_, 5) => Vec::new(),
+        (_, 6) => (0..rng.gen_range(LEN + 1..40))
+            .map(|_| exact_bytes(rng, LEN))
+            .collect(),
+        (_, 7) => (0..rng.gen_range(1..=LEN))
+            .map(|_| {
+                let n = *[0usize, 1, 15, 17, 32].choose(rng).expect("x");
+                exact_bytes(rng, n)
+            })
+            .collect(),
+        // More hashes than epochs (epoch 0 with two, say), or as many as fit.
+        (_, 8) => (0..fits.saturating_add(1).min(LEN))
+            .map(|_| exact_bytes(rng, LEN))
+            .collect(),
+        _ => (0..rng.gen_range(1..=LEN).min(fits))
+            .map(|_| exact_bytes(rng, LEN))
+            .collect(),
+    }
+}
+
+/// An `EpochBeacon` with hostile values: sent by one of `signers` (signed right over what
+/// it holds, then perhaps one field spoilt), or claiming a member or junk as its sender
+/// with a junk signature; epochs around the real one (a real chain moved on by one, a
+/// fork at any hash) and at the edges; timestamps inside and outside the 30 s window;
+/// chains empty, too long, of wrong-length hashes, longer than the epoch allows.
+pub fn beacon<R: Rng + ?Sized>(rng: &mut R, w: &World, signers: &[EthSigner]) -> pb::EpochBeacon {
+    let real = pick(rng, &w.beacons);
+    let signer = pick(rng, signers);
+    let sender = match (signer, rng.gen_range(0..6)) {
+        (Some(s), 0..=3) => s.member_id().to_vec(),
+        _ => id_bytes(rng, w),
+    };
+    let epoch = match (real, rng.gen_range(0..8)) {
+        (Some(r), 0..=2) => r.epoch,
+        (Some(r), 3) => r.epoch.saturating_add(1),
+        (_, 4) => w.epoch.saturating_add(rng.gen_range(2..100_000)), // beyond reach
+        _ => epoch(rng, w),
+    };
+    let mut chain = beacon_chain(rng, real, epoch);
+    if real.is_some_and(|r| r.epoch < epoch && r.chain == chain) {
+        // The real chain, one epoch on: a new newest hash.
+        chain.insert(0, exact_bytes(rng, 16));
+        chain.truncate(16);
+    }
+    let mut b = pb::EpochBeacon {
+        conversation: if rng.gen_bool(0.9) {
+            w.name.clone()
+        } else {
+            any_string(rng, &w.name)
+        },
+        sender,
+        epoch,
+        chain,
+        members: match rng.gen_range(0..3) {
+            0 => any_u32(rng),
+            _ => w.members.len() as u32,
+        },
+        timestamp_ms: match rng.gen_range(0..6) {
+            0..=2 => w
+                .now_ms
+                .saturating_add_signed(rng.gen_range(-29_000..29_000)),
+            3 => w
+                .now_ms
+                .saturating_add_signed(rng.gen_range(-31_000..31_000)),
+            _ => time_ms(rng, w),
+        },
+        signature: Vec::new(),
+    };
+    b.signature = match signer {
+        Some(s) if rng.gen_bool(0.85) => s.sign(&beacon_signed_bytes(&b)).unwrap_or_default(),
+        _ => random_bytes(rng, 70),
+    };
+    if rng.gen_bool(0.1) {
+        match rng.gen_range(0..5) {
+            0 => b.epoch = b.epoch.wrapping_add(1),
+            1 => b.timestamp_ms = b.timestamp_ms.wrapping_add(1),
+            2 => b.members = b.members.wrapping_add(1),
+            3 => b.signature.truncate(64),
+            _ => b.chain.reverse(),
+        }
+    }
+    b
+}
+
+/// An `AppEnvelope` holding a beacon (plaintext: what any member, or anyone, can send).
+pub fn beacon_envelope<R: Rng + ?Sized>(
+    rng: &mut R,
+    w: &World,
+    signers: &[EthSigner],
+) -> pb::AppEnvelope {
+    pb::AppEnvelope {
+        body: Some(pb::app_envelope::Body::Beacon(beacon(rng, w, signers))),
+    }
+}
+
 /// An `AppEnvelope` of any body, as an outsider can send it (no MLS keys; `signers` may
 /// still sign votes inside commit evidence).
 pub fn app_envelope<R: Rng + ?Sized>(
@@ -871,11 +1013,12 @@ pub fn app_envelope<R: Rng + ?Sized>(
     signers: &[EthSigner],
 ) -> pb::AppEnvelope {
     use pb::app_envelope::Body;
-    let body = match rng.gen_range(0..12) {
+    let body = match rng.gen_range(0..14) {
         0 => None,
         1..=3 => Some(Body::MlsMessage(mls_bytes(rng, w, &w.ciphertexts))),
         4..=6 => Some(Body::CommitCandidate(commit_candidate(rng, w, signers))),
         7 | 8 => Some(Body::CatchUpRequest(catch_up_request(rng, w))),
+        12 | 13 => Some(Body::Beacon(beacon(rng, w, signers))),
         _ => Some(Body::CatchUpCommit(commit_candidate(rng, w, signers))),
     };
     pb::AppEnvelope { body }
