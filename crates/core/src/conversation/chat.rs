@@ -107,7 +107,10 @@ impl Conversation {
             return;
         }
         let members = self.members();
-        let fx = self.sds.tick(ctx.now, &p, self.me, &members);
+        let log = &self.fork_watch.log;
+        let fx = self
+            .sds
+            .tick(ctx.now, &p, self.me, &members, |e| may_repair(log, e));
         self.apply_chat_effects(ctx, out, fx);
     }
 

@@ -300,6 +300,10 @@ pub struct Outgoing {
     pub recipients: Vec<MemberId>,
     /// Those of them whose history or filter showed it.
     pub acked: BTreeSet<MemberId>,
+    /// The epoch it was sent in: it is re-sent only while that shows it to nobody
+    /// added since (0 in state saved before this field: never re-sent again).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A missing id we may ask for.
@@ -410,6 +414,11 @@ impl Channel {
             floor_epoch,
             ..Default::default()
         }
+    }
+
+    /// The epoch we joined at: earlier messages were never ours.
+    pub fn floor_epoch(&self) -> u64 {
+        self.floor_epoch
     }
 
     /// Starts afresh after a rejoin: what came before `epoch` is another group's.
@@ -525,6 +534,7 @@ impl Channel {
                 resends: 0,
                 recipients,
                 acked: BTreeSet::new(),
+                epoch,
             });
             self.trim_outgoing();
         }
@@ -656,6 +666,7 @@ impl Channel {
         };
         if sender == me
             || self.knows(&id)
+            || msg.epoch < self.floor_epoch
             || self.below_horizon(lamport)
             || self.waiting.iter().any(|w| w.id == id)
         {
@@ -832,7 +843,18 @@ impl Channel {
     }
 
     /// Runs what is due at `now`.
-    pub fn tick(&mut self, now: Millis, p: &Params, me: MemberId, members: &[MemberId]) -> Effects {
+    /// Runs the timers. `may_repair(epoch)` as for [`Channel::receive`]: re-sending a
+    /// message (ours unacknowledged, or one we answer a repair with) must not show it to
+    /// anyone added since it was sent, and a commit may have added someone since the
+    /// re-send was scheduled.
+    pub fn tick(
+        &mut self,
+        now: Millis,
+        p: &Params,
+        me: MemberId,
+        members: &[MemberId],
+        may_repair: impl Fn(u64) -> bool,
+    ) -> Effects {
         let mut fx = Effects::default();
         // Missing ids asked for long enough are given up; what waited on them goes out.
         let gone: Vec<MsgId> = self
@@ -875,7 +897,9 @@ impl Channel {
             .collect();
         for id in due {
             self.answers.remove(&id);
-            if let Some(c) = self.cache.iter().find(|c| c.id == id) {
+            if let Some(c) = self.cache.iter().find(|c| c.id == id)
+                && may_repair(c.epoch)
+            {
                 fx.rebroadcast.push(c.encoded.clone());
             }
         }
@@ -888,7 +912,7 @@ impl Channel {
             }
             let of = o.recipients.iter().filter(|r| members.contains(r)).count() as u32;
             let acked = o.acked.iter().filter(|r| members.contains(r)).count() as u32;
-            if o.resends >= MAX_RESENDS || acked >= of {
+            if o.resends >= MAX_RESENDS || acked >= of || !may_repair(o.epoch) {
                 fx.acks.push(AckStatus {
                     id: o.id,
                     acked,

@@ -34,6 +34,10 @@ fn roster(ps: &[Peer]) -> Vec<MemberId> {
 }
 
 fn send(ps: &mut [Peer], from: usize, now: Millis, text: &str) -> pb::SdsMessage {
+    send_at(ps, from, now, 1, text)
+}
+
+fn send_at(ps: &mut [Peer], from: usize, now: Millis, epoch: u64, text: &str) -> pb::SdsMessage {
     let me = ps[from].id();
     let others: Vec<_> = roster(ps).into_iter().filter(|m| *m != me).collect();
     let key = ps[from].key.clone();
@@ -44,7 +48,7 @@ fn send(ps: &mut [Peer], from: usize, now: Millis, text: &str) -> pb::SdsMessage
             &params(),
             CH,
             me,
-            1,
+            epoch,
             others,
             text.as_bytes().to_vec(),
             |b| key.sign(b).ok(),
@@ -104,13 +108,13 @@ fn a_lost_message_is_repaired_by_its_sender() {
     assert!(t >= 2_001 + p.t_min && t <= 2_001 + p.t_max, "{t}");
     let c = ps[2].id();
     let members = roster(&ps);
-    assert!(ps[2].ch.tick(t, &p, c, &members).sync_due);
+    assert!(ps[2].ch.tick(t, &p, c, &members, |_| true).sync_due);
     let sync = ps[2].ch.sync(t, &p, CH, c);
     assert_eq!(sync.repair_request.len(), 1);
     // A (the sender) answers at once; B would wait.
     let fx_a = recv(&mut ps, 0, t + 1, c, &sync);
     assert!(fx_a.rebroadcast.is_empty());
-    let fx_a = ps[0].ch.tick(t + 1, &p, a, &members);
+    let fx_a = ps[0].ch.tick(t + 1, &p, a, &members, |_| true);
     assert_eq!(fx_a.rebroadcast.len(), 1);
     let repaired: pb::SdsMessage = prost::Message::decode(fx_a.rebroadcast[0].as_slice()).unwrap();
     // Re-broadcast by A, written by A: C delivers both, in order.
@@ -150,7 +154,9 @@ fn acknowledgements_come_from_histories_and_filters_and_unacked_is_resent() {
     let members = roster(&ps);
     let m1 = send(&mut ps, 0, 1_000, "hello");
     // Nobody answers: re-sent after resend_unacked, then after twice that.
-    let fx = ps[0].ch.tick(1_000 + p.resend_unacked, &p, a, &members);
+    let fx = ps[0]
+        .ch
+        .tick(1_000 + p.resend_unacked, &p, a, &members, |_| true);
     assert_eq!(fx.rebroadcast.len(), 1);
     recv(&mut ps, 1, 1_001, a, &m1);
     let reply = send(&mut ps, 1, 30_000, "hi");
@@ -180,7 +186,7 @@ fn a_message_nobody_can_repair_is_reported_lost_and_what_waited_is_delivered() {
     let _never_seen = send(&mut ps, 0, 1_000, "gone");
     let m2 = send(&mut ps, 0, 1_001, "after");
     assert!(texts(&recv(&mut ps, 2, 1_002, a, &m2)).is_empty());
-    let fx = ps[2].ch.tick(1_002 + p.give_up, &p, c, &members);
+    let fx = ps[2].ch.tick(1_002 + p.give_up, &p, c, &members, |_| true);
     assert_eq!(fx.lost.len(), 1);
     assert_eq!(fx.lost[0].1, Some(a));
     assert_eq!(texts(&fx), ["after"]);
@@ -192,8 +198,8 @@ fn history_from_before_we_joined_is_not_ours_to_ask_for() {
     let a = ps[0].id();
     let _old = send(&mut ps, 0, 1_000, "before C joined");
     ps[2].ch = Channel::new(2);
-    // A's next message is at epoch 1 in the test helper; its history names epoch 1 < 2.
-    let m2 = send(&mut ps, 0, 1_001, "after");
+    // A's next message is at epoch 2; its history names epoch 1 < 2.
+    let m2 = send_at(&mut ps, 0, 1_001, 2, "after");
     assert_eq!(texts(&recv(&mut ps, 2, 1_002, a, &m2)), ["after"]);
     assert_eq!(ps[2].ch.missing_count(), 0);
 }
@@ -243,7 +249,7 @@ fn others_asking_for_what_we_miss_does_not_restart_our_give_up_clock() {
         let mut ask = ask;
         ask.repair_request = m2.causal_history.clone();
         recv(&mut ps, 2, t, b, &ask);
-        if !ps[2].ch.tick(t, &p, c, &members).lost.is_empty() {
+        if !ps[2].ch.tick(t, &p, c, &members, |_| true).lost.is_empty() {
             lost_at = Some(t);
         }
     }
@@ -253,4 +259,46 @@ fn others_asking_for_what_we_miss_does_not_restart_our_give_up_clock() {
         "gave up at +{}",
         lost_at - 1_002
     );
+}
+
+#[test]
+fn nothing_is_re_sent_into_a_group_that_added_someone_since() {
+    // Regression: an unacknowledged message (a recipient was offline) was re-sent after a
+    // commit had added a member, in the new epoch, and the newcomer read what was said
+    // before it joined.
+    let p = params();
+    let mut ps = peers(3);
+    let (a, c) = (ps[0].id(), ps[2].id());
+    let members = roster(&ps);
+    let m1 = send(&mut ps, 0, 1_000, "before the add");
+    // Epoch 1's message may no longer be shown to the group (someone joined at 2).
+    let added_since = |e: u64| e >= 2;
+    let fx = ps[0]
+        .ch
+        .tick(1_000 + p.resend_unacked, &p, a, &members, added_since);
+    assert!(fx.rebroadcast.is_empty(), "not re-sent");
+    assert_eq!(fx.acks.len(), 1);
+    assert!(fx.acks[0].done, "and no longer waited for");
+    assert!(ps[0].ch.outgoing().is_empty());
+    // A repair answer scheduled before the commit is not sent after it either.
+    recv(&mut ps, 2, 1_001, a, &m1);
+    let b = ps[1].id();
+    let mut ask = ps[1].ch.sync(2_000, &p, CH, b);
+    ask.repair_request = vec![pb::SdsHistoryEntry {
+        message_id: m1.message_id.clone(),
+        retrieval_hint: Some(1u64.to_be_bytes().to_vec()),
+        sender_id: Some(m1.sender_id.clone()),
+    }];
+    recv(&mut ps, 2, 2_001, b, &ask);
+    let fx = ps[2].ch.tick(2_001 + p.t_max, &p, c, &members, added_since);
+    assert!(fx.rebroadcast.is_empty(), "repair answer withheld");
+}
+
+#[test]
+fn a_message_from_before_we_joined_is_not_delivered_even_if_sent_to_us() {
+    let mut ps = peers(3);
+    let a = ps[0].id();
+    let old = send(&mut ps, 0, 1_000, "epoch 1");
+    ps[2].ch = Channel::new(2);
+    assert!(texts(&recv(&mut ps, 2, 1_001, a, &old)).is_empty());
 }
