@@ -36,6 +36,10 @@ pub struct Metrics {
     pub votes_requested: u64,
     pub commits: u64,
     pub chats_received: u64,
+    /// Chat messages SDS knew we missed and gave up on.
+    pub chats_lost: u64,
+    /// Application messages of epochs whose keys were deleted (unreadable for good).
+    pub messages_expired: u64,
     pub rejected: BTreeMap<&'static str, u64>,
     /// Conversation state rows written.
     pub state_saves: u64,
@@ -58,6 +62,8 @@ impl Metrics {
             Event::VoteRequested { .. } => self.votes_requested += 1,
             Event::CommitApplied { .. } => self.commits += 1,
             Event::Chat { .. } => self.chats_received += 1,
+            Event::ChatLost { .. } => self.chats_lost += 1,
+            Event::MessageExpired { .. } => self.messages_expired += 1,
             Event::Rejected { what, .. } => *self.rejected.entry(what).or_default() += 1,
             _ => {}
         }
@@ -113,6 +119,16 @@ impl Metrics {
             "demls_chat_received_total",
             "Chat messages received.",
             self.chats_received,
+        );
+        counter(
+            "demls_chat_lost_total",
+            "Chat messages known missed and given up on (no member re-sent them in time).",
+            self.chats_lost,
+        );
+        counter(
+            "demls_messages_expired_total",
+            "Application messages that arrived after their epoch's keys were deleted (past_epochs window).",
+            self.messages_expired,
         );
         counter(
             "demls_state_saves_total",

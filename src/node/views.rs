@@ -132,6 +132,10 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
             "chat_lost",
             json!({ "id": id, "sender": sender.map(|s| s.to_string()) }),
         ),
+        Event::MessageExpired { epoch, our_epoch } => (
+            "message_expired",
+            json!({ "epoch": epoch, "our_epoch": our_epoch, "window": demls_core::mls::PAST_EPOCHS }),
+        ),
         Event::ProposalCreated {
             id,
             kind_name,

@@ -177,3 +177,148 @@ fn a_member_back_from_a_crash_gets_what_was_said_meanwhile() {
         check_all(&s, &ids, &all).unwrap_or_else(|e| panic!("{e}\n{}", s.describe()));
     });
 }
+
+/// A member away across membership changes: SDS repair may not re-send what was said
+/// before a member was added (the new member would see it), so what it missed comes
+/// from a store's copy of the original ciphertexts, read with the past epochs' keys
+/// (`PAST_EPOCHS`); messages from epochs further back are reported, never dropped
+/// silently. `changes` joins happen while it is away.
+fn away_across_changes(seed: u64, changes: usize) {
+    let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
+    let away = ids[3];
+    s.run_for(5_000);
+    s.crash(away);
+    let talkers: Vec<usize> = ids[..3].to_vec();
+    let from_log = s.log.len();
+    // The epoch each round of chat was sent in.
+    let mut stage_epochs = vec![s.members[ids[0]].conv().epoch()];
+    let (mut during, _) = chatter(&mut s, "e0-", &talkers, 1, seed);
+    let mut present = talkers.clone();
+    for k in 0..changes {
+        let n = s.add_member(&format!("new{k}"));
+        s.join(n);
+        present.push(n);
+        let mut roster = present.clone();
+        roster.push(away);
+        s.assert_agree(&present, &roster, 10 * MIN);
+        stage_epochs.push(s.members[ids[0]].conv().epoch());
+        let (more, _) = chatter(
+            &mut s,
+            &format!("e{}-", k + 1),
+            &talkers,
+            1,
+            seed + k as u64,
+        );
+        during.extend(more);
+    }
+    s.run_for(5_000);
+    s.restart(away);
+    let t_back = s.now;
+    let mut all = present.clone();
+    all.push(away);
+    all.sort();
+    s.assert_converge(&all, 10 * MIN);
+    // The store: every application packet published while it was away, in order.
+    let history: Vec<_> = s.log[from_log..]
+        .iter()
+        .filter(|(_, from, sub, _)| *sub == Subtopic::AppMsg && *from != away)
+        .map(|(_, from, sub, p)| (*from, *sub, p.clone()))
+        .collect();
+    for (from, sub, p) in history {
+        s.deliver(away, from, sub, p);
+    }
+    s.run_for(MIN);
+    let got = received(&s, away);
+    let expired = s.members[away]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::MessageExpired { .. }))
+        .count();
+    let epoch_of = |text: &str| -> u64 {
+        stage_epochs[text[1..text.find('-').unwrap()].parse::<usize>().unwrap()]
+    };
+    report(
+        "chat_across_changes",
+        &[
+            ("seed", seed.to_string()),
+            ("changes", changes.to_string()),
+            ("missed", during.len().to_string()),
+            (
+                "got",
+                got.iter()
+                    .filter(|t| during.iter().any(|(_, d)| d == *t))
+                    .count()
+                    .to_string(),
+            ),
+            ("expired_events", expired.to_string()),
+            ("recovered_ms", (s.now - t_back).to_string()),
+        ],
+    );
+    if std::env::var("DEBUG_ACROSS").is_ok() {
+        eprintln!("stage epochs {stage_epochs:?} t_back {t_back}");
+        for (t, e) in &s.members[away].events {
+            if let Event::Chat { text, epoch, .. } = e {
+                eprintln!("{t} chat {text} epoch {epoch}");
+            }
+            if let Event::MessageExpired { epoch, our_epoch } = e {
+                eprintln!("{t} expired {epoch} {our_epoch}");
+            }
+        }
+    }
+    // Nobody reads what was said before it joined: member new{k} joined before stage k + 1.
+    for (k, &n) in present[talkers.len()..].iter().enumerate() {
+        let seen = received(&s, n);
+        if let Some(t) = seen.iter().find(|t| {
+            t.starts_with('e') && t[1..t.find('-').unwrap()].parse::<usize>().unwrap() <= k
+        }) {
+            panic!("new{k} read {t:?}, sent before it joined\n{}", s.describe());
+        }
+    }
+    let window = demls_core::mls::PAST_EPOCHS;
+    let now_epoch = s.members[away].conv().epoch();
+    for (_, text) in &during {
+        let e = epoch_of(text);
+        let readable = now_epoch - e <= window;
+        let n = got.iter().filter(|t| *t == text).count();
+        if readable {
+            assert_eq!(
+                n,
+                1,
+                "{text:?} (epoch {e}, ours {now_epoch}) got {n} times\n{}",
+                s.describe()
+            );
+        } else {
+            assert_eq!(n, 0, "{text:?} is past the window yet was read");
+        }
+    }
+    let unreadable = during
+        .iter()
+        .filter(|(_, t)| now_epoch - epoch_of(t) > window)
+        .count();
+    assert!(
+        expired >= unreadable,
+        "{unreadable} messages are past the window but only {expired} were reported"
+    );
+    // Each sender's messages in the order sent.
+    for &from in &talkers {
+        let mine: Vec<&String> = during
+            .iter()
+            .filter(|(f, _)| *f == from)
+            .map(|(_, t)| t)
+            .collect();
+        let order: Vec<&String> = got.iter().filter(|t| mine.contains(t)).collect();
+        let expected: Vec<&String> = mine.iter().copied().filter(|t| order.contains(t)).collect();
+        assert_eq!(order, expected, "out of order from {from}");
+    }
+}
+
+#[test]
+fn a_member_away_across_two_membership_changes_reads_what_a_store_kept() {
+    for_seeds(0..2, |seed| away_across_changes(seed, 2));
+}
+
+#[test]
+fn messages_from_beyond_the_past_epoch_window_are_reported() {
+    let changes = demls_core::mls::PAST_EPOCHS as usize + 2;
+    for_seeds(0..1, |seed| away_across_changes(seed, changes));
+}

@@ -50,7 +50,9 @@ impl Conversation {
         }
     }
 
-    /// Replays buffered messages that belong to the epoch we just reached.
+    /// Replays buffered messages of the epoch we just reached, and of the epochs we went
+    /// through on the way (a catch-up applies several commits at once): those are past
+    /// epochs now, still readable within `PAST_EPOCHS`.
     pub(super) fn replay_future<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -59,10 +61,11 @@ impl Conversation {
         let epoch = self.epoch();
         let ttl = self.future_ttl();
         let now = ctx.now;
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
+        let (mut due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
             .into_iter()
-            .filter(|f| f.epoch >= epoch && now < f.arrived_at.saturating_add(ttl))
-            .partition(|f| f.epoch == epoch);
+            .filter(|f| now < f.arrived_at.saturating_add(ttl))
+            .partition(|f| f.epoch <= epoch);
+        due.sort_by_key(|f| (f.epoch, f.arrived_at));
         self.future = later;
         for f in due {
             self.on_mls_message(ctx, out, &f.ciphertext);
@@ -124,16 +127,29 @@ impl Conversation {
         let Some(mls) = self.mls.as_mut() else { return };
         let decrypted = match mls.decrypt(ctx.provider, ct) {
             Ok(d) => d,
-            Err(DecryptError::WrongEpoch {
+            Err(DecryptError::WrongEpoch { message_epoch, .. }) => {
+                self.hint(ctx.now, message_epoch);
+                self.fork_hint(ctx);
+                self.buffer_future(ctx.now, message_epoch, ct);
+                return;
+            }
+            Err(DecryptError::Expired {
                 message_epoch,
                 our_epoch,
             }) => {
-                if message_epoch > our_epoch {
-                    self.hint(ctx.now, message_epoch);
-                    self.fork_hint(ctx);
-                    self.buffer_future(ctx.now, message_epoch, ct);
+                // Before we joined it was never ours; after, it is a loss to report.
+                if message_epoch >= self.sds.floor_epoch() {
+                    out.event(Event::MessageExpired {
+                        epoch: message_epoch,
+                        our_epoch,
+                    });
                 }
                 return;
+            }
+            Err(e) if MlsConversation::peek_epoch(ct).is_some_and(|m| m < self.epoch()) => {
+                // A past epoch we hold no keys for (before we joined), a replay, or junk:
+                // not a sign of a fork.
+                return out.reject("packet", e);
             }
             Err(e) => {
                 // At our epoch yet unreadable: junk, or a member on another branch of a
@@ -147,11 +163,21 @@ impl Conversation {
             Err(e) => return out.reject("packet", format!("undecodable application message: {e}")),
         };
         let sender = decrypted.sender;
+        if decrypted.epoch < self.epoch() {
+            // From an epoch since closed: its chat still counts; governance (proposals,
+            // votes, syncs, requests) was for a group state that no longer exists.
+            if !matches!(
+                msg.body,
+                Some(pb::app_message::Body::Chat(_)) | Some(pb::app_message::Body::Sds(_))
+            ) {
+                return;
+            }
+        }
         match msg.body {
             Some(pb::app_message::Body::Chat(c)) => out.event(Event::Chat {
                 sender,
                 text: c.text,
-                epoch: self.epoch(),
+                epoch: decrypted.epoch,
                 timestamp: c.timestamp_ms,
                 id: None,
             }),

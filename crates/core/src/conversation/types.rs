@@ -210,6 +210,15 @@ pub enum Event {
         /// Its author, if the message that named it said.
         sender: Option<MemberId>,
     },
+    /// An application message of an epoch whose keys we have deleted (more than
+    /// [`crate::mls::PAST_EPOCHS`] commits ago) reached us: nobody can read it here any
+    /// more. If it was chat that SDS knows we lack, `ChatLost` names it later.
+    MessageExpired {
+        /// The epoch it claims (a header: unauthenticated).
+        epoch: u64,
+        /// Ours.
+        our_epoch: u64,
+    },
     /// How far one of our chat messages got: members whose messages showed they have it.
     ChatDelivery {
         /// Our message's SDS id (hex), as returned when sent.

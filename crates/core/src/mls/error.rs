@@ -42,9 +42,20 @@ pub enum DecryptError {
     /// Another group.
     #[error("message for another group")]
     WrongGroup,
-    /// Another epoch.
+    /// A later epoch than ours (we are behind, or the header lies).
     #[error("message from epoch {message_epoch}, we are at {our_epoch}")]
     WrongEpoch {
+        /// The message's epoch.
+        message_epoch: u64,
+        /// Ours.
+        our_epoch: u64,
+    },
+    /// An epoch so far past that its secrets are deleted (`PAST_EPOCHS`).
+    #[error(
+        "message from epoch {message_epoch}, more than {} epochs before ours ({our_epoch}): its keys are deleted",
+        super::group::PAST_EPOCHS
+    )]
+    Expired {
         /// The message's epoch.
         message_epoch: u64,
         /// Ours.

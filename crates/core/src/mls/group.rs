@@ -44,7 +44,17 @@ pub struct Decrypted {
     pub sender: MemberId,
     /// Plaintext.
     pub plaintext: Vec<u8>,
+    /// The epoch it was sent in: ours, or one of the last [`PAST_EPOCHS`].
+    pub epoch: u64,
 }
+
+/// How many past epochs' message secrets a member keeps, so that application messages
+/// sent before a commit it has since applied (delayed, buffered while it caught up, or
+/// fetched from a store) can still be read. The cost in forward secrecy: someone who
+/// takes a member's saved state can read the messages of those epochs that the member
+/// had not read yet (the keys of messages it read are deleted as it reads them), for
+/// as many commits as this after they were sent. Docs: PROTOCOL.md "Past epochs".
+pub const PAST_EPOCHS: u64 = 4;
 
 /// The MLS group of one conversation (its state lives in the provider's storage).
 pub struct MlsConversation {
@@ -57,7 +67,7 @@ fn create_config() -> MlsGroupCreateConfig {
         .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
         .ciphersuite(CIPHERSUITE)
         .use_ratchet_tree_extension(true)
-        .max_past_epochs(2)
+        .max_past_epochs(PAST_EPOCHS as usize)
         .build()
 }
 
@@ -65,7 +75,7 @@ fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
-        .max_past_epochs(2)
+        .max_past_epochs(PAST_EPOCHS as usize)
         .build()
 }
 
@@ -100,7 +110,14 @@ impl MlsConversation {
     pub fn load<P: OpenMlsProvider>(provider: &P, name: &str) -> Result<Option<Self>, MlsError> {
         let g = MlsGroup::load(provider.storage(), &GroupId::from_slice(name.as_bytes()))
             .map_err(|e| MlsError::Storage(format!("{e:?}")))?;
-        Ok(g.map(|group| Self {
+        let Some(mut group) = g else { return Ok(None) };
+        // Groups saved by an older version keep fewer past epochs (2): widen to ours.
+        if group.configuration() != &join_config() {
+            group
+                .set_configuration(provider.storage(), &join_config())
+                .map_err(|e| MlsError::Storage(format!("{e:?}")))?;
+        }
+        Ok(Some(Self {
             group,
             staged: None,
         }))
@@ -189,11 +206,17 @@ impl MlsConversation {
         self.group.epoch_authenticator().as_slice().to_vec()
     }
 
-    fn leaf_of(&self, m: &MemberId) -> Option<LeafNodeIndex> {
+    pub(crate) fn leaf_of(&self, m: &MemberId) -> Option<LeafNodeIndex> {
         self.group
             .members()
             .find(|x| credential_member(&x.credential).ok().as_ref() == Some(m))
             .map(|x| x.index)
+    }
+
+    /// Our own id, from our leaf's credential.
+    fn own_member(&self) -> Option<MemberId> {
+        let leaf = self.group.own_leaf()?;
+        credential_member(leaf.credential()).ok()
     }
 
     fn sender_member(&self, sender: &Sender) -> Result<MemberId, MlsError> {
@@ -469,7 +492,9 @@ impl MlsConversation {
         out.tls_serialize_detached().map_err(other)
     }
 
-    /// Opens an application message of the current epoch.
+    /// Opens an application message of the current epoch or of one of the last
+    /// [`PAST_EPOCHS`]. The sender is the member who held the sending leaf *in the
+    /// message's epoch* (a leaf may have changed hands since).
     pub fn decrypt<P: OpenMlsProvider>(
         &mut self,
         provider: &P,
@@ -480,8 +505,14 @@ impl MlsConversation {
             return Err(DecryptError::WrongGroup);
         }
         let (message_epoch, our_epoch) = (pm.epoch().as_u64(), self.epoch());
-        if message_epoch != our_epoch {
+        if message_epoch > our_epoch {
             return Err(DecryptError::WrongEpoch {
+                message_epoch,
+                our_epoch,
+            });
+        }
+        if our_epoch - message_epoch > PAST_EPOCHS {
+            return Err(DecryptError::Expired {
                 message_epoch,
                 our_epoch,
             });
@@ -495,17 +526,19 @@ impl MlsConversation {
             .group
             .process_message(provider, pm)
             .map_err(|e| DecryptError::Crypto(format!("{e:?}")))?;
-        if matches!(processed.sender(), Sender::Member(leaf) if *leaf == self.group.own_leaf_index())
-        {
+        if !matches!(processed.sender(), Sender::Member(_)) {
+            return Err(DecryptError::Crypto("sender is not a member".into()));
+        }
+        let sender = credential_member(processed.credential())
+            .map_err(|e| DecryptError::Crypto(e.to_string()))?;
+        if self.own_member().is_some_and(|me| me == sender) {
             return Err(DecryptError::OwnMessage);
         }
-        let sender = self
-            .sender_member(processed.sender())
-            .map_err(|e| DecryptError::Crypto(e.to_string()))?;
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(m) => Ok(Decrypted {
                 sender,
                 plaintext: m.into_bytes(),
+                epoch: message_epoch,
             }),
             ProcessedMessageContent::OwnPrivateMessage => Err(DecryptError::OwnMessage),
             _ => Err(DecryptError::NotApplication),

@@ -31,9 +31,10 @@
 //!   once (in a later round, or via catch-up), which an MLS ciphertext would not allow.
 //!   Application messages are always ciphertexts.
 //! - **Decrypt is for application messages only.** Checks are done on the outer message
-//!   before anything is processed: group (`WrongGroup`), epoch (`WrongEpoch`, so no secret
-//!   of another epoch is consumed), content type (`NotApplication`). An echo of our own
-//!   ciphertext is recognised by openmls (`OwnPrivateMessage`) and reported as
+//!   before anything is processed: group (`WrongGroup`), epoch (a later one is
+//!   `WrongEpoch`; one more than [`PAST_EPOCHS`] back is `Expired`; anything between is
+//!   opened with that epoch's kept secrets, and its sender is who held the leaf then),
+//!   content type (`NotApplication`). An echo of our own ciphertext is reported as
 //!   `OwnMessage`.
 //! - openmls refuses to create a proposal while our own commit is pending
 //!   ([`MlsConversation::propose_remove`] then fails).
@@ -45,7 +46,7 @@ mod group;
 mod ident;
 
 pub use error::{DecryptError, MlsError};
-pub use group::{CommitOutput, Decrypted, MlsConversation, StagedCommitInfo};
+pub use group::{CommitOutput, Decrypted, MlsConversation, PAST_EPOCHS, StagedCommitInfo};
 pub use ident::{KeyPackageInfo, MlsIdentity, generate_key_package, validate_key_package};
 
 use openmls::prelude::Ciphersuite;

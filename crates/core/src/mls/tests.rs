@@ -1,6 +1,8 @@
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use rand::SeedableRng;
 
+use openmls::prelude::LeafNodeIndex;
+
 use super::*;
 use crate::identity::{EthSigner, MemberId};
 
@@ -168,14 +170,115 @@ fn reload_and_wrong_epoch() {
     let kp = generate_key_package(&c.p, &c.id).unwrap();
     ga.create_commit(&a.p, &a.id, &[kp], &[]).unwrap();
     ga.merge_own_commit(&a.p).unwrap();
+    // A past epoch within the window: opened with that epoch's kept secrets, and still
+    // after a reload (they are saved with the group).
+    drop(ga);
+    let mut ga = MlsConversation::load(&a.p, "chat").unwrap().unwrap();
+    let d = ga.decrypt(&a.p, &old).unwrap();
+    assert_eq!((d.sender, d.epoch), (b.id.member_id(), 1));
+    assert_eq!(d.plaintext, b"old");
+    assert_eq!(MlsConversation::peek_epoch(&old), Some(1));
+    // A later epoch is not ours to open yet.
+    let newer = ga.encrypt(&a.p, &a.id, b"new").unwrap();
     assert!(matches!(
-        ga.decrypt(&a.p, &old),
+        gb.decrypt(&b.p, &newer),
         Err(DecryptError::WrongEpoch {
-            message_epoch: 1,
-            our_epoch: 2
+            message_epoch: 2,
+            our_epoch: 1
         })
     ));
-    assert_eq!(MlsConversation::peek_epoch(&old), Some(1));
+}
+
+/// A alone commits `n` empty-ish changes (adds and removes of a throwaway member).
+fn advance(ga: &mut MlsConversation, a: &M, n: u64) {
+    for i in 0..n {
+        let x = member(100 + i);
+        let kp = generate_key_package(&x.p, &x.id).unwrap();
+        ga.create_commit(&a.p, &a.id, &[kp], &[]).unwrap();
+        ga.merge_own_commit(&a.p).unwrap();
+    }
+}
+
+#[test]
+fn past_epochs_open_within_the_window_and_expire_beyond_it() {
+    let (a, b) = (member(1), member(2));
+    let (mut ga, mut gb) = pair(&a, &b);
+    let mut sent = Vec::new();
+    // B stays at epoch 1 and writes; A moves on PAST_EPOCHS + 1 epochs, one at a time,
+    // checking each message as it goes past.
+    for i in 0..=PAST_EPOCHS {
+        sent.push(gb.encrypt(&b.p, &b.id, &[i as u8]).unwrap());
+    }
+    advance(&mut ga, &a, PAST_EPOCHS);
+    assert_eq!(ga.epoch(), 1 + PAST_EPOCHS);
+    // Messages are opened in any order, each once.
+    for ct in sent.iter().rev().take(2) {
+        let d = ga.decrypt(&a.p, ct).unwrap();
+        assert_eq!((d.sender, d.epoch), (b.id.member_id(), 1));
+    }
+    assert!(
+        matches!(
+            ga.decrypt(&a.p, &sent[PAST_EPOCHS as usize]),
+            Err(DecryptError::Crypto(_))
+        ),
+        "a replay is refused: its key is deleted"
+    );
+    advance(&mut ga, &a, 1);
+    let r = ga.decrypt(&a.p, &sent[0]);
+    assert!(
+        matches!(
+            r,
+            Err(DecryptError::Expired {
+                message_epoch: 1,
+                our_epoch
+            }) if our_epoch == 2 + PAST_EPOCHS
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_past_epoch_message_names_who_held_the_leaf_then() {
+    // B (leaf 1) writes at epoch 2, is removed, and D takes leaf 1: B's message, read
+    // late, is B's and not D's.
+    let (a, b, c, d) = (member(1), member(2), member(3), member(4));
+    let (mut ga, mut gb, mut gc) = trio(&a, &b, &c);
+    let by_b = gb.encrypt(&b.p, &b.id, b"from b").unwrap();
+    let out = ga
+        .create_commit(&a.p, &a.id, &[], &[b.id.member_id()])
+        .unwrap();
+    ga.merge_own_commit(&a.p).unwrap();
+    gc.stage_remote_commit(&c.p, &out.proposals, &out.commit)
+        .unwrap();
+    gc.merge_staged(&c.p).unwrap();
+    let kp = generate_key_package(&d.p, &d.id).unwrap();
+    let out = ga.create_commit(&a.p, &a.id, &[kp], &[]).unwrap();
+    ga.merge_own_commit(&a.p).unwrap();
+    gc.stage_remote_commit(&c.p, &out.proposals, &out.commit)
+        .unwrap();
+    gc.merge_staged(&c.p).unwrap();
+    let mut gd = MlsConversation::join_from_welcome(&d.p, &out.welcome.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(gc.leaf_of(&d.id.member_id()), Some(LeafNodeIndex::new(1)));
+    let m = gc.decrypt(&c.p, &by_b).unwrap();
+    assert_eq!((m.sender, m.epoch), (b.id.member_id(), 2));
+    // D joined at epoch 4: it never had epoch 2's secrets.
+    assert!(matches!(
+        gd.decrypt(&d.p, &by_b),
+        Err(DecryptError::Crypto(_))
+    ));
+    // Our own message of a past epoch, echoed back late, is still ours.
+    let own = ga.encrypt(&a.p, &a.id, b"a at 4").unwrap();
+    advance(&mut ga, &a, 1);
+    let r = ga.decrypt(&a.p, &own);
+    assert!(
+        matches!(
+            r,
+            Err(DecryptError::OwnMessage) | Err(DecryptError::Crypto(_))
+        ),
+        "{r:?}"
+    );
 }
 
 /// Three members at epoch 2: A (creator), B, C.

@@ -360,6 +360,23 @@ impl Sim {
         self.publish(from, out);
     }
 
+    /// Delivers a packet `from` published earlier to member `to` alone, now, as a store
+    /// answering a history query would.
+    #[allow(dead_code)]
+    pub fn deliver(&mut self, to: usize, from: usize, subtopic: Subtopic, payload: Vec<u8>) {
+        self.seq += 1;
+        self.queue.push(Reverse((self.now, self.seq)));
+        self.pending.insert(
+            self.seq,
+            Delivery {
+                to,
+                from,
+                subtopic,
+                payload,
+            },
+        );
+    }
+
     /// Publishes `payload` `times` times, `gap` apart, running the group in between: an
     /// adversary that re-sends like an honest steward, so that under loss every member
     /// gets to see (and judge) its message.
