@@ -882,3 +882,117 @@ fn sample_parses(line: &str) -> bool {
     let value = value.split(' ').next().unwrap_or("");
     value.parse::<f64>().is_ok() || matches!(value, "+Inf" | "-Inf" | "NaN")
 }
+
+/// The routes the web UI and the operator use: message paging, SSE resume from
+/// `Last-Event-ID`, liveness, version, peers, and the UI's files without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_and_operator_routes() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let b = Bench::new();
+    let node = b.node().await;
+    let h = &node.handle;
+    h.create("room").await.unwrap();
+    for t in ["one", "two", "three"] {
+        h.send("room", t).await.unwrap();
+    }
+
+    // Paging.
+    let (code, body) = http(h, "GET", "/conversations/room/messages?after=1&limit=1").await;
+    assert_eq!(code, 200, "{body}");
+    let page: Vec<MessageView> = serde_json::from_str(&body).unwrap();
+    assert_eq!(page.len(), 1, "{body}");
+    assert_eq!((page[0].seq, page[0].text.as_str()), (2, "two"));
+    let (code, body) = http(h, "GET", "/conversations/room/messages?after=3").await;
+    assert_eq!((code, body.as_str()), (200, "[]"));
+    for bad in ["?limit=0", "?limit=1001", "?after=x", "?page=2"] {
+        let (code, body) = http(h, "GET", &format!("/conversations/room/messages{bad}")).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+
+    // Liveness, version, peers, log level (this process did not install the logger).
+    assert_eq!(http(h, "GET", "/health/live").await.0, 200);
+    let (code, body) = http(h, "GET", "/version").await;
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""name":"demls-node""#), "{body}");
+    assert_eq!(http(h, "GET", "/peers").await, (200, "[]".to_string()));
+    assert_eq!(http(h, "GET", "/log-level").await.0, 409);
+
+    // Resuming the event stream after the second event: the third comes first, with its id.
+    let kept = h.events_since(0).backlog;
+    assert!(kept.len() >= 3, "{kept:?}");
+    assert!(kept.windows(2).all(|w| w[1].id == w[0].id + 1), "{kept:?}");
+    let token = crate::api::ApiToken::generate();
+    let access =
+        crate::api::ApiAccess::new(token.clone(), crate::config::DEFAULT_API_LISTEN, Vec::new());
+    let app = crate::api::router(Arc::new(h.clone()), access);
+    let req = axum::http::Request::builder()
+        .uri("/events")
+        .header("host", "127.0.0.1:8645")
+        .header("authorization", format!("Bearer {}", token.as_str()))
+        .header("last-event-id", kept[1].id.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(
+        text.contains(&format!("\nid: {}\n", kept[2].id)),
+        "the stream resumes after the last id seen: {text}"
+    );
+    let bad = axum::http::Request::builder()
+        .uri("/events")
+        .header("host", "127.0.0.1:8645")
+        .header("authorization", format!("Bearer {}", token.as_str()))
+        .header("last-event-id", "yesterday")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.clone().oneshot(bad).await.unwrap().status(), 400);
+
+    // The UI's files need no token, and forbid framing and foreign scripts.
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let req = axum::http::Request::builder()
+            .uri(path)
+            .header("host", "127.0.0.1:8645")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let hd = resp.headers();
+        assert!(hd["content-type"].to_str().unwrap().starts_with(kind));
+        assert!(
+            hd["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        assert_eq!(hd["x-frame-options"], "DENY");
+    }
+    let req = axum::http::Request::builder()
+        .uri("/status")
+        .header("host", "127.0.0.1:8645")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 401);
+    let req = axum::http::Request::builder()
+        .uri("/ui/../status")
+        .header("host", "127.0.0.1:8645")
+        .body(Body::empty())
+        .unwrap();
+    assert_ne!(app.oneshot(req).await.unwrap().status(), 200);
+    node.stop().await;
+}
