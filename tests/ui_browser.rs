@@ -671,6 +671,15 @@ fn two_users_chat_and_vote_a_removal_down() {
     );
     ua.wait_text("#event-log", "decided", 10);
 
+    // C leaves: until the commit that removes it, members show it as leaving.
+    c.post(&format!("/conversations/{CONV}/leave"), json!({}))
+        .unwrap();
+    ua.wait_text(
+        &format!(".member[data-address=\"{addr_c}\"] .badge-leaving"),
+        "leaving",
+        20,
+    );
+
     // The narrow layout (a phone, 390 px wide).
     ub.resize(390, 844);
     ub.click("#tabs button[data-tab=\"chat\"]");
