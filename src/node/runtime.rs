@@ -730,6 +730,11 @@ impl<T: Transport + 'static> Runtime<T> {
                 self.metrics.publish_errors += 1;
             }
         }
+        if let Some(since) = out.history_since
+            && let Err(e) = self.transport.fetch_history(name, since).await
+        {
+            tracing::warn!(conversation = %name, error = %e, "history fetch not started");
+        }
         let epoch = self.convs.get(name).map(|c| c.epoch()).unwrap_or(0);
         for e in out.events {
             self.metrics.count_event(&e);

@@ -322,3 +322,82 @@ fn messages_from_beyond_the_past_epoch_window_are_reported() {
     let changes = demls_core::mls::PAST_EPOCHS as usize + 2;
     for_seeds(0..1, |seed| away_across_changes(seed, changes));
 }
+
+/// Relay lost a message on its way to X just before a join: no member may re-send it
+/// (the newcomer would read it), so X's SDS, once repair has had its chance, asks the
+/// stores for history (`Output::history_since`) and reads the original ciphertext with
+/// the past epoch's keys. Without a store the loss is reported (`chat_lost`), not hidden.
+fn lost_before_a_join(seed: u64, store: bool) {
+    let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
+    s.store = store;
+    let (a, x) = (ids[0], ids[3]);
+    s.run_for(5_000);
+    s.isolate(&[x]);
+    s.chat(a, "lost on relay");
+    let n = s.add_member("newcomer");
+    s.join(n);
+    let present = [ids[0], ids[1], ids[2], n];
+    let roster = [ids[0], ids[1], ids[2], x, n];
+    s.assert_agree(&present, &roster, 10 * MIN);
+    // A's re-sends to X (unacknowledged) ran out while X was cut off, or stopped at the
+    // commit that added the newcomer.
+    s.run_for(30_000);
+    s.heal();
+    s.assert_agree(&roster, &roster, 10 * MIN);
+    s.chat(a, "after");
+    let t_after = s.now;
+    let done = s.run_until(2 * MIN, |s| {
+        let r = received(s, x);
+        r.iter().any(|t| t == "after")
+            && (r.iter().any(|t| t == "lost on relay")
+                || s.members[x]
+                    .events
+                    .iter()
+                    .any(|(_, e)| matches!(e, Event::ChatLost { .. })))
+    });
+    assert!(
+        done,
+        "X neither got nor gave up the lost message\n{}",
+        s.describe()
+    );
+    let asks = s
+        .history_asks
+        .iter()
+        .filter(|(_, who, _)| *who == x)
+        .count();
+    report(
+        "chat_lost_before_join",
+        &[
+            ("seed", seed.to_string()),
+            ("store", store.to_string()),
+            ("history_asks", asks.to_string()),
+            ("recovered_ms", (s.now - t_after).to_string()),
+        ],
+    );
+    assert!(
+        !received(&s, n).iter().any(|t| t == "lost on relay"),
+        "the newcomer read what was said before it joined"
+    );
+    let r = received(&s, x);
+    if store {
+        assert_eq!(
+            r[r.len() - 2..],
+            ["lost on relay", "after"],
+            "in causal order"
+        );
+        assert!(asks >= 1);
+    } else {
+        assert!(!r.iter().any(|t| t == "lost on relay"));
+        assert!(asks >= 1, "it asked, nobody answered");
+    }
+}
+
+#[test]
+fn a_message_relay_lost_before_a_join_comes_from_the_store() {
+    for_seeds(0..2, |seed| lost_before_a_join(seed, true));
+}
+
+#[test]
+fn without_a_store_a_message_nobody_may_repair_is_reported_lost() {
+    for_seeds(0..1, |seed| lost_before_a_join(seed, false));
+}

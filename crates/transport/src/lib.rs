@@ -152,6 +152,16 @@ pub trait Transport: Send + Sync {
     async fn subscribe(&self, conversation: &str) -> Result<(), TransportError>;
     /// Stops delivering them.
     async fn unsubscribe(&self, conversation: &str) -> Result<(), TransportError>;
+    /// Asks history peers for `conversation`'s messages since `since_ms` (Unix ms) and
+    /// delivers those not seen before like relayed ones. Transports without history do
+    /// nothing.
+    async fn fetch_history(
+        &self,
+        _conversation: &str,
+        _since_ms: u64,
+    ) -> Result<(), TransportError> {
+        Ok(())
+    }
     /// Our instance id (travels in Waku `meta`; echoes carrying it are dropped).
     fn instance_id(&self) -> &[u8];
     /// Counters and peers.

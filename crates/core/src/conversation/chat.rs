@@ -146,6 +146,9 @@ impl Conversation {
                 done: a.done,
             });
         }
+        if let Some(t) = fx.history_since {
+            out.history_since = Some(out.history_since.map_or(t, |x| x.min(t)));
+        }
         if !self.may_send_app() {
             return;
         }

@@ -321,6 +321,9 @@ pub struct Output {
     pub packets: Vec<OutPacket>,
     /// Events.
     pub events: Vec<Event>,
+    /// Ask store peers (13/WAKU2-STORE) for this conversation's messages since this time
+    /// (Unix ms): chat we know we lack that members have not re-sent.
+    pub history_since: Option<Millis>,
 }
 
 impl Output {
@@ -339,6 +342,10 @@ impl Output {
     pub fn extend(&mut self, other: Output) {
         self.packets.extend(other.packets);
         self.events.extend(other.events);
+        self.history_since = match (self.history_since, other.history_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 

@@ -362,6 +362,10 @@ pub struct Effects {
     pub rebroadcast: Vec<Vec<u8>>,
     /// A sync message is due now (repair requests to send, or an acknowledgement owed).
     pub sync_due: bool,
+    /// Ask store peers for the conversation's history since this time: ids we lack went
+    /// unrepaired for `t_max` (members may not re-send them, or nobody has them), and a
+    /// store may hold the original ciphertext.
+    pub history_since: Option<Millis>,
 }
 
 /// How far one of our messages got.
@@ -405,6 +409,9 @@ pub struct Channel {
     cache: VecDeque<Cached>,
     #[serde(skip)]
     bloom: Option<Bloom>,
+    /// When we last asked for history from stores (`Effects::history_since`).
+    #[serde(skip)]
+    history_asked_at: Option<Millis>,
 }
 
 impl Channel {
@@ -831,7 +838,23 @@ impl Channel {
             .map(|m| m.ask_at.min(m.since.saturating_add(p.give_up)));
         let answer = self.answers.values().copied();
         let sync = self.owe_sync_since.map(|s| s.saturating_add(p.sync_within));
-        resend.chain(ask).chain(answer).chain(sync).min()
+        let history = self.history_due(p);
+        resend
+            .chain(ask)
+            .chain(answer)
+            .chain(sync)
+            .chain(history)
+            .min()
+    }
+
+    /// When a history query is due: for the first id missing since our last one, once it
+    /// has gone unrepaired for `t_max`.
+    fn history_due(&self, p: &Params) -> Option<Millis> {
+        self.missing
+            .values()
+            .filter(|m| self.history_asked_at.is_none_or(|t| t < m.since))
+            .map(|m| m.since.saturating_add(p.t_max))
+            .min()
     }
 
     fn resend_period(p: &Params, o: &Outgoing) -> Millis {
@@ -882,6 +905,17 @@ impl Channel {
         }
         if self.missing.values().any(|m| m.ask_at <= now) {
             fx.sync_due = true;
+        }
+        if self.history_due(p).is_some_and(|t| t <= now) {
+            // From before the newest message we delivered (a message that waits for a
+            // lacking one is not delivered yet, so the gap is after it; a member back from
+            // away stopped there), or before we noticed, whichever is earlier: Lamport
+            // times are senders' clocks and never push the start past our own.
+            // Nothing delivered yet: from the start (the store's lookback bounds it).
+            let noticed = self.missing.values().map(|m| m.since).min().unwrap_or(now);
+            let newest = self.log.back().map_or(0, |e| e.lamport);
+            fx.history_since = Some(noticed.min(newest).saturating_sub(p.give_up));
+            self.history_asked_at = Some(now);
         }
         if self
             .owe_sync_since

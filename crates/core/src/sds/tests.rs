@@ -302,3 +302,28 @@ fn a_message_from_before_we_joined_is_not_delivered_even_if_sent_to_us() {
     ps[2].ch = Channel::new(2);
     assert!(texts(&recv(&mut ps, 2, 1_001, a, &old)).is_empty());
 }
+
+#[test]
+fn ids_left_unrepaired_ask_stores_for_history_once() {
+    let p = params();
+    let mut ps = peers(3);
+    let (a, c) = (ps[0].id(), ps[2].id());
+    let members = roster(&ps);
+    let _never_seen = send(&mut ps, 0, 1_000, "gone");
+    let m2 = send(&mut ps, 0, 1_001, "after");
+    recv(&mut ps, 2, 5_000, a, &m2);
+    // Repair gets its chance first.
+    let fx = ps[2]
+        .ch
+        .tick(5_000 + p.t_max - 1, &p, c, &members, |_| true);
+    assert_eq!(fx.history_since, None);
+    assert!(ps[2].ch.deadline(&p).unwrap() <= 5_000 + p.t_max);
+    let fx = ps[2].ch.tick(5_000 + p.t_max, &p, c, &members, |_| true);
+    // From before the newest message C delivered (none: from the start).
+    assert_eq!(fx.history_since, Some(0));
+    // Once per id gone missing, not on every tick.
+    let fx = ps[2]
+        .ch
+        .tick(5_000 + 2 * p.t_max, &p, c, &members, |_| true);
+    assert_eq!(fx.history_since, None);
+}

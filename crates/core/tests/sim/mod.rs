@@ -113,6 +113,12 @@ pub struct Sim {
     groups: Option<Vec<usize>>,
     /// Every packet ever published: (time, from, subtopic, payload).
     pub log: Vec<(Millis, usize, Subtopic, Vec<u8>)>,
+    /// A history store (13/WAKU2-STORE) every member reaches: a member's history ask
+    /// (`Output::history_since`) is answered with every logged packet of the others
+    /// since then. Off unless a test turns it on.
+    pub store: bool,
+    /// Every history ask: (when, who, since).
+    pub history_asks: Vec<(Millis, usize, Millis)>,
 }
 
 /// Virtual start time: a realistic Unix time (ms), so timestamps look real.
@@ -141,6 +147,8 @@ impl Sim {
             rng: ChaCha20Rng::seed_from_u64(seed),
             groups: None,
             log: Vec::new(),
+            store: false,
+            history_asks: Vec::new(),
         }
     }
 
@@ -312,6 +320,20 @@ impl Sim {
         for e in out.events {
             self.members[from].events.push((self.now, e));
         }
+        if let Some(since) = out.history_since {
+            self.history_asks.push((self.now, from, since));
+            if self.store {
+                let answer: Vec<_> = self
+                    .log
+                    .iter()
+                    .filter(|(t, f, _, _)| *t >= since && *f != from)
+                    .map(|(_, f, sub, p)| (*f, *sub, p.clone()))
+                    .collect();
+                for (f, sub, p) in answer {
+                    self.deliver(from, f, sub, p);
+                }
+            }
+        }
         for p in out.packets {
             let p = match self.members[from].filter.as_mut() {
                 Some(f) => match f(&p) {
@@ -355,14 +377,13 @@ impl Sim {
     pub fn inject(&mut self, from: usize, subtopic: Subtopic, payload: Vec<u8>) {
         let out = Output {
             packets: vec![OutPacket { subtopic, payload }],
-            events: Vec::new(),
+            ..Output::default()
         };
         self.publish(from, out);
     }
 
     /// Delivers a packet `from` published earlier to member `to` alone, now, as a store
     /// answering a history query would.
-    #[allow(dead_code)]
     pub fn deliver(&mut self, to: usize, from: usize, subtopic: Subtopic, payload: Vec<u8>) {
         self.seq += 1;
         self.queue.push(Reverse((self.now, self.seq)));

@@ -65,6 +65,9 @@ pub(crate) enum Command {
     Unsubscribe(String),
     /// A conversation was subscribed: fetch its history from the store peers we have.
     SyncConversation(String),
+    /// The protocol lacks messages of a conversation: fetch its history since this time
+    /// (Unix ns) from the store peers we have.
+    FetchHistory(String, i64),
     StoreQuery {
         peer: PeerId,
         request: Box<store::pb::StoreQueryRequest>,
@@ -302,6 +305,16 @@ impl Transport for WakuRelay {
                 .map_err(|_| TransportError::Stopped)?;
         }
         Ok(())
+    }
+
+    async fn fetch_history(&self, conversation: &str, since_ms: u64) -> Result<(), TransportError> {
+        let since_ns = i64::try_from(since_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        self.cmd
+            .send(Command::FetchHistory(conversation.to_string(), since_ns))
+            .await
+            .map_err(|_| TransportError::Stopped)
     }
 
     fn instance_id(&self) -> &[u8] {

@@ -266,6 +266,8 @@ struct Node {
     /// Store peers we fetched all our conversations' history from since we were last
     /// without any peer (at most [`store::sync::SYNC_PEERS`]).
     synced_from: HashSet<PeerId>,
+    /// When the protocol last had us fetch each conversation's history.
+    history_asked: HashMap<String, Instant>,
     /// Our own command channel, for history fetches (weak, so that dropping the handle
     /// still ends the task).
     cmd_tx: mpsc::WeakSender<Command>,
@@ -447,6 +449,7 @@ pub(super) async fn spawn(
         store_pending: HashMap::new(),
         store_limiter: store::RateLimiter::default(),
         synced_from: HashSet::new(),
+        history_asked: HashMap::new(),
         cmd_tx,
     };
     let peer_id = *node.swarm.local_peer_id();
@@ -821,7 +824,30 @@ impl Node {
                     .map(|s| s.store_peers.iter().copied().collect())
                     .unwrap_or_default();
                 for p in peers.into_iter().take(store::sync::SYNC_PEERS) {
-                    self.spawn_sync(p, vec![conversation.clone()]);
+                    self.spawn_sync(p, vec![conversation.clone()], None);
+                }
+            }
+            Command::FetchHistory(conversation, since_ns) => {
+                let now = Instant::now();
+                // The core asks once per batch of lacking ids; this bounds a burst.
+                if self
+                    .history_asked
+                    .get(&conversation)
+                    .is_some_and(|t| now < *t + store::sync::FETCH_HISTORY_GAP)
+                {
+                    return;
+                }
+                self.history_asked.insert(conversation.clone(), now);
+                self.history_asked
+                    .retain(|_, t| now < *t + store::sync::FETCH_HISTORY_GAP);
+                let peers: Vec<PeerId> = self
+                    .shared
+                    .lock()
+                    .map(|s| s.store_peers.iter().copied().collect())
+                    .unwrap_or_default();
+                tracing::info!(conversation = %conversation, peers = peers.len(), "asking store peers for history the protocol lacks");
+                for p in peers.into_iter().take(store::sync::SYNC_PEERS) {
+                    self.spawn_sync(p, vec![conversation.clone()], Some(since_ns));
                 }
             }
             Command::StoreQuery {
@@ -866,8 +892,9 @@ impl Node {
         }
     }
 
-    /// Fetches the history of `conversations` from store peer `peer`, in a task of its own.
-    fn spawn_sync(&self, peer: PeerId, conversations: Vec<String>) {
+    /// Fetches the history of `conversations` from store peer `peer`, in a task of its own:
+    /// since `since_ns`, or else since shortly before the newest message we archived.
+    fn spawn_sync(&self, peer: PeerId, conversations: Vec<String>, since_ns: Option<i64>) {
         let (Some(archive), Some(cmd)) = (self.archive.clone(), self.cmd_tx.upgrade()) else {
             return;
         };
@@ -882,7 +909,7 @@ impl Node {
             instance: self.instance.clone(),
             cfg: self.cfg.clone(),
         };
-        tokio::spawn(store::sync::run(ctx, peer, conversations));
+        tokio::spawn(store::sync::run(ctx, peer, conversations, since_ns));
     }
 
     /// A peer says it serves the store: fetch every conversation's history from it, if we
@@ -902,7 +929,7 @@ impl Node {
             .lock()
             .map(|s| s.conversations.iter().cloned().collect())
             .unwrap_or_default();
-        self.spawn_sync(peer, conversations);
+        self.spawn_sync(peer, conversations, None);
     }
 
     fn redial(&mut self) {

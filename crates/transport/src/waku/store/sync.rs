@@ -45,10 +45,19 @@ struct Fetched {
     bad: usize,
 }
 
-/// Fetches the history of `conversations` from `peer`.
-pub(crate) async fn run(ctx: SyncCtx, peer: PeerId, conversations: Vec<String>) {
+/// Least time between two history fetches the protocol asks for in one conversation.
+pub const FETCH_HISTORY_GAP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Fetches the history of `conversations` from `peer`: since `since_ns` if given (never
+/// beyond the lookback), else since shortly before the newest message archived.
+pub(crate) async fn run(
+    ctx: SyncCtx,
+    peer: PeerId,
+    conversations: Vec<String>,
+    since_ns: Option<i64>,
+) {
     for conv in conversations {
-        match fetch(&ctx, peer, &conv).await {
+        match fetch(&ctx, peer, &conv, since_ns).await {
             Ok(f) => tracing::info!(
                 %peer, conversation = %conv, pages = f.pages, entries = f.entries,
                 new = f.new, bad = f.bad, "history fetched from a store peer"
@@ -77,7 +86,12 @@ fn start_ns(latest: Option<i64>, now: i64, lookback_secs: u64, skew_secs: u64) -
     }
 }
 
-async fn fetch(ctx: &SyncCtx, peer: PeerId, conv: &str) -> Result<Fetched, String> {
+async fn fetch(
+    ctx: &SyncCtx,
+    peer: PeerId,
+    conv: &str,
+    since_ns: Option<i64>,
+) -> Result<Fetched, String> {
     let pubsub = ctx.cfg.topic_for(conv);
     let topics: Vec<String> = [Subtopic::AppMsg, Subtopic::Welcome]
         .into_iter()
@@ -94,6 +108,16 @@ async fn fetch(ctx: &SyncCtx, peer: PeerId, conv: &str) -> Result<Fetched, Strin
         ctx.cfg.store_lookback_secs,
         ctx.cfg.max_timestamp_skew_secs,
     );
+    let start = match since_ns {
+        Some(since) => since.max(
+            now.saturating_sub(
+                i64::try_from(ctx.cfg.store_lookback_secs)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1_000_000_000),
+            ),
+        ),
+        None => start,
+    };
     let future_limit = now.saturating_add(
         i64::try_from(ctx.cfg.max_timestamp_skew_secs)
             .unwrap_or(i64::MAX)
