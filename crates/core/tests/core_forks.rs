@@ -498,12 +498,12 @@ fn a_split_between_decision_and_commit_forks_and_heals_to_the_larger_side() {
     for_nets_and_seeds(0..2, |net, seed| decided_then_split(seed, net, 4));
 }
 
-/// Known gap (`docs/PROTOCOL.md`, "Known gaps"): when the fork leaves two branches with
-/// equal support (here 2 against 2, the removed member on neither), the winning branch
-/// still lists the losers, holds exactly half of its roster, and under the minority
-/// rule can neither elect stewards nor decide their rejoin.
+/// A fork with equal support (here 2 against 2, the removed member on neither): the
+/// winning branch still lists the losers and holds exactly half of its roster. The
+/// losers' signed rejoin announcements take them out of the voters (they left their
+/// leaves), so the two winners decide the rejoins between them. Failed before that rule:
+/// under the minority rule they could decide nothing, not even the rejoins.
 #[test]
-#[ignore = "known gap: a fork with equal support on both branches does not heal"]
 fn a_split_between_decision_and_commit_with_equal_sides_heals() {
     for_nets_and_seeds(0..2, |net, seed| decided_then_split(seed, net, 3));
 }

@@ -585,7 +585,8 @@ impl Conversation {
         let live = !known
             && !owner_busy
             && now_s <= p.expiration_timestamp
-            && p.expected_voters_count as usize == self.members().len()
+            && (p.expected_voters_count as usize == self.members().len()
+                || p.expected_voters_count as usize == self.voters().len())
             && p.expected_voters_count > 1
             && self.admissible(&p).is_ok()
             && self.owner_vouches(&p, sender, now_s);
@@ -597,7 +598,7 @@ impl Conversation {
         let Ok(action) = Action::from_payload(&p.payload) else {
             return out.reject("proposal", "undecodable payload in a re-sent proposal");
         };
-        let members = self.members();
+        let members = self.voters();
         let is_voter = |m: &MemberId| members.contains(m);
         let owner = MemberId::from_slice(&p.proposal_owner).unwrap_or(sender);
         let outcome = match self.consensus.ingest_evidence(p, now_s, &is_voter) {

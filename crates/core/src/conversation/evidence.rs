@@ -77,7 +77,10 @@ impl Conversation {
         // creator made alone; recent sizes count from 2, so a one-voter header can never
         // be justified by its forger's own vote.
         let fits = (n == 1 && Self::is_own_leave(p))
-            || (n >= 2 && (n == members || self.recent_sizes.contains(&(n as u32))))
+            || (n >= 2
+                && (n == members
+                    || n == self.voters().len()
+                    || self.recent_sizes.contains(&(n as u32))))
             || (self.predates_our_join(p) && n >= 1 && n <= members);
         if fits {
             Ok(())
@@ -105,7 +108,7 @@ impl Conversation {
         evidence: &[cpb::Proposal],
         judge: Judge,
     ) {
-        let members = self.members();
+        let members = self.voters();
         let is_voter = |m: &MemberId| members.contains(m);
         let epoch = self.epoch();
         for p in evidence {
@@ -172,7 +175,7 @@ impl Conversation {
         if owner == forwarder {
             return true;
         }
-        let members = self.members();
+        let members = self.voters();
         let is_voter = |m: &MemberId| members.contains(m);
         p.votes.iter().any(|v| {
             v.vote_owner == owner.as_bytes()

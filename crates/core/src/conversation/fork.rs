@@ -634,6 +634,38 @@ impl Conversation {
         });
     }
 
+    /// A commit replaced our leaf with another key package of ours: drop the group and
+    /// wait for that commit's welcome, announcing nothing (the key package is in the
+    /// commit already); if none comes, the rejoin is renewed as usual.
+    pub(super) fn await_welcome<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        tracing::info!(conversation = %self.name, "re-added with another of our key packages: waiting for its welcome");
+        self.delete_mls(ctx, out);
+        let mut fresh = Self::blank(
+            &self.name,
+            self.me,
+            self.config.clone(),
+            ConversationState::PendingJoin,
+        );
+        fresh.pending_join = Some(PendingJoin {
+            started_at: ctx.now,
+            announcement: Vec::new(),
+            next_announce: Millis::MAX,
+            rejoin: true,
+            attempts: 0,
+        });
+        *self = fresh;
+        out.event(Event::Rejoining {
+            reason: RejoinReason::Retry,
+        });
+        out.event(Event::StateChanged {
+            state: ConversationState::PendingJoin,
+        });
+    }
+
     /// When the next beacon or fork decision is due.
     pub(super) fn fork_deadline(&self) -> Option<Millis> {
         self.mls.as_ref()?;

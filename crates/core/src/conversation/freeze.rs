@@ -1009,13 +1009,21 @@ impl Conversation {
             self.recent_commits.pop_front();
         }
         if w.self_removed {
+            let readded = w.added.contains(&self.me);
             out.event(Event::CommitApplied {
                 epoch: w.old_epoch + 1,
                 committer: w.committer,
                 added: w.added,
                 removed: w.removed,
             });
-            self.close(ctx, out, LeaveReason::Removed);
+            if readded {
+                // A rejoin we asked for twice (a fresh key package announced while the
+                // first was being committed) was carried out twice: the second commit
+                // swaps our leaf for that other key package. Its welcome is ours.
+                self.await_welcome(ctx, out);
+            } else {
+                self.close(ctx, out, LeaveReason::Removed);
+            }
             return;
         }
         let members = self.members();

@@ -223,7 +223,7 @@ impl Conversation {
             self.close(ctx, out, LeaveReason::JoinExpired);
             return;
         }
-        if ctx.now >= pj.next_announce {
+        if ctx.now >= pj.next_announce && !pj.announcement.is_empty() {
             // Re-announce the same key package: a steward that already committed our add
             // re-sends the welcome we missed; otherwise it is a fresh request.
             pj.next_announce = ctx.now + self.config.commit_inactivity;

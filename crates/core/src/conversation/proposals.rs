@@ -55,7 +55,7 @@ impl Conversation {
         fixed_id: Option<u32>,
         expected: Option<u32>,
     ) -> Result<u32, CommandError> {
-        let n = expected.unwrap_or(self.members().len() as u32).max(1);
+        let n = expected.unwrap_or(self.voters().len() as u32).max(1);
         let kind = action.kind();
         let created = self
             .consensus
@@ -181,6 +181,69 @@ impl Conversation {
         Ok(())
     }
 
+    /// Members of our roster whose own signed *rejoin* announcement we hold (waiting in
+    /// the update buffer, in a proposal, or decided and not yet committed): each has left
+    /// its leaf (it lost a fork, or fell too far behind) and waits for a welcome, so it
+    /// can neither receive our proposals nor vote on them. Only the member itself can put
+    /// itself here (the announcement is signed under the rejoin domain, fresh, and its key
+    /// package unused), so this can only lower the weight of its own voice.
+    pub(super) fn rejoining(&self) -> BTreeSet<MemberId> {
+        let members = self.members();
+        let asked = |a: &Action, since: u64| match a {
+            Action::Add {
+                member,
+                announcement,
+                ..
+            } if members.contains(member)
+                && join::announcement_rejoin(announcement)
+                && !self.added_since(member, since) =>
+            {
+                Some(*member)
+            }
+            _ => None,
+        };
+        let approved = self.approved.iter().filter_map(|w| match &w.change {
+            Change::Add {
+                member,
+                rejoin: true,
+                ..
+            } if members.contains(member) => Some(*member),
+            _ => None,
+        });
+        self.pending_updates
+            .values()
+            .filter_map(|u| asked(&u.action, u.first_seen_epoch))
+            .chain(
+                self.proposals
+                    .values()
+                    .filter(|t| {
+                        matches!(t.status, ProposalStatus::Voting | ProposalStatus::Accepted)
+                    })
+                    .filter_map(|t| asked(&t.action, t.epoch)),
+            )
+            .chain(approved)
+            .collect()
+    }
+
+    /// Whether a commit into an epoch after `epoch` added `member` (it has a fresh leaf
+    /// since: a rejoin asked for before that is done).
+    pub(super) fn added_since(&self, member: &MemberId, epoch: u64) -> bool {
+        self.recent_adds
+            .iter()
+            .any(|(e, _, added)| *e > epoch && added.contains(member))
+    }
+
+    /// Who votes on proposals made now: the roster without the members rejoining. Without
+    /// this a group whose members on a losing fork branch are half of its roster (a fork
+    /// with equal support) could decide nothing, not even their rejoin.
+    pub(super) fn voters(&self) -> Vec<MemberId> {
+        let away = self.rejoining();
+        self.members()
+            .into_iter()
+            .filter(|m| !away.contains(m))
+            .collect()
+    }
+
     /// Is this content acceptable to us? Invalid content is voted NO at once.
     pub(super) fn content_is_valid<P: OpenMlsProvider>(
         &self,
@@ -272,7 +335,21 @@ impl Conversation {
                 format!("{owner} already has {MAX_OPEN_PER_OWNER} proposals open"),
             );
         }
-        let members = self.members();
+        // A rejoin the proposal carries tells us its member left its leaf: count that
+        // before checking the voter count (the announcement is verified when buffered).
+        if let Action::Add {
+            member,
+            announcement,
+            ..
+        } = &action
+            && join::announcement_rejoin(announcement)
+            && self.members().contains(member)
+            && join::verify_announcement(&self.name, announcement, ctx.provider).is_ok()
+        {
+            self.buffer_update(ctx.now, action.clone());
+        }
+        let members = self.voters();
+        let roster = self.members().len();
         if p.liveness_criteria_yes != self.config.liveness_criteria_yes {
             return out.reject(
                 "proposal",
@@ -292,11 +369,13 @@ impl Conversation {
                     "one-voter proposal that is not the sender's own leave",
                 );
             }
-        } else if p.expected_voters_count as usize != members.len() {
+        } else if p.expected_voters_count as usize != members.len()
+            && p.expected_voters_count as usize != roster
+        {
             return out.reject(
                 "proposal",
                 format!(
-                    "expects {} voters but the group has {}",
+                    "expects {} voters but the group has {roster} ({} of them voting)",
                     p.expected_voters_count,
                     members.len()
                 ),
@@ -388,7 +467,7 @@ impl Conversation {
         out: &mut Output,
         v: cpb::Vote,
     ) {
-        let members = self.members();
+        let members = self.voters();
         let is_voter = |m: &MemberId| members.contains(m);
         let id = v.proposal_id;
         match self
@@ -550,24 +629,32 @@ impl Conversation {
             ProposalStatus::Rejected
         };
         let action = p.action.clone();
+        let learnt_at = p.epoch;
         // A change the group already made (an add of a member, a removal of a
         // non-member: a duplicate proposal decided after the commit) is settled, not
         // queued: queued, it would make a steward freeze on work no commit can carry.
         let members = self.mls.as_ref().map(|m| m.members()).unwrap_or_default();
         let moot = match &action {
-            // A rejoin names a member: it is done once its key package was used.
+            // A rejoin names a member: it is done once its key package was used, or once
+            // a commit since the proposal added the member again (with another of its
+            // key packages: it announced afresh while the first was being committed).
             Action::Add {
+                member,
                 key_package,
                 announcement,
-                ..
-            } if join::announcement_rejoin(announcement) => self
-                .used_key_packages
-                .contains(&join::key_package_hash(key_package)),
+            } if join::announcement_rejoin(announcement) => {
+                self.used_key_packages
+                    .contains(&join::key_package_hash(key_package))
+                    || self.added_since(member, learnt_at)
+            }
             Action::Add { member, .. } => members.contains(member),
             Action::Remove { member } => !members.contains(member),
             _ => false,
         };
-        if accepted && moot {
+        if accepted
+            && moot
+            && let Some(p) = self.proposals.get_mut(&id)
+        {
             p.status = ProposalStatus::Committed;
         }
         out.event(Event::ProposalDecided { id, accepted });
