@@ -220,7 +220,7 @@ async fn a_store_answers_topic_time_hash_and_paged_queries_and_a_late_peer_fetch
 
 /// The protocol's own history request (`Transport::fetch_history`): D is subscribed and
 /// synced; A's store holds a message D never got on relay, older than where D's own
-/// syncs start (shortly before the newest message D archived). D gets it only when it
+/// syncs start (an hour back, D having had nothing archived). D gets it only when it
 /// asks for history since before it, and it is delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_history_reaches_back_for_what_relay_lost() {
@@ -251,7 +251,7 @@ async fn fetch_history_reaches_back_for_what_relay_lost() {
         .unwrap();
     assert_eq!(recv_n(&mut d_in, 1, 10).await, ["recent"]);
 
-    // Five minutes old, in A's store only (D's relay lost it).
+    // Two hours old, in A's store only (D's relay lost it).
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -260,7 +260,7 @@ async fn fetch_history_reaches_back_for_what_relay_lost() {
     let old = WakuMessage {
         payload: b"lost on relay".to_vec(),
         content_topic: content_topic(CONV, Subtopic::AppMsg).unwrap(),
-        timestamp: Some(now_ns - 300_000_000_000),
+        timestamp: Some(now_ns - 7_200_000_000_000),
         meta: Some(b"someone else".to_vec()),
         ..Default::default()
     };
@@ -271,8 +271,8 @@ async fn fetch_history_reaches_back_for_what_relay_lost() {
     d.unsubscribe(CONV).await.unwrap();
     d.subscribe(CONV).await.unwrap();
     assert!(recv_n(&mut d_in, 1, 3).await.is_empty());
-    // Asking since ten minutes ago does.
-    let since_ms = (now_ns / 1_000_000) as u64 - 600_000;
+    // Asking since three hours ago does.
+    let since_ms = (now_ns / 1_000_000) as u64 - 10_800_000;
     d.fetch_history(CONV, since_ms).await.unwrap();
     assert_eq!(recv_n(&mut d_in, 1, 10).await, ["lost on relay"]);
     // A second ask right away is held back (one per FETCH_HISTORY_GAP), and a later one
@@ -283,4 +283,85 @@ async fn fetch_history_reaches_back_for_what_relay_lost() {
 
     a.shutdown().await;
     d.shutdown().await;
+}
+
+/// A node back from downtime (same archive, new process) fetches from where its archive
+/// stopped, although its own first messages and the group's live traffic are archived
+/// before its store fetch runs: the fetch starts from the newest message archived when
+/// it subscribed, not from the newest one archived by then (which skipped everything it
+/// missed: a member back after ten minutes got none of the chat it missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_downtime_fetches_from_where_it_stopped_despite_live_traffic() {
+    let archive_a = Arc::new(MemoryArchive::new());
+    let (a, _a_in) = WakuRelay::start_with_archive(cfg(vec![]), Some(archive_a.clone()))
+        .await
+        .unwrap();
+    a.subscribe(CONV).await.unwrap();
+    let a_addr = a.stats().listen_addrs[0].clone();
+    let short_skew = |b: Vec<String>| WakuConfig {
+        max_timestamp_skew_secs: 1,
+        ..cfg(b)
+    };
+    let archive_d = Arc::new(MemoryArchive::new());
+    let (d, mut d_in) =
+        WakuRelay::start_with_archive(short_skew(vec![a_addr.clone()]), Some(archive_d.clone()))
+            .await
+            .unwrap();
+    d.subscribe(CONV).await.unwrap();
+    wait_for("the mesh", 20, || !d.stats().peers.is_empty()).await;
+    sleep(Duration::from_secs(2)).await;
+    a.publish(CONV, Subtopic::AppMsg, b"before".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(recv_n(&mut d_in, 1, 10).await, ["before"]);
+    d.shutdown().await;
+    drop(d_in);
+
+    let missed: Vec<String> = (0..5).map(|i| format!("missed {i}")).collect();
+    for m in &missed {
+        a.publish(CONV, Subtopic::AppMsg, m.clone().into_bytes())
+            .await
+            .unwrap();
+        sleep(Duration::from_millis(5)).await;
+    }
+    // Older than the skew window by the time D is back.
+    sleep(Duration::from_secs(3)).await;
+    let a = Arc::new(a);
+    let live = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let _ = a
+                    .publish(CONV, Subtopic::AppMsg, format!("live {i}").into_bytes())
+                    .await;
+                sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let (d2, mut d2_in) =
+        WakuRelay::start_with_archive(short_skew(vec![a_addr]), Some(archive_d.clone()))
+            .await
+            .unwrap();
+    d2.subscribe(CONV).await.unwrap();
+    // A node back from a restart speaks first (the protocol's sync, a beacon): what it
+    // publishes is archived too, before any store peer is reached.
+    d2.publish(CONV, Subtopic::AppMsg, b"back".to_vec())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(15);
+    while !missed.iter().all(|m| got.contains(m)) {
+        match tokio::time::timeout_at(end, d2_in.recv()).await {
+            Ok(Some(p)) => got.push(String::from_utf8_lossy(&p.payload).into_owned()),
+            _ => break,
+        }
+    }
+    live.abort();
+    for m in &missed {
+        assert!(
+            got.contains(m),
+            "{m:?} never reached the node back from downtime"
+        );
+    }
+    d2.shutdown().await;
 }

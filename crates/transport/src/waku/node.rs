@@ -31,7 +31,9 @@ use super::{
     validate,
 };
 use crate::message::{WakuMessage, relay_message_id};
-use crate::{InboundPacket, TransportError, parse_content_topic, pubsub_topic};
+use crate::{
+    InboundPacket, Subtopic, TransportError, content_topic, parse_content_topic, pubsub_topic,
+};
 
 fn io(e: impl std::fmt::Display) -> TransportError {
     TransportError::Io(e.to_string())
@@ -268,6 +270,11 @@ struct Node {
     synced_from: HashSet<PeerId>,
     /// When the protocol last had us fetch each conversation's history.
     history_asked: HashMap<String, Instant>,
+    /// Where each conversation's history fetches start: the newest message we had
+    /// archived when we were last without peers (or subscribed). Taken then, because
+    /// relayed messages archived once we are back would otherwise move the start past
+    /// everything we missed. `None` inside: nothing was archived.
+    resume_from: HashMap<String, Option<i64>>,
     /// Our own command channel, for history fetches (weak, so that dropping the handle
     /// still ends the task).
     cmd_tx: mpsc::WeakSender<Command>,
@@ -450,6 +457,7 @@ pub(super) async fn spawn(
         store_limiter: store::RateLimiter::default(),
         synced_from: HashSet::new(),
         history_asked: HashMap::new(),
+        resume_from: HashMap::new(),
         cmd_tx,
     };
     let peer_id = *node.swarm.local_peer_id();
@@ -818,13 +826,14 @@ impl Node {
                 self.refresh_enr();
             }
             Command::SyncConversation(conversation) => {
+                self.note_resume_point(&conversation);
                 let peers: Vec<PeerId> = self
                     .shared
                     .lock()
                     .map(|s| s.store_peers.iter().copied().collect())
                     .unwrap_or_default();
                 for p in peers.into_iter().take(store::sync::SYNC_PEERS) {
-                    self.spawn_sync(p, vec![conversation.clone()], None);
+                    self.spawn_sync(p, vec![conversation.clone()]);
                 }
             }
             Command::FetchHistory(conversation, since_ns) => {
@@ -847,7 +856,7 @@ impl Node {
                     .unwrap_or_default();
                 tracing::info!(conversation = %conversation, peers = peers.len(), "asking store peers for history the protocol lacks");
                 for p in peers.into_iter().take(store::sync::SYNC_PEERS) {
-                    self.spawn_sync(p, vec![conversation.clone()], Some(since_ns));
+                    self.spawn_sync_since(p, vec![(conversation.clone(), Some(since_ns))]);
                 }
             }
             Command::StoreQuery {
@@ -892,9 +901,47 @@ impl Node {
         }
     }
 
-    /// Fetches the history of `conversations` from store peer `peer`, in a task of its own:
-    /// since `since_ns`, or else since shortly before the newest message we archived.
-    fn spawn_sync(&self, peer: PeerId, conversations: Vec<String>, since_ns: Option<i64>) {
+    /// The newest message archived for `conversation` now, as where its fetches start
+    /// (kept if one is noted already: see `resume_from`).
+    fn note_resume_point(&mut self, conversation: &str) {
+        let Some(archive) = &self.archive else { return };
+        if self.resume_from.contains_key(conversation) {
+            return;
+        }
+        let pubsub = self.cfg.topic_for(conversation);
+        let topics: Vec<String> = [Subtopic::AppMsg, Subtopic::Welcome]
+            .into_iter()
+            .filter_map(|s| content_topic(conversation, s).ok())
+            .collect();
+        if let Ok(latest) = archive.latest_timestamp(&pubsub, &topics) {
+            self.resume_from.insert(conversation.to_string(), latest);
+        }
+    }
+
+    /// Fetches the history of `conversations` from store peer `peer` from their resume
+    /// points (else from shortly before the newest message archived).
+    fn spawn_sync(&self, peer: PeerId, conversations: Vec<String>) {
+        let now = now_ns();
+        let starts = conversations
+            .into_iter()
+            .map(|c| {
+                let start = self.resume_from.get(&c).map(|latest| {
+                    store::sync::start_ns(
+                        *latest,
+                        now,
+                        self.cfg.store_lookback_secs,
+                        self.cfg.max_timestamp_skew_secs,
+                    )
+                });
+                (c, start)
+            })
+            .collect();
+        self.spawn_sync_since(peer, starts);
+    }
+
+    /// Fetches the history of each conversation from store peer `peer`, in a task of its
+    /// own: since the start given, or else since shortly before the newest one archived.
+    fn spawn_sync_since(&self, peer: PeerId, conversations: Vec<(String, Option<i64>)>) {
         let (Some(archive), Some(cmd)) = (self.archive.clone(), self.cmd_tx.upgrade()) else {
             return;
         };
@@ -909,7 +956,7 @@ impl Node {
             instance: self.instance.clone(),
             cfg: self.cfg.clone(),
         };
-        tokio::spawn(store::sync::run(ctx, peer, conversations, since_ns));
+        tokio::spawn(store::sync::run(ctx, peer, conversations));
     }
 
     /// A peer says it serves the store: fetch every conversation's history from it, if we
@@ -929,7 +976,7 @@ impl Node {
             .lock()
             .map(|s| s.conversations.iter().cloned().collect())
             .unwrap_or_default();
-        self.spawn_sync(peer, conversations, None);
+        self.spawn_sync(peer, conversations);
     }
 
     fn redial(&mut self) {
@@ -1028,8 +1075,17 @@ impl Node {
                     }
                     if self.swarm.connected_peers().next().is_none() {
                         // Alone: whatever we miss from now on, the next store peers we
-                        // reach are asked for.
+                        // reach are asked for, from what we have now.
                         self.synced_from.clear();
+                        self.resume_from.clear();
+                        let conversations: Vec<String> = self
+                            .shared
+                            .lock()
+                            .map(|s| s.conversations.iter().cloned().collect())
+                            .unwrap_or_default();
+                        for c in &conversations {
+                            self.note_resume_point(c);
+                        }
                     }
                 }
             }

@@ -48,15 +48,10 @@ struct Fetched {
 /// Least time between two history fetches the protocol asks for in one conversation.
 pub const FETCH_HISTORY_GAP: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Fetches the history of `conversations` from `peer`: since `since_ns` if given (never
-/// beyond the lookback), else since shortly before the newest message archived.
-pub(crate) async fn run(
-    ctx: SyncCtx,
-    peer: PeerId,
-    conversations: Vec<String>,
-    since_ns: Option<i64>,
-) {
-    for conv in conversations {
+/// Fetches the history of `conversations` from `peer`, each since its start if given
+/// (never beyond the lookback), else since shortly before the newest message archived.
+pub(crate) async fn run(ctx: SyncCtx, peer: PeerId, conversations: Vec<(String, Option<i64>)>) {
+    for (conv, since_ns) in conversations {
         match fetch(&ctx, peer, &conv, since_ns).await {
             Ok(f) => tracing::info!(
                 %peer, conversation = %conv, pages = f.pages, entries = f.entries,
@@ -73,7 +68,7 @@ pub(crate) async fn run(
 /// Where a fetch of `pubsub_topic`/`content_topics` starts: a skew window before the
 /// newest message archived (duplicates are dropped by hash), never further back than
 /// the lookback; with nothing archived, [`INITIAL_WINDOW_SECS`] back.
-fn start_ns(latest: Option<i64>, now: i64, lookback_secs: u64, skew_secs: u64) -> i64 {
+pub(crate) fn start_ns(latest: Option<i64>, now: i64, lookback_secs: u64, skew_secs: u64) -> i64 {
     let s = |secs: u64| {
         i64::try_from(secs)
             .unwrap_or(i64::MAX)
