@@ -275,8 +275,8 @@ async fn fetch_history_reaches_back_for_what_relay_lost() {
     let since_ms = (now_ns / 1_000_000) as u64 - 10_800_000;
     d.fetch_history(CONV, since_ms).await.unwrap();
     assert_eq!(recv_n(&mut d_in, 1, 10).await, ["lost on relay"]);
-    // A second ask right away is held back (one per FETCH_HISTORY_GAP), and a later one
-    // would deliver nothing twice: the archive has it now.
+    // A second ask right away waits for FETCH_HISTORY_GAP (10 s), then runs, and
+    // delivers nothing twice: the archive has it now.
     d.fetch_history(CONV, since_ms).await.unwrap();
     assert!(recv_n(&mut d_in, 1, 2).await.is_empty());
     assert!(archive_d.len() >= 2);

@@ -155,6 +155,40 @@ pub(crate) struct ForkWatch {
     pub matching: u32,
     pub fork: Option<KnownFork>,
     pub sent: VecDeque<SentChat>,
+    /// When each member last sent us an MLS application message of our current epoch
+    /// (it held its leaf then): a rejoin announcement older than that is not its state.
+    #[serde(skip)]
+    pub heard: BTreeMap<MemberId, Millis>,
+    /// When we applied the commit that removed each recently removed member: its chat
+    /// of a past epoch is read only shortly after (a late or stored message), not later
+    /// (it still holds that epoch's keys and could write new ones).
+    #[serde(default)]
+    pub removed_at: VecDeque<(MemberId, Millis)>,
+}
+
+/// How many removals `ForkWatch::removed_at` remembers.
+const REMOVED_AT_CAP: usize = 256;
+
+impl ForkWatch {
+    /// Notes that `removed` left the group now.
+    pub(super) fn note_removed(&mut self, removed: &[MemberId], now: Millis) {
+        self.removed_at.extend(removed.iter().map(|m| (*m, now)));
+        while self.removed_at.len() > REMOVED_AT_CAP {
+            self.removed_at.pop_front();
+        }
+        for m in removed {
+            self.heard.remove(m);
+        }
+    }
+
+    /// When we applied `m`'s removal, if we remember it.
+    pub(super) fn removed_when(&self, m: &MemberId) -> Option<Millis> {
+        self.removed_at
+            .iter()
+            .rev()
+            .find(|(r, _)| r == m)
+            .map(|(_, t)| *t)
+    }
 }
 
 /// Support for the branches at a fork epoch.

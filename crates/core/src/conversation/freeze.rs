@@ -1077,6 +1077,7 @@ impl Conversation {
             .sync_roster(&members, self.config.default_peer_score);
         self.note_group_size();
         self.note_removed(w.old_epoch, &w.removed);
+        self.fork_watch.note_removed(&w.removed, ctx.now);
         self.reset_hints();
         let max_age = self.config.pending_update_max_epochs;
         self.pending_updates.retain(|m, u| {

@@ -137,7 +137,9 @@ impl Conversation {
                 message_epoch,
                 our_epoch,
             }) => {
-                // Before we joined it was never ours; after, it is a loss to report.
+                // Before we joined it was never ours; after, it is a loss to report. (The
+                // epoch is an unauthenticated header: junk can claim old ones, as it can
+                // fill `rejected`; each costs one header parse, no decryption.)
                 if message_epoch >= self.sds.floor_epoch() {
                     out.event(Event::MessageExpired {
                         epoch: message_epoch,
@@ -172,6 +174,28 @@ impl Conversation {
             ) {
                 return;
             }
+            // A member removed since still holds that epoch's keys: what it wrote then
+            // arrives soon after we applied its removal (a relay delivery the commit
+            // overtook, or one buffered while we caught up and replayed at once); later,
+            // it can only be new words under an old key.
+            if !self.members().contains(&sender) {
+                let grace = 2 * self.config.recovery_inactivity;
+                let recent = self
+                    .fork_watch
+                    .removed_when(&sender)
+                    .is_some_and(|t| ctx.now < t.saturating_add(grace));
+                if !recent {
+                    return out.reject(
+                        "packet",
+                        format!(
+                            "chat of epoch {} from {sender}, removed since",
+                            decrypted.epoch
+                        ),
+                    );
+                }
+            }
+        } else {
+            self.fork_watch.heard.insert(sender, ctx.now);
         }
         match msg.body {
             Some(pb::app_message::Body::Chat(c)) => out.event(Event::Chat {

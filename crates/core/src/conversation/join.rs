@@ -17,7 +17,7 @@ const KP_REJOIN_DOMAIN: &[u8] = b"demls/key-package/rejoin/v1";
 /// Domain separation for welcome signatures.
 const WELCOME_DOMAIN: &[u8] = b"demls/welcome/v1";
 /// How far an announcement's timestamp may run ahead of our clock.
-const ANNOUNCE_SKEW_MS: Millis = 60_000;
+pub(super) const ANNOUNCE_SKEW_MS: Millis = 60_000;
 /// Key packages of members we added, remembered so their announcements cannot add again.
 const USED_KP_CAP: usize = 256;
 

@@ -2,6 +2,7 @@
 //! votes and timeouts, and applying decided outcomes to the conversation's queues.
 
 use openmls_traits::OpenMlsProvider;
+use prost::Message;
 
 use super::stewardship::Installed;
 use super::*;
@@ -189,6 +190,17 @@ impl Conversation {
     /// package unused), so this can only lower the weight of its own voice.
     pub(super) fn rejoining(&self) -> BTreeSet<MemberId> {
         let members = self.members();
+        // A member we heard at our epoch after it announced holds its leaf: the
+        // announcement (replayed, or overtaken by a re-add) is not its state.
+        let heard_after = |m: &MemberId, announcement: &[u8]| {
+            let made = pb::KeyPackageAnnouncement::decode(announcement)
+                .map(|a| a.timestamp_ms)
+                .unwrap_or(0);
+            self.fork_watch
+                .heard
+                .get(m)
+                .is_some_and(|t| *t > made.saturating_add(join::ANNOUNCE_SKEW_MS))
+        };
         let asked = |a: &Action, since: u64| match a {
             Action::Add {
                 member,
@@ -196,7 +208,8 @@ impl Conversation {
                 ..
             } if members.contains(member)
                 && join::announcement_rejoin(announcement)
-                && !self.added_since(member, since) =>
+                && !self.added_since(member, since)
+                && !heard_after(member, announcement) =>
             {
                 Some(*member)
             }
@@ -337,13 +350,20 @@ impl Conversation {
         }
         // A rejoin the proposal carries tells us its member left its leaf: count that
         // before checking the voter count (the announcement is verified when buffered).
+        // (Only a fresh announcement with an unused key package, as from the member
+        // itself: an old one replayed inside a proposal must not silence anyone.)
         if let Action::Add {
             member,
+            key_package,
             announcement,
-            ..
         } = &action
             && join::announcement_rejoin(announcement)
             && self.members().contains(member)
+            && !self
+                .used_key_packages
+                .contains(&join::key_package_hash(key_package))
+            && pb::KeyPackageAnnouncement::decode(announcement.as_slice())
+                .is_ok_and(|a| self.announcement_stale(ctx.now, &a).is_none())
             && join::verify_announcement(&self.name, announcement, ctx.provider).is_ok()
         {
             self.buffer_update(ctx.now, action.clone());

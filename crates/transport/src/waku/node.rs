@@ -270,6 +270,9 @@ struct Node {
     synced_from: HashSet<PeerId>,
     /// When the protocol last had us fetch each conversation's history.
     history_asked: HashMap<String, Instant>,
+    /// History fetches asked for within the gap, to run when it has passed (earliest
+    /// start, Unix ns).
+    history_due: HashMap<String, i64>,
     /// Where each conversation's history fetches start: the newest message we had
     /// archived when we were last without peers (or subscribed). Taken then, because
     /// relayed messages archived once we are back would otherwise move the start past
@@ -457,6 +460,7 @@ pub(super) async fn spawn(
         store_limiter: store::RateLimiter::default(),
         synced_from: HashSet::new(),
         history_asked: HashMap::new(),
+        history_due: HashMap::new(),
         resume_from: HashMap::new(),
         cmd_tx,
     };
@@ -770,6 +774,7 @@ impl Node {
                     }
                 },
                 _ = redial.tick() => {
+                    self.fetch_due_history();
                     self.redial();
                     self.maybe_lookup();
                     self.fill_peers();
@@ -837,27 +842,11 @@ impl Node {
                 }
             }
             Command::FetchHistory(conversation, since_ns) => {
-                let now = Instant::now();
-                // The core asks once per batch of lacking ids; this bounds a burst.
-                if self
-                    .history_asked
-                    .get(&conversation)
-                    .is_some_and(|t| now < *t + store::sync::FETCH_HISTORY_GAP)
-                {
-                    return;
-                }
-                self.history_asked.insert(conversation.clone(), now);
-                self.history_asked
-                    .retain(|_, t| now < *t + store::sync::FETCH_HISTORY_GAP);
-                let peers: Vec<PeerId> = self
-                    .shared
-                    .lock()
-                    .map(|s| s.store_peers.iter().copied().collect())
-                    .unwrap_or_default();
-                tracing::info!(conversation = %conversation, peers = peers.len(), "asking store peers for history the protocol lacks");
-                for p in peers.into_iter().take(store::sync::SYNC_PEERS) {
-                    self.spawn_sync_since(p, vec![(conversation.clone(), Some(since_ns))]);
-                }
+                // The core asks once per batch of lacking ids; a burst is merged into one
+                // fetch (from the earliest start) run when the gap has passed.
+                let e = self.history_due.entry(conversation).or_insert(since_ns);
+                *e = (*e).min(since_ns);
+                self.fetch_due_history();
             }
             Command::StoreQuery {
                 peer,
@@ -897,6 +886,36 @@ impl Node {
             Err(err) => {
                 tracing::warn!(error = %err, "could not archive a message");
                 true
+            }
+        }
+    }
+
+    /// Runs the history fetches the protocol asked for whose conversation was not
+    /// fetched within the last `FETCH_HISTORY_GAP`.
+    fn fetch_due_history(&mut self) {
+        let now = Instant::now();
+        let gap = store::sync::FETCH_HISTORY_GAP;
+        self.history_asked.retain(|_, t| now < *t + gap);
+        let due: Vec<(String, i64)> = self
+            .history_due
+            .iter()
+            .filter(|(c, _)| !self.history_asked.contains_key(*c))
+            .map(|(c, s)| (c.clone(), *s))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let peers: Vec<PeerId> = self
+            .shared
+            .lock()
+            .map(|s| s.store_peers.iter().copied().collect())
+            .unwrap_or_default();
+        for (conversation, since_ns) in due {
+            self.history_due.remove(&conversation);
+            self.history_asked.insert(conversation.clone(), now);
+            tracing::info!(conversation = %conversation, peers = peers.len(), "asking store peers for history the protocol lacks");
+            for p in peers.iter().take(store::sync::SYNC_PEERS) {
+                self.spawn_sync_since(*p, vec![(conversation.clone(), Some(since_ns))]);
             }
         }
     }
