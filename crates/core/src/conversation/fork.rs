@@ -438,6 +438,18 @@ impl Conversation {
     fn fork_seen<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, epoch: u64) {
         let now = ctx.now;
         let settle = 2 * REPLY_JITTER_MS + 2 * self.config.recovery_inactivity;
+        // A fork we knew of at an earlier epoch that every fresh beacon now agrees with us
+        // on is over (it healed); a difference further on is a new fork, judged afresh.
+        // Kept, the old one would be judged for ever at an epoch where nobody differs.
+        if let Some(f) = self.fork_watch.fork.as_ref()
+            && epoch > f.epoch
+            && self
+                .tally_branches(now, f.epoch)
+                .is_none_or(|t| t.best_other.is_none())
+        {
+            tracing::info!(conversation = %self.name, old = f.epoch, epoch, "the earlier fork healed; another one follows it");
+            self.fork_watch.fork = None;
+        }
         match self.fork_watch.fork.as_mut() {
             Some(f) => {
                 f.seen_at = now;
