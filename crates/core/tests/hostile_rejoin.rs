@@ -137,7 +137,9 @@ fn a_stale_rejoin_does_not_lower_the_expected_voter_count() {
     let env = insider_app_message(&mut s, attacker, pb::app_message::Body::Proposal(rm));
     s.inject(attacker, Subtopic::AppMsg, env);
     s.run_for(200);
-    let tracking: Vec<(usize, Option<(u32, u32, u32)>)> = honest
+    // (member, tally yes/no/expected)
+    type Tally = Option<(u32, u32, u32)>;
+    let tracking: Vec<(usize, Tally)> = honest
         .iter()
         .copied()
         .filter(|i| s.members[*i].conv().proposals().any(|t| t.id == rm_id))
