@@ -11,9 +11,24 @@ mod proc_node;
 
 use std::time::Instant;
 
-use proc_node::{Node, converged};
+use proc_node::{Node, converged, roster_is};
 
 const CONV: &str = "history";
+
+/// A, B and C (bootstrapped from A) in conversation `CONV`; also the bootstrap line for
+/// more nodes.
+fn trio(root: &std::path::Path) -> (Node, Node, Node, String) {
+    let a = Node::start_new(root, "a", "");
+    let boot = format!("bootstrap = [\"/ip4/127.0.0.1/tcp/{}\"]", a.waku_port);
+    let b = Node::start_new(root, "b", &boot);
+    let c = Node::start_new(root, "c", &boot);
+    a.cli(&["create", CONV]).unwrap();
+    b.cli(&["join", CONV]).unwrap();
+    a.wait(90, "B joined", |_| converged(CONV, &[&a, &b]));
+    c.cli(&["join", CONV]).unwrap();
+    a.wait(90, "C joined", |_| converged(CONV, &[&a, &b, &c]));
+    (a, b, c, boot)
+}
 
 fn count(n: &Node, text: &str) -> usize {
     n.json(&["messages", CONV])
@@ -25,15 +40,7 @@ fn count(n: &Node, text: &str) -> usize {
 #[test]
 fn a_member_stopped_while_others_chat_gets_their_messages_from_the_store_after_restart() {
     let root = tempfile::tempdir().unwrap();
-    let a = Node::start_new(root.path(), "a", "");
-    let boot = format!("bootstrap = [\"/ip4/127.0.0.1/tcp/{}\"]", a.waku_port);
-    let b = Node::start_new(root.path(), "b", &boot);
-    let mut c = Node::start_new(root.path(), "c", &boot);
-    a.cli(&["create", CONV]).unwrap();
-    b.cli(&["join", CONV]).unwrap();
-    a.wait(90, "B joined", |_| converged(CONV, &[&a, &b]));
-    c.cli(&["join", CONV]).unwrap();
-    a.wait(90, "C joined", |_| converged(CONV, &[&a, &b, &c]));
+    let (a, b, mut c, _) = trio(root.path());
     a.cli(&["send", CONV, "before"]).unwrap();
     c.wait(30, "the message sent before the stop", |c| {
         c.has_message(CONV, "before")
@@ -95,22 +102,6 @@ impl Drop for KeptDir {
     }
 }
 
-/// Working, at one epoch, with exactly the members `addrs`, at every node in `nodes`.
-fn roster_is(nodes: &[&Node], addrs: &[String]) -> bool {
-    let mut want = addrs.to_vec();
-    want.sort();
-    let views: Vec<_> = nodes.iter().map(|n| n.view(CONV)).collect();
-    views.iter().all(|v| {
-        matches!(v, Some((s, _, m)) if s == "working"
-            && m.iter().map(|x| x.0.clone()).collect::<Vec<_>>() == want)
-    }) && views
-        .iter()
-        .filter_map(|v| v.as_ref().map(|x| x.1))
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
-        == 1
-}
-
 /// The texts of `conv`'s history, in the order the node shows them.
 fn texts(n: &Node) -> Vec<String> {
     n.json(&["messages", CONV])
@@ -128,15 +119,7 @@ fn texts(n: &Node) -> Vec<String> {
 #[test]
 fn a_member_away_across_two_membership_changes_gets_every_message() {
     let root = tempfile::tempdir().unwrap();
-    let a = Node::start_new(root.path(), "a", "");
-    let boot = format!("bootstrap = [\"/ip4/127.0.0.1/tcp/{}\"]", a.waku_port);
-    let b = Node::start_new(root.path(), "b", &boot);
-    let mut c = Node::start_new(root.path(), "c", &boot);
-    a.cli(&["create", CONV]).unwrap();
-    b.cli(&["join", CONV]).unwrap();
-    a.wait(90, "B joined", |_| converged(CONV, &[&a, &b]));
-    c.cli(&["join", CONV]).unwrap();
-    a.wait(90, "C joined", |_| converged(CONV, &[&a, &b, &c]));
+    let (a, b, mut c, boot) = trio(root.path());
     let c_epoch = c.view(CONV).unwrap().1;
     let mut roster = vec![a.address(), b.address(), c.address()];
     c.kill();
@@ -159,7 +142,7 @@ fn a_member_away_across_two_membership_changes_gets_every_message() {
     roster.push(d.address());
     present.push(&d);
     a.wait(120, "D joined while C is away", |_| {
-        roster_is(&present, &roster)
+        roster_is(CONV, &present, &roster)
     });
     say(&b, "epoch 1 from b".into(), &present);
     say(&d, "epoch 1 from d".into(), &present);
@@ -168,7 +151,7 @@ fn a_member_away_across_two_membership_changes_gets_every_message() {
     roster.push(e.address());
     present.push(&e);
     a.wait(120, "E joined while C is away", |_| {
-        roster_is(&present, &roster)
+        roster_is(CONV, &present, &roster)
     });
     say(&a, "epoch 2 from a".into(), &present);
     say(&e, "epoch 2 from e".into(), &present);
@@ -183,7 +166,7 @@ fn a_member_away_across_two_membership_changes_gets_every_message() {
     c.start();
     present.push(&c);
     c.wait(120, "C back at the group's epoch", |_| {
-        roster_is(&present, &roster)
+        roster_is(CONV, &present, &roster)
     });
     let caught_up = restarted.elapsed();
     c.wait(60, "every message sent while C was away", |c| {
@@ -228,15 +211,7 @@ fn a_member_away_for_ten_minutes_gets_every_message() {
         eprintln!("node directories kept in {}", root.path().display());
     }
     let root = KeptDir(Some(root));
-    let a = Node::start_new(root.path(), "a", "");
-    let boot = format!("bootstrap = [\"/ip4/127.0.0.1/tcp/{}\"]", a.waku_port);
-    let b = Node::start_new(root.path(), "b", &boot);
-    let mut c = Node::start_new(root.path(), "c", &boot);
-    a.cli(&["create", CONV]).unwrap();
-    b.cli(&["join", CONV]).unwrap();
-    a.wait(90, "B joined", |_| converged(CONV, &[&a, &b]));
-    c.cli(&["join", CONV]).unwrap();
-    a.wait(90, "C joined", |_| converged(CONV, &[&a, &b, &c]));
+    let (a, b, mut c, _) = trio(root.path());
     c.kill();
     let left = Instant::now();
     let mut sent = Vec::new();

@@ -233,7 +233,14 @@ impl Drop for Node {
 
 /// Every node in `conv`, working, with exactly the members `nodes` at one epoch.
 pub fn converged(conv: &str, nodes: &[&Node]) -> bool {
-    let mut want: Vec<String> = nodes.iter().map(|n| n.address()).collect();
+    let want: Vec<String> = nodes.iter().map(|n| n.address()).collect();
+    roster_is(conv, nodes, &want)
+}
+
+/// Every node in `conv`, working, at one epoch, with exactly the members `addrs` (lower
+/// case; some may be stopped).
+pub fn roster_is(conv: &str, nodes: &[&Node], addrs: &[String]) -> bool {
+    let mut want = addrs.to_vec();
     want.sort();
     let views: Vec<_> = nodes.iter().map(|n| n.view(conv)).collect();
     views.iter().all(|v| {

@@ -665,6 +665,18 @@ impl Conversation {
                 });
             }
         };
+        self.start_over(ctx, out, pending, reason);
+    }
+
+    /// Drops our MLS state and everything of the group, keeping only `pending`: the
+    /// attempt that waits for a welcome.
+    fn start_over<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        pending: PendingJoin,
+        reason: RejoinReason,
+    ) {
         self.delete_mls(ctx, out);
         let mut fresh = Self::blank(
             &self.name,
@@ -689,27 +701,14 @@ impl Conversation {
         out: &mut Output,
     ) {
         tracing::info!(conversation = %self.name, "re-added with another of our key packages: waiting for its welcome");
-        self.delete_mls(ctx, out);
-        let mut fresh = Self::blank(
-            &self.name,
-            self.me,
-            self.config.clone(),
-            ConversationState::PendingJoin,
-        );
-        fresh.pending_join = Some(PendingJoin {
+        let pending = PendingJoin {
             started_at: ctx.now,
             announcement: Vec::new(),
             next_announce: Millis::MAX,
             rejoin: true,
             attempts: 0,
-        });
-        *self = fresh;
-        out.event(Event::Rejoining {
-            reason: RejoinReason::Retry,
-        });
-        out.event(Event::StateChanged {
-            state: ConversationState::PendingJoin,
-        });
+        };
+        self.start_over(ctx, out, pending, RejoinReason::Retry);
     }
 
     /// When the next beacon or fork decision is due.
