@@ -79,6 +79,14 @@ pub struct Member {
     /// Real time spent inside this member's protocol calls (single-threaded, so this is
     /// its CPU time).
     pub cpu: std::time::Duration,
+    /// Packets this member published (after its filter) and their payload bytes.
+    pub sent_msgs: u64,
+    /// See `sent_msgs`.
+    pub sent_bytes: u64,
+    /// Benchmark mode only ([`Sim::bench`]): time by the bench clock inside every call
+    /// into this member's conversation (commands, packets, ticks, and the `next_wakeup`
+    /// a node asks after each of them).
+    pub bench_cpu: std::time::Duration,
 }
 
 impl Member {
@@ -95,6 +103,16 @@ struct Delivery {
     from: usize,
     subtopic: Subtopic,
     payload: Vec<u8>,
+}
+
+/// Benchmark mode: what the simulator measures and skips so that its own cost stays
+/// small next to the members' (see [`Sim::bench`]).
+pub struct BenchMode {
+    /// Reads the clock member calls are timed with (e.g. the thread's CPU time).
+    pub clock: fn() -> std::time::Duration,
+    /// Each member's next wake-up, refreshed after every call into it: the next timer is
+    /// a scan of this instead of asking every member after every step.
+    wakeups: Vec<Option<Millis>>,
 }
 
 /// The simulator.
@@ -119,6 +137,10 @@ pub struct Sim {
     pub store: bool,
     /// Every history ask: (when, who, since).
     pub history_asks: Vec<(Millis, usize, Millis)>,
+    /// Benchmark mode (off unless a benchmark turns it on with [`Sim::bench`]).
+    bench: Option<BenchMode>,
+    /// Whether `log` keeps every published packet (a benchmark at size turns it off).
+    pub keep_log: bool,
 }
 
 /// Virtual start time: a realistic Unix time (ms), so timestamps look real.
@@ -149,6 +171,52 @@ impl Sim {
             log: Vec::new(),
             store: false,
             history_asks: Vec::new(),
+            bench: None,
+            keep_log: true,
+        }
+    }
+
+    /// Turns on benchmark mode: every call into a member (commands included) is timed
+    /// with `clock` into [`Member::bench_cpu`], each member's next wake-up is cached
+    /// (asked once after each call into it, as a node does) instead of asked of every
+    /// member after every step, and the after-step check that approved work has a timer
+    /// is skipped. Scenarios run unchanged; only the simulator's own work differs.
+    pub fn bench(&mut self, clock: fn() -> std::time::Duration) {
+        self.bench = Some(BenchMode {
+            clock,
+            wakeups: Vec::new(),
+        });
+        for i in 0..self.members.len() {
+            self.refresh_wakeup(i);
+        }
+    }
+
+    /// Benchmark mode: re-reads member `i`'s next wake-up (timed as its own work).
+    fn refresh_wakeup(&mut self, i: usize) {
+        let Some(b) = self.bench.as_mut() else { return };
+        let m = &mut self.members[i];
+        let t = (b.clock)();
+        let w = m.conv.as_ref().and_then(|c| c.next_wakeup());
+        m.bench_cpu += (b.clock)().saturating_sub(t);
+        if b.wakeups.len() <= i {
+            b.wakeups.resize(i + 1, None);
+        }
+        b.wakeups[i] = w;
+    }
+
+    /// Benchmark mode: the bench clock now (zero otherwise).
+    fn bench_now(&self) -> std::time::Duration {
+        self.bench
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |b| (b.clock)())
+    }
+
+    /// Benchmark mode: charges member `i` for the call that started at `t`.
+    fn bench_charge(&mut self, i: usize, t: std::time::Duration) {
+        if self.bench.is_some() {
+            let spent = self.bench_now().saturating_sub(t);
+            self.members[i].bench_cpu += spent;
+            self.refresh_wakeup(i);
         }
     }
 
@@ -170,8 +238,13 @@ impl Sim {
             filter: None,
             deaf: false,
             cpu: std::time::Duration::ZERO,
+            sent_msgs: 0,
+            sent_bytes: 0,
+            bench_cpu: std::time::Duration::ZERO,
         });
-        self.members.len() - 1
+        let i = self.members.len() - 1;
+        self.refresh_wakeup(i);
+        i
     }
 
     pub fn add_members(&mut self, n: usize) -> Vec<usize> {
@@ -194,6 +267,7 @@ impl Sim {
         let now = self.now;
         let _span =
             tracing::info_span!(target: "demls_core", "m", i, t = now - T0, act = true).entered();
+        let t0 = self.bench_now();
         let m = &mut self.members[i];
         let conv = m.conv.as_mut().expect("member has no conversation");
         let mut ctx = Ctx {
@@ -203,6 +277,7 @@ impl Sim {
             now,
         };
         let (r, out) = f(conv, &mut ctx);
+        self.bench_charge(i, t0);
         self.publish(i, out);
         r
     }
@@ -219,6 +294,7 @@ impl Sim {
         let now = self.now;
         let name = self.name.clone();
         let cfg = self.config.clone();
+        let t0 = self.bench_now();
         let m = &mut self.members[i];
         let mut ctx = Ctx {
             provider: &m.provider,
@@ -233,6 +309,7 @@ impl Sim {
         };
         let (c, out) = made.expect("create or join");
         m.conv = Some(c);
+        self.bench_charge(i, t0);
         self.publish(i, out);
     }
 
@@ -271,6 +348,7 @@ impl Sim {
         m.saved = m.conv.as_ref().map(|c| c.save().expect("save"));
         m.conv = None;
         m.alive = false;
+        self.refresh_wakeup(i);
     }
 
     /// Restart from the saved state.
@@ -280,6 +358,7 @@ impl Sim {
             m.conv = Some(Conversation::restore(&bytes, &m.provider).expect("restore"));
         }
         m.alive = true;
+        self.refresh_wakeup(i);
     }
 
     /// Splits the network; members not listed are alone (members added later are in the
@@ -342,8 +421,12 @@ impl Sim {
                 },
                 None => p,
             };
-            self.log
-                .push((self.now, from, p.subtopic, p.payload.clone()));
+            self.members[from].sent_msgs += 1;
+            self.members[from].sent_bytes += p.payload.len() as u64;
+            if self.keep_log {
+                self.log
+                    .push((self.now, from, p.subtopic, p.payload.clone()));
+            }
             for to in 0..self.members.len() {
                 if to == from {
                     continue;
@@ -418,6 +501,15 @@ impl Sim {
     }
 
     fn next_wakeup(&self) -> Option<(Millis, usize)> {
+        if let Some(b) = self.bench.as_ref() {
+            return b
+                .wakeups
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.members[*i].alive)
+                .filter_map(|(i, w)| w.map(|t| (t.max(self.now), i)))
+                .min();
+        }
         self.members
             .iter()
             .enumerate()
@@ -462,9 +554,13 @@ impl Sim {
                         rng: &mut m.rng,
                         now,
                     };
+                    let t0 = self.bench.as_ref().map(|b| (b.clock)());
                     let t = std::time::Instant::now();
                     let out = conv.handle_packet(&mut ctx, d.subtopic, &d.payload);
                     m.cpu += t.elapsed();
+                    if let Some(t0) = t0 {
+                        self.bench_charge(d.to, t0);
+                    }
                     self.publish(d.to, out);
                 }
             }
@@ -481,13 +577,19 @@ impl Sim {
                     rng: &mut m.rng,
                     now,
                 };
+                let t0 = self.bench.as_ref().map(|b| (b.clock)());
                 let t = std::time::Instant::now();
                 let out = conv.tick(&mut ctx);
                 m.cpu += t.elapsed();
+                if let Some(t0) = t0 {
+                    self.bench_charge(i, t0);
+                }
                 self.publish(i, out);
             }
         }
-        self.check_scheduled();
+        if self.bench.is_none() {
+            self.check_scheduled();
+        }
         true
     }
 
