@@ -147,7 +147,7 @@ impl Conversation {
             });
         }
         if let Some(t) = fx.history_since {
-            out.history_since = Some(out.history_since.map_or(t, |x| x.min(t)));
+            out.want_history_since(t);
         }
         if !self.may_send_app() {
             return;

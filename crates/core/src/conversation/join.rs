@@ -250,6 +250,28 @@ impl Conversation {
         }
     }
 
+    /// The member whose announcement this is, if it is signed by that member for this
+    /// conversation and made within the join window (`bytes`: its encoding).
+    pub(super) fn current_announcement<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        ann: &pb::KeyPackageAnnouncement,
+        bytes: &[u8],
+    ) -> Result<MemberId, String> {
+        let member =
+            verify_announcement(&self.name, bytes, ctx.provider).map_err(|e| e.to_string())?;
+        match self.announcement_stale(ctx.now, ann) {
+            Some(why) => Err(why),
+            None => Ok(member),
+        }
+    }
+
+    /// Whether an earlier add consumed this key package.
+    pub(super) fn key_package_used(&self, key_package: &[u8]) -> bool {
+        self.used_key_packages
+            .contains(&key_package_hash(key_package))
+    }
+
     fn on_key_package<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -260,16 +282,11 @@ impl Conversation {
             return;
         }
         let bytes = ann.encode_to_vec();
-        let member = match verify_announcement(&self.name, &bytes, ctx.provider) {
+        let member = match self.current_announcement(ctx, &ann, &bytes) {
             Ok(m) => m,
             Err(e) => return out.reject("key_package", e),
         };
-        if let Some(why) = self.announcement_stale(ctx.now, &ann) {
-            return out.reject("key_package", why);
-        }
-        let used = self
-            .used_key_packages
-            .contains(&key_package_hash(&ann.key_package));
+        let used = self.key_package_used(&ann.key_package);
         if self.members().contains(&member) && (used || !ann.rejoin) {
             // A joiner that missed its welcome announces again (the same key package).
             // (A member asking to rejoin with a fresh one goes on: see `fork`.)

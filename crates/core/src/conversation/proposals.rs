@@ -274,9 +274,7 @@ impl Conversation {
                     return Err(format!("{member} is already a member"));
                 }
                 if let Some(kp) = announcement_key_package(announcement)
-                    && self
-                        .used_key_packages
-                        .contains(&join::key_package_hash(&kp))
+                    && self.key_package_used(&kp)
                 {
                     return Err(format!("{member}'s key package was used by an earlier add"));
                 }
@@ -349,9 +347,9 @@ impl Conversation {
             );
         }
         // A rejoin the proposal carries tells us its member left its leaf: count that
-        // before checking the voter count (the announcement is verified when buffered).
-        // (Only a fresh announcement with an unused key package, as from the member
-        // itself: an old one replayed inside a proposal must not silence anyone.)
+        // before checking the voter count, on the checks a member's own announcement
+        // gets (signature, freshness, unused key package): an old one replayed inside a
+        // proposal must not silence anyone.
         if let Action::Add {
             member,
             key_package,
@@ -359,12 +357,9 @@ impl Conversation {
         } = &action
             && join::announcement_rejoin(announcement)
             && self.members().contains(member)
-            && !self
-                .used_key_packages
-                .contains(&join::key_package_hash(key_package))
+            && !self.key_package_used(key_package)
             && pb::KeyPackageAnnouncement::decode(announcement.as_slice())
-                .is_ok_and(|a| self.announcement_stale(ctx.now, &a).is_none())
-            && join::verify_announcement(&self.name, announcement, ctx.provider).is_ok()
+                .is_ok_and(|a| self.current_announcement(ctx, &a, announcement).is_ok())
         {
             self.buffer_update(ctx.now, action.clone());
         }
@@ -663,9 +658,7 @@ impl Conversation {
                 key_package,
                 announcement,
             } if join::announcement_rejoin(announcement) => {
-                self.used_key_packages
-                    .contains(&join::key_package_hash(key_package))
-                    || self.added_since(member, learnt_at)
+                self.key_package_used(key_package) || self.added_since(member, learnt_at)
             }
             Action::Add { member, .. } => members.contains(member),
             Action::Remove { member } => !members.contains(member),

@@ -338,14 +338,17 @@ impl Output {
         tracing::debug!(what, %reason, "rejected");
         self.events.push(Event::Rejected { what, reason });
     }
+    /// Asks for history since `t` (the earliest of all asks made in one output).
+    pub(crate) fn want_history_since(&mut self, t: Millis) {
+        self.history_since = Some(self.history_since.map_or(t, |x| x.min(t)));
+    }
     /// Appends another output.
     pub fn extend(&mut self, other: Output) {
         self.packets.extend(other.packets);
         self.events.extend(other.events);
-        self.history_since = match (self.history_since, other.history_since) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        if let Some(t) = other.history_since {
+            self.want_history_since(t);
+        }
     }
 }
 

@@ -865,8 +865,7 @@ impl Channel {
         }
     }
 
-    /// Runs what is due at `now`.
-    /// Runs the timers. `may_repair(epoch)` as for [`Channel::receive`]: re-sending a
+    /// Runs what is due at `now`. `may_repair(epoch)` as for [`Channel::receive`]: re-sending a
     /// message (ours unacknowledged, or one we answer a repair with) must not show it to
     /// anyone added since it was sent, and a commit may have added someone since the
     /// re-send was scheduled.
