@@ -31,9 +31,7 @@ use super::{
     validate,
 };
 use crate::message::{WakuMessage, relay_message_id};
-use crate::{
-    InboundPacket, Subtopic, TransportError, content_topic, parse_content_topic, pubsub_topic,
-};
+use crate::{InboundPacket, TransportError, parse_content_topic, pubsub_topic};
 
 fn io(e: impl std::fmt::Display) -> TransportError {
     TransportError::Io(e.to_string())
@@ -832,11 +830,7 @@ impl Node {
             }
             Command::SyncConversation(conversation) => {
                 self.note_resume_point(&conversation);
-                let peers: Vec<PeerId> = self
-                    .shared
-                    .lock()
-                    .map(|s| s.store_peers.iter().copied().collect())
-                    .unwrap_or_default();
+                let peers = self.store_peers();
                 for p in peers.into_iter().take(store::sync::SYNC_PEERS) {
                     self.spawn_sync(p, vec![conversation.clone()]);
                 }
@@ -905,11 +899,7 @@ impl Node {
         if due.is_empty() {
             return;
         }
-        let peers: Vec<PeerId> = self
-            .shared
-            .lock()
-            .map(|s| s.store_peers.iter().copied().collect())
-            .unwrap_or_default();
+        let peers = self.store_peers();
         for (conversation, since_ns) in due {
             self.history_due.remove(&conversation);
             self.history_asked.insert(conversation.clone(), now);
@@ -920,6 +910,22 @@ impl Node {
         }
     }
 
+    /// The connected peers that serve the store.
+    fn store_peers(&self) -> Vec<PeerId> {
+        self.shared
+            .lock()
+            .map(|s| s.store_peers.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The conversations we are subscribed to.
+    fn our_conversations(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .map(|s| s.conversations.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The newest message archived for `conversation` now, as where its fetches start
     /// (kept if one is noted already: see `resume_from`).
     fn note_resume_point(&mut self, conversation: &str) {
@@ -927,11 +933,7 @@ impl Node {
         if self.resume_from.contains_key(conversation) {
             return;
         }
-        let pubsub = self.cfg.topic_for(conversation);
-        let topics: Vec<String> = [Subtopic::AppMsg, Subtopic::Welcome]
-            .into_iter()
-            .filter_map(|s| content_topic(conversation, s).ok())
-            .collect();
+        let (pubsub, topics) = store::sync::conversation_topics(&self.cfg, conversation);
         if let Ok(latest) = archive.latest_timestamp(&pubsub, &topics) {
             self.resume_from.insert(conversation.to_string(), latest);
         }
@@ -990,11 +992,7 @@ impl Node {
         {
             return;
         }
-        let conversations: Vec<String> = self
-            .shared
-            .lock()
-            .map(|s| s.conversations.iter().cloned().collect())
-            .unwrap_or_default();
+        let conversations = self.our_conversations();
         self.spawn_sync(peer, conversations);
     }
 
@@ -1097,11 +1095,7 @@ impl Node {
                         // reach are asked for, from what we have now.
                         self.synced_from.clear();
                         self.resume_from.clear();
-                        let conversations: Vec<String> = self
-                            .shared
-                            .lock()
-                            .map(|s| s.conversations.iter().cloned().collect())
-                            .unwrap_or_default();
+                        let conversations = self.our_conversations();
                         for c in &conversations {
                             self.note_resume_point(c);
                         }

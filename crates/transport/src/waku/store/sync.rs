@@ -69,16 +69,27 @@ pub(crate) async fn run(ctx: SyncCtx, peer: PeerId, conversations: Vec<(String, 
 /// newest message archived (duplicates are dropped by hash), never further back than
 /// the lookback; with nothing archived, [`INITIAL_WINDOW_SECS`] back.
 pub(crate) fn start_ns(latest: Option<i64>, now: i64, lookback_secs: u64, skew_secs: u64) -> i64 {
-    let s = |secs: u64| {
-        i64::try_from(secs)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000_000)
-    };
-    let floor = now.saturating_sub(s(lookback_secs));
+    let floor = now.saturating_sub(secs_ns(lookback_secs));
     match latest {
-        Some(t) => t.saturating_sub(s(skew_secs)).max(floor),
-        None => now.saturating_sub(s(INITIAL_WINDOW_SECS.min(lookback_secs))),
+        Some(t) => t.saturating_sub(secs_ns(skew_secs)).max(floor),
+        None => now.saturating_sub(secs_ns(INITIAL_WINDOW_SECS.min(lookback_secs))),
     }
+}
+
+/// Seconds as nanoseconds, saturating.
+fn secs_ns(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000_000)
+}
+
+/// The pubsub topic and the content topics (both subtopics) of a conversation's messages.
+pub(crate) fn conversation_topics(cfg: &WakuConfig, conv: &str) -> (String, Vec<String>) {
+    let topics = [Subtopic::AppMsg, Subtopic::Welcome]
+        .into_iter()
+        .filter_map(|s| content_topic(conv, s).ok())
+        .collect();
+    (cfg.topic_for(conv), topics)
 }
 
 async fn fetch(
@@ -87,37 +98,24 @@ async fn fetch(
     conv: &str,
     since_ns: Option<i64>,
 ) -> Result<Fetched, String> {
-    let pubsub = ctx.cfg.topic_for(conv);
-    let topics: Vec<String> = [Subtopic::AppMsg, Subtopic::Welcome]
-        .into_iter()
-        .filter_map(|s| content_topic(conv, s).ok())
-        .collect();
-    let latest = ctx
-        .archive
-        .latest_timestamp(&pubsub, &topics)
-        .map_err(|e| e.to_string())?;
+    let (pubsub, topics) = conversation_topics(&ctx.cfg, conv);
     let now = now_ns();
-    let start = start_ns(
-        latest,
-        now,
-        ctx.cfg.store_lookback_secs,
-        ctx.cfg.max_timestamp_skew_secs,
-    );
     let start = match since_ns {
-        Some(since) => since.max(
-            now.saturating_sub(
-                i64::try_from(ctx.cfg.store_lookback_secs)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(1_000_000_000),
-            ),
-        ),
-        None => start,
+        Some(since) => since.max(now.saturating_sub(secs_ns(ctx.cfg.store_lookback_secs))),
+        None => {
+            let latest = ctx
+                .archive
+                .latest_timestamp(&pubsub, &topics)
+                .map_err(|e| e.to_string())?;
+            start_ns(
+                latest,
+                now,
+                ctx.cfg.store_lookback_secs,
+                ctx.cfg.max_timestamp_skew_secs,
+            )
+        }
     };
-    let future_limit = now.saturating_add(
-        i64::try_from(ctx.cfg.max_timestamp_skew_secs)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000_000),
-    );
+    let future_limit = now.saturating_add(secs_ns(ctx.cfg.max_timestamp_skew_secs));
     let mut req = history_request(&pubsub, topics, Some(start), None);
     let mut f = Fetched::default();
     for _ in 0..MAX_SYNC_PAGES {
