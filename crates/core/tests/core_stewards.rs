@@ -132,13 +132,22 @@ fn silent_epoch_steward_the_backups_commit_wins_and_the_silent_one_is_penalized(
             let live = others(&ids, &[es, target]);
             let roster = others(&ids, &[target]);
             s.assert_agree(&live, &roster, 20 * MIN);
+            // A penalty is each member's own judgment of a round it ran. Clean, every live
+            // member ran the round the silent steward missed. Under loss a member can
+            // reject the removal at the timeout (its late votes reached others only),
+            // run no round with that steward, and overturn later under a new list: it
+            // saw no silence to penalize. Someone must have.
+            let penalized = live
+                .iter()
+                .filter(|i| s.members[**i].conv().score(&s.id(es)) < 100)
+                .count();
+            let needed = if net.loss == 0.0 { live.len() } else { 1 };
+            assert!(
+                penalized >= needed,
+                "silent steward penalized by {penalized} of {live:?}\n{}",
+                s.describe()
+            );
             for &i in &live {
-                let c = s.members[i].conv();
-                assert!(
-                    c.score(&s.id(es)) < 100,
-                    "silent steward not penalized at {i}\n{}",
-                    s.describe()
-                );
                 let commits: Vec<_> = s
                     .events_of(i, |e| matches!(e, Event::CommitApplied { .. }))
                     .cloned()
@@ -172,12 +181,9 @@ fn sole_steward_silent_observers_reelect_and_the_pending_change_is_committed() {
             let live = others(&ids, &[es, target]);
             // Clean: every observer passes through Reelection. Under loss a member can
             // catch up on the recovery commit before its own window ends and never need
-            // to; a majority of observers still must.
-            let needed = if net.loss == 0.0 {
-                live.len()
-            } else {
-                live.len() / 2 + 1
-            };
+            // to, or (having rejected the removal at the timeout) overturn it only after
+            // the others elected: at least one must; the end state is checked below.
+            let needed = if net.loss == 0.0 { live.len() } else { 1 };
             let reelected = s.run_until(20 * MIN, |s| {
                 live.iter()
                     .filter(|i| {
@@ -272,17 +278,37 @@ fn forged_steward_identity_is_rejected_and_the_real_signer_penalized() {
                 })
                 .expect("forged");
             s.inject_repeated(forger, Subtopic::AppMsg, forged, 4, 750);
+            // The score when each member refused the forgery (later rounds may reward the
+            // forger: under loss it can be elected and author a winning commit).
+            let judges = others(&ids, &[forger, target, es]);
+            let forger_id = s.id(forger);
+            let mut at_refusal = std::collections::BTreeMap::new();
+            s.run_until(20 * MIN, |s| {
+                for &i in &judges {
+                    let refused = s
+                        .events_of(i, |e| {
+                            matches!(e, Event::Rejected { what: "commit", reason } if reason.contains("signed by"))
+                        })
+                        .next()
+                        .is_some();
+                    if refused {
+                        at_refusal
+                            .entry(i)
+                            .or_insert_with(|| s.members[i].conv().score(&forger_id));
+                    }
+                }
+                at_refusal.len() == judges.len()
+            });
             let live = others(&ids, &[target, es]);
             s.assert_agree(&live, &others(&ids, &[target]), 20 * MIN);
-            for &i in &others(&ids, &[forger, target, es]) {
-                let after = s.members[i].conv().score(&s.id(forger));
+            for &i in &judges {
+                let after = at_refusal.get(&i).copied();
                 assert!(
-                    after <= before[i] - 50,
-                    "forger not penalized at {i} ({} → {after})\n{}",
+                    after.is_some_and(|a| a <= before[i] - 50),
+                    "forger not penalized at {i} ({} → {after:?} when it refused the forgery)\n{}",
                     before[i],
                     s.describe()
                 );
-                assert!(s.events_of(i, |e| matches!(e, Event::Rejected { what: "commit", reason } if reason.contains("signed by"))).count() >= 1);
             }
         });
     }
@@ -693,4 +719,119 @@ fn ten_members_with_sn_max_3_rotate_stewards_across_20_epochs_of_joins_and_remov
             }
         });
     }
+}
+
+/// The epoch steward dies right after publishing a candidate that adds a newcomer: the
+/// others apply its commit (it ranks first), so the newcomer is on the roster, but the
+/// only welcome was in the dead steward's memory. The newcomer should still get in when
+/// it asks again. Today it does not: it stays on the roster, never joined, and every
+/// later attempt is answered with nothing (`docs/PROTOCOL.md`, known gaps). A welcome
+/// carried in plaintext inside the candidate fixed this but let an outsider hand a
+/// joiner a losing steward's signed welcome, a branch that never happened; it was not
+/// kept. (Clean network only: under loss the crash can also leave a fork whose live
+/// sides hold no majority without the dead steward, which no rule may heal.)
+#[test]
+#[ignore = "known gap: a joiner added by a steward that died before sending its welcome"]
+fn a_steward_dying_after_its_candidate_adds_a_newcomer_still_welcomed() {
+    {
+        for_seeds(0..4, |seed| {
+            let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
+            let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
+            let rest = others(&ids, &[es]);
+            let e0 = s.members[rest[0]].conv().epoch();
+            let j = s.add_member("newcomer");
+            let logged = s.log.len();
+            s.join(j);
+            let sent = |s: &Sim| {
+                s.log[logged..].iter().any(|(_, from, st, p)| {
+                    use prost::Message;
+                    *from == es
+                        && *st == Subtopic::AppMsg
+                        && matches!(
+                            demls_core::proto::pb::AppEnvelope::decode(p.as_slice())
+                                .ok()
+                                .and_then(|e| e.body),
+                            Some(demls_core::proto::pb::app_envelope::Body::CommitCandidate(
+                                _
+                            ))
+                        )
+                })
+            };
+            assert!(s.run_until(5 * MIN, sent), "no candidate\n{}", s.describe());
+            s.crash(es);
+            let on_roster = s.run_until(MIN, |s| {
+                rest.iter().all(|i| {
+                    s.members[*i].conv().epoch() > e0
+                        && s.members[*i].conv().members().contains(&s.id(j))
+                })
+            });
+            if !on_roster {
+                // Under loss the backup's candidate may have won instead: nothing to test.
+                return;
+            }
+            // The newcomer asks again as its user would, until it is in.
+            let mut all = rest.clone();
+            all.push(j);
+            let deadline = s.now + 5 * MIN;
+            let one = |s: &Sim| s.one_group(&all, &[es]).is_some();
+            while s.now < deadline && !one(&s) {
+                s.run_until(10_000, one);
+                if s.members[j].conv().closed().is_some() {
+                    s.join(j);
+                }
+            }
+            assert!(
+                one(&s),
+                "newcomer {j} never got in after steward {es} died\n{}",
+                s.describe()
+            );
+        });
+    }
+}
+
+/// A removal decided at one member only: the target's own YES (the third of four) never
+/// reaches the others, who reject the removal at the timeout (two of four is no
+/// majority); the epoch steward is silent. The target freezes on its approved work, finds
+/// no candidate and enters Reelection, where it offers the signed votes of that work: the
+/// others overturn their timeout rejection and the removal is committed. (Failed before:
+/// the target waited in Reelection for an election nobody else saw a reason for, for
+/// good; seed 23 of the lossy sweep of the forged-identity scenario.)
+#[test]
+fn approved_work_only_one_member_holds_is_offered_from_reelection() {
+    for_seeds(0..3, |seed| {
+        let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
+        let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
+        let bs = s.holder(ids[0], Role::BackupSteward).expect("backup");
+        let target = others(&ids, &[es, bs])[0];
+        let third = others(&ids, &[es, bs, target])[0];
+        s.silence(es);
+        // Everything the target says in MLS is lost until the others have decided.
+        s.members[target].filter = Some(Box::new(|p| {
+            (p.subtopic != Subtopic::AppMsg).then(|| p.clone())
+        }));
+        let id = s.propose_removal(bs, target);
+        let rejected = |s: &Sim, i: usize| {
+            s.events_of(
+                i,
+                |e| matches!(e, Event::ProposalDecided { id: d, accepted: false } if *d == id),
+            )
+            .next()
+            .is_some()
+        };
+        let premise = s.run_until(MIN, |s| rejected(s, bs) && rejected(s, third));
+        let approved_at_target = s.members[target]
+            .conv()
+            .approved()
+            .iter()
+            .any(|a| a.id == id);
+        s.members[target].filter = None;
+        if !premise || !approved_at_target {
+            panic!(
+                "premise: the others reject at the timeout ({premise}) while the target approves ({approved_at_target})\n{}",
+                s.describe()
+            );
+        }
+        let live = others(&ids, &[es, target]);
+        s.assert_agree(&live, &others(&ids, &[target]), 10 * MIN);
+    });
 }

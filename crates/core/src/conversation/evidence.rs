@@ -77,10 +77,8 @@ impl Conversation {
         // creator made alone; recent sizes count from 2, so a one-voter header can never
         // be justified by its forger's own vote.
         let fits = (n == 1 && Self::is_own_leave(p))
-            || (n >= 2
-                && (n == members
-                    || n == self.voters().len()
-                    || self.recent_sizes.contains(&(n as u32))))
+            || self.evidence_voter_count_fits(n)
+            || (n >= 2 && self.recent_sizes.contains(&(n as u32)))
             || (self.predates_our_join(p) && n >= 1 && n <= members);
         if fits {
             Ok(())

@@ -49,6 +49,7 @@ impl Conversation {
             if probe_was_open {
                 // Nobody answered: the epoch really is stuck, so elect.
                 self.reelection_since = Some(ctx.now);
+                self.offer_approved_proofs(ctx);
                 self.try_election(ctx, out, true);
                 return;
             }
@@ -62,6 +63,19 @@ impl Conversation {
                     self.start_probe(ctx.now);
                 }
             }
+        }
+    }
+
+    /// In Reelection we hold approved work that the others may have decided otherwise:
+    /// under loss the timeout rule can reject at them what the votes we hold accept (a
+    /// late vote reached only us). Then nobody but us sees a reason to elect, and we would
+    /// wait here for good. Offer the signed votes (the jittered, budgeted, suppressible
+    /// answer to a `ProposalRequest`): a member that rejected at the timeout overturns
+    /// that on them and freezes on the work with us.
+    fn offer_approved_proofs<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>) {
+        let ids: Vec<u32> = self.approved.iter().map(|a| a.id).collect();
+        for id in ids {
+            self.on_proposal_request(ctx, None, id);
         }
     }
 
