@@ -57,6 +57,19 @@ impl Conversation {
         self.inherited_approvals.contains(&p.proposal_id)
     }
 
+    /// Whether the voter count (at least 2) of a proposal that counts **only by its signed
+    /// votes** (evidence: never by the timeout rule) is one a member of our group may have
+    /// used now: between our voters and our roster. Members learn of rejoins at different
+    /// times, so one that knows fewer of them than we do counts more voters, and its
+    /// signed YES votes are then more than half of a count at least ours. (Refusing it
+    /// left a member that knew one more rejoin than the rest rejecting their election,
+    /// then every commit of the stewards it elected, for good.) Not for a live proposal:
+    /// under the timeout rule silent voters count as YES, and members that cannot vote
+    /// (rejoining) counted in a larger count would be silent YES votes.
+    fn evidence_voter_count_fits(&self, n: usize) -> bool {
+        n >= 2 && (self.voters().len()..=self.members().len()).contains(&n)
+    }
+
     /// Whether a header fits the conversation's policy, from any path: the liveness flag
     /// in force, and a voter count that is the size of a group we had (now or at a recent
     /// epoch, or before we joined for a proposal the sync listed), or 1 for a member's own
