@@ -186,6 +186,8 @@ impl Outsider {
             steward_id: steward.to_vec(),
             epoch,
             evidence,
+            // A welcome nobody can open (an outsider has no epoch key).
+            sealed_welcome: vec![0xA5; 64],
         };
         let body = if catch_up {
             pb::app_envelope::Body::CatchUpCommit(c)

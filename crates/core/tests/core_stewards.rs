@@ -729,55 +729,239 @@ fn ten_members_with_sn_max_3_rotate_stewards_across_20_epochs_of_joins_and_remov
 
 /// The epoch steward dies right after publishing a candidate that adds a newcomer: the
 /// others apply its commit (it ranks first), so the newcomer is on the roster, but the
-/// only welcome was in the dead steward's memory. The newcomer should still get in when
-/// it asks again. Today it does not: it stays on the roster, never joined, and every
-/// later attempt is answered with nothing (`docs/SECURITY.md`, "Still open"). A welcome
-/// carried in plaintext inside the candidate fixed this but let an outsider hand a
-/// joiner a losing steward's signed welcome, a branch that never happened; it was not
-/// kept. (Clean network only: under loss the crash can also leave a fork whose live
-/// sides hold no majority without the dead steward, which no rule may heal.)
+/// dead steward never sent the welcome. The candidate carries it sealed to the epoch's
+/// members, who keep it and re-send it when the newcomer asks again. (Failed before the
+/// sealed welcome: the newcomer stayed on the roster, never joined, every later attempt
+/// answered with nothing. Clean network only: under loss the crash can also leave a fork
+/// whose live sides hold no majority without the dead steward, which no rule may heal.)
 #[test]
-#[ignore = "known gap: a joiner added by a steward that died before sending its welcome"]
 fn a_steward_dying_after_its_candidate_adds_a_newcomer_still_welcomed() {
     for_seeds(0..4, |seed| {
-        let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
-        let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
-        let rest = others(&ids, &[es]);
-        let e0 = s.members[rest[0]].conv().epoch();
-        let j = s.add_member("newcomer");
-        let logged = s.log.len();
-        s.join(j);
-        let sent = |s: &Sim| {
-            s.log[logged..]
-                .iter()
-                .any(|(_, from, st, p)| *from == es && *st == Subtopic::AppMsg && is_candidate(p))
-        };
-        assert!(s.run_until(5 * MIN, sent), "no candidate\n{}", s.describe());
-        s.crash(es);
-        let on_roster = s.run_until(MIN, |s| {
-            rest.iter().all(|i| {
-                s.members[*i].conv().epoch() > e0
-                    && s.members[*i].conv().members().contains(&s.id(j))
-            })
-        });
-        if !on_roster {
-            // The backup's candidate won instead: nothing to test.
-            return;
-        }
-        // The newcomer asks again as its user would, until it is in.
-        let mut all = rest.clone();
-        all.push(j);
-        let deadline = s.now + 5 * MIN;
-        let one = |s: &Sim| s.one_group(&all, &[es]).is_some();
-        while s.now < deadline && !one(&s) {
-            s.run_until(10_000, one);
-            if s.members[j].conv().closed().is_some() {
-                s.join(j);
+        dying_steward_with_a_newcomer(seed, Copies::Real)
+    });
+}
+
+/// The same, with an outsider racing a copy of the candidate whose sealed welcome it
+/// stripped (nothing signs that field) to every member ahead of the real one: the copy
+/// whose welcome opens must win. (Failed before `prefer_sealed_copy`: the first copy held
+/// was kept, and with it no welcome, on 4 seeds of 4.)
+#[test]
+fn a_candidate_copy_stripped_of_its_welcome_does_not_lose_the_welcome() {
+    for_seeds(0..4, |seed| {
+        dying_steward_with_a_newcomer(seed, Copies::StrippedFirst)
+    });
+}
+
+/// The same race, where the later copy brings the real sealed welcome but junk in the
+/// candidate's other unsigned field (its MLS proposals): only the sealed welcome may be
+/// taken from it. The members still apply the dead steward's commit and welcome the
+/// newcomer. (Failed before: the whole later copy replaced the held one, which then did
+/// not stage at selection, and the commit everyone else had was refused, 4 seeds of 4.)
+#[test]
+fn a_later_copy_brings_only_its_sealed_welcome() {
+    for_seeds(0..4, |seed| {
+        dying_steward_with_a_newcomer(seed, Copies::StrippedThenJunkProposals)
+    });
+}
+
+/// The same race, where the first copy carries a junk MLS proposal beside the real
+/// commit (it does not stage, so it is refused): that refusal must not refuse the real
+/// candidate, which carries the same commit. (Failed before: refusals were remembered by
+/// the commit's hash alone, and the real copy was "refused before", 4 seeds of 4.)
+#[test]
+fn a_junk_copy_refused_first_does_not_refuse_the_real_candidate() {
+    for_seeds(0..4, |seed| {
+        dying_steward_with_a_newcomer(seed, Copies::JunkProposalsFirst)
+    });
+}
+
+/// Which copies of the dying steward's candidate the members get.
+#[derive(Clone, Copy, PartialEq)]
+enum Copies {
+    /// What it sent.
+    Real,
+    /// Stripped of its sealed welcome first, then the real one.
+    StrippedFirst,
+    /// Stripped first, then one with the welcome and a junk MLS proposal added.
+    StrippedThenJunkProposals,
+    /// With a junk MLS proposal added first, then the real one.
+    JunkProposalsFirst,
+}
+
+fn dying_steward_with_a_newcomer(seed: u64, copies: Copies) {
+    use demls_core::proto::pb;
+    use prost::Message;
+    let stripped_first = copies != Copies::Real;
+    let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
+    let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
+    let rest = others(&ids, &[es]);
+    let e0 = s.members[rest[0]].conv().epoch();
+    // With `stripped_first`, what the steward publishes loses its sealed welcome on the
+    // way (the outsider's copy); the real bytes are kept here and delivered later.
+    let real: std::rc::Rc<std::cell::RefCell<Option<Vec<u8>>>> = Default::default();
+    if stripped_first {
+        let keep = real.clone();
+        s.members[es].filter = Some(Box::new(move |p| {
+            let Ok(pb::AppEnvelope {
+                body: Some(pb::app_envelope::Body::CommitCandidate(mut c)),
+            }) = pb::AppEnvelope::decode(p.payload.as_slice())
+            else {
+                return Some(p.clone());
+            };
+            keep.borrow_mut().get_or_insert_with(|| p.payload.clone());
+            assert!(
+                !c.sealed_welcome.is_empty(),
+                "the candidate carries no welcome"
+            );
+            if copies == Copies::JunkProposalsFirst {
+                c.mls_proposals.push(b"junk".to_vec());
+            } else {
+                c.sealed_welcome.clear();
             }
+            let mut stripped = p.clone();
+            stripped.payload = pb::AppEnvelope {
+                body: Some(pb::app_envelope::Body::CommitCandidate(c)),
+            }
+            .encode_to_vec();
+            Some(stripped)
+        }));
+    }
+    let j = s.add_member("newcomer");
+    let marks: Vec<usize> = rest.iter().map(|i| s.members[*i].events.len()).collect();
+    let logged = s.log.len();
+    s.join(j);
+    let sent = |s: &Sim| {
+        s.log[logged..]
+            .iter()
+            .any(|(_, from, st, p)| *from == es && *st == Subtopic::AppMsg && is_candidate(p))
+    };
+    assert!(s.run_until(5 * MIN, sent), "no candidate\n{}", s.describe());
+    if stripped_first {
+        // Every stripped copy is in before the real one.
+        let settle = s.net.max_delay + 1;
+        s.run_for(settle);
+    }
+    s.crash(es);
+    if let Some(mut real) = real.borrow().clone() {
+        if copies == Copies::StrippedThenJunkProposals {
+            let Ok(pb::AppEnvelope {
+                body: Some(pb::app_envelope::Body::CommitCandidate(mut c)),
+            }) = pb::AppEnvelope::decode(real.as_slice())
+            else {
+                unreachable!("kept only candidates")
+            };
+            c.mls_proposals.push(b"junk".to_vec());
+            real = pb::AppEnvelope {
+                body: Some(pb::app_envelope::Body::CommitCandidate(c)),
+            }
+            .encode_to_vec();
         }
+        for &i in &rest {
+            s.deliver(i, es, Subtopic::AppMsg, real.clone());
+        }
+    }
+    let on_roster = s.run_until(MIN, |s| {
+        rest.iter().all(|i| {
+            s.members[*i].conv().epoch() > e0 && s.members[*i].conv().members().contains(&s.id(j))
+        })
+    });
+    if matches!(
+        copies,
+        Copies::StrippedThenJunkProposals | Copies::JunkProposalsFirst
+    ) {
+        // Every member held a copy of the dead steward's commit that stages.
+        for (&i, &mark) in rest.iter().zip(&marks) {
+            let first = s.members[i].events[mark..]
+                .iter()
+                .map(|(_, e)| e)
+                .find(|e| matches!(e, Event::CommitApplied { .. }));
+            assert!(
+                matches!(first, Some(Event::CommitApplied { committer, .. }) if *committer == s.id(es)),
+                "member {i} did not apply the dead steward's commit: {first:?}\n{}",
+                s.describe()
+            );
+        }
+    }
+    if !on_roster {
+        // The backup's candidate won instead: nothing to test.
+        return;
+    }
+    // The newcomer asks again as its user would, until it is in.
+    let mut all = rest.clone();
+    all.push(j);
+    let deadline = s.now + 5 * MIN;
+    let one = |s: &Sim| s.one_group(&all, &[es]).is_some();
+    while s.now < deadline && !one(&s) {
+        s.run_until(10_000, one);
+        if s.members[j].conv().closed().is_some() {
+            s.join(j);
+        }
+    }
+    assert!(
+        one(&s),
+        "newcomer {j} never got in after steward {es} died\n{}",
+        s.describe()
+    );
+}
+
+/// In a group of two, the other member's YES vote on an add arrives only after the
+/// proposer's timeout (and its asks for missing votes) rejected the add. That vote makes
+/// the outcome certain (2 YES of 2): the proposer overturns its rejection, as the other
+/// member decided YES. (Failed before: the late vote was counted but the decision was
+/// never revisited; in the lossy sweep this split an election and each member waited
+/// for the other as steward for good, `deadlock_recovery…` seed 27.)
+#[test]
+fn a_vote_arriving_after_the_timeout_overturns_its_rejection() {
+    for_seeds(0..3, |seed| {
+        let (mut s, ids) = group(seed, Net::clean(), fast_config(), 2);
+        let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
+        let other = others(&ids, &[es])[0];
+        // Everything `other` says in MLS is held back (its plaintext beacons pass); its
+        // first MLS message after the join starts (its vote) is delivered by hand later.
+        let held: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Default::default();
+        let keep = held.clone();
+        s.members[other].filter = Some(Box::new(move |p| {
+            use demls_core::proto::pb;
+            use prost::Message;
+            let mls = matches!(
+                pb::AppEnvelope::decode(p.payload.as_slice()).map(|e| e.body),
+                Ok(Some(pb::app_envelope::Body::MlsMessage(_)))
+            );
+            if p.subtopic == Subtopic::AppMsg && mls {
+                keep.borrow_mut().push(p.payload.clone());
+                return None;
+            }
+            Some(p.clone())
+        }));
+        s.run_for(5_000);
+        let before = held.borrow().len();
+        let j = s.add_member("newcomer");
+        s.join(j);
+        let logged = s.events_of(es, |_| true).count();
+        let decided = |s: &Sim, accepted: bool| {
+            s.events_of(es, |_| true)
+                .skip(logged)
+                .find_map(|e| match e {
+                    Event::ProposalDecided { id, accepted: a } if *a == accepted => Some(*id),
+                    _ => None,
+                })
+        };
         assert!(
-            one(&s),
-            "newcomer {j} never got in after steward {es} died\n{}",
+            s.run_until(2 * MIN, |s| decided(s, false).is_some()),
+            "premise: the steward never rejected the add at its timeout\n{}",
+            s.describe()
+        );
+        let rejected = decided(&s, false);
+        let vote = held
+            .borrow()
+            .get(before)
+            .cloned()
+            .expect("the other member voted");
+        s.deliver(es, other, Subtopic::AppMsg, vote);
+        s.run_for(1_000);
+        assert!(
+            decided(&s, true) == rejected,
+            "the late vote did not overturn the timeout rejection\n{}",
             s.describe()
         );
     });

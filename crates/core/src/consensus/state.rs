@@ -112,6 +112,21 @@ impl Session {
         self.outcome
     }
 
+    /// The timeout rule with at most `can_vote` voters: the header's count, less the
+    /// voters that cannot vote, never below the votes held.
+    fn decide_at_timeout(&mut self, can_vote: u32) -> Option<bool> {
+        if self.outcome.is_none() {
+            let (yes, no) = self.tally();
+            let n = self
+                .header
+                .expected_voters_count
+                .min(can_vote)
+                .max(yes.saturating_add(no));
+            self.outcome = decide(n, yes, no, self.header.liveness_criteria_yes, true);
+        }
+        self.outcome
+    }
+
     /// Like `decide`, but a quorum of signed YES votes overturns an earlier NO reached by
     /// timeout: under loss a member can time out on votes the others received, and the
     /// evidence a commit carries is the proof it missed.
@@ -331,8 +346,14 @@ impl ConsensusState {
 
     /// Applies the timeout rule (silent voters counted). `None`: still undecided, which
     /// callers treat as a failed (rejected) proposal.
-    pub fn on_timeout(&mut self, proposal_id: u32, _now_s: u64) -> Option<bool> {
-        self.sessions.get_mut(&proposal_id)?.decide(true)
+    ///
+    /// `can_vote` is how many members can vote now. A proposal may count members that
+    /// cannot (rejoining ones, or ones removed since it was made); they are never silent
+    /// voters, or a tie they make up would pass a proposal two signed NOs oppose.
+    pub fn on_timeout(&mut self, proposal_id: u32, can_vote: u32) -> Option<bool> {
+        self.sessions
+            .get_mut(&proposal_id)?
+            .decide_at_timeout(can_vote)
     }
 
     /// The proposal with every vote we hold.

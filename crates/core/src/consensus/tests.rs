@@ -179,7 +179,7 @@ fn three_and_ten_members_reach_yes() {
     );
     // Five of ten is half the group: the other half could have decided otherwise.
     let (_, _, mut states, p) = session(10, 5);
-    assert_eq!(states[0].on_timeout(p.proposal_id, T + 100), None);
+    assert_eq!(states[0].on_timeout(p.proposal_id, 10), None);
 }
 
 #[test]
@@ -317,4 +317,25 @@ fn self_leave_id_is_deterministic_and_state_round_trips() {
     let back: ConsensusState = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(back.tally(p.proposal_id), states[0].tally(p.proposal_id));
     assert_eq!(back.outcome(p.proposal_id), Some(true));
+}
+
+/// A proposal counting four voters while one of the four is rejoining (it cannot vote):
+/// 1 YES and 2 NO. Counting the rejoining member as a silent YES tied it 2–2 and a tie
+/// under `liveness_yes` is YES, so the one proposer beat two signed NOs. At the timeout
+/// silence counts only over the members who can vote now.
+#[test]
+fn silence_counts_only_over_members_who_can_vote() {
+    let (mut rng, k, mut states, p) = session(4, 1);
+    let ids: Vec<MemberId> = k.iter().map(|x| x.member_id()).collect();
+    let is_voter = |m: &MemberId| ids.contains(m);
+    for i in 1..3 {
+        let (v, _) = states[i]
+            .cast_vote(&k[i], &mut rng, p.proposal_id, false, T + 2)
+            .unwrap();
+        let _ = states[0].receive_vote(v, T + 2, &is_voter);
+    }
+    let mut all_can_vote = states[0].clone();
+    assert_eq!(states[0].on_timeout(p.proposal_id, 3), Some(false));
+    // With all four able to vote, the RFC's tally holds: the silent fourth is YES.
+    assert_eq!(all_can_vote.on_timeout(p.proposal_id, 4), Some(true));
 }

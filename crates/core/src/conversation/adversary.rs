@@ -100,6 +100,7 @@ impl Conversation {
             steward_id: claimed.to_vec(),
             epoch,
             evidence,
+            sealed_welcome: Vec::new(),
         };
         Some(
             pb::AppEnvelope {

@@ -399,6 +399,7 @@ impl Conversation {
             actions: c.mls_proposals.len(),
             local: false,
             welcome: None,
+            sealed_opens: false,
         };
         let Some(w) = self.try_remote(ctx, out, &cand, epoch, own_pending, Judge::AsMade) else {
             // An answer for our epoch that does not fit our group: junk, or another

@@ -693,22 +693,43 @@ impl Conversation {
     }
 
     /// A commit replaced our leaf with another key package of ours: drop the group and
-    /// wait for that commit's welcome, announcing nothing (the key package is in the
-    /// commit already); if none comes, the rejoin is renewed as usual.
+    /// wait for that commit's welcome. That key package is in the commit already, so
+    /// nothing new is announced; the last announcement we made (the key package a
+    /// duplicate rejoin commits) is repeated after `commit_inactivity`, which makes
+    /// members re-send the welcome if we missed it. If none comes, the rejoin is renewed
+    /// as usual.
     pub(super) fn await_welcome<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
+        committer: MemberId,
     ) {
         tracing::info!(conversation = %self.name, "re-added with another of our key packages: waiting for its welcome");
+        let announcement = std::mem::take(&mut self.last_announcement);
+        let next_announce = if announcement.is_empty() {
+            Millis::MAX
+        } else {
+            ctx.now.saturating_add(self.config.commit_inactivity)
+        };
         let pending = PendingJoin {
             started_at: ctx.now,
-            announcement: Vec::new(),
-            next_announce: Millis::MAX,
+            announcement,
+            next_announce,
             rejoin: true,
             attempts: 0,
         };
+        // Only the welcome of the commit that re-added us: its committer signed it.
+        let early = std::mem::take(&mut self.early_welcome)
+            .into_iter()
+            .find(|(signer, _)| *signer == committer)
+            .map(|(_, raw)| raw);
         self.start_over(ctx, out, pending, RejoinReason::Retry);
+        // The committer sends the welcome when it applies the commit, before the end of
+        // our own window: it has usually come already, and nobody re-sends it to a
+        // member that announces nothing.
+        if let Some(raw) = early {
+            self.on_welcome_packet(ctx, out, &raw);
+        }
     }
 
     /// When the next beacon or fork decision is due.

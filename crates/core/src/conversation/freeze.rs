@@ -20,6 +20,8 @@ pub(super) struct Winner {
     pub removed: Vec<MemberId>,
     pub self_removed: bool,
     pub welcome: Option<Vec<u8>>,
+    /// A peer's commit: its welcome, opened from the candidate (see `join`).
+    pub peer_welcome: Option<pb::MemberWelcome>,
     pub candidate: Vec<u8>,
     pub hash: [u8; 32],
     pub old_epoch: u64,
@@ -36,6 +38,10 @@ fn candidate_envelope(candidate: &[u8]) -> Option<Vec<u8>> {
     )
 }
 
+/// The largest candidate (commit, proposals, evidence and all) that carries its welcome
+/// sealed inside: room under the relay's 150 KiB message limit for the envelopes.
+const SEALED_WELCOME_LIMIT: usize = 100 * 1024;
+
 /// Hashes of candidates refused on arrival, remembered so copies cost nothing more.
 const REFUSED_CAP: usize = 64;
 
@@ -44,6 +50,20 @@ type RankKey = (std::cmp::Reverse<usize>, bool, MemberId);
 
 fn commit_hash(commit: &[u8]) -> [u8; 32] {
     Sha256::digest(commit).into()
+}
+
+/// What a refusal is remembered by: the commit and the proposals it is staged with. A
+/// copy of a real commit with junk proposals beside it does not stage, and must not get
+/// the real candidate refused when it comes.
+fn refusal_key(c: &pb::CommitCandidate) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((c.commit_message.len() as u64).to_be_bytes());
+    h.update(&c.commit_message);
+    for p in &c.mls_proposals {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
 }
 
 impl Conversation {
@@ -339,14 +359,41 @@ impl Conversation {
             .filter_map(|id| self.consensus.evidence(id))
             .collect();
         let epoch = self.epoch();
-        let cand = pb::CommitCandidate {
+        let joiners: Vec<MemberId> = batch
+            .iter()
+            .filter_map(|a| match &a.change {
+                Change::Add { member, .. } => Some(*member),
+                _ => None,
+            })
+            .collect();
+        let sealed_welcome = match &commit.welcome {
+            // The candidate must still fit a relay message with the welcome inside.
+            Some(w) if commit.commit.len() + w.len() > SEALED_WELCOME_LIMIT => {
+                tracing::info!(conversation = %self.name, bytes = w.len(), "welcome too large to carry in the candidate");
+                Vec::new()
+            }
+            Some(w) => self
+                .seal_candidate_welcome(ctx, w, &joiners, &commit.commit)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(conversation = %self.name, error = %e, "could not seal our welcome into the candidate");
+                    Vec::new()
+                }),
+            None => Vec::new(),
+        };
+        let mut cand = pb::CommitCandidate {
             conversation: self.name.clone(),
             mls_proposals: commit.proposals,
             commit_message: commit.commit,
             steward_id: self.me.to_vec(),
             epoch,
             evidence,
+            sealed_welcome,
         };
+        if !cand.sealed_welcome.is_empty() && cand.encoded_len() > SEALED_WELCOME_LIMIT {
+            // Evidence and proposals count too: the whole candidate must fit.
+            tracing::info!(conversation = %self.name, bytes = cand.encoded_len(), "candidate too large to carry its welcome");
+            cand.sealed_welcome.clear();
+        }
         let bytes = cand.encode_to_vec();
         let hash = commit_hash(&cand.commit_message);
         let actions = adds.len() + removes.len();
@@ -361,6 +408,7 @@ impl Conversation {
                 actions,
                 local: true,
                 welcome: commit.welcome,
+                sealed_opens: true,
             });
         }
         tracing::info!(conversation = %self.name, epoch, actions, "submitted commit candidate");
@@ -368,6 +416,70 @@ impl Conversation {
             body: Some(pb::app_envelope::Body::CommitCandidate(cand)),
         };
         out.send(Subtopic::AppMsg, env.encode_to_vec());
+    }
+
+    /// A second copy of a candidate we hold (same commit, already authenticated). Nothing
+    /// signs the candidate around the commit, so anyone can strip a copy and race the real
+    /// one here. Its evidence counts as the first copy's did (by signed votes only), and a
+    /// sealed welcome that opens replaces a held one that does not: that field alone, so a
+    /// copy cannot bring in anything else with it.
+    fn merge_second_copy<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        held: usize,
+        c: &pb::CommitCandidate,
+        steward: MemberId,
+    ) {
+        let Some(cand) = self.freeze.as_ref().and_then(|f| f.candidates.get(held)) else {
+            return;
+        };
+        if cand.local || cand.steward != steward {
+            return;
+        }
+        let held_evidence = pb::CommitCandidate::decode(cand.bytes.as_slice())
+            .map(|h| h.evidence)
+            .unwrap_or_default();
+        if c.evidence != held_evidence && self.entitled_to_commit(&steward, c.epoch) {
+            self.adopt_commit_evidence(ctx, out, &c.evidence, Judge::Now);
+        }
+        self.prefer_sealed_copy(ctx, held, c, steward);
+    }
+
+    fn prefer_sealed_copy<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &Ctx<'_, P>,
+        held: usize,
+        c: &pb::CommitCandidate,
+        steward: MemberId,
+    ) {
+        let Some(cand) = self.freeze.as_ref().and_then(|f| f.candidates.get(held)) else {
+            return;
+        };
+        if cand.local || cand.steward != steward || c.sealed_welcome.is_empty() {
+            return;
+        }
+        if cand.sealed_opens
+            || c.sealed_welcome.is_empty()
+            || c.sealed_welcome.len() > SEALED_WELCOME_LIMIT
+        {
+            return;
+        }
+        let Ok(mut merged) = pb::CommitCandidate::decode(cand.bytes.as_slice()) else {
+            return;
+        };
+        if !self.sealed_welcome_opens(ctx, c, steward) {
+            return;
+        }
+        merged.sealed_welcome = c.sealed_welcome.clone();
+        if let Some(cand) = self
+            .freeze
+            .as_mut()
+            .and_then(|f| f.candidates.get_mut(held))
+        {
+            cand.bytes = merged.encode_to_vec();
+            cand.sealed_opens = true;
+        }
     }
 
     /// How often a candidate is re-sent: four times per freeze window (our own during the
@@ -439,18 +551,21 @@ impl Conversation {
             return out.reject("commit", "empty candidate");
         }
         let hash = commit_hash(&c.commit_message);
-        if self.committed_hashes.contains(&hash)
-            || self
-                .freeze
-                .as_ref()
-                .is_some_and(|f| f.candidates.iter().any(|x| x.hash == hash))
+        if self.committed_hashes.contains(&hash) {
+            return;
+        }
+        if let Some(held) = self
+            .freeze
+            .as_ref()
+            .and_then(|f| f.candidates.iter().position(|x| x.hash == hash))
         {
+            self.merge_second_copy(ctx, out, held, &c, steward);
             return;
         }
         // Nothing in a candidate counts before its commit is known to be the named
         // steward's: stage it now (and drop the staging; selection stages again). Junk and
         // forged steward ids are refused here and take no slot.
-        let actions = match self.authenticate_candidate(ctx, &c, steward, hash) {
+        let actions = match self.authenticate_candidate(ctx, &c, steward) {
             Ok(a) => a,
             Err(why) => {
                 // A candidate for our epoch that does not stage may come from another
@@ -491,6 +606,8 @@ impl Conversation {
                 "candidate outside a freeze round with nothing approved",
             );
         }
+        let sealed_opens =
+            !c.sealed_welcome.is_empty() && self.sealed_welcome_opens(ctx, &c, steward);
         let cap = self.members().len().max(1);
         let Some(f) = self.freeze.as_mut() else {
             return;
@@ -510,6 +627,7 @@ impl Conversation {
             actions,
             local: false,
             welcome: None,
+            sealed_opens,
         });
         f.first_foreign_at = Some(f.first_foreign_at.map_or(arrived_at, |t| t.min(arrived_at)));
         if late {
@@ -683,6 +801,7 @@ impl Conversation {
             removed: changed(&before, &after),
             self_removed: false,
             welcome: cand.welcome.clone(),
+            peer_welcome: None,
             candidate: cand.bytes.clone(),
             hash: cand.hash,
             old_epoch: epoch,
@@ -735,9 +854,9 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         c: &pb::CommitCandidate,
         claimed: MemberId,
-        hash: [u8; 32],
     ) -> Result<usize, String> {
-        if self.refused_candidates.contains(&hash) {
+        let key = refusal_key(c);
+        if self.refused_candidates.contains(&key) {
             return Err(format!("candidate naming {claimed} was refused before"));
         }
         let mls = self.mls.as_mut().ok_or("no MLS group")?;
@@ -754,7 +873,7 @@ impl Conversation {
                     })
             });
         if verdict.is_err() {
-            self.refused_candidates.push_back(hash);
+            self.refused_candidates.push_back(key);
             while self.refused_candidates.len() > REFUSED_CAP {
                 self.refused_candidates.pop_front();
             }
@@ -826,6 +945,7 @@ impl Conversation {
         if let Err(e) = self.validate_staged(&c, &info) {
             return self.refuse_staged(ctx, out, e);
         }
+        let peer_welcome = self.open_candidate_welcome(ctx, &c, &info);
         let mls = self.mls.as_mut()?;
         if own_pending {
             let _ = mls.discard_own_commit(ctx.provider);
@@ -840,6 +960,7 @@ impl Conversation {
             removed: info.removes.clone(),
             self_removed: info.self_removed,
             welcome: None,
+            peer_welcome,
             candidate: cand.bytes.clone(),
             hash: cand.hash,
             old_epoch: epoch,
@@ -1020,12 +1141,14 @@ impl Conversation {
                 // A rejoin we asked for twice (a fresh key package announced while the
                 // first was being committed) was carried out twice: the second commit
                 // swaps our leaf for that other key package. Its welcome is ours.
-                self.await_welcome(ctx, out);
+                self.await_welcome(ctx, out, w.committer);
             } else {
                 self.close(ctx, out, LeaveReason::Removed);
             }
             return;
         }
+        // Early welcomes were into the epoch we just reached by another commit.
+        self.early_welcome.clear();
         let members = self.members();
         let epoch = self.epoch();
         // Drop what the commit carried out (and anything made moot by it).
@@ -1104,6 +1227,8 @@ impl Conversation {
         self.after_commit_stewardship(ctx, out);
         if let Some(welcome) = w.welcome {
             self.send_welcome(ctx, out, welcome, w.added);
+        } else if let Some(mw) = w.peer_welcome {
+            self.keep_candidate_welcome(ctx, out, mw, w.added);
         }
         self.replay_future(ctx, out);
         self.check_score_removals(ctx, out);

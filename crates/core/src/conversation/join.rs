@@ -3,9 +3,12 @@
 
 use openmls_traits::OpenMlsProvider;
 use prost::Message;
+use rand::Rng;
 
 use super::*;
+use crate::config::REPLY_JITTER_MS;
 use crate::identity;
+use crate::mls::StagedCommitInfo;
 use crate::proto::pb;
 use crate::steward;
 
@@ -14,8 +17,12 @@ const KP_DOMAIN: &[u8] = b"demls/key-package/v2";
 /// The same for a member asking to be added afresh (see `fork`): a normal announcement
 /// cannot be turned into a rejoin by flipping its flag.
 const KP_REJOIN_DOMAIN: &[u8] = b"demls/key-package/rejoin/v1";
+/// How many early welcomes (see `Conversation::early_welcome`) are kept.
+const EARLY_WELCOME_CAP: usize = 4;
 /// Domain separation for welcome signatures.
 const WELCOME_DOMAIN: &[u8] = b"demls/welcome/v1";
+/// The exporter label of the key a candidate's welcome is sealed under.
+const CANDIDATE_WELCOME_LABEL: &str = "demls/candidate-welcome/v1";
 /// How far an announcement's timestamp may run ahead of our clock.
 pub(super) const ANNOUNCE_SKEW_MS: Millis = 60_000;
 /// Key packages of members we added, remembered so their announcements cannot add again.
@@ -226,7 +233,7 @@ impl Conversation {
         if ctx.now >= pj.next_announce && !pj.announcement.is_empty() {
             // Re-announce the same key package: a steward that already committed our add
             // re-sends the welcome we missed; otherwise it is a fresh request.
-            pj.next_announce = ctx.now + self.config.commit_inactivity;
+            pj.next_announce = ctx.now.saturating_add(self.config.commit_inactivity);
             out.send(Subtopic::Welcome, welcome_envelope_kp(&pj.announcement));
         }
     }
@@ -290,7 +297,7 @@ impl Conversation {
         if self.members().contains(&member) && (used || !ann.rejoin) {
             // A joiner that missed its welcome announces again (the same key package).
             // (A member asking to rejoin with a fresh one goes on: see `fork`.)
-            self.resend_welcome(ctx, out, member);
+            self.resend_welcome(ctx, member);
             return;
         }
         if used {
@@ -310,43 +317,60 @@ impl Conversation {
         self.propose_buffered(ctx, out, false);
     }
 
-    /// Any member holding the welcome re-sends it, at most once per gap; seeing someone
-    /// else's re-send counts as ours (see `remember_welcome`), which keeps it to about one
-    /// copy per request. While we are still in the welcome's epoch the sync is sealed
-    /// afresh: an election decided since the commit changed the steward list, and a
-    /// joiner given the old one would reject every later commit.
-    fn resend_welcome<P: OpenMlsProvider>(
-        &mut self,
-        ctx: &mut Ctx<'_, P>,
-        out: &mut Output,
-        member: MemberId,
-    ) {
+    /// Any member holding the welcome re-sends it, at most once per gap, after a random
+    /// delay: seeing someone else's copy first cancels ours and counts as ours (see
+    /// `remember_welcome`), which keeps it to about one copy per request.
+    fn resend_welcome<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, member: MemberId) {
         let gap = self.config.recovery_inactivity;
-        let Some(w) = self
+        let jitter = ctx.rng.gen_range(0..REPLY_JITTER_MS);
+        if let Some(w) = self
             .recent_welcomes
             .iter_mut()
             .rev()
             .find(|w| w.joiners.contains(&member))
-            .filter(|w| ctx.now >= w.resent_at + gap)
-        else {
-            return;
-        };
-        w.resent_at = ctx.now;
-        let stored = w.envelope.clone();
-        let fresh = match pb::WelcomeEnvelope::decode(stored.as_slice())
-            .ok()
-            .and_then(|e| e.body)
+            .filter(|w| ctx.now >= w.resent_at.saturating_add(gap) && w.due.is_none())
         {
-            Some(pb::welcome_envelope::Body::Welcome(mut mw)) if mw.epoch == self.epoch() => {
-                mw.sync = self.seal_sync(ctx, out);
-                pb::WelcomeEnvelope {
-                    body: Some(pb::welcome_envelope::Body::Welcome(mw)),
+            w.due = Some(ctx.now + jitter);
+        }
+    }
+
+    /// Sends the welcome re-sends that are due. While we are still in the welcome's epoch
+    /// the sync is sealed afresh: an election decided since the commit changed the
+    /// steward list, and a joiner given the old one would reject every later commit.
+    pub(super) fn tick_welcome_resends<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        let now = ctx.now;
+        let due: Vec<usize> = (0..self.recent_welcomes.len())
+            .filter(|i| self.recent_welcomes[*i].due.is_some_and(|d| d <= now))
+            .collect();
+        for i in due {
+            let w = &mut self.recent_welcomes[i];
+            w.due = None;
+            w.resent_at = now;
+            let stored = w.envelope.clone();
+            let fresh = match pb::WelcomeEnvelope::decode(stored.as_slice())
+                .ok()
+                .and_then(|e| e.body)
+            {
+                Some(pb::welcome_envelope::Body::Welcome(mut mw)) if mw.epoch == self.epoch() => {
+                    mw.sync = self.seal_sync(ctx, out);
+                    pb::WelcomeEnvelope {
+                        body: Some(pb::welcome_envelope::Body::Welcome(mw)),
+                    }
+                    .encode_to_vec()
                 }
-                .encode_to_vec()
-            }
-            _ => stored,
-        };
-        out.send(Subtopic::Welcome, fresh);
+                _ => stored,
+            };
+            out.send(Subtopic::Welcome, fresh);
+        }
+    }
+
+    /// When the next welcome re-send is due.
+    pub(super) fn welcome_resend_deadline(&self) -> Option<Millis> {
+        self.recent_welcomes.iter().filter_map(|w| w.due).min()
     }
 
     /// The conversation sync as an MLS application message of the current epoch.
@@ -376,30 +400,156 @@ impl Conversation {
         welcome: Vec<u8>,
         joiners: Vec<MemberId>,
     ) {
-        let sealed = self.seal_sync(ctx, out);
-        let mut mw = pb::MemberWelcome {
-            conversation: self.name.clone(),
-            welcome,
-            sync: sealed,
-            joiner_ids: joiners.iter().map(|j| j.to_vec()).collect(),
-            epoch: self.epoch(),
-            committer: self.me.to_vec(),
-            signature: Vec::new(),
-        };
-        match ctx.identity.eth.sign(&welcome_signed_bytes(&mw)) {
-            Ok(sig) => mw.signature = sig,
+        let mut mw = match self.sign_welcome(ctx, welcome, &joiners, self.epoch()) {
+            Ok(mw) => mw,
             Err(e) => {
                 return out.event(Event::Error {
                     operation: "sign welcome",
-                    message: e.to_string(),
+                    message: e,
                 });
             }
-        }
+        };
+        mw.sync = self.seal_sync(ctx, out);
         let env = pb::WelcomeEnvelope {
             body: Some(pb::welcome_envelope::Body::Welcome(mw)),
         }
         .encode_to_vec();
         out.send(Subtopic::Welcome, env.clone());
+        self.remember_welcome(ctx.now, joiners, env);
+    }
+
+    /// Our signed welcome into `epoch` for `joiners` (no sync yet).
+    fn sign_welcome<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        welcome: Vec<u8>,
+        joiners: &[MemberId],
+        epoch: u64,
+    ) -> Result<pb::MemberWelcome, String> {
+        let mut mw = pb::MemberWelcome {
+            conversation: self.name.clone(),
+            welcome,
+            sync: Vec::new(),
+            joiner_ids: joiners.iter().map(|j| j.to_vec()).collect(),
+            epoch,
+            committer: self.me.to_vec(),
+            signature: Vec::new(),
+        };
+        mw.signature = ctx
+            .identity
+            .eth
+            .sign(&welcome_signed_bytes(&mw))
+            .map_err(|e| e.to_string())?;
+        Ok(mw)
+    }
+
+    /// The welcome of a candidate we submit, signed and sealed to the members of the
+    /// epoch it leaves (see `sealed_welcome` in the proto): if we die between sending the
+    /// candidate and sending the welcome, whoever applies our commit can still welcome
+    /// its joiners. Sealed, not plain: a losing candidate's welcome, were it readable,
+    /// could be handed to a joiner by anyone and make it join a branch that never was.
+    pub(super) fn seal_candidate_welcome<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        welcome: &[u8],
+        joiners: &[MemberId],
+        commit: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let mls = self.mls.as_ref().ok_or("no MLS group")?;
+        let mw = self.sign_welcome(ctx, welcome.to_vec(), joiners, self.epoch() + 1)?;
+        mls.seal_to_epoch(
+            ctx.provider,
+            CANDIDATE_WELCOME_LABEL,
+            &key_package_hash(commit),
+            &mw.encode_to_vec(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Opens a candidate's sealed welcome in our epoch (the one the commit leaves): it
+    /// must be a welcome of this conversation into the next epoch, signed by `committer`.
+    fn open_sealed_welcome<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        c: &pb::CommitCandidate,
+        committer: MemberId,
+    ) -> Result<pb::MemberWelcome, String> {
+        if c.sealed_welcome.is_empty() {
+            return Err("no sealed welcome".into());
+        }
+        let mls = self.mls.as_ref().ok_or("no MLS group")?;
+        let opened = mls
+            .open_from_epoch(
+                ctx.provider,
+                CANDIDATE_WELCOME_LABEL,
+                &key_package_hash(&c.commit_message),
+                &c.sealed_welcome,
+            )
+            .map_err(|e| e.to_string())?;
+        let mw = pb::MemberWelcome::decode(opened.as_slice()).map_err(|e| e.to_string())?;
+        let ours = mw.conversation == self.name
+            && mw.epoch == self.epoch().saturating_add(1)
+            && welcome_signer(&mw) == Some(committer);
+        if ours {
+            Ok(mw)
+        } else {
+            Err("not a welcome of this commit's committer into the next epoch".into())
+        }
+    }
+
+    /// Whether a candidate's sealed welcome opens and is its committer's.
+    pub(super) fn sealed_welcome_opens<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        c: &pb::CommitCandidate,
+        committer: MemberId,
+    ) -> bool {
+        self.open_sealed_welcome(ctx, c, committer).is_ok()
+    }
+
+    /// Opens the sealed welcome of a candidate we validated and are about to merge (so
+    /// still in the epoch it leaves). Kept only if its committer signed it and it names
+    /// exactly the members the commit adds: then it is that commit's welcome.
+    pub(super) fn open_candidate_welcome<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        c: &pb::CommitCandidate,
+        info: &StagedCommitInfo,
+    ) -> Option<pb::MemberWelcome> {
+        if c.sealed_welcome.is_empty() || info.adds.is_empty() {
+            return None;
+        }
+        let why = match self.open_sealed_welcome(ctx, c, info.commit_sender) {
+            Ok(mw) => {
+                let joiners: BTreeSet<&[u8]> = mw.joiner_ids.iter().map(|j| j.as_slice()).collect();
+                let added: BTreeSet<&[u8]> =
+                    info.adds.iter().map(|a| a.as_bytes().as_slice()).collect();
+                if joiners == added {
+                    return Some(mw);
+                }
+                "it names other joiners than the commit adds".to_string()
+            }
+            Err(e) => e,
+        };
+        tracing::debug!(conversation = %self.name, committer = %info.commit_sender, why, "sealed welcome of a candidate ignored");
+        None
+    }
+
+    /// After merging a peer's commit whose sealed welcome we opened: keep that welcome,
+    /// with the conversation sync sealed now at its epoch, to re-send when a joiner asks
+    /// again (the committer normally sends it; this copy serves if it never does).
+    pub(super) fn keep_candidate_welcome<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        mut mw: pb::MemberWelcome,
+        joiners: Vec<MemberId>,
+    ) {
+        mw.sync = self.seal_sync(ctx, out);
+        let env = pb::WelcomeEnvelope {
+            body: Some(pb::welcome_envelope::Body::Welcome(mw)),
+        }
+        .encode_to_vec();
         self.remember_welcome(ctx.now, joiners, env);
     }
 
@@ -417,12 +567,14 @@ impl Conversation {
             .find(|w| w.envelope == envelope || (key.is_some() && inner(&w.envelope) == key))
         {
             w.resent_at = now;
+            w.due = None;
             return;
         }
         self.recent_welcomes.push_back(RecentWelcome {
             joiners,
             envelope,
             resent_at: now,
+            due: None,
         });
         while self.recent_welcomes.len() > WELCOME_CAP {
             self.recent_welcomes.pop_front();
@@ -456,6 +608,19 @@ impl Conversation {
             });
             if ours && welcome_signer(&w).is_some() {
                 self.remember_welcome(ctx.now, joiners, raw.to_vec());
+            } else if joiners.contains(&self.me)
+                && w.epoch == self.epoch().saturating_add(1)
+                && let Some(signer) = welcome_signer(&w).filter(|s| self.members().contains(s))
+            {
+                // A commit we have not applied yet re-adds us (a duplicate rejoin): its
+                // committer sent the welcome at once, before our window ends. Only a
+                // member of our epoch can have made that commit; one slot per member, so
+                // none can push out another's.
+                self.early_welcome.retain(|(s, _)| *s != signer);
+                self.early_welcome.push((signer, raw.to_vec()));
+                if self.early_welcome.len() > EARLY_WELCOME_CAP {
+                    self.early_welcome.remove(0);
+                }
             }
             return;
         }
@@ -490,7 +655,11 @@ impl Conversation {
         };
         let epoch = mls.epoch();
         self.mls = Some(mls);
-        self.pending_join = None;
+        if let Some(pj) = self.pending_join.take()
+            && !pj.announcement.is_empty()
+        {
+            self.last_announcement = pj.announcement;
+        }
         self.scores
             .sync_roster(&self.members(), self.config.default_peer_score);
         self.note_group_size();

@@ -119,6 +119,8 @@ pub(crate) struct Candidate {
     pub actions: usize,
     pub local: bool,
     pub welcome: Option<Vec<u8>>,
+    /// Whether the sealed welcome in `bytes` opens (so no later copy can better it).
+    pub sealed_opens: bool,
 }
 
 /// An application message for a later epoch, kept until we reach it or it expires.
@@ -189,6 +191,9 @@ pub(crate) struct RecentWelcome {
     pub joiners: Vec<MemberId>,
     pub envelope: Vec<u8>,
     pub resent_at: Millis,
+    /// A re-send a joiner asked for, delayed so that one member's copy serves all.
+    #[serde(default)]
+    pub due: Option<Millis>,
 }
 
 /// The winning candidate of the round we just left, re-sent for a while by a steward.
@@ -322,6 +327,16 @@ pub struct Conversation {
     /// something is approved.
     #[serde(default)]
     early_stash: Vec<(Vec<u8>, Millis)>,
+    /// A welcome naming us into our next epoch, come while we are still a member: the
+    /// committer of a duplicate rejoin of ours sends it before we apply that commit
+    /// (see `fork::await_welcome`). One per signing member (the committer is not known
+    /// yet), a few at most, and not saved.
+    #[serde(skip)]
+    early_welcome: Vec<(MemberId, Vec<u8>)>,
+    /// Our last key package announcement before we joined: a second rejoin commit may
+    /// still add us with it (see `fork::await_welcome`).
+    #[serde(default)]
+    last_announcement: Vec<u8>,
     #[serde(default)]
     trailing: Option<TrailingWinner>,
     /// Epoch log, beacons and known forks (see `fork`).
@@ -381,6 +396,8 @@ impl Conversation {
             catch_up: CatchUp::default(),
             election_proof: None,
             early_stash: Vec::new(),
+            early_welcome: Vec::new(),
+            last_announcement: Vec::new(),
             trailing: None,
             fork_watch: fork::ForkWatch::default(),
             sds: crate::sds::Channel::default(),
@@ -636,6 +653,7 @@ impl Conversation {
             }
         }
         t.extend(self.chat_deadline());
+        t.extend(self.welcome_resend_deadline());
         // Anything overdue is due now; callers tick at max(now, wakeup).
         t.into_iter().min()
     }
@@ -814,6 +832,7 @@ impl Conversation {
         self.tick_phase(ctx, &mut out);
         self.tick_chat(ctx, &mut out);
         self.tick_trailing_winner(ctx.now, &mut out);
+        self.tick_welcome_resends(ctx, &mut out);
         self.tick_stewardship(ctx, &mut out);
         self.replay_early_candidates(ctx, &mut out);
         if self.closed.is_none() && self.state != ConversationState::PendingJoin {

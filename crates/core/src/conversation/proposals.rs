@@ -489,7 +489,17 @@ impl Conversation {
             .consensus
             .receive_vote(v, Self::now_s(ctx.now), &is_voter)
         {
-            Ok(Some(r)) => self.apply_outcome(ctx, out, id, r),
+            Ok(Some(r)) => {
+                // A vote that arrives after our timeout rejected the proposal, and with
+                // which no further vote can make it anything but YES: the members that
+                // got it in time decided YES (in a two-member group, one lost vote split
+                // an election this way, and each member then waited for the other).
+                if r && self.overturnable(id) {
+                    tracing::info!(conversation = %self.name, id, "a late vote overturns our timeout rejection");
+                    self.resolved.retain(|x| *x != id);
+                }
+                self.apply_outcome(ctx, out, id, r)
+            }
             Ok(None) => {}
             Err(crate::consensus::Rejection::UnknownProposal(id)) => {
                 // We missed the proposal (loss, or it was sent just before we joined).
@@ -511,14 +521,7 @@ impl Conversation {
         now_s: u64,
     ) {
         let id = p.proposal_id;
-        let overturnable = self.proposals.get(&id).is_some_and(|t| {
-            t.status == ProposalStatus::Rejected
-                && (matches!(
-                    t.action,
-                    Action::Add { .. } | Action::Remove { .. } | Action::Election { .. }
-                ) || t.action.membership_change().is_some())
-        });
-        if !overturnable {
+        if !self.overturnable(id) {
             return;
         }
         // We rejected it at our own timeout, so the committers' timeout has passed too:
@@ -533,6 +536,18 @@ impl Conversation {
             self.resolved.retain(|x| *x != id);
             self.apply_outcome(ctx, out, id, true);
         }
+    }
+
+    /// A membership change or election we rejected (at our timeout: a NO on votes is
+    /// never overturned by more votes, which `certain` and the evidence rule ensure).
+    fn overturnable(&self, id: u32) -> bool {
+        self.proposals.get(&id).is_some_and(|t| {
+            t.status == ProposalStatus::Rejected
+                && (matches!(
+                    t.action,
+                    Action::Add { .. } | Action::Remove { .. } | Action::Election { .. }
+                ) || t.action.membership_change().is_some())
+        })
     }
 
     /// Automatic votes and consensus timeouts that are due.
@@ -611,10 +626,8 @@ impl Conversation {
             }
             // Every member applies the timeout rule (the reference lets only the owner do
             // it); commit evidence reconciles members that saw different votes.
-            let result = self
-                .consensus
-                .on_timeout(id, Self::now_s(now))
-                .unwrap_or(false);
+            let can_vote = self.voters().len() as u32;
+            let result = self.consensus.on_timeout(id, can_vote).unwrap_or(false);
             self.apply_outcome(ctx, out, id, result);
         }
     }
@@ -653,12 +666,20 @@ impl Conversation {
             // A rejoin names a member: it is done once its key package was used, or once
             // a commit since the proposal added the member again (with another of its
             // key packages: it announced afresh while the first was being committed).
+            // A member that joined by that commit's welcome knows neither the used key
+            // package nor the commit: it reads the first from the tree, or it alone
+            // would queue a rejoin nobody else can commit, and freeze on it alone.
             Action::Add {
                 member,
                 key_package,
                 announcement,
             } if join::announcement_rejoin(announcement) => {
-                self.key_package_used(key_package) || self.added_since(member, learnt_at)
+                self.key_package_used(key_package)
+                    || self.added_since(member, learnt_at)
+                    || self
+                        .mls
+                        .as_ref()
+                        .is_some_and(|m| m.holds_leaf_of(ctx.provider, key_package))
             }
             Action::Add { member, .. } => members.contains(member),
             Action::Remove { member } => !members.contains(member),

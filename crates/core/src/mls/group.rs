@@ -211,6 +211,19 @@ impl MlsConversation {
             .collect()
     }
 
+    /// Whether a member's leaf is the one this key package made: an add consumed it and
+    /// that member has not committed since (which would renew its leaf). Known from the
+    /// tree alone, so a member that joined after the add knows it too.
+    pub fn holds_leaf_of<P: OpenMlsProvider>(&self, provider: &P, key_package: &[u8]) -> bool {
+        let Ok(kp) = parse_key_package(provider, key_package) else {
+            return false;
+        };
+        let key = kp.leaf_node().encryption_key();
+        self.group
+            .members()
+            .any(|m| openmls::treesync::EncryptionKey::from(m.encryption_key) == *key)
+    }
+
     /// Is `m` in the group?
     pub fn is_member(&self, m: &MemberId) -> bool {
         self.with_roster(|r| r.contains(m))
@@ -558,6 +571,68 @@ impl MlsConversation {
             ProcessedMessageContent::OwnPrivateMessage => Err(DecryptError::OwnMessage),
             _ => Err(DecryptError::NotApplication),
         }
+    }
+
+    /// Seals `plaintext` so that only members of the current epoch can open it: AEAD
+    /// under a key exported from the epoch for (`label`, `context`). Each context is
+    /// sealed once (the same bytes may be re-sent), so the nonce is fixed.
+    pub fn seal_to_epoch<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        label: &str,
+        context: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, MlsError> {
+        let (key, nonce) = self.epoch_key(provider, label, context)?;
+        provider
+            .crypto()
+            .aead_encrypt(
+                CIPHERSUITE.aead_algorithm(),
+                &key,
+                plaintext,
+                &nonce,
+                label.as_bytes(),
+            )
+            .map_err(|e| MlsError::Processing(format!("seal: {e:?}")))
+    }
+
+    /// Opens what [`Self::seal_to_epoch`] sealed in this same epoch.
+    pub fn open_from_epoch<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        label: &str,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, MlsError> {
+        let (key, nonce) = self.epoch_key(provider, label, context)?;
+        provider
+            .crypto()
+            .aead_decrypt(
+                CIPHERSUITE.aead_algorithm(),
+                &key,
+                sealed,
+                &nonce,
+                label.as_bytes(),
+            )
+            .map_err(|e| MlsError::Processing(format!("open: {e:?}")))
+    }
+
+    fn epoch_key<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        label: &str,
+        context: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), MlsError> {
+        let key = self
+            .group
+            .export_secret(
+                provider.crypto(),
+                label,
+                context,
+                CIPHERSUITE.aead_key_length(),
+            )
+            .map_err(other)?;
+        Ok((key, vec![0; CIPHERSUITE.aead_nonce_length()]))
     }
 
     /// The (unauthenticated) epoch of an MLS message, if it parses.

@@ -605,6 +605,15 @@ pub fn commit_candidate<R: Rng + ?Sized>(
                 any_proposal(rng, w, owner, signers)
             })
             .collect(),
+        // Junk of any length: nobody outside the epoch can seal a welcome that opens.
+        sealed_welcome: {
+            let n = match rng.gen_range(0..4) {
+                0 => rng.gen_range(1..64),
+                1 => rng.gen_range(64..4096),
+                _ => 0,
+            };
+            random_bytes_exact(rng, n)
+        },
     }
 }
 

@@ -154,6 +154,7 @@ pub fn junk_candidate(
         steward_id: s.id(author).to_vec(),
         epoch,
         evidence,
+        sealed_welcome: vec![],
     };
     let body = if catch_up {
         pb::app_envelope::Body::CatchUpCommit(c)

@@ -833,7 +833,18 @@ impl Sim {
             } else {
                 format!("{text} #{}", sent.len() + 1)
             };
-            self.chat(from, &t);
+            // Chat waits while a freeze round is open (the RFC's rule): a user retries.
+            let accepted = self.act(from, |c, ctx| match c.send_chat(ctx, &t) {
+                Ok(out) => (true, out),
+                Err(demls_core::conversation::CommandError::Blocked(_)) => {
+                    (false, Output::default())
+                }
+                Err(e) => panic!("chat: {e:?}"),
+            });
+            if !accepted {
+                self.run_for(500);
+                continue;
+            }
             sent.push(t);
             let wait = if self.net.loss > 0.0 { 5_000 } else { max_ms };
             let done = self.run_until(wait.min(limit - self.now), |s| {
