@@ -112,17 +112,20 @@ impl Session {
         self.outcome
     }
 
-    /// The timeout rule with at most `can_vote` voters: the header's count, less the
-    /// voters that cannot vote, never below the votes held.
+    /// The timeout rule, where a YES must also hold with the tally over at most `can_vote`
+    /// voters (the header's count less the voters that cannot vote, never below the votes
+    /// held). Only ever stricter than the header's count: a member that cuts its count
+    /// never decides YES, nor on fewer votes, where the others would not.
     fn decide_at_timeout(&mut self, can_vote: u32) -> Option<bool> {
         if self.outcome.is_none() {
             let (yes, no) = self.tally();
-            let n = self
-                .header
-                .expected_voters_count
-                .min(can_vote)
-                .max(yes.saturating_add(no));
-            self.outcome = decide(n, yes, no, self.header.liveness_criteria_yes, true);
+            let liveness = self.header.liveness_criteria_yes;
+            let n = self.header.expected_voters_count;
+            let cut = n.min(can_vote).max(yes.saturating_add(no));
+            self.outcome = match decide(n, yes, no, liveness, true) {
+                Some(true) => Some(decide(cut, yes, no, liveness, true) == Some(true)),
+                other => other,
+            };
         }
         self.outcome
     }
