@@ -337,3 +337,119 @@ fn remove_then_leave_leaves_two_converged() {
         s.assert_converge(&ids[..2], 5 * MIN);
     });
 }
+
+/// A key-package provider whose randomness is a seed: two of them with one seed make key
+/// packages with the same HPKE keys (what an attacker copying a public leaf key gets).
+mod seeded {
+    use std::cell::RefCell;
+
+    use openmls_rust_crypto::{MemoryStorage, RustCrypto};
+    use rand::{RngCore, SeedableRng};
+
+    #[derive(Default)]
+    pub struct Provider {
+        crypto: RustCrypto,
+        rand: Rand,
+        storage: MemoryStorage,
+    }
+
+    pub struct Rand(RefCell<rand_chacha::ChaCha20Rng>);
+
+    impl Default for Rand {
+        fn default() -> Self {
+            Self(RefCell::new(rand_chacha::ChaCha20Rng::seed_from_u64(7)))
+        }
+    }
+
+    impl openmls_traits::random::OpenMlsRand for Rand {
+        type Error = std::convert::Infallible;
+        fn random_array<const N: usize>(&self) -> Result<[u8; N], Self::Error> {
+            let mut a = [0u8; N];
+            self.0.borrow_mut().fill_bytes(&mut a);
+            Ok(a)
+        }
+        fn random_vec(&self, len: usize) -> Result<Vec<u8>, Self::Error> {
+            let mut v = vec![0u8; len];
+            self.0.borrow_mut().fill_bytes(&mut v);
+            Ok(v)
+        }
+    }
+
+    impl openmls_traits::OpenMlsProvider for Provider {
+        type CryptoProvider = RustCrypto;
+        type RandProvider = Rand;
+        type StorageProvider = MemoryStorage;
+        fn storage(&self) -> &MemoryStorage {
+            &self.storage
+        }
+        fn crypto(&self) -> &RustCrypto {
+            &self.crypto
+        }
+        fn rand(&self) -> &Rand {
+            &self.rand
+        }
+    }
+}
+
+/// An outsider announces (signed, its own address and credential) a key package whose
+/// leaf encryption key is a member's: leaf keys are public, and nothing in a key package
+/// proves its holder has the private half. Every steward's commit with that add would
+/// fail in openmls (leaf keys must be unique in a tree), so the approved add would block
+/// every later change. Members vote NO on it and a newcomer after it still gets in.
+/// The epoch steward does not propose it either: its own automatic vote would be NO.
+/// (Failed before: the copy was approved by the timeout rule, every commit after it
+/// failed in openmls with `DuplicateEncryptionKey`, and the newcomer never got in.)
+#[test]
+fn a_key_package_copying_a_members_leaf_key_is_refused() {
+    for_seeds(10..14, copied_leaf_key);
+}
+
+fn copied_leaf_key(seed: u64) {
+    let (mut s, ids) = group(seed, Net::clean(), 3);
+    let first = s.add_member("first");
+    let copier = s.add_member("copier");
+    let announce = |s: &Sim, who: usize| {
+        let provider = seeded::Provider::default();
+        let m = &s.members[who];
+        let mls = demls_core::mls::MlsIdentity::create(&provider, m.id()).unwrap();
+        let kp = demls_core::mls::generate_key_package(&provider, &mls).unwrap();
+        demls_core::conversation::forge_announcement(&s.name, kp, m.id(), &m.identity.eth, s.now)
+    };
+    // `first` is added with a key package it can never use (it has no keys for it here):
+    // it stays on the roster, its leaf key in the tree.
+    let a = announce(&s, first);
+    s.inject(first, Subtopic::Welcome, a);
+    let first_id = s.id(first);
+    assert!(
+        s.run_until(5 * MIN, |s| ids
+            .iter()
+            .all(|i| s.members[*i].conv().members().contains(&first_id))),
+        "the first announcement was not added\n{}",
+        s.describe()
+    );
+    let a = announce(&s, copier);
+    s.inject(copier, Subtopic::Welcome, a);
+    s.run_for(MIN);
+    let newcomer = s.add_member("newcomer");
+    s.join(newcomer);
+    let mut all = ids.clone();
+    all.push(newcomer);
+    let mut roster = all.clone();
+    roster.push(first);
+    s.assert_agree_rejoining(&all, &roster, 10 * MIN);
+    for &i in &ids {
+        assert!(!s.members[i].conv().members().contains(&s.id(copier)));
+        let failed = s
+            .events_of(i, |e| {
+                matches!(
+                    e,
+                    Event::Error {
+                        operation: "create commit",
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(failed, 0, "member {i} failed to commit\n{}", s.describe());
+    }
+}

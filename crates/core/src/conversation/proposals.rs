@@ -273,10 +273,19 @@ impl Conversation {
                 if members.contains(member) && !join::announcement_rejoin(announcement) {
                     return Err(format!("{member} is already a member"));
                 }
-                if let Some(kp) = announcement_key_package(announcement)
-                    && self.key_package_used(&kp)
-                {
-                    return Err(format!("{member}'s key package was used by an earlier add"));
+                if let Some(kp) = announcement_key_package(announcement) {
+                    if self.key_package_used(&kp) {
+                        return Err(format!("{member}'s key package was used by an earlier add"));
+                    }
+                    // Its own leaf (a rejoin already carried out) is moot, not invalid.
+                    if let Some(holder) = self
+                        .mls
+                        .as_ref()
+                        .and_then(|m| m.leaf_key_holder(ctx.provider, &kp))
+                        && holder != *member
+                    {
+                        return Err(format!("{member}'s key package copies {holder}'s leaf key"));
+                    }
                 }
                 join::verify_announcement(&self.name, announcement, ctx.provider).map(|_| ())
             }

@@ -97,6 +97,23 @@ impl Conversation {
         }
         let window = self.takeover_window();
         let members = self.members();
+        // What we would vote NO on is not worth a proposal (a key package that copies a
+        // member's leaf key, or was used since it was buffered): dropped, not skipped (a
+        // request skipped here would stay due for ever, see `next_wakeup`).
+        let invalid: Vec<(MemberId, String)> = self
+            .pending_updates
+            .iter()
+            .filter(|(_, u)| Self::buffered_applies(&u.action, &members))
+            .filter_map(|(m, u)| {
+                self.content_is_valid(ctx, &u.action)
+                    .err()
+                    .map(|why| (*m, why))
+            })
+            .collect();
+        for (m, why) in invalid {
+            self.pending_updates.remove(&m);
+            out.reject("key_package", format!("buffered request dropped: {why}"));
+        }
         let todo: Vec<Action> = self
             .pending_updates
             .values()

@@ -215,13 +215,24 @@ impl MlsConversation {
     /// that member has not committed since (which would renew its leaf). Known from the
     /// tree alone, so a member that joined after the add knows it too.
     pub fn holds_leaf_of<P: OpenMlsProvider>(&self, provider: &P, key_package: &[u8]) -> bool {
-        let Ok(kp) = parse_key_package(provider, key_package) else {
-            return false;
-        };
+        self.leaf_key_holder(provider, key_package).is_some()
+    }
+
+    /// The member whose leaf has this key package's encryption key, if any. Leaf keys are
+    /// public and a key package does not prove its holder has the private half: a key
+    /// package copying another member's leaf key is a forgery no commit can carry (keys
+    /// must be unique in the tree).
+    pub fn leaf_key_holder<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        key_package: &[u8],
+    ) -> Option<MemberId> {
+        let kp = parse_key_package(provider, key_package).ok()?;
         let key = kp.leaf_node().encryption_key();
         self.group
             .members()
-            .any(|m| openmls::treesync::EncryptionKey::from(m.encryption_key) == *key)
+            .find(|m| openmls::treesync::EncryptionKey::from(m.encryption_key.clone()) == *key)
+            .and_then(|m| credential_member(&m.credential).ok())
     }
 
     /// Is `m` in the group?
