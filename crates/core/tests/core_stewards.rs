@@ -775,6 +775,18 @@ fn a_junk_copy_refused_first_does_not_refuse_the_real_candidate() {
     });
 }
 
+/// The same race, where the first copy names another member as its steward (nothing
+/// signs that id): that copy is refused, the real candidate is not. (Failed before: the
+/// refusal key left out the steward id, so the real copy was "refused before".) Such a
+/// copy of an entitled steward's commit no longer charges its signer either: anyone can
+/// make as many as they like.
+#[test]
+fn a_copy_naming_another_steward_does_not_refuse_or_charge_the_real_one() {
+    for_seeds(0..4, |seed| {
+        dying_steward_with_a_newcomer(seed, Copies::OtherStewardFirst)
+    });
+}
+
 /// Which copies of the dying steward's candidate the members get.
 #[derive(Clone, Copy, PartialEq)]
 enum Copies {
@@ -786,6 +798,8 @@ enum Copies {
     StrippedThenJunkProposals,
     /// With a junk MLS proposal added first, then the real one.
     JunkProposalsFirst,
+    /// Naming another member as steward first, then the real one.
+    OtherStewardFirst,
 }
 
 fn dying_steward_with_a_newcomer(seed: u64, copies: Copies) {
@@ -795,6 +809,7 @@ fn dying_steward_with_a_newcomer(seed: u64, copies: Copies) {
     let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
     let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
     let rest = others(&ids, &[es]);
+    let other = s.id(rest[0]);
     let e0 = s.members[rest[0]].conv().epoch();
     // With `stripped_first`, what the steward publishes loses its sealed welcome on the
     // way (the outsider's copy); the real bytes are kept here and delivered later.
@@ -815,6 +830,8 @@ fn dying_steward_with_a_newcomer(seed: u64, copies: Copies) {
             );
             if copies == Copies::JunkProposalsFirst {
                 c.mls_proposals.push(b"junk".to_vec());
+            } else if copies == Copies::OtherStewardFirst {
+                c.steward_id = other.to_vec();
             } else {
                 c.sealed_welcome.clear();
             }
@@ -867,7 +884,7 @@ fn dying_steward_with_a_newcomer(seed: u64, copies: Copies) {
     });
     if matches!(
         copies,
-        Copies::StrippedThenJunkProposals | Copies::JunkProposalsFirst
+        Copies::StrippedThenJunkProposals | Copies::JunkProposalsFirst | Copies::OtherStewardFirst
     ) {
         // Every member held a copy of the dead steward's commit that stages.
         for (&i, &mark) in rest.iter().zip(&marks) {

@@ -52,11 +52,14 @@ fn commit_hash(commit: &[u8]) -> [u8; 32] {
     Sha256::digest(commit).into()
 }
 
-/// What a refusal is remembered by: the commit and the proposals it is staged with. A
-/// copy of a real commit with junk proposals beside it does not stage, and must not get
-/// the real candidate refused when it comes.
+/// What a refusal is remembered by: the commit, the proposals it is staged with and the
+/// steward it names (nothing signs those two). A copy of a real commit with junk
+/// proposals beside it, or naming another steward, is refused, and must not get the real
+/// candidate refused when it comes.
 fn refusal_key(c: &pb::CommitCandidate) -> [u8; 32] {
     let mut h = Sha256::new();
+    h.update((c.steward_id.len() as u64).to_be_bytes());
+    h.update(&c.steward_id);
     h.update((c.commit_message.len() as u64).to_be_bytes());
     h.update(&c.commit_message);
     for p in &c.mls_proposals {
@@ -848,7 +851,9 @@ impl Conversation {
     /// Stages a candidate to learn who signed it, then drops the staging. Returns how many
     /// membership changes it makes (for ranking), or why it is refused: it does not stage
     /// (junk, or a forged steward id: nobody to charge), or a member signed it under
-    /// another steward's name (that member is charged, once per candidate).
+    /// another steward's name or with others' proposals. Only a signer not entitled to
+    /// commit is charged: the steward id and the proposals are not signed, so anyone can
+    /// change them in a copy of an entitled steward's real commit, as often as they like.
     fn authenticate_candidate<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -868,7 +873,9 @@ impl Conversation {
                 Self::check_signer(&info, claimed)
                     .map(|()| info.adds.len() + info.removes.len())
                     .map_err(|(who, ev, why)| {
-                        self.scores.apply(&who, ev);
+                        if !self.entitled_to_commit(&who, c.epoch) {
+                            self.scores.apply(&who, ev);
+                        }
                         why
                     })
             });

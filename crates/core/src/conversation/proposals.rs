@@ -688,7 +688,8 @@ impl Conversation {
                     || self
                         .mls
                         .as_ref()
-                        .is_some_and(|m| m.holds_leaf_of(ctx.provider, key_package))
+                        .and_then(|m| m.leaf_key_holder(ctx.provider, key_package))
+                        == Some(*member)
             }
             Action::Add { member, .. } => members.contains(member),
             Action::Remove { member } => !members.contains(member),

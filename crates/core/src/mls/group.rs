@@ -211,17 +211,11 @@ impl MlsConversation {
             .collect()
     }
 
-    /// Whether a member's leaf is the one this key package made: an add consumed it and
-    /// that member has not committed since (which would renew its leaf). Known from the
-    /// tree alone, so a member that joined after the add knows it too.
-    pub fn holds_leaf_of<P: OpenMlsProvider>(&self, provider: &P, key_package: &[u8]) -> bool {
-        self.leaf_key_holder(provider, key_package).is_some()
-    }
-
-    /// The member whose leaf has this key package's encryption key, if any. Leaf keys are
-    /// public and a key package does not prove its holder has the private half: a key
-    /// package copying another member's leaf key is a forgery no commit can carry (keys
-    /// must be unique in the tree).
+    /// The member whose leaf has this key package's encryption key, if any. Its own: an
+    /// add consumed the key package and that member has not committed since (which would
+    /// renew its leaf), known from the tree alone. Another's: leaf keys are public and a
+    /// key package does not prove its holder has the private half, so it is a forgery no
+    /// commit can carry (keys must be unique in the tree).
     pub fn leaf_key_holder<P: OpenMlsProvider>(
         &self,
         provider: &P,
