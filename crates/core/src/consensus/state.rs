@@ -98,7 +98,8 @@ impl Session {
         (yes, self.votes.len() as u32 - yes)
     }
 
-    fn decide(&mut self, timed_out: bool) -> Option<bool> {
+    /// Decides before the timeout (only what no further vote can change), once.
+    fn decide(&mut self) -> Option<bool> {
         if self.outcome.is_none() {
             let (yes, no) = self.tally();
             self.outcome = decide(
@@ -106,7 +107,7 @@ impl Session {
                 yes,
                 no,
                 self.header.liveness_criteria_yes,
-                timed_out,
+                false,
             );
         }
         self.outcome
@@ -145,7 +146,7 @@ impl Session {
         if proven == Some(true) {
             self.outcome = proven;
         }
-        self.decide(false)
+        self.decide()
     }
 
     /// Adds a vote that passed [`validate_vote`], refusing duplicates and equivocation.
@@ -286,7 +287,7 @@ impl ConsensusState {
             s.add(v, owner)?;
         }
         self.prune(now_s);
-        let outcome = s.decide(false);
+        let outcome = s.decide();
         self.sessions.insert(p.proposal_id, s);
         Ok(outcome)
     }
@@ -304,7 +305,7 @@ impl ConsensusState {
             .ok_or(Rejection::UnknownProposal(v.proposal_id))?;
         let owner = validate_vote(&v, &s.header, now_s, is_voter)?;
         s.add(v, owner)?;
-        Ok(s.decide(false))
+        Ok(s.decide())
     }
 
     /// Casts our vote, chained to our previous vote and the last one we received.
@@ -344,7 +345,7 @@ impl ConsensusState {
         };
         sign_vote(&mut v, &s.header, signer).map_err(|e| ConsensusError::Signing(e.to_string()))?;
         s.votes.push(v.clone());
-        Ok((v, s.decide(false)))
+        Ok((v, s.decide()))
     }
 
     /// Applies the timeout rule (silent voters counted). `None`: still undecided, which

@@ -471,6 +471,18 @@ impl Conversation {
         let Ok(mut merged) = pb::CommitCandidate::decode(cand.bytes.as_slice()) else {
             return;
         };
+        // Whether the held copy's opens is found out here, once, not for every candidate
+        // on arrival: only a second copy needs to know.
+        if !merged.sealed_welcome.is_empty() && self.sealed_welcome_opens(ctx, &merged, steward) {
+            if let Some(cand) = self
+                .freeze
+                .as_mut()
+                .and_then(|f| f.candidates.get_mut(held))
+            {
+                cand.sealed_opens = true;
+            }
+            return;
+        }
         if !self.sealed_welcome_opens(ctx, c, steward) {
             return;
         }
@@ -609,8 +621,6 @@ impl Conversation {
                 "candidate outside a freeze round with nothing approved",
             );
         }
-        let sealed_opens =
-            !c.sealed_welcome.is_empty() && self.sealed_welcome_opens(ctx, &c, steward);
         let cap = self.members().len().max(1);
         let Some(f) = self.freeze.as_mut() else {
             return;
@@ -630,7 +640,7 @@ impl Conversation {
             actions,
             local: false,
             welcome: None,
-            sealed_opens,
+            sealed_opens: false,
         });
         f.first_foreign_at = Some(f.first_foreign_at.map_or(arrived_at, |t| t.min(arrived_at)));
         if late {

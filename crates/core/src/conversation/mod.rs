@@ -119,7 +119,8 @@ pub(crate) struct Candidate {
     pub actions: usize,
     pub local: bool,
     pub welcome: Option<Vec<u8>>,
-    /// Whether the sealed welcome in `bytes` opens (so no later copy can better it).
+    /// Whether the sealed welcome in `bytes` is known to open (so no later copy can
+    /// better it; learnt when a second copy comes, see `prefer_sealed_copy`).
     pub sealed_opens: bool,
 }
 
