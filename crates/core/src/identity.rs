@@ -173,8 +173,20 @@ impl EthSigner {
     }
 }
 
+thread_local! {
+    static RECOVERIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many signature recoveries (the costly step of checking a signature) this thread
+/// has run. Tests and benchmarks count signature work with it: the simulator runs every
+/// member on one thread.
+pub fn recoveries_on_this_thread() -> u64 {
+    RECOVERIES.with(|c| c.get())
+}
+
 /// Recovers the signer of an EIP-191 signature over `msg`.
 pub fn recover(msg: &[u8], signature: &[u8]) -> Result<MemberId, IdentityError> {
+    RECOVERIES.with(|c| c.set(c.get().saturating_add(1)));
     if signature.len() != 65 {
         return Err(IdentityError::BadSignature(format!(
             "expected 65 bytes, got {}",

@@ -218,6 +218,7 @@ fn a_key_package_announced_under_someone_elses_address_is_refused_by_every_membe
         victim_id,
         &imp.identity.eth,
         s.now,
+        false,
     );
     // 2. A key package whose MLS credential names the victim (anyone can put any address
     //    in a basic credential), announced and correctly signed as the impostor: the
@@ -230,6 +231,7 @@ fn a_key_package_announced_under_someone_elses_address_is_refused_by_every_membe
         s.id(impostor),
         &imp.identity.eth,
         s.now,
+        false,
     );
     s.inject(impostor, Subtopic::Welcome, claim_victim);
     s.inject(impostor, Subtopic::Welcome, cred_mismatch);
@@ -340,6 +342,101 @@ fn remove_then_leave_leaves_two_converged() {
 
 /// A key-package provider whose randomness is a seed: two of them with one seed make key
 /// packages with the same HPKE keys (what an attacker copying a public leaf key gets).
+/// Two key packages sharing one leaf key, announced together: both pass the content
+/// checks (neither key is in the tree yet) and both are approved. The steward's commit
+/// carries only the first; the second, which no commit can carry after it, is dropped;
+/// a newcomer after them still gets in.
+/// (Failed before: both went into one commit, which openmls refused with
+/// `DuplicateEncryptionKey`, at every freeze round, and the group never changed again.)
+#[test]
+fn two_approved_adds_sharing_a_leaf_key_do_not_block_commits() {
+    for_seeds(10..13, shared_leaf_key_in_one_batch);
+}
+
+fn shared_leaf_key_in_one_batch(seed: u64) {
+    let (mut s, ids) = group(seed, Net::clean(), 3);
+    let pair = [s.add_member("first"), s.add_member("copier")];
+    for &who in &pair {
+        // One seeded provider per announcement: both key packages get the same keys.
+        let provider = seeded::Provider::default();
+        let m = &s.members[who];
+        let mls = demls_core::mls::MlsIdentity::create(&provider, m.id()).unwrap();
+        let kp = demls_core::mls::generate_key_package(&provider, &mls).unwrap();
+        let a = demls_core::conversation::forge_announcement(
+            &s.name,
+            kp,
+            m.id(),
+            &m.identity.eth,
+            s.now,
+            false,
+        );
+        s.inject(who, Subtopic::Welcome, a);
+    }
+    let in_roster = |s: &Sim, i: usize| {
+        pair.iter()
+            .filter(|p| s.members[i].conv().members().contains(&s.id(**p)))
+            .count()
+    };
+    assert!(
+        s.run_until(5 * MIN, |s| ids.iter().all(|i| in_roster(s, *i) == 1)),
+        "neither announcement was added\n{}",
+        s.describe()
+    );
+    let added = *pair
+        .iter()
+        .find(|p| s.members[ids[0]].conv().members().contains(&s.id(**p)))
+        .unwrap();
+    let newcomer = s.add_member("newcomer");
+    s.join(newcomer);
+    let mut all = ids.clone();
+    all.push(newcomer);
+    let mut roster = all.clone();
+    roster.push(added);
+    s.assert_agree_rejoining(&all, &roster, 10 * MIN);
+    for &i in &ids {
+        assert_eq!(in_roster(&s, i), 1, "member {i}\n{}", s.describe());
+        let failed = s
+            .events_of(i, |e| {
+                matches!(
+                    e,
+                    Event::Error {
+                        operation: "create commit",
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(failed, 0, "member {i} failed to commit\n{}", s.describe());
+        let open = s.members[i]
+            .conv()
+            .proposals()
+            .filter(|p| {
+                p.status == ProposalStatus::Accepted
+                    && matches!(p.action, demls_core::conversation::Action::Add { .. })
+            })
+            .count();
+        // Both were approved, and the one no commit could carry was dropped.
+        let dropped = s
+            .events_of(i, |e| {
+                matches!(
+                    e,
+                    Event::Rejected {
+                        what: "approved add",
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(dropped, 1, "member {i}\n{}", s.describe());
+        assert_eq!(
+            open,
+            0,
+            "member {i} still holds an approved add\n{}",
+            s.describe()
+        );
+    }
+}
+
 mod seeded {
     use std::cell::RefCell;
 
@@ -413,7 +510,14 @@ fn copied_leaf_key(seed: u64) {
         let m = &s.members[who];
         let mls = demls_core::mls::MlsIdentity::create(&provider, m.id()).unwrap();
         let kp = demls_core::mls::generate_key_package(&provider, &mls).unwrap();
-        demls_core::conversation::forge_announcement(&s.name, kp, m.id(), &m.identity.eth, s.now)
+        demls_core::conversation::forge_announcement(
+            &s.name,
+            kp,
+            m.id(),
+            &m.identity.eth,
+            s.now,
+            false,
+        )
     };
     // `first` is added with a key package it can never use (it has no keys for it here):
     // it stays on the roster, its leaf key in the tree.

@@ -507,3 +507,99 @@ fn a_split_between_decision_and_commit_forks_and_heals_to_the_larger_side() {
 fn a_split_between_decision_and_commit_with_equal_sides_heals() {
     for_nets_and_seeds(0..2, |net, seed| decided_then_split(seed, net, 3));
 }
+
+/// A member re-added by a commit it has not applied yet (a rejoin it asked for while
+/// still in the group: a duplicate rejoin crossing a commit) gets that commit's welcome
+/// from the committer before its own copy of the commit. It keeps the welcome and uses
+/// it once it applies the commit: it is back without repeating its announcement, and
+/// without anyone re-sending the welcome.
+#[test]
+fn a_welcome_that_comes_before_its_commit_is_kept_and_used() {
+    sim::for_seeds(0..4, early_welcome);
+}
+
+fn early_welcome(seed: u64) {
+    use demls_core::proto::pb;
+    use prost::Message;
+    let (mut s, ids) = group(seed, Net::clean(), fast_config(), 4);
+    let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
+    let bs = s
+        .holder(ids[0], Role::BackupSteward)
+        .expect("backup steward");
+    let m = others(&ids, &[es, bs])[0];
+    let me = s.id(m);
+    let e0 = s.members[m].conv().epoch();
+    // A rejoin announcement of m's, with a key package m holds the keys of.
+    let ann = {
+        let x = &s.members[m];
+        let kp = demls_core::mls::generate_key_package(&x.provider, &x.identity.mls).unwrap();
+        demls_core::conversation::forge_announcement(&s.name, kp, me, &x.identity.eth, s.now, true)
+    };
+    s.inject(m, demls_core::conversation::Subtopic::Welcome, ann);
+    // m hears nothing from the moment the group approved the rejoin (so it misses the
+    // commit) until the committer's welcome is out.
+    let approved = |s: &Sim| {
+        ids.iter().all(|i| {
+            s.members[*i].conv().proposals().any(|p| {
+                p.status == demls_core::conversation::ProposalStatus::Accepted
+                    && matches!(p.action, demls_core::conversation::Action::Add { member, .. } if member == me)
+            })
+        })
+    };
+    assert!(
+        s.run_until(2 * MIN, approved),
+        "the rejoin was not approved\n{}",
+        s.describe()
+    );
+    s.members[m].deaf = true;
+    let mark = s.log.len();
+    let welcome_for_m = |p: &[u8]| match pb::WelcomeEnvelope::decode(p).ok().and_then(|e| e.body) {
+        Some(pb::welcome_envelope::Body::Welcome(w)) => {
+            w.joiner_ids.iter().any(|j| j.as_slice() == me.as_bytes())
+        }
+        _ => false,
+    };
+    let welcomes = |s: &Sim, from: usize| {
+        s.log[from..]
+            .iter()
+            .filter(|(_, _, st, p)| {
+                *st == demls_core::conversation::Subtopic::Welcome && welcome_for_m(p)
+            })
+            .map(|l| (l.1, l.3.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        s.run_until(2 * MIN, |s| !welcomes(s, mark).is_empty()),
+        "no welcome for the rejoin\n{}",
+        s.describe()
+    );
+    let (committer, welcome) = welcomes(&s, mark)[0].clone();
+    assert_eq!(
+        s.members[m].conv().epoch(),
+        e0,
+        "m applied the commit while deaf"
+    );
+    // The welcome first, then everything else again.
+    s.deliver(
+        m,
+        committer,
+        demls_core::conversation::Subtopic::Welcome,
+        welcome,
+    );
+    s.run_for(0);
+    s.members[m].deaf = false;
+    let after_welcome = s.log.len();
+    let back = |s: &Sim| s.one_group(&ids, &[]).is_some();
+    assert!(
+        s.run_until(fast_config().commit_inactivity, back),
+        "m not back before it would announce again\n{}",
+        s.describe()
+    );
+    let resent = welcomes(&s, after_welcome).len();
+    assert_eq!(
+        resent,
+        0,
+        "the welcome was re-sent {resent} times\n{}",
+        s.describe()
+    );
+}

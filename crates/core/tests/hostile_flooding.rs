@@ -141,6 +141,49 @@ fn a_replayed_announcement_draws_about_one_welcome_copy() {
     );
 }
 
+/// The latest joiner asks for its welcome again (its announcement, replayed), and an
+/// outsider replays the welcome as first published right after: members still re-send a
+/// fresh copy (its sync sealed now). A replay is a copy every member saw before, and
+/// cancels nothing. (Before, any copy cancelled the re-sends: none came, and the joiner
+/// could only take the replayed copy, with the sync of the welcome's first day.)
+#[test]
+fn a_replayed_welcome_does_not_cancel_fresh_re_sends() {
+    let (mut s, ids) = group(0, Net::clean(), fast_config(), 8);
+    let outsider = s.add_member("outsider");
+    let last = ids[7];
+    let me = s.id(last);
+    let ann = announcement_of(&s, last);
+    let welcome = s
+        .log
+        .iter()
+        .find(|(_, _, st, p)| {
+            *st == Subtopic::Welcome
+                && matches!(
+                    welcome_body(p),
+                    Some(pb::welcome_envelope::Body::Welcome(w))
+                        if w.joiner_ids.iter().any(|j| j.as_slice() == me.as_bytes())
+                )
+        })
+        .map(|l| l.3.clone())
+        .expect("the joiner's welcome");
+    s.run_for(5_000);
+    let t0 = s.now;
+    s.inject(outsider, Subtopic::Welcome, ann);
+    s.inject(outsider, Subtopic::Welcome, welcome);
+    s.run_for(5_000);
+    let (n, bytes) = traffic(&s, t0, &ids, |st, p| {
+        st == Subtopic::Welcome
+            && matches!(
+                welcome_body(p),
+                Some(pb::welcome_envelope::Body::Welcome(_))
+            )
+    });
+    assert!(
+        (1..=2).contains(&n),
+        "with a replayed welcome, one replayed announcement drew {n} fresh copies ({bytes} B)"
+    );
+}
+
 /// MLS packets the four members publish in the 10th minute after one insider message
 /// naming a proposal id nobody has.
 fn asks_in_tenth_minute(body: pb::app_message::Body) -> usize {

@@ -415,7 +415,12 @@ impl ConsensusState {
             ));
         }
         for v in p.votes {
-            if s.votes.iter().any(|x| x.vote_hash == v.vote_hash) {
+            // A voter we hold a vote of cannot add another (`add` refuses it): not worth
+            // a signature check, which anyone can make us run by sending copies.
+            if s.votes
+                .iter()
+                .any(|x| x.vote_hash == v.vote_hash || x.vote_owner == v.vote_owner)
+            {
                 continue;
             }
             if let Ok(owner) = validate_vote(&v, &s.header, now_s, is_voter) {

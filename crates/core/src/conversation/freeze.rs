@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::evidence::Judge;
 use super::*;
 use crate::mls::StagedCommitInfo;
-use crate::proto::pb;
+use crate::proto::{cpb, pb};
 use crate::scoring::ScoreEvent;
 
 /// What a validated winner did.
@@ -41,6 +41,30 @@ fn candidate_envelope(candidate: &[u8]) -> Option<Vec<u8>> {
 /// The largest candidate (commit, proposals, evidence and all) that carries its welcome
 /// sealed inside: room under the relay's 150 KiB message limit for the envelopes.
 const SEALED_WELCOME_LIMIT: usize = 100 * 1024;
+
+/// Differing evidence lists judged per held commit, the first copy's included.
+const MERGED_EVIDENCE_LISTS: usize = 4;
+
+/// The part of a candidate's evidence that is judged. An honest steward carries one
+/// proposal per change of its batch (each at least one MLS proposal of the commit) and
+/// its election: never more than `actions + 1`. Anything past that is not judged, since
+/// each item can cost signature checks.
+fn judged_evidence(evidence: &[cpb::Proposal], actions: usize) -> &[cpb::Proposal] {
+    evidence
+        .get(..actions.saturating_add(1))
+        .unwrap_or(evidence)
+}
+
+/// Digest of an evidence list, to recognise copies that carry one already judged.
+fn evidence_digest(evidence: &[cpb::Proposal]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in evidence {
+        let bytes = p.encode_to_vec();
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    h.finalize().into()
+}
 
 /// Hashes of candidates refused on arrival, remembered so copies cost nothing more.
 const REFUSED_CAP: usize = 64;
@@ -284,7 +308,7 @@ impl Conversation {
             return self.submit_candidate(ctx, out);
         }
         let es = self.ranking_steward();
-        let mine = Self::rank(self.commit_batch().len(), self.me, es);
+        let mine = Self::rank(self.commit_batch(ctx).len(), self.me, es);
         let best_held = self.freeze.as_ref().and_then(|f| {
             f.candidates
                 .iter()
@@ -300,9 +324,12 @@ impl Conversation {
     }
 
     /// The changes our commit carries: FIFO, at most `commit_batch_max`, only the urgent
-    /// target when one is set, skipping no-ops.
-    fn commit_batch(&self) -> Vec<Approved> {
+    /// target when one is set, skipping no-ops and adds openmls would refuse (a key
+    /// package used or whose leaf key is a member's, or a second add of one leaf key in
+    /// this batch: one such add fails the whole commit).
+    fn commit_batch<P: OpenMlsProvider>(&self, ctx: &Ctx<'_, P>) -> Vec<Approved> {
         let members = self.members();
+        let mut leaf_keys = Vec::new();
         self.approved
             .iter()
             .filter(|a| {
@@ -313,13 +340,33 @@ impl Conversation {
                 Change::Add { member, rejoin, .. } => *rejoin || !members.contains(member),
                 Change::Remove { member } => members.contains(member),
             })
+            .filter(|a| match &a.change {
+                Change::Add {
+                    member,
+                    key_package,
+                    ..
+                } => {
+                    if let Some(why) = self.add_blocked(ctx, member, key_package) {
+                        tracing::info!(conversation = %self.name, id = a.id, %why, "approved add left out of our commit");
+                        return false;
+                    }
+                    let key = crate::mls::key_package_leaf_key(ctx.provider, key_package);
+                    if key.as_ref().is_some_and(|k| leaf_keys.contains(k)) {
+                        tracing::info!(conversation = %self.name, id = a.id, "approved add shares a leaf key with an earlier one: left out of our commit");
+                        return false;
+                    }
+                    leaf_keys.extend(key);
+                    true
+                }
+                Change::Remove { .. } => true,
+            })
             .take(self.config.commit_batch_max)
             .cloned()
             .collect()
     }
 
     fn submit_candidate<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
-        let batch = self.commit_batch();
+        let batch = self.commit_batch(ctx);
         if batch.is_empty() {
             return;
         }
@@ -412,6 +459,7 @@ impl Conversation {
                 local: true,
                 welcome: commit.welcome,
                 sealed_opens: true,
+                merged: Vec::new(),
             });
         }
         tracing::info!(conversation = %self.name, epoch, actions, "submitted commit candidate");
@@ -440,11 +488,23 @@ impl Conversation {
         if cand.local || cand.steward != steward {
             return;
         }
-        let held_evidence = pb::CommitCandidate::decode(cand.bytes.as_slice())
-            .map(|h| h.evidence)
-            .unwrap_or_default();
-        if c.evidence != held_evidence && self.entitled_to_commit(&steward, c.epoch) {
-            self.adopt_commit_evidence(ctx, out, &c.evidence, Judge::Now);
+        // Each evidence item can cost signature checks and anyone can send copies: only
+        // what the commit's changes can need is judged, and only a few differing lists
+        // per commit (a stripped first copy, then the steward's own).
+        let judged = judged_evidence(&c.evidence, cand.actions);
+        let digest = evidence_digest(judged);
+        if cand.merged.contains(&digest) || cand.merged.len() >= MERGED_EVIDENCE_LISTS {
+            return self.prefer_sealed_copy(ctx, held, c, steward);
+        }
+        if let Some(cand) = self
+            .freeze
+            .as_mut()
+            .and_then(|f| f.candidates.get_mut(held))
+        {
+            cand.merged.push(digest);
+        }
+        if self.entitled_to_commit(&steward, c.epoch) {
+            self.adopt_commit_evidence(ctx, out, judged, Judge::Now);
         }
         self.prefer_sealed_copy(ctx, held, c, steward);
     }
@@ -494,6 +554,33 @@ impl Conversation {
         {
             cand.bytes = merged.encode_to_vec();
             cand.sealed_opens = true;
+        }
+    }
+
+    /// Approved adds that no commit can carry any more (this commit used their key
+    /// package, or put their leaf key in the tree for another member) are dropped: kept,
+    /// they would open a freeze round after every commit that no steward can fill.
+    fn drop_blocked_adds<P: OpenMlsProvider>(&mut self, ctx: &Ctx<'_, P>, out: &mut Output) {
+        let blocked: Vec<(u32, String)> = self
+            .approved
+            .iter()
+            .filter_map(|a| match &a.change {
+                Change::Add {
+                    member,
+                    key_package,
+                    ..
+                } => self
+                    .add_blocked(ctx, member, key_package)
+                    .map(|why| (a.id, why)),
+                Change::Remove { .. } => None,
+            })
+            .collect();
+        for (id, why) in blocked {
+            self.approved.retain(|a| a.id != id);
+            if let Some(p) = self.proposals.get_mut(&id) {
+                p.status = ProposalStatus::Rejected;
+            }
+            out.reject("approved add", why);
         }
     }
 
@@ -594,7 +681,7 @@ impl Conversation {
         // own tally missed votes learns the decision before its window, and one that
         // rejected a change by timeout sees the votes that overturn it.
         if self.entitled_to_commit(&steward, c.epoch) {
-            self.adopt_commit_evidence(ctx, out, &c.evidence, Judge::Now);
+            self.adopt_commit_evidence(ctx, out, judged_evidence(&c.evidence, actions), Judge::Now);
         }
         let late = matches!(
             self.state,
@@ -641,6 +728,7 @@ impl Conversation {
             local: false,
             welcome: None,
             sealed_opens: false,
+            merged: vec![evidence_digest(judged_evidence(&c.evidence, actions))],
         });
         f.first_foreign_at = Some(f.first_foreign_at.map_or(arrived_at, |t| t.min(arrived_at)));
         if late {
@@ -702,8 +790,15 @@ impl Conversation {
             .candidates
             .iter()
             .filter(|c| !c.local)
-            .filter_map(|c| pb::CommitCandidate::decode(c.bytes.as_slice()).ok())
-            .flat_map(|c| c.evidence)
+            .filter_map(|c| {
+                pb::CommitCandidate::decode(c.bytes.as_slice())
+                    .ok()
+                    .map(|d| (d.evidence, c.actions))
+            })
+            .flat_map(|(evidence, actions)| {
+                let judged = judged_evidence(&evidence, actions).len();
+                evidence.into_iter().take(judged)
+            })
             .filter(|p| {
                 matches!(
                     Action::from_payload(&p.payload),
@@ -942,7 +1037,8 @@ impl Conversation {
         // Adopting can start work of our own (an election that makes us steward), so the
         // staging is dropped first and redone; when every carried proposal is settled
         // here already (the usual case) there is nothing to adopt.
-        let unsettled = c.evidence.iter().any(|p| {
+        let evidence = judged_evidence(&c.evidence, info.adds.len() + info.removes.len());
+        let unsettled = evidence.iter().any(|p| {
             !self.resolved.contains(&p.proposal_id)
                 || self
                     .proposals
@@ -953,7 +1049,7 @@ impl Conversation {
             if let Some(mls) = self.mls.as_mut() {
                 let _ = mls.discard_staged(ctx.provider);
             }
-            self.adopt_commit_evidence(ctx, out, &c.evidence, judge);
+            self.adopt_commit_evidence(ctx, out, evidence, judge);
             if self.epoch() != epoch {
                 return None;
             }
@@ -1207,6 +1303,7 @@ impl Conversation {
                 p.status = ProposalStatus::Committed;
             }
         }
+        self.drop_blocked_adds(ctx, out);
         self.settle_carried_proposals(out, &w.candidate, &members);
         if self.urgent_target.is_some_and(|t| !members.contains(&t)) {
             self.urgent_target = None;

@@ -4,6 +4,7 @@
 use openmls_traits::OpenMlsProvider;
 use prost::Message;
 use rand::Rng;
+use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::config::REPLY_JITTER_MS;
@@ -17,6 +18,20 @@ const KP_DOMAIN: &[u8] = b"demls/key-package/v2";
 /// The same for a member asking to be added afresh (see `fork`): a normal announcement
 /// cannot be turned into a rejoin by flipping its flag.
 const KP_REJOIN_DOMAIN: &[u8] = b"demls/key-package/rejoin/v1";
+/// How many copies of one welcome are remembered as seen (see `remember_welcome`).
+const WELCOME_COPIES_SEEN: usize = 8;
+
+impl RecentWelcome {
+    fn note_copy(&mut self, digest: [u8; 32]) {
+        if !self.seen.contains(&digest) {
+            self.seen.push(digest);
+            if self.seen.len() > WELCOME_COPIES_SEEN {
+                self.seen.remove(0);
+            }
+        }
+    }
+}
+
 /// How many early welcomes (see `Conversation::early_welcome`) are kept.
 const EARLY_WELCOME_CAP: usize = 4;
 /// Domain separation for welcome signatures.
@@ -96,17 +111,18 @@ pub(super) fn build_announcement<P: OpenMlsProvider>(
     .encode_to_vec())
 }
 
-/// Signs an announcement made at `timestamp_ms` with an arbitrary key: used by tests to
-/// play an impostor.
+/// Signs an announcement (a rejoin if `rejoin`) made at `timestamp_ms` with an arbitrary
+/// key: used by tests to play an impostor, or a member's client acting on its own.
 pub fn forge_announcement(
     name: &str,
     key_package: Vec<u8>,
     claimed: MemberId,
     signer: &identity::EthSigner,
     timestamp_ms: u64,
+    rejoin: bool,
 ) -> Vec<u8> {
     let sig = signer
-        .sign(&kp_signed_bytes(name, timestamp_ms, &key_package, false))
+        .sign(&kp_signed_bytes(name, timestamp_ms, &key_package, rejoin))
         .unwrap_or_default();
     welcome_envelope_kp(
         &pb::KeyPackageAnnouncement {
@@ -115,7 +131,7 @@ pub fn forge_announcement(
             member_id: claimed.to_vec(),
             signature: sig,
             timestamp_ms,
-            rejoin: false,
+            rejoin,
         }
         .encode_to_vec(),
     )
@@ -364,6 +380,8 @@ impl Conversation {
                 }
                 _ => stored,
             };
+            let w = &mut self.recent_welcomes[i];
+            w.note_copy(Sha256::digest(&fresh).into());
             out.send(Subtopic::Welcome, fresh);
         }
     }
@@ -554,18 +572,25 @@ impl Conversation {
     }
 
     /// Remembers a welcome we sent or saw, keyed by its MLS welcome: copies with freshly
-    /// sealed syncs are the same welcome.
+    /// sealed syncs are the same welcome. A copy new to us is another member's re-send
+    /// and counts as ours; one we sent or saw before is a replay (anyone can make one),
+    /// which cancels nothing: its sync may be older than the one a re-send seals now.
     fn remember_welcome(&mut self, now: Millis, joiners: Vec<MemberId>, envelope: Vec<u8>) {
         let inner = |e: &[u8]| match pb::WelcomeEnvelope::decode(e).ok().and_then(|e| e.body) {
             Some(pb::welcome_envelope::Body::Welcome(w)) => Some(w.welcome),
             _ => None,
         };
         let key = inner(&envelope);
+        let digest: [u8; 32] = Sha256::digest(&envelope).into();
         if let Some(w) = self
             .recent_welcomes
             .iter_mut()
             .find(|w| w.envelope == envelope || (key.is_some() && inner(&w.envelope) == key))
         {
+            if w.seen.contains(&digest) || w.envelope == envelope {
+                return;
+            }
+            w.note_copy(digest);
             w.resent_at = now;
             w.due = None;
             return;
@@ -575,6 +600,7 @@ impl Conversation {
             envelope,
             resent_at: now,
             due: None,
+            seen: vec![digest],
         });
         while self.recent_welcomes.len() > WELCOME_CAP {
             self.recent_welcomes.pop_front();

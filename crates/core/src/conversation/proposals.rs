@@ -273,19 +273,10 @@ impl Conversation {
                 if members.contains(member) && !join::announcement_rejoin(announcement) {
                     return Err(format!("{member} is already a member"));
                 }
-                if let Some(kp) = announcement_key_package(announcement) {
-                    if self.key_package_used(&kp) {
-                        return Err(format!("{member}'s key package was used by an earlier add"));
-                    }
-                    // Its own leaf (a rejoin already carried out) is moot, not invalid.
-                    if let Some(holder) = self
-                        .mls
-                        .as_ref()
-                        .and_then(|m| m.leaf_key_holder(ctx.provider, &kp))
-                        && holder != *member
-                    {
-                        return Err(format!("{member}'s key package copies {holder}'s leaf key"));
-                    }
+                if let Some(kp) = announcement_key_package(announcement)
+                    && let Some(why) = self.add_blocked(ctx, member, &kp)
+                {
+                    return Err(why);
                 }
                 join::verify_announcement(&self.name, announcement, ctx.provider).map(|_| ())
             }
@@ -305,6 +296,34 @@ impl Conversation {
                 Some(t) if !members.contains(t) => Err(format!("{t} is not a member")),
                 _ => Ok(()),
             },
+        }
+    }
+
+    /// Why an add of `member` with `key_package` can no longer be carried out, if it
+    /// cannot: the key package was used by an earlier add, or its leaf key is another
+    /// member's (openmls refuses a commit that would put one encryption key in the tree
+    /// twice, so one such add fails every commit it is in). Both can become true after
+    /// the add was checked (a copy of the key got in first), so they are checked again
+    /// before proposing and committing; neither needs a signature check. A rejoin whose
+    /// leaf is its own already is moot, not blocked.
+    pub(super) fn add_blocked<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        member: &MemberId,
+        key_package: &[u8],
+    ) -> Option<String> {
+        if self.key_package_used(key_package) {
+            return Some(format!("{member}'s key package was used by an earlier add"));
+        }
+        match self
+            .mls
+            .as_ref()
+            .and_then(|m| m.leaf_key_holder(ctx.provider, key_package))
+        {
+            Some(holder) if holder != *member => {
+                Some(format!("{member}'s key package copies {holder}'s leaf key"))
+            }
+            _ => None,
         }
     }
 

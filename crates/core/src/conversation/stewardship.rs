@@ -97,31 +97,41 @@ impl Conversation {
         }
         let window = self.takeover_window();
         let members = self.members();
-        // What we would vote NO on is not worth a proposal (a key package that copies a
-        // member's leaf key, or was used since it was buffered): dropped, not skipped (a
-        // request skipped here would stay due for ever, see `next_wakeup`).
-        let invalid: Vec<(MemberId, String)> = self
+        let due: Vec<MemberId> = self
             .pending_updates
             .iter()
+            .filter(|(_, u)| role == Role::EpochSteward || ctx.now >= u.first_seen_at + window)
             .filter(|(_, u)| Self::buffered_applies(&u.action, &members))
-            .filter_map(|(m, u)| {
-                self.content_is_valid(ctx, &u.action)
-                    .err()
-                    .map(|why| (*m, why))
-            })
+            .map(|(m, _)| *m)
+            .filter(|m| !self.change_in_flight(m))
             .collect();
-        for (m, why) in invalid {
-            self.pending_updates.remove(&m);
-            out.reject("key_package", format!("buffered request dropped: {why}"));
+        let mut todo = Vec::with_capacity(due.len());
+        for m in due {
+            let Some(u) = self.pending_updates.get(&m) else {
+                continue;
+            };
+            // What we would vote NO on is not worth a proposal (its key package was used,
+            // or copies a member's leaf key, since it was buffered): dropped, not skipped
+            // (a request skipped here would stay due for ever, see `next_wakeup`). Only
+            // what can have changed is checked again, and only for what is proposed now:
+            // the announcement's signature was checked when it was buffered, and checking
+            // every buffered request on every call cost a signature check per request per
+            // announcement.
+            let blocked = match &u.action {
+                Action::Add {
+                    member,
+                    key_package,
+                    ..
+                } => self.add_blocked(ctx, member, key_package),
+                _ => None,
+            };
+            if let Some(why) = blocked {
+                self.pending_updates.remove(&m);
+                out.reject("key_package", format!("buffered request dropped: {why}"));
+            } else {
+                todo.push(u.action.clone());
+            }
         }
-        let todo: Vec<Action> = self
-            .pending_updates
-            .values()
-            .filter(|u| role == Role::EpochSteward || ctx.now >= u.first_seen_at + window)
-            .map(|u| u.action.clone())
-            .filter(|a| Self::buffered_applies(a, &members))
-            .filter(|a| a.member().is_some_and(|m| !self.change_in_flight(&m)))
-            .collect();
         for action in todo {
             if let Err(e) = self.open_proposal(ctx, out, action, None, None, None) {
                 out.event(Event::Error {

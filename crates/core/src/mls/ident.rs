@@ -128,6 +128,19 @@ pub(crate) fn parse_key_package<P: OpenMlsProvider>(
     Ok(kp)
 }
 
+/// The leaf encryption key a key package would put in the tree, if it parses.
+pub(crate) fn key_package_leaf_key<P: OpenMlsProvider>(
+    provider: &P,
+    bytes: &[u8],
+) -> Option<Vec<u8>> {
+    use tls_codec::Serialize;
+    let kp = parse_key_package(provider, bytes).ok()?;
+    kp.leaf_node()
+        .encryption_key()
+        .tls_serialize_detached()
+        .ok()
+}
+
 /// The address in a basic credential.
 pub(crate) fn credential_member(c: &Credential) -> Result<MemberId, MlsError> {
     let basic = BasicCredential::try_from(c.clone()).map_err(|_| MlsError::BadCredential)?;

@@ -47,6 +47,7 @@ mod ident;
 
 pub use error::{DecryptError, MlsError};
 pub use group::{CommitOutput, Decrypted, MlsConversation, PAST_EPOCHS, StagedCommitInfo};
+pub(crate) use ident::key_package_leaf_key;
 pub use ident::{KeyPackageInfo, MlsIdentity, generate_key_package, validate_key_package};
 
 use openmls::prelude::Ciphersuite;
