@@ -603,3 +603,79 @@ fn early_welcome(seed: u64) {
         s.describe()
     );
 }
+
+/// After the heal of a 4|2 split between a decision and its commit (3 members on the
+/// larger branch once the removal is in, 2 on the other), one member of the larger
+/// branch has its first beacons lost. The others of its branch hear two on each side
+/// for a while (a tie the lower epoch hash breaks); they wait for the voter they have
+/// not heard from before leaving their branch, and stay on it.
+/// (Before, on a tie they left at once whenever the other branch's hash was lower: the
+/// lossy seed 19 of `a_split_between_decision_and_commit_forks_and_heals_to_the_larger_side`.)
+#[test]
+fn a_tie_with_a_voter_unheard_waits_for_it() {
+    sim::for_seeds(0..6, tie_with_a_voter_unheard);
+}
+
+fn tie_with_a_voter_unheard(seed: u64) {
+    use demls_core::proto::pb;
+    use prost::Message;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let (mut s, ids) = group(seed, Net::clean(), fast_config(), 6);
+    let e0 = s.members[ids[0]].conv().epoch();
+    let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
+    let bs = s.holder(ids[0], Role::BackupSteward).expect("backup");
+    let rest = others(&ids, &[es, bs]);
+    let target = rest[0];
+    let big = vec![es, rest[0], rest[1], rest[2]];
+    let small = vec![bs, rest[3]];
+    s.propose_removal(rest[1], target);
+    let decided = s.run_until(MIN, |s| {
+        ids.iter()
+            .all(|i| !s.members[*i].conv().approved().is_empty())
+    });
+    assert!(decided, "the removal was not decided\n{}", s.describe());
+    s.partition(&[&big, &small]);
+    let both = s.run_until(SPLIT_MAX, |s| {
+        s.members[es].conv().epoch() > e0 && s.members[bs].conv().epoch() > e0
+    });
+    s.run_for(3_000);
+    assert!(
+        both && s.members[es].conv().epoch_authenticator()
+            != s.members[bs].conv().epoch_authenticator(),
+        "no fork\n{}",
+        s.describe()
+    );
+    let quiet = rest[1];
+    let lose_beacons = Rc::new(Cell::new(true));
+    let flag = lose_beacons.clone();
+    s.members[quiet].filter = Some(Box::new(move |p| {
+        let beacon = matches!(
+            pb::AppEnvelope::decode(p.payload.as_slice())
+                .ok()
+                .and_then(|e| e.body),
+            Some(pb::app_envelope::Body::Beacon(_))
+        );
+        (!(beacon && flag.get())).then(|| p.clone())
+    }));
+    s.heal();
+    let t_heal = s.now;
+    s.run_for(5_000);
+    lose_beacons.set(false);
+    let plan = format!(
+        "tie-with-a-voter-unheard seed={seed} {big:?} | {small:?}, {quiet} beacons lost for 5 s"
+    );
+    let required = others(&ids, &[target]);
+    assert_heals(&mut s, &required, &[target], &plan, t_heal);
+    for i in [es, rest[1], rest[2]] {
+        let left = s
+            .events_of(i, |e| matches!(e, Event::BranchAbandoned { .. }))
+            .count();
+        assert_eq!(
+            left,
+            0,
+            "member {i} of the larger branch left it\n{}",
+            trace(&s, &plan, t_heal)
+        );
+    }
+}

@@ -199,6 +199,25 @@ struct Tally {
     our_count: u32,
     /// The strongest other branch: its hash and its voters (most, then lowest hash).
     best_other: Option<(Auth, u32)>,
+    /// Voters with no fresh beacon on any branch (lost beacons, dead or silent members).
+    unheard: u32,
+}
+
+impl Tally {
+    /// Whether we lose on these counts.
+    fn we_lose(&self) -> bool {
+        self.best_other.is_some_and(|(theirs, their_count)| {
+            their_count > self.our_count || (their_count == self.our_count && theirs < self.ours)
+        })
+    }
+
+    /// Whether we lose whatever the unheard voters hold (all of them on our side).
+    fn we_lose_surely(&self) -> bool {
+        let ours = self.our_count.saturating_add(self.unheard);
+        self.best_other.is_some_and(|(theirs, their_count)| {
+            their_count > ours || (their_count == ours && theirs < self.ours)
+        })
+    }
 }
 
 /// How a beacon's chain relates to our log.
@@ -244,6 +263,13 @@ impl Conversation {
                 before.difference(&after).copied().collect(),
             )
         };
+        // A member this commit added was elsewhere before (a newcomer, or one that left
+        // a losing branch to rejoin ours): a beacon it sent from there is not where it
+        // stands now. Kept, the old beacons of members that already came over to the
+        // surviving branch outvoted it until they went stale, and its members left it.
+        for m in &added {
+            fw.beacons.remove(m);
+        }
         fw.log.push_back(EpochRecord {
             epoch,
             auth: short_auth(&mls.epoch_authenticator()),
@@ -513,6 +539,10 @@ impl Conversation {
             }
         }
         let our_count = counts.get(&ours).copied().unwrap_or(0);
+        let heard: u32 = counts.values().sum();
+        let unheard = u32::try_from(voters.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(heard);
         // Highest count first, then the lowest hash.
         let best_other = counts
             .iter()
@@ -523,6 +553,7 @@ impl Conversation {
             ours,
             our_count,
             best_other,
+            unheard,
         })
     }
 
@@ -577,14 +608,13 @@ impl Conversation {
         out: &mut Output,
         f: KnownFork,
     ) -> bool {
-        let Some(Tally {
-            ours,
-            our_count,
-            best_other: Some((theirs, their_count)),
-        }) = self.tally_branches(ctx.now, f.epoch)
-        else {
+        let Some(tally) = self.tally_branches(ctx.now, f.epoch) else {
             return false;
         };
+        let Some((_, their_count)) = tally.best_other else {
+            return false;
+        };
+        let our_count = tally.our_count;
         if !f.reported {
             out.event(Event::ForkDetected {
                 fork_epoch: f.epoch,
@@ -595,8 +625,26 @@ impl Conversation {
                 k.reported = true;
             }
         }
-        let we_lose = their_count > our_count || (their_count == our_count && theirs < ours);
-        if !we_lose {
+        if !tally.we_lose() {
+            return false;
+        }
+        // A voter whose beacons were all lost could tip it: while beacons are still being
+        // re-sent (one round per `4 × recovery_inactivity`), leave only when it is sure.
+        // (A member that missed one beacon of its own side, on a tie, left the winning
+        // branch: lossy seed 19 of the 4|2 decided-then-split.) Then decide on what came:
+        // dead and removed members never send one.
+        let grace = f
+            .settled_at
+            .saturating_add(12 * self.config.recovery_inactivity);
+        if !tally.we_lose_surely() && ctx.now < grace {
+            tracing::info!(
+                conversation = %self.name,
+                fork_epoch = f.epoch,
+                our_count,
+                their_count,
+                unheard = tally.unheard,
+                "our branch may lose: waiting for the voters not heard yet"
+            );
             return false;
         }
         tracing::warn!(
