@@ -400,7 +400,8 @@ impl Conversation {
             local: false,
             welcome: None,
             sealed_opens: false,
-            merged: Vec::new(),
+            evidence_aad: Vec::new(),
+            evidence_bound: false,
         };
         let Some(w) = self.try_remote(ctx, out, &cand, epoch, own_pending, Judge::AsMade) else {
             // An answer for our epoch that does not fit our group: junk, or another

@@ -42,9 +42,6 @@ fn candidate_envelope(candidate: &[u8]) -> Option<Vec<u8>> {
 /// sealed inside: room under the relay's 150 KiB message limit for the envelopes.
 const SEALED_WELCOME_LIMIT: usize = 100 * 1024;
 
-/// Differing evidence lists judged per held commit, the first copy's included.
-const MERGED_EVIDENCE_LISTS: usize = 4;
-
 /// The part of a candidate's evidence that is judged. An honest steward carries one
 /// proposal per change of its batch (each at least one MLS proposal of the commit) and
 /// its election: never more than `actions + 1`. Anything past that is not judged, since
@@ -55,7 +52,10 @@ fn judged_evidence(evidence: &[cpb::Proposal], actions: usize) -> &[cpb::Proposa
         .unwrap_or(evidence)
 }
 
-/// Digest of an evidence list, to recognise copies that carry one already judged.
+/// Digest of an evidence list. A steward's commit carries the digest of its candidate's
+/// evidence as its MLS authenticated data (signed with the commit), so evidence counts
+/// only when it is the list the steward sent: a copy with other evidence (stripped, or
+/// junk votes that would each cost a signature check) is recognised by one hash.
 fn evidence_digest(evidence: &[cpb::Proposal]) -> [u8; 32] {
     let mut h = Sha256::new();
     for p in evidence {
@@ -391,23 +391,28 @@ impl Conversation {
                 _ => None,
             })
             .collect();
-        let Some(mls) = self.mls.as_mut() else { return };
-        let commit = match mls.create_commit(ctx.provider, &ctx.identity.mls, &adds, &removes) {
-            Ok(c) => c,
-            Err(e) => {
-                out.event(Event::Error {
-                    operation: "create commit",
-                    message: e.to_string(),
-                });
-                return;
-            }
-        };
-        let evidence = batch
+        let evidence: Vec<cpb::Proposal> = batch
             .iter()
             .map(|a| a.id)
             .chain(self.election_proof)
             .filter_map(|id| self.consensus.evidence(id))
             .collect();
+        // The commit signs the digest of the evidence that rides beside it (see
+        // `evidence_binds`): no copy with other evidence can pass for ours.
+        let aad = evidence_digest(&evidence).to_vec();
+        let Some(mls) = self.mls.as_mut() else { return };
+        let commit =
+            match mls.create_commit_with_aad(ctx.provider, &ctx.identity.mls, &adds, &removes, aad)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    out.event(Event::Error {
+                        operation: "create commit",
+                        message: e.to_string(),
+                    });
+                    return;
+                }
+            };
         let epoch = self.epoch();
         let joiners: Vec<MemberId> = batch
             .iter()
@@ -459,7 +464,8 @@ impl Conversation {
                 local: true,
                 welcome: commit.welcome,
                 sealed_opens: true,
-                merged: Vec::new(),
+                evidence_aad: Vec::new(),
+                evidence_bound: true,
             });
         }
         tracing::info!(conversation = %self.name, epoch, actions, "submitted commit candidate");
@@ -488,23 +494,31 @@ impl Conversation {
         if cand.local || cand.steward != steward {
             return;
         }
-        // Each evidence item can cost signature checks and anyone can send copies: only
-        // what the commit's changes can need is judged, and only a few differing lists
-        // per commit (a stripped first copy, then the steward's own).
-        let judged = judged_evidence(&c.evidence, cand.actions);
-        let digest = evidence_digest(judged);
-        if cand.merged.contains(&digest) || cand.merged.len() >= MERGED_EVIDENCE_LISTS {
-            return self.prefer_sealed_copy(ctx, held, c, steward);
-        }
-        if let Some(cand) = self
-            .freeze
-            .as_mut()
-            .and_then(|f| f.candidates.get_mut(held))
-        {
-            cand.merged.push(digest);
-        }
-        if self.entitled_to_commit(&steward, c.epoch) {
-            self.adopt_commit_evidence(ctx, out, judged, Judge::Now);
+        // The held copy came without the evidence its steward signed (stripped or
+        // altered on the way): a copy that carries that evidence replaces it, and counts.
+        // Any other evidence is not the steward's and costs nothing to ignore.
+        if !cand.evidence_bound && cand.evidence_aad == evidence_digest(&c.evidence) {
+            let actions = cand.actions;
+            let Ok(mut fixed) = pb::CommitCandidate::decode(cand.bytes.as_slice()) else {
+                return;
+            };
+            fixed.evidence = c.evidence.clone();
+            if let Some(cand) = self
+                .freeze
+                .as_mut()
+                .and_then(|f| f.candidates.get_mut(held))
+            {
+                cand.bytes = fixed.encode_to_vec();
+                cand.evidence_bound = true;
+            }
+            if self.entitled_to_commit(&steward, c.epoch) {
+                self.adopt_commit_evidence(
+                    ctx,
+                    out,
+                    judged_evidence(&c.evidence, actions),
+                    Judge::Now,
+                );
+            }
         }
         self.prefer_sealed_copy(ctx, held, c, steward);
     }
@@ -667,7 +681,7 @@ impl Conversation {
         // Nothing in a candidate counts before its commit is known to be the named
         // steward's: stage it now (and drop the staging; selection stages again). Junk and
         // forged steward ids are refused here and take no slot.
-        let actions = match self.authenticate_candidate(ctx, &c, steward) {
+        let (actions, evidence_aad) = match self.authenticate_candidate(ctx, &c, steward) {
             Ok(a) => a,
             Err(why) => {
                 // A candidate for our epoch that does not stage may come from another
@@ -680,7 +694,8 @@ impl Conversation {
         // its evidence counts now (by signed votes only; see `evidence`). A member whose
         // own tally missed votes learns the decision before its window, and one that
         // rejected a change by timeout sees the votes that overturn it.
-        if self.entitled_to_commit(&steward, c.epoch) {
+        let evidence_bound = evidence_aad == evidence_digest(&c.evidence);
+        if evidence_bound && self.entitled_to_commit(&steward, c.epoch) {
             self.adopt_commit_evidence(ctx, out, judged_evidence(&c.evidence, actions), Judge::Now);
         }
         let late = matches!(
@@ -695,11 +710,21 @@ impl Conversation {
                 self.state,
                 ConversationState::Working | ConversationState::Reelection
             ) {
+                // One entry per commit: copies are not kept beside it, and one carrying the
+                // evidence its steward signed replaces one that does not.
                 let bytes = c.encode_to_vec();
-                if !self.early_stash.iter().any(|(b, _)| *b == bytes) && self.early_stash.len() < 8
-                {
-                    tracing::debug!(conversation = %self.name, "candidate before any approved change: kept for later");
-                    self.early_stash.push((bytes, arrived_at));
+                let same = self.early_stash.iter().position(|(b, _)| {
+                    pb::CommitCandidate::decode(b.as_slice())
+                        .is_ok_and(|x| commit_hash(&x.commit_message) == hash)
+                });
+                match same {
+                    Some(k) if evidence_bound => self.early_stash[k].0 = bytes,
+                    Some(_) => {}
+                    None if self.early_stash.len() < 8 => {
+                        tracing::debug!(conversation = %self.name, "candidate before any approved change: kept for later");
+                        self.early_stash.push((bytes, arrived_at));
+                    }
+                    None => {}
                 }
                 return;
             }
@@ -728,7 +753,8 @@ impl Conversation {
             local: false,
             welcome: None,
             sealed_opens: false,
-            merged: vec![evidence_digest(judged_evidence(&c.evidence, actions))],
+            evidence_aad,
+            evidence_bound,
         });
         f.first_foreign_at = Some(f.first_foreign_at.map_or(arrived_at, |t| t.min(arrived_at)));
         if late {
@@ -789,7 +815,7 @@ impl Conversation {
         let elections: Vec<_> = round
             .candidates
             .iter()
-            .filter(|c| !c.local)
+            .filter(|c| !c.local && c.evidence_bound)
             .filter_map(|c| {
                 pb::CommitCandidate::decode(c.bytes.as_slice())
                     .ok()
@@ -964,7 +990,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         c: &pb::CommitCandidate,
         claimed: MemberId,
-    ) -> Result<usize, String> {
+    ) -> Result<(usize, Vec<u8>), String> {
         let key = refusal_key(c);
         if self.refused_candidates.contains(&key) {
             return Err(format!("candidate naming {claimed} was refused before"));
@@ -976,7 +1002,7 @@ impl Conversation {
             .map_err(|e| format!("candidate naming {claimed} does not stage: {e}"))
             .and_then(|info| {
                 Self::check_signer(&info, claimed)
-                    .map(|()| info.adds.len() + info.removes.len())
+                    .map(|()| (info.adds.len() + info.removes.len(), info.aad))
                     .map_err(|(who, ev, why)| {
                         if !self.entitled_to_commit(&who, c.epoch) {
                             self.scores.apply(&who, ev);
@@ -1037,7 +1063,12 @@ impl Conversation {
         // Adopting can start work of our own (an election that makes us steward), so the
         // staging is dropped first and redone; when every carried proposal is settled
         // here already (the usual case) there is nothing to adopt.
-        let evidence = judged_evidence(&c.evidence, info.adds.len() + info.removes.len());
+        // Only the evidence the commit signs counts (see `evidence_digest`).
+        let evidence = if info.aad == evidence_digest(&c.evidence) {
+            judged_evidence(&c.evidence, info.adds.len() + info.removes.len())
+        } else {
+            &[]
+        };
         let unsettled = evidence.iter().any(|p| {
             !self.resolved.contains(&p.proposal_id)
                 || self

@@ -122,11 +122,13 @@ pub(crate) struct Candidate {
     /// Whether the sealed welcome in `bytes` is known to open (so no later copy can
     /// better it; learnt when a second copy comes, see `prefer_sealed_copy`).
     pub sealed_opens: bool,
-    /// Digests of the evidence lists judged for this commit (the first copy's and those
-    /// of later copies that differ), at most `MERGED_EVIDENCE_LISTS`: see
-    /// `merge_second_copy`.
+    /// The commit's authenticated data: the digest of the evidence its steward sent.
     #[serde(default)]
-    pub merged: Vec<[u8; 32]>,
+    pub evidence_aad: Vec<u8>,
+    /// Whether the evidence in `bytes` is that list (a copy stripped or altered on the
+    /// way is replaced by one that carries it: see `merge_second_copy`).
+    #[serde(default)]
+    pub evidence_bound: bool,
 }
 
 /// An application message for a later epoch, kept until we reach it or it expires.
@@ -200,10 +202,6 @@ pub(crate) struct RecentWelcome {
     /// A re-send a joiner asked for, delayed so that one member's copy serves all.
     #[serde(default)]
     pub due: Option<Millis>,
-    /// Digests of the copies we sent or saw (at most `WELCOME_COPIES_SEEN`): a copy seen
-    /// before (a replay) cancels no re-send.
-    #[serde(skip)]
-    pub seen: Vec<[u8; 32]>,
 }
 
 /// The winning candidate of the round we just left, re-sent for a while by a steward.

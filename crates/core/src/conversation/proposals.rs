@@ -552,6 +552,16 @@ impl Conversation {
         if !self.overturnable(id) {
             return;
         }
+        // An add dropped because no commit can carry it stays dropped.
+        if let Some(Action::Add {
+            member,
+            key_package,
+            ..
+        }) = self.proposals.get(&id).map(|t| &t.action)
+            && self.add_blocked(ctx, member, key_package).is_some()
+        {
+            return;
+        }
         // We rejected it at our own timeout, so the committers' timeout has passed too:
         // the merged signed votes are judged as they judged them (the timeout rule needs
         // a majority turnout, so a minority cannot pass anything this way).
@@ -732,7 +742,19 @@ impl Conversation {
                 key_package,
                 announcement,
             } => {
-                if accepted
+                // Decided YES, but a copy of its key got into the tree (or its key package
+                // was used) since it was checked: no commit can carry it, and queued it
+                // would hold a freeze round open that no steward can fill.
+                let blocked = accepted
+                    .then(|| self.add_blocked(ctx, &member, &key_package))
+                    .flatten();
+                if let Some(why) = blocked {
+                    if let Some(t) = self.proposals.get_mut(&id) {
+                        t.status = ProposalStatus::Rejected;
+                    }
+                    self.pending_updates.remove(&member);
+                    out.reject("approved add", why);
+                } else if accepted
                     && !self
                         .approved
                         .iter()

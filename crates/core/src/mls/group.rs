@@ -35,6 +35,9 @@ pub struct StagedCommitInfo {
     pub self_removed: bool,
     /// The epoch after merging.
     pub new_epoch: u64,
+    /// The commit's authenticated data, signed by its sender: for a candidate, the
+    /// digest of the evidence its steward carries beside it.
+    pub aad: Vec<u8>,
 }
 
 /// An opened application message.
@@ -273,6 +276,19 @@ impl MlsConversation {
         adds: &[Vec<u8>],
         removes: &[MemberId],
     ) -> Result<CommitOutput, MlsError> {
+        self.create_commit_with_aad(provider, id, adds, removes, Vec::new())
+    }
+
+    /// [`Self::create_commit`], with `aad` in the commit's authenticated data (signed
+    /// with it; receivers find it in [`StagedCommitInfo::aad`]).
+    pub fn create_commit_with_aad<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        id: &MlsIdentity,
+        adds: &[Vec<u8>],
+        removes: &[MemberId],
+        aad: Vec<u8>,
+    ) -> Result<CommitOutput, MlsError> {
         let kps = adds
             .iter()
             .map(|b| parse_key_package(provider, b))
@@ -284,18 +300,23 @@ impl MlsConversation {
                     .ok_or_else(|| MlsError::Processing(format!("{m} is not a member")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let bundle = self
+        self.group.set_aad(aad);
+        let built = self
             .group
             .commit_builder()
             .consume_proposal_store(false)
             .propose_adds(kps)
             .propose_removals(leaves)
             .load_psks(provider.storage())
-            .map_err(other)?
-            .build(provider.rand(), provider.crypto(), id.signer(), |_| true)
-            .map_err(|e| MlsError::Processing(format!("{e:?}")))?
-            .stage_commit(provider)
-            .map_err(other)?;
+            .map_err(other)
+            .and_then(|b| {
+                b.build(provider.rand(), provider.crypto(), id.signer(), |_| true)
+                    .map_err(|e| MlsError::Processing(format!("{e:?}")))
+            })
+            .and_then(|b| b.stage_commit(provider).map_err(other));
+        // Only this commit carries it, whether or not it was built.
+        self.group.set_aad(Vec::new());
+        let bundle = built?;
         let commit = bundle.commit().tls_serialize_detached().map_err(other)?;
         let welcome = match bundle.welcome() {
             Some(w) => Some(
@@ -406,6 +427,7 @@ impl MlsConversation {
             .process_message(provider, pm)
             .map_err(|e| MlsError::Processing(format!("{e:?}")))?;
         let commit_sender = self.sender_member(processed.sender())?;
+        let aad = processed.aad().to_vec();
         let ProcessedMessageContent::StagedCommitMessage(sc) = processed.into_content() else {
             return Err(MlsError::Processing("not a commit".into()));
         };
@@ -431,6 +453,7 @@ impl MlsConversation {
             removes,
             self_removed: sc.self_removed(),
             new_epoch: self.epoch() + 1,
+            aad,
         };
         self.staged = Some(*sc);
         Ok(info)
