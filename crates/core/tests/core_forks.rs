@@ -426,15 +426,21 @@ fn a_crashed_steward_and_a_member_alone_heal_into_one_group() {
     });
 }
 
-/// The fork the minority rule cannot prevent: a removal is decided by everyone, then the
-/// network splits before anyone has its commit, with the epoch steward on one side and
-/// the backup steward on the other. Each side commits the same decision as a different
-/// commit (two branches of one epoch). After healing the branch with more support
-/// survives and the other side's members leave theirs and rejoin it by themselves
-/// (`ForkDetected`, `BranchAbandoned`, `Rejoining`). `big_side` members (the epoch
-/// steward and the removal's target among them) against the backup and one other.
-fn decided_then_split(seed: u64, net: Net, big_side: usize) {
-    let (mut s, ids) = group(seed, net.clone(), fast_config(), big_side + 2);
+/// A group split as in [`decided_then_split`], not healed yet.
+struct Split {
+    s: Sim,
+    ids: Vec<usize>,
+    big: Vec<usize>,
+    small: Vec<usize>,
+    target: usize,
+    /// Both sides committed the removal.
+    both: bool,
+    /// ... as different commits.
+    forked: bool,
+}
+
+fn split_after_decision(seed: u64, net: Net, big_side: usize) -> Split {
+    let (mut s, ids) = group(seed, net, fast_config(), big_side + 2);
     let e0 = s.members[ids[0]].conv().epoch();
     let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
     let bs = s.holder(ids[0], Role::BackupSteward).expect("backup");
@@ -459,6 +465,34 @@ fn decided_then_split(seed: u64, net: Net, big_side: usize) {
     s.run_for(3_000);
     let forked = both
         && s.members[es].conv().epoch_authenticator() != s.members[bs].conv().epoch_authenticator();
+    Split {
+        s,
+        ids,
+        big,
+        small,
+        target,
+        both,
+        forked,
+    }
+}
+
+/// The fork the minority rule cannot prevent: a removal is decided by everyone, then the
+/// network splits before anyone has its commit, with the epoch steward on one side and
+/// the backup steward on the other. Each side commits the same decision as a different
+/// commit (two branches of one epoch). After healing the branch with more support
+/// survives and the other side's members leave theirs and rejoin it by themselves
+/// (`ForkDetected`, `BranchAbandoned`, `Rejoining`). `big_side` members (the epoch
+/// steward and the removal's target among them) against the backup and one other.
+fn decided_then_split(seed: u64, net: Net, big_side: usize) {
+    let Split {
+        mut s,
+        ids,
+        big,
+        small,
+        target,
+        both,
+        forked,
+    } = split_after_decision(seed, net.clone(), big_side);
     let plan = format!(
         "decided-then-split seed={seed} net={} {big:?} | {small:?}, removal of {target} decided \
          before the split; both sides committed={both}, forked={forked}",
@@ -621,32 +655,18 @@ fn tie_with_a_voter_unheard(seed: u64) {
     use prost::Message;
     use std::cell::Cell;
     use std::rc::Rc;
-    let (mut s, ids) = group(seed, Net::clean(), fast_config(), 6);
-    let e0 = s.members[ids[0]].conv().epoch();
-    let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
-    let bs = s.holder(ids[0], Role::BackupSteward).expect("backup");
-    let rest = others(&ids, &[es, bs]);
-    let target = rest[0];
-    let big = vec![es, rest[0], rest[1], rest[2]];
-    let small = vec![bs, rest[3]];
-    s.propose_removal(rest[1], target);
-    let decided = s.run_until(MIN, |s| {
-        ids.iter()
-            .all(|i| !s.members[*i].conv().approved().is_empty())
-    });
-    assert!(decided, "the removal was not decided\n{}", s.describe());
-    s.partition(&[&big, &small]);
-    let both = s.run_until(SPLIT_MAX, |s| {
-        s.members[es].conv().epoch() > e0 && s.members[bs].conv().epoch() > e0
-    });
-    s.run_for(3_000);
-    assert!(
-        both && s.members[es].conv().epoch_authenticator()
-            != s.members[bs].conv().epoch_authenticator(),
-        "no fork\n{}",
-        s.describe()
-    );
-    let quiet = rest[1];
+    let Split {
+        mut s,
+        ids,
+        big,
+        small,
+        target,
+        forked,
+        ..
+    } = split_after_decision(seed, Net::clean(), 4);
+    assert!(forked, "no fork\n{}", s.describe());
+    // big = [epoch steward, target, two more]: one of the two loses its first beacons.
+    let quiet = big[2];
     let lose_beacons = Rc::new(Cell::new(true));
     let flag = lose_beacons.clone();
     s.members[quiet].filter = Some(Box::new(move |p| {
@@ -667,7 +687,7 @@ fn tie_with_a_voter_unheard(seed: u64) {
     );
     let required = others(&ids, &[target]);
     assert_heals(&mut s, &required, &[target], &plan, t_heal);
-    for i in [es, rest[1], rest[2]] {
+    for i in others(&big, &[target]) {
         let left = s
             .events_of(i, |e| matches!(e, Event::BranchAbandoned { .. }))
             .count();

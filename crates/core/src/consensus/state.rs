@@ -447,6 +447,13 @@ impl ConsensusState {
         })
     }
 
+    /// Whether we hold a session for exactly this header (votes aside).
+    pub fn holds_header(&self, p: &Proposal) -> bool {
+        self.sessions
+            .get(&p.proposal_id)
+            .is_some_and(|s| super::vote::header_digest(&s.header) == super::vote::header_digest(p))
+    }
+
     /// (yes, no, expected).
     pub fn tally(&self, proposal_id: u32) -> Option<(u32, u32, u32)> {
         self.sessions.get(&proposal_id).map(|s| {

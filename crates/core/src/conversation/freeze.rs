@@ -1139,11 +1139,22 @@ impl Conversation {
                 ));
             }
         }
-        let justified: BTreeSet<(bool, MemberId)> = self
+        let mut justified: BTreeSet<(bool, MemberId)> = self
             .approved
             .iter()
             .map(|a| (a.change.is_add(), a.change.member()))
             .collect();
+        // A second rejoin of a member the group decided YES is justified even when we did
+        // not queue it (we settled it as moot: a commit since we learnt of it added the
+        // member again; or an earlier rejoin of the member was queued): a steward that
+        // judged otherwise commits it, and refusing that commit left half the group an
+        // epoch behind for good (lossy seed 30 of the equal-sides decided-then-split).
+        // It only swaps the member's leaf once more, for its own announced key package.
+        for (m, kp) in info.adds.iter().zip(&info.added_key_packages) {
+            if self.decided_rejoin(m, kp) {
+                justified.insert((true, *m));
+            }
+        }
         let actions: Vec<(bool, MemberId)> = info
             .adds
             .iter()
@@ -1162,9 +1173,10 @@ impl Conversation {
         // the commit that adds it again.
         let rejoining = |m: &MemberId| {
             info.adds.contains(m)
-                && self.approved.iter().any(|a| {
-                    matches!(&a.change, Change::Add { member, rejoin: true, .. } if member == m)
-                })
+                && (justified.contains(&(true, *m))
+                    || self.approved.iter().any(|a| {
+                        matches!(&a.change, Change::Add { member, rejoin: true, .. } if member == m)
+                    }))
         };
         if let Some((add, m)) = actions
             .iter()
@@ -1187,6 +1199,24 @@ impl Conversation {
             ));
         }
         Ok(())
+    }
+
+    /// Whether we hold a rejoin of `m` with the key package hashed `kp`, decided YES but
+    /// not queued (settled as moot, or behind an earlier rejoin of `m` in the queue, which
+    /// holds one add per member), its key package not used (see `validate_staged`).
+    fn decided_rejoin(&self, m: &MemberId, kp: &[u8; 32]) -> bool {
+        self.members().contains(m)
+            && !self.used_key_packages.contains(kp)
+            && self.proposals.values().any(|t| {
+                matches!(
+                    t.status,
+                    ProposalStatus::Committed | ProposalStatus::Accepted
+                ) && self.consensus.outcome(t.id) == Some(true)
+                    && matches!(&t.action, Action::Add { member, key_package, announcement }
+                        if member == m
+                            && join::announcement_rejoin(announcement)
+                            && join::key_package_hash(key_package) == *kp)
+            })
     }
 
     /// Nothing valid arrived: with approved work this is a missed commit → Reelection.

@@ -29,6 +29,8 @@ pub struct StagedCommitInfo {
     pub proposal_senders: Vec<MemberId>,
     /// Members it adds (from key package credentials).
     pub adds: Vec<MemberId>,
+    /// SHA-256 of each added key package (TLS encoding, as announced), beside `adds`.
+    pub added_key_packages: Vec<[u8; 32]>,
     /// Members it removes.
     pub removes: Vec<MemberId>,
     /// It removes us.
@@ -432,10 +434,15 @@ impl MlsConversation {
             return Err(MlsError::Processing("not a commit".into()));
         };
         let mut adds = Vec::new();
+        let mut added_key_packages = Vec::new();
         for a in sc.add_proposals() {
-            adds.push(credential_member(
-                a.add_proposal().key_package().leaf_node().credential(),
-            )?);
+            let kp = a.add_proposal().key_package();
+            adds.push(credential_member(kp.leaf_node().credential())?);
+            let bytes = kp.tls_serialize_detached().map_err(other)?;
+            added_key_packages.push(
+                sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes))
+                    .into(),
+            );
         }
         let mut removes = Vec::new();
         for r in sc.remove_proposals() {
@@ -450,6 +457,7 @@ impl MlsConversation {
             commit_sender,
             proposal_senders,
             adds,
+            added_key_packages,
             removes,
             self_removed: sc.self_removed(),
             new_epoch: self.epoch() + 1,
