@@ -142,10 +142,9 @@ fn a_replayed_announcement_draws_about_one_welcome_copy() {
 }
 
 /// The latest joiner asks for its welcome again (its announcement, replayed), and an
-/// outsider replays the welcome as first published right after, once as it was and once
-/// with a byte of its sync changed: members still re-send a fresh copy (its sync sealed
-/// now). A copy counts as another member's re-send only when its sync opens as a member's
-/// message not read before. (Before, any copy cancelled the re-sends: none came, and the joiner
+/// outsider replays the welcome as first published right after: members still re-send a
+/// fresh copy (its sync sealed now). A replay is a copy every member saw before, and
+/// cancels nothing. (Before, any copy cancelled the re-sends: none came, and the joiner
 /// could only take the replayed copy, with the sync of the welcome's first day.)
 #[test]
 fn a_replayed_welcome_does_not_cancel_fresh_re_sends() {
@@ -169,15 +168,8 @@ fn a_replayed_welcome_does_not_cancel_fresh_re_sends() {
         .expect("the joiner's welcome");
     s.run_for(5_000);
     let t0 = s.now;
-    // The replay, and a copy of it with one byte of its (unsigned) sync changed.
-    let mut altered = pb::WelcomeEnvelope::decode(welcome.as_slice()).unwrap();
-    if let Some(pb::welcome_envelope::Body::Welcome(w)) = altered.body.as_mut() {
-        let last = w.sync.len() - 1;
-        w.sync[last] ^= 1;
-    }
     s.inject(outsider, Subtopic::Welcome, ann);
     s.inject(outsider, Subtopic::Welcome, welcome);
-    s.inject(outsider, Subtopic::Welcome, altered.encode_to_vec());
     s.run_for(5_000);
     let (n, bytes) = traffic(&s, t0, &ids, |st, p| {
         st == Subtopic::Welcome

@@ -35,8 +35,8 @@ pub(super) enum Judge {
     AsMade,
 }
 
-/// Member and voter counts of the groups we were in at recent epochs (distinct values,
-/// oldest first): a carried proposal may have been made in one of them.
+/// Member counts of the groups we were in at recent epochs, newest last: a carried
+/// proposal may have been made in one of them.
 pub(crate) const RECENT_SIZES: usize = 16;
 
 impl Conversation {
@@ -70,6 +70,31 @@ impl Conversation {
         n >= 2 && (self.voters().len()..=self.members().len()).contains(&n)
     }
 
+    /// Whether `p` is the rejoin of a member we count as a voter, carrying that member's
+    /// own signed rejoin announcement (made within `proposal_expiration` of the proposal),
+    /// with our voter count less that member: its
+    /// proposer knew of the rejoin (the member left its leaf and its voice; only the
+    /// member can sign that), which we had not heard of. Refusing it left a member that
+    /// missed the announcement refusing the commit that re-added the member, an epoch
+    /// behind for good (lossy seed 9 of the equal-sides decided-then-split).
+    fn counts_out_its_rejoiner(&self, p: &cpb::Proposal, n: usize) -> bool {
+        let voters = self.voters();
+        n >= 2
+            && n + 1 == voters.len()
+            && matches!(
+                Action::from_payload(&p.payload),
+                Ok(Action::Add { member, announcement, .. })
+                    if voters.contains(&member)
+                        && join::rejoin_signed_by(
+                            &self.name,
+                            &announcement,
+                            &member,
+                            p.timestamp.saturating_mul(1000),
+                            self.config.proposal_expiration,
+                        )
+            )
+    }
+
     /// Whether a header fits the conversation's policy, from any path: the liveness flag
     /// in force, and a voter count that is the size of a group we had (now or at a recent
     /// epoch, or before we joined for a proposal the sync listed), or 1 for a member's own
@@ -89,6 +114,16 @@ impl Conversation {
         // A count of 1 is a member's own leave, or (listed by the sync) a proposal the
         // creator made alone; recent sizes count from 2, so a one-voter header can never
         // be justified by its forger's own vote.
+        // No header lives longer than the conversation lets a proposal live: a long-lived
+        // one, once taken, could be decided by late votes long after its group changed.
+        let lifetime = p.expiration_timestamp.saturating_sub(p.timestamp);
+        if lifetime > self.config.proposal_expiration / 1000 {
+            return Err(format!(
+                "proposal {} lives {lifetime} s; the conversation allows {} s",
+                p.proposal_id,
+                self.config.proposal_expiration / 1000
+            ));
+        }
         // A header we took before (its count fitted our group then) still does: the
         // voter count changes as members start and finish rejoining, and a proposal made
         // while two of four were rejoining was refused, with its commit, once one of them
@@ -98,6 +133,7 @@ impl Conversation {
         }
         let fits = (n == 1 && Self::is_own_leave(p))
             || self.evidence_voter_count_fits(n)
+            || self.counts_out_its_rejoiner(p, n)
             || (n >= 2 && self.recent_sizes.contains(&(n as u32)))
             || (self.predates_our_join(p) && n >= 1 && n <= members);
         if fits {
@@ -204,13 +240,9 @@ impl Conversation {
     /// Remembers the size of the group we are in now (after a commit, or on joining).
     pub(super) fn note_group_size(&mut self) {
         self.note_epoch();
-        // The voters too (the roster less the members rejoining): a proposal made now
-        // counts them.
-        for n in [self.members().len(), self.voters().len()] {
-            let n = n as u32;
-            if !self.recent_sizes.contains(&n) {
-                self.recent_sizes.push_back(n);
-            }
+        let n = self.members().len() as u32;
+        if self.recent_sizes.back() != Some(&n) {
+            self.recent_sizes.push_back(n);
         }
         while self.recent_sizes.len() > RECENT_SIZES {
             self.recent_sizes.pop_front();

@@ -25,6 +25,8 @@ pub(super) struct Winner {
     pub candidate: Vec<u8>,
     pub hash: [u8; 32],
     pub old_epoch: u64,
+    /// SHA-256 of each key package a peer's commit added (all used from now on).
+    pub added_key_packages: Vec<[u8; 32]>,
 }
 
 /// The `AppEnvelope` that publishes an encoded `CommitCandidate`.
@@ -939,6 +941,7 @@ impl Conversation {
             candidate: cand.bytes.clone(),
             hash: cand.hash,
             old_epoch: epoch,
+            added_key_packages: Vec::new(),
         })
     }
 
@@ -1086,7 +1089,7 @@ impl Conversation {
             }
             info = self.stage_candidate(ctx, out, &c, cand.steward)?;
         }
-        if let Err(e) = self.validate_staged(&c, &info) {
+        if let Err(e) = self.validate_staged(ctx, &c, &info) {
             return self.refuse_staged(ctx, out, e);
         }
         let peer_welcome = self.open_candidate_welcome(ctx, &c, &info);
@@ -1108,6 +1111,7 @@ impl Conversation {
             candidate: cand.bytes.clone(),
             hash: cand.hash,
             old_epoch: epoch,
+            added_key_packages: info.added_key_packages.clone(),
         })
     }
 
@@ -1124,8 +1128,9 @@ impl Conversation {
     /// and after the commit's evidence was adopted: the committer is on the steward list
     /// (unless in Recovery mode), and every change is a decided YES we hold. Evidence
     /// proves a decision only by signed votes, so an approved change is the only proof.
-    fn validate_staged(
+    fn validate_staged<P: OpenMlsProvider>(
         &self,
+        ctx: &Ctx<'_, P>,
         c: &pb::CommitCandidate,
         info: &StagedCommitInfo,
     ) -> Result<(), (MemberId, ScoreEvent, String)> {
@@ -1151,7 +1156,7 @@ impl Conversation {
         // epoch behind for good (lossy seed 30 of the equal-sides decided-then-split).
         // It only swaps the member's leaf once more, for its own announced key package.
         for (m, kp) in info.adds.iter().zip(&info.added_key_packages) {
-            if self.decided_rejoin(m, kp) {
+            if self.decided_rejoin(ctx, m, kp) {
                 justified.insert((true, *m));
             }
         }
@@ -1204,18 +1209,38 @@ impl Conversation {
     /// Whether we hold a rejoin of `m` with the key package hashed `kp`, decided YES but
     /// not queued (settled as moot, or behind an earlier rejoin of `m` in the queue, which
     /// holds one add per member), its key package not used (see `validate_staged`).
-    fn decided_rejoin(&self, m: &MemberId, kp: &[u8; 32]) -> bool {
+    fn decided_rejoin<P: OpenMlsProvider>(
+        &self,
+        ctx: &Ctx<'_, P>,
+        m: &MemberId,
+        kp: &[u8; 32],
+    ) -> bool {
+        // Decided lately (learnt within the catch-up window), and not the member's
+        // current leaf: swapping a leaf for itself would leave the member waiting for a
+        // welcome to a key package whose keys it used up.
+        let recent = self
+            .epoch()
+            .saturating_sub(self.config.catch_up_window as u64);
+        let holds_leaf = |key_package: &[u8]| {
+            self.mls
+                .as_ref()
+                .and_then(|g| g.leaf_key_holder(ctx.provider, key_package))
+                == Some(*m)
+        };
         self.members().contains(m)
             && !self.used_key_packages.contains(kp)
             && self.proposals.values().any(|t| {
-                matches!(
-                    t.status,
-                    ProposalStatus::Committed | ProposalStatus::Accepted
-                ) && self.consensus.outcome(t.id) == Some(true)
+                t.epoch >= recent
+                    && matches!(
+                        t.status,
+                        ProposalStatus::Committed | ProposalStatus::Accepted
+                    )
+                    && self.consensus.outcome(t.id) == Some(true)
                     && matches!(&t.action, Action::Add { member, key_package, announcement }
                         if member == m
                             && join::announcement_rejoin(announcement)
-                            && join::key_package_hash(key_package) == *kp)
+                            && join::key_package_hash(key_package) == *kp
+                            && !holds_leaf(key_package))
             })
     }
 
@@ -1341,6 +1366,8 @@ impl Conversation {
             })
             .map(|a| a.id)
             .collect();
+        // Every key package the commit added is used now, whether or not we had its add
+        // queued (a second rejoin we did not queue: see `decided_rejoin`).
         let used: Vec<[u8; 32]> = self
             .approved
             .iter()
@@ -1349,6 +1376,7 @@ impl Conversation {
                 Change::Add { key_package, .. } => Some(join::key_package_hash(key_package)),
                 Change::Remove { .. } => None,
             })
+            .chain(w.added_key_packages.iter().copied())
             .collect();
         self.note_used_key_packages(used);
         if !w.added.is_empty() {

@@ -4,6 +4,7 @@
 use openmls_traits::OpenMlsProvider;
 use prost::Message;
 use rand::Rng;
+use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::config::REPLY_JITTER_MS;
@@ -17,6 +18,20 @@ const KP_DOMAIN: &[u8] = b"demls/key-package/v2";
 /// The same for a member asking to be added afresh (see `fork`): a normal announcement
 /// cannot be turned into a rejoin by flipping its flag.
 const KP_REJOIN_DOMAIN: &[u8] = b"demls/key-package/rejoin/v1";
+/// How many copies of one welcome are remembered as seen (see `remember_welcome`).
+const WELCOME_COPIES_SEEN: usize = 8;
+
+impl RecentWelcome {
+    fn note_copy(&mut self, digest: [u8; 32]) {
+        if !self.seen.contains(&digest) {
+            self.seen.push(digest);
+            if self.seen.len() > WELCOME_COPIES_SEEN {
+                self.seen.remove(0);
+            }
+        }
+    }
+}
+
 /// How many early welcomes (see `Conversation::early_welcome`) are kept.
 const EARLY_WELCOME_CAP: usize = 4;
 /// Domain separation for welcome signatures.
@@ -138,6 +153,29 @@ pub(super) fn welcome_envelope_kp(announcement: &[u8]) -> Vec<u8> {
 
 /// Checks the identity binding: the announcement is signed by `member_id`, and the key
 /// package's MLS credential names that same address. Returns the member.
+/// Whether `announcement` is `member`'s own signed rejoin announcement for `conversation`,
+/// made within `window` ms of `at_ms` (signature only: the key package is not checked).
+pub(super) fn rejoin_signed_by(
+    conversation: &str,
+    announcement: &[u8],
+    member: &MemberId,
+    at_ms: u64,
+    window: u64,
+) -> bool {
+    pb::KeyPackageAnnouncement::decode(announcement).is_ok_and(|ann| {
+        ann.rejoin
+            && ann.timestamp_ms.abs_diff(at_ms) <= window
+            && ann.conversation == conversation
+            && ann.member_id == member.as_bytes()
+            && identity::verify(
+                &kp_signed_bytes(conversation, ann.timestamp_ms, &ann.key_package, true),
+                &ann.signature,
+                member,
+            )
+            .is_ok()
+    })
+}
+
 pub(super) fn verify_announcement<P: OpenMlsProvider>(
     conversation: &str,
     announcement: &[u8],
@@ -365,6 +403,8 @@ impl Conversation {
                 }
                 _ => stored,
             };
+            let w = &mut self.recent_welcomes[i];
+            w.note_copy(Sha256::digest(&fresh).into());
             out.send(Subtopic::Welcome, fresh);
         }
     }
@@ -416,7 +456,7 @@ impl Conversation {
         }
         .encode_to_vec();
         out.send(Subtopic::Welcome, env.clone());
-        self.remember_welcome(ctx.now, joiners, env, true);
+        self.remember_welcome(ctx.now, joiners, env);
     }
 
     /// Our signed welcome into `epoch` for `joiners` (no sync yet).
@@ -551,36 +591,33 @@ impl Conversation {
             body: Some(pb::welcome_envelope::Body::Welcome(mw)),
         }
         .encode_to_vec();
-        self.remember_welcome(ctx.now, joiners, env, true);
+        self.remember_welcome(ctx.now, joiners, env);
     }
 
     /// Remembers a welcome we sent or saw, keyed by its MLS welcome: copies with freshly
-    /// sealed syncs are the same welcome. A seen copy counts as our own re-send only when
-    /// `fresh`: its sync opened as a message from a member that we had not read before
-    /// (MLS refuses a second decryption of one message), so it is another member's
-    /// re-send. A replay (anyone can make one, or alter the unsigned sync of one)
-    /// cancels nothing: its sync may be older than the one a re-send seals now.
-    fn remember_welcome(
-        &mut self,
-        now: Millis,
-        joiners: Vec<MemberId>,
-        envelope: Vec<u8>,
-        fresh: bool,
-    ) {
+    /// sealed syncs are the same welcome. A copy new to us is another member's re-send
+    /// and counts as ours; one we sent or saw before is a replay (anyone can make one),
+    /// which cancels nothing: its sync may be older than the one a re-send seals now.
+    /// (Not opening the copy's sync to tell: the signature does not cover it, so anyone
+    /// could put a member's live message there and make us consume it unread.)
+    fn remember_welcome(&mut self, now: Millis, joiners: Vec<MemberId>, envelope: Vec<u8>) {
         let inner = |e: &[u8]| match pb::WelcomeEnvelope::decode(e).ok().and_then(|e| e.body) {
             Some(pb::welcome_envelope::Body::Welcome(w)) => Some(w.welcome),
             _ => None,
         };
         let key = inner(&envelope);
+        let digest: [u8; 32] = Sha256::digest(&envelope).into();
         if let Some(w) = self
             .recent_welcomes
             .iter_mut()
             .find(|w| w.envelope == envelope || (key.is_some() && inner(&w.envelope) == key))
         {
-            if fresh {
-                w.resent_at = now;
-                w.due = None;
+            if w.seen.contains(&digest) || w.envelope == envelope {
+                return;
             }
+            w.note_copy(digest);
+            w.resent_at = now;
+            w.due = None;
             return;
         }
         self.recent_welcomes.push_back(RecentWelcome {
@@ -588,19 +625,11 @@ impl Conversation {
             envelope,
             resent_at: now,
             due: None,
+            seen: vec![digest],
         });
         while self.recent_welcomes.len() > WELCOME_CAP {
             self.recent_welcomes.pop_front();
         }
-    }
-
-    /// Whether a welcome copy's sync opens as a member's message we had not read.
-    fn sync_is_fresh<P: OpenMlsProvider>(&mut self, ctx: &Ctx<'_, P>, sync: &[u8]) -> bool {
-        !sync.is_empty()
-            && self
-                .mls
-                .as_mut()
-                .is_some_and(|m| m.decrypt(ctx.provider, sync).is_ok())
     }
 
     fn on_member_welcome<P: OpenMlsProvider>(
@@ -629,8 +658,7 @@ impl Conversation {
                     && MemberId::from_slice(&w.committer).is_ok_and(|c| c == *committer)
             });
             if ours && welcome_signer(&w).is_some() {
-                let fresh = self.sync_is_fresh(ctx, &w.sync);
-                self.remember_welcome(ctx.now, joiners, raw.to_vec(), fresh);
+                self.remember_welcome(ctx.now, joiners, raw.to_vec());
             } else if joiners.contains(&self.me)
                 && w.epoch == self.epoch().saturating_add(1)
                 && let Some(signer) = welcome_signer(&w).filter(|s| self.members().contains(s))

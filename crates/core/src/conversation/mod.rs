@@ -202,6 +202,10 @@ pub(crate) struct RecentWelcome {
     /// A re-send a joiner asked for, delayed so that one member's copy serves all.
     #[serde(default)]
     pub due: Option<Millis>,
+    /// Digests of the copies we sent or saw (at most `WELCOME_COPIES_SEEN`): a copy seen
+    /// before (a replay) cancels no re-send.
+    #[serde(default)]
+    pub seen: Vec<[u8; 32]>,
 }
 
 /// The winning candidate of the round we just left, re-sent for a while by a steward.
