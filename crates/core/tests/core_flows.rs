@@ -358,18 +358,7 @@ fn shared_leaf_key_in_one_batch(seed: u64) {
     let pair = [s.add_member("first"), s.add_member("copier")];
     for &who in &pair {
         // One seeded provider per announcement: both key packages get the same keys.
-        let provider = seeded::Provider::default();
-        let m = &s.members[who];
-        let mls = demls_core::mls::MlsIdentity::create(&provider, m.id()).unwrap();
-        let kp = demls_core::mls::generate_key_package(&provider, &mls).unwrap();
-        let a = demls_core::conversation::forge_announcement(
-            &s.name,
-            kp,
-            m.id(),
-            &m.identity.eth,
-            s.now,
-            false,
-        );
+        let a = s.announcement_with(&seeded::Provider::default(), who);
         s.inject(who, Subtopic::Welcome, a);
     }
     let in_roster = |s: &Sim, i: usize| {
@@ -505,20 +494,7 @@ fn copied_leaf_key(seed: u64) {
     let (mut s, ids) = group(seed, Net::clean(), 3);
     let first = s.add_member("first");
     let copier = s.add_member("copier");
-    let announce = |s: &Sim, who: usize| {
-        let provider = seeded::Provider::default();
-        let m = &s.members[who];
-        let mls = demls_core::mls::MlsIdentity::create(&provider, m.id()).unwrap();
-        let kp = demls_core::mls::generate_key_package(&provider, &mls).unwrap();
-        demls_core::conversation::forge_announcement(
-            &s.name,
-            kp,
-            m.id(),
-            &m.identity.eth,
-            s.now,
-            false,
-        )
-    };
+    let announce = |s: &Sim, who: usize| s.announcement_with(&seeded::Provider::default(), who);
     // `first` is added with a key package it can never use (it has no keys for it here):
     // it stays on the roster, its leaf key in the tree.
     let a = announce(&s, first);

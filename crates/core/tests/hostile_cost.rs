@@ -121,19 +121,7 @@ fn an_announcement_costs_the_steward_bounded_signature_work() {
     let joiners: Vec<usize> = (0..31)
         .map(|k| s.add_member(&format!("joiner{k}")))
         .collect();
-    let announce = |s: &Sim, who: usize| {
-        let m = &s.members[who];
-        let mls = demls_core::mls::MlsIdentity::create(&m.provider, m.id()).unwrap();
-        let kp = demls_core::mls::generate_key_package(&m.provider, &mls).unwrap();
-        demls_core::conversation::forge_announcement(
-            &s.name,
-            kp,
-            m.id(),
-            &m.identity.eth,
-            s.now,
-            false,
-        )
-    };
+    let announce = |s: &Sim, who: usize| s.announcement_with(&s.members[who].provider, who);
     let (last, first) = joiners.split_last().unwrap();
     for &j in first {
         let a = announce(&s, j);

@@ -113,6 +113,17 @@ fn an_outsider_welcome_blob_is_not_reflected() {
     );
 }
 
+/// Welcome packets `ids` published since `t0`, and their bytes.
+fn welcome_copies_since(s: &sim::Sim, t0: u64, ids: &[usize]) -> (usize, usize) {
+    traffic(s, t0, ids, |st, p| {
+        st == Subtopic::Welcome
+            && matches!(
+                welcome_body(p),
+                Some(pb::welcome_envelope::Body::Welcome(_))
+            )
+    })
+}
+
 /// The latest joiner's own announcement, replayed once: one member re-sends the welcome
 /// it may have missed and the others, seeing that copy, keep theirs (each waits a random
 /// delay first). (Before the delay every member that held the welcome sent it at once: 4
@@ -127,13 +138,7 @@ fn a_replayed_announcement_draws_about_one_welcome_copy() {
     let t0 = s.now;
     s.inject(outsider, Subtopic::Welcome, ann);
     s.run_for(5_000);
-    let (n, bytes) = traffic(&s, t0, &ids, |st, p| {
-        st == Subtopic::Welcome
-            && matches!(
-                welcome_body(p),
-                Some(pb::welcome_envelope::Body::Welcome(_))
-            )
-    });
+    let (n, bytes) = welcome_copies_since(&s, t0, &ids);
     eprintln!("one replayed announcement drew {n} welcome copies ({bytes} B)");
     assert!(
         (1..=2).contains(&n),
@@ -171,13 +176,7 @@ fn a_replayed_welcome_does_not_cancel_fresh_re_sends() {
     s.inject(outsider, Subtopic::Welcome, ann);
     s.inject(outsider, Subtopic::Welcome, welcome);
     s.run_for(5_000);
-    let (n, bytes) = traffic(&s, t0, &ids, |st, p| {
-        st == Subtopic::Welcome
-            && matches!(
-                welcome_body(p),
-                Some(pb::welcome_envelope::Body::Welcome(_))
-            )
-    });
+    let (n, bytes) = welcome_copies_since(&s, t0, &ids);
     assert!(
         (1..=2).contains(&n),
         "with a replayed welcome, one replayed announcement drew {n} fresh copies ({bytes} B)"

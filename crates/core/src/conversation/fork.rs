@@ -181,6 +181,18 @@ impl ForkWatch {
         }
     }
 
+    /// Notes that a commit added `added` (a rejoin removes and adds one member, so the
+    /// commit's own list, not a roster difference): each was elsewhere before (a
+    /// newcomer, or one that left a losing branch to rejoin ours), and a beacon it sent
+    /// from there is not where it stands now. Kept, the old beacons of members that had
+    /// already come over to the surviving branch outvoted it until they went stale, and
+    /// its members left it.
+    pub(super) fn note_added(&mut self, added: &[MemberId]) {
+        for m in added {
+            self.beacons.remove(m);
+        }
+    }
+
     /// When we applied `m`'s removal, if we remember it.
     pub(super) fn removed_when(&self, m: &MemberId) -> Option<Millis> {
         self.removed_at
@@ -263,13 +275,6 @@ impl Conversation {
                 before.difference(&after).copied().collect(),
             )
         };
-        // A member this commit added was elsewhere before (a newcomer, or one that left
-        // a losing branch to rejoin ours): a beacon it sent from there is not where it
-        // stands now. Kept, the old beacons of members that already came over to the
-        // surviving branch outvoted it until they went stale, and its members left it.
-        for m in &added {
-            fw.beacons.remove(m);
-        }
         fw.log.push_back(EpochRecord {
             epoch,
             auth: short_auth(&mls.epoch_authenticator()),

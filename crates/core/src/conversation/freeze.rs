@@ -1404,6 +1404,7 @@ impl Conversation {
         self.note_group_size();
         self.note_removed(w.old_epoch, &w.removed);
         self.fork_watch.note_removed(&w.removed, ctx.now);
+        self.fork_watch.note_added(&w.added);
         self.reset_hints();
         let max_age = self.config.pending_update_max_epochs;
         self.pending_updates.retain(|m, u| {

@@ -253,6 +253,27 @@ impl Sim {
             .collect()
     }
 
+    /// A key-package announcement for member `who` made now, its key package generated
+    /// with `provider` (the member's own, or another one to control its keys), signed
+    /// with `who`'s key.
+    pub fn announcement_with<P: openmls_traits::OpenMlsProvider>(
+        &self,
+        provider: &P,
+        who: usize,
+    ) -> Vec<u8> {
+        let m = &self.members[who];
+        let mls = demls_core::mls::MlsIdentity::create(provider, m.id()).unwrap();
+        let kp = demls_core::mls::generate_key_package(provider, &mls).unwrap();
+        demls_core::conversation::forge_announcement(
+            &self.name,
+            kp,
+            m.id(),
+            &m.identity.eth,
+            self.now,
+            false,
+        )
+    }
+
     pub fn id(&self, i: usize) -> MemberId {
         self.members[i].id()
     }
