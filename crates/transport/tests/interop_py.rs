@@ -229,23 +229,6 @@ fn waku_messages_flow_both_ways_between_our_relay_and_py_libp2p() {
         rust.inbox,
         py.seen
     );
-    // The ids py-libp2p published under (`sent MSGID`).
-    let py_sent: BTreeSet<&str> = (py.seen.iter())
-        .filter_map(|l| l.strip_prefix("sent "))
-        .collect();
-    for l in &we_got {
-        // `recv CONV SUBTOPIC SENDER_HEX MSGID_HEX PAYLOAD_HEX`: the sender is Python's
-        // 16-byte `meta`, and our relay filed the message under py-libp2p's id.
-        let fields: Vec<&str> = l.split(' ').collect();
-        assert_eq!(&fields[1..3], &[CONV, "app_msg"], "{l}");
-        assert_eq!(fields[3].len(), 32, "sender instance id: {l}");
-        assert_eq!(fields[4].len(), 64, "message id: {l}");
-        assert!(
-            py_sent.contains(fields[4]),
-            "our id for Python's message is not py-libp2p's: {l}; py-libp2p's: {py_sent:?}"
-        );
-    }
-
     let score = rust.ask(&format!("score {py_id}"));
     writeln!(py.stdin, "stop").unwrap();
     py.stdin.flush().unwrap();
@@ -261,6 +244,23 @@ fn waku_messages_flow_both_ways_between_our_relay_and_py_libp2p() {
         0,
         "our relay rejected Python's messages"
     );
+    // The ids py-libp2p published under (`sent MSGID`), read once it is done: it prints
+    // each after the publish returns, which can be after our relay got the message.
+    let py_sent: BTreeSet<&str> = (py.seen.iter())
+        .filter_map(|l| l.strip_prefix("sent "))
+        .collect();
+    for l in &we_got {
+        // `recv CONV SUBTOPIC SENDER_HEX MSGID_HEX PAYLOAD_HEX`: the sender is Python's
+        // 16-byte `meta`, and our relay filed the message under py-libp2p's id.
+        let fields: Vec<&str> = l.split(' ').collect();
+        assert_eq!(&fields[1..3], &[CONV, "app_msg"], "{l}");
+        assert_eq!(fields[3].len(), 32, "sender instance id: {l}");
+        assert_eq!(fields[4].len(), 64, "message id: {l}");
+        assert!(
+            py_sent.contains(fields[4]),
+            "our id for Python's message is not py-libp2p's: {l}; py-libp2p's: {py_sent:?}"
+        );
+    }
     eprintln!(
         "py-libp2p interop: {EACH} messages each way in {:.1?}; Python's score at our relay: {score}",
         started.elapsed()
