@@ -789,10 +789,10 @@ impl Conversation {
     pub(super) fn fork_deadline(&self) -> Option<Millis> {
         self.mls.as_ref()?;
         let fw = &self.fork_watch;
-        let decide = fw
-            .fork
-            .as_ref()
-            .map(|f| f.decide_at.min(f.seen_at + self.beacon_fresh()));
+        let decide = fw.fork.as_ref().map(|f| {
+            f.decide_at
+                .min(f.seen_at.saturating_add(self.beacon_fresh()))
+        });
         // Not scheduled yet: tick now to schedule it.
         let beacon = Some(fw.next_beacon.unwrap_or(0));
         [decide, beacon].into_iter().flatten().min()

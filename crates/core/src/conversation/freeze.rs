@@ -615,7 +615,8 @@ impl Conversation {
         if now < at {
             return;
         }
-        f.next_resend = (now + gap < f.started_at + self.config.freeze).then_some(now + gap);
+        f.next_resend = (now.saturating_add(gap) < f.started_at.saturating_add(self.config.freeze))
+            .then_some(now.saturating_add(gap));
         if let Some(env) = f
             .candidates
             .iter()

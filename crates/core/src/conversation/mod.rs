@@ -629,13 +629,13 @@ impl Conversation {
             .reelection_since
             .filter(|_| self.state == ConversationState::Reelection)
         {
-            t.push(s + self.reelection_patience());
+            t.push(s.saturating_add(self.reelection_patience()));
         }
         if let Some(s) = self
             .exhausted_since
             .filter(|_| self.state == ConversationState::Working)
         {
-            t.push(s + self.reelection_patience());
+            t.push(s.saturating_add(self.reelection_patience()));
         }
         t.extend(self.fork_deadline());
         t.extend(self.catch_up.replies.values().copied());
@@ -660,7 +660,7 @@ impl Conversation {
                 // Only what the takeover would propose (a request it skips would be due
                 // for ever).
                 if !self.change_in_flight(m) && Self::buffered_applies(&u.action, &members) {
-                    t.push(u.first_seen_at + self.takeover_window());
+                    t.push(u.first_seen_at.saturating_add(self.takeover_window()));
                 }
             }
         }

@@ -30,13 +30,13 @@ impl Conversation {
             self.ensure_live_steward(ctx, out);
             self.propose_buffered(ctx, out, true);
             if let Some(since) = self.exhausted_since
-                && ctx.now >= since + self.reelection_patience()
+                && ctx.now >= since.saturating_add(self.reelection_patience())
             {
                 self.exhausted_since = Some(ctx.now);
                 if !self.election_in_flight() {
                     // The deterministic proposer is silent (e.g. a joiner that never
                     // got its welcome): reshuffle so someone else proposes.
-                    self.next_retry_round += 1;
+                    self.next_retry_round = self.next_retry_round.saturating_add(1);
                     self.try_election(ctx, out, false);
                 }
             }
@@ -54,12 +54,12 @@ impl Conversation {
                 return;
             }
             let since = *self.reelection_since.get_or_insert(ctx.now);
-            if ctx.now >= since + self.reelection_patience() {
+            if ctx.now >= since.saturating_add(self.reelection_patience()) {
                 self.reelection_since = Some(ctx.now);
                 if !self.election_in_flight() {
                     // The expected election proposer is silent too: reshuffle, and try
                     // again once a fresh probe finds nobody ahead of us.
-                    self.next_retry_round += 1;
+                    self.next_retry_round = self.next_retry_round.saturating_add(1);
                     self.start_probe(ctx.now);
                 }
             }
@@ -100,7 +100,9 @@ impl Conversation {
         let due: Vec<MemberId> = self
             .pending_updates
             .iter()
-            .filter(|(_, u)| role == Role::EpochSteward || ctx.now >= u.first_seen_at + window)
+            .filter(|(_, u)| {
+                role == Role::EpochSteward || ctx.now >= u.first_seen_at.saturating_add(window)
+            })
             .filter(|(_, u)| Self::buffered_applies(&u.action, &members))
             .map(|(m, _)| *m)
             .filter(|m| !self.change_in_flight(m))
@@ -299,7 +301,7 @@ impl Conversation {
                 self.epoch()
             ));
         }
-        if retry_round > self.next_retry_round + 1 {
+        if retry_round > self.next_retry_round.saturating_add(1) {
             return Err(format!(
                 "retry round {retry_round} is ahead of ours ({})",
                 self.next_retry_round
@@ -389,7 +391,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        self.next_retry_round += 1;
+        self.next_retry_round = self.next_retry_round.saturating_add(1);
         if self.next_retry_round > self.config.max_reelection_attempts {
             // Elections keep failing: the deterministic proposer files a DEADLOCK emergency.
             let pool = self.steward_pool(true);
