@@ -400,7 +400,7 @@ impl Conversation {
             .filter_map(|id| self.consensus.evidence(id))
             .collect();
         // The commit signs the digest of the evidence that rides beside it (see
-        // `evidence_binds`): no copy with other evidence can pass for ours.
+        // `evidence_digest`): no copy with other evidence can pass for ours.
         let aad = evidence_digest(&evidence).to_vec();
         let Some(mls) = self.mls.as_mut() else { return };
         let commit =
