@@ -151,38 +151,12 @@ pub(super) fn welcome_envelope_kp(announcement: &[u8]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// Checks the identity binding: the announcement is signed by `member_id`, and the key
-/// package's MLS credential names that same address. Returns the member.
-/// Whether `announcement` is `member`'s own signed rejoin announcement for `conversation`,
-/// made within `window` ms of `at_ms` (signature only: the key package is not checked).
-pub(super) fn rejoin_signed_by(
+/// The member an announcement names, if it signed the announcement for `conversation`
+/// (signature only: the key package is not checked here).
+fn announcement_signer(
     conversation: &str,
-    announcement: &[u8],
-    member: &MemberId,
-    at_ms: u64,
-    window: u64,
-) -> bool {
-    pb::KeyPackageAnnouncement::decode(announcement).is_ok_and(|ann| {
-        ann.rejoin
-            && ann.timestamp_ms.abs_diff(at_ms) <= window
-            && ann.conversation == conversation
-            && ann.member_id == member.as_bytes()
-            && identity::verify(
-                &kp_signed_bytes(conversation, ann.timestamp_ms, &ann.key_package, true),
-                &ann.signature,
-                member,
-            )
-            .is_ok()
-    })
-}
-
-pub(super) fn verify_announcement<P: OpenMlsProvider>(
-    conversation: &str,
-    announcement: &[u8],
-    provider: &P,
+    ann: &pb::KeyPackageAnnouncement,
 ) -> Result<MemberId, String> {
-    let ann = pb::KeyPackageAnnouncement::decode(announcement)
-        .map_err(|e| format!("undecodable announcement: {e}"))?;
     if ann.conversation != conversation {
         return Err(format!(
             "announcement is for conversation {:?}",
@@ -196,6 +170,36 @@ pub(super) fn verify_announcement<P: OpenMlsProvider>(
         &member,
     )
     .map_err(|e| format!("key package announcement for {member}: {e}"))?;
+    Ok(member)
+}
+
+/// Whether `announcement` is `member`'s own signed rejoin announcement for `conversation`,
+/// made within `window` ms of `at_ms` (signature only: the key package is not checked).
+pub(super) fn rejoin_signed_by(
+    conversation: &str,
+    announcement: &[u8],
+    member: &MemberId,
+    at_ms: u64,
+    window: u64,
+) -> bool {
+    pb::KeyPackageAnnouncement::decode(announcement).is_ok_and(|ann| {
+        ann.rejoin
+            && ann.timestamp_ms.abs_diff(at_ms) <= window
+            && ann.member_id == member.as_bytes()
+            && announcement_signer(conversation, &ann).is_ok()
+    })
+}
+
+/// Checks the identity binding: the announcement is signed by `member_id`, and the key
+/// package's MLS credential names that same address. Returns the member.
+pub(super) fn verify_announcement<P: OpenMlsProvider>(
+    conversation: &str,
+    announcement: &[u8],
+    provider: &P,
+) -> Result<MemberId, String> {
+    let ann = pb::KeyPackageAnnouncement::decode(announcement)
+        .map_err(|e| format!("undecodable announcement: {e}"))?;
+    let member = announcement_signer(conversation, &ann)?;
     let info = crate::mls::validate_key_package(provider, &ann.key_package)
         .map_err(|e| format!("invalid key package: {e}"))?;
     if info.member_id != member {
