@@ -12,7 +12,7 @@ mod hostile;
 mod sim;
 
 use demls_core::conversation::{Event, LeaveReason, Role};
-use hostile::{MIN, group, others};
+use hostile::{MIN, group, lie_in_beacons, others};
 use sim::{Net, Sim, fast_config, for_nets_and_seeds, report};
 
 /// How long a side may take to commit its change while cut off (virtual ms). A side that
@@ -437,6 +437,8 @@ struct Split {
     both: bool,
     /// ... as different commits.
     forked: bool,
+    /// The epoch everyone was in when the network split.
+    e0: u64,
 }
 
 fn split_after_decision(seed: u64, net: Net, big_side: usize) -> Split {
@@ -473,6 +475,7 @@ fn split_after_decision(seed: u64, net: Net, big_side: usize) -> Split {
         target,
         both,
         forked,
+        e0,
     }
 }
 
@@ -492,6 +495,7 @@ fn decided_then_split(seed: u64, net: Net, big_side: usize) {
         target,
         both,
         forked,
+        ..
     } = split_after_decision(seed, net.clone(), big_side);
     let plan = format!(
         "decided-then-split seed={seed} net={} {big:?} | {small:?}, removal of {target} decided \
@@ -540,6 +544,41 @@ fn a_split_between_decision_and_commit_forks_and_heals_to_the_larger_side() {
 #[test]
 fn a_split_between_decision_and_commit_with_equal_sides_heals() {
     for_nets_and_seeds(0..2, |net, seed| decided_then_split(seed, net, 3));
+}
+
+/// A split as in [`decided_then_split`] (4 | 2), and a member of the larger side lies in
+/// every beacon it sends about the epoch before the fork (a hash nobody else has). Its lie
+/// is a fork at an earlier epoch that everyone else wins whatever the silent hold; it
+/// must not hide the real fork after it, and the group still heals. (Before, the fork
+/// record moved to the liar's epoch, where no honest member differs, so nobody ever left
+/// the losing branch: two groups for as long as the member lied.)
+#[test]
+fn a_member_lying_about_the_epoch_before_a_fork_does_not_stop_it_healing() {
+    sim::for_seeds(0..3, |seed| {
+        let Split {
+            mut s,
+            ids,
+            big,
+            target,
+            forked,
+            e0,
+            ..
+        } = split_after_decision(seed, Net::clean(), 4);
+        let liar = big[2];
+        assert!(
+            liar != target && forked,
+            "no fork to heal\n{}",
+            s.describe()
+        );
+        lie_in_beacons(&mut s, liar, e0);
+        let plan = format!(
+            "decided-then-split seed={seed} 4|2 {big:?}, member {liar} lying about epoch {e0}"
+        );
+        s.heal();
+        let t_heal = s.now;
+        let required = others(&ids, &[target]);
+        assert_heals(&mut s, &required, &[target], &plan, t_heal);
+    });
 }
 
 /// A member re-added by a commit it has not applied yet (a rejoin it asked for while

@@ -183,6 +183,50 @@ fn a_replayed_welcome_does_not_cancel_fresh_re_sends() {
     );
 }
 
+/// As above, but the outsider changes one byte of the welcome's sync first, so that no
+/// member has seen that copy. The sync is not the committer's to sign (each re-sender
+/// seals its own); a copy counts as another member's re-send only if a member signed
+/// that sync, so the unsigned copy cancels nothing. (Before, every member took it for a
+/// re-send and cancelled its own: no fresh copy came.)
+#[test]
+fn a_welcome_copy_with_a_changed_sync_does_not_cancel_re_sends() {
+    let (mut s, ids) = group(0, Net::clean(), fast_config(), 8);
+    let outsider = s.add_member("outsider");
+    let last = ids[7];
+    let me = s.id(last);
+    let ann = announcement_of(&s, last);
+    let mut welcome = s
+        .log
+        .iter()
+        .find_map(|(_, _, st, p)| match welcome_body(p) {
+            Some(pb::welcome_envelope::Body::Welcome(w))
+                if *st == Subtopic::Welcome
+                    && w.joiner_ids.iter().any(|j| j.as_slice() == me.as_bytes()) =>
+            {
+                Some(w)
+            }
+            _ => None,
+        })
+        .expect("the joiner's welcome");
+    let flipped = welcome.sync.len() / 2;
+    welcome.sync[flipped] ^= 1;
+    let copy = pb::WelcomeEnvelope {
+        body: Some(pb::welcome_envelope::Body::Welcome(welcome)),
+    }
+    .encode_to_vec();
+    s.run_for(5_000);
+    let t0 = s.now;
+    s.inject(outsider, Subtopic::Welcome, ann);
+    s.inject(outsider, Subtopic::Welcome, copy);
+    s.run_for(5_000);
+    let (n, bytes) = welcome_copies_since(&s, t0, &ids);
+    assert!(
+        (1..=2).contains(&n),
+        "with a sync-flipped welcome copy, one replayed announcement drew {n} fresh copies \
+         ({bytes} B)"
+    );
+}
+
 /// MLS packets the four members publish in the 10th minute after one insider message
 /// naming a proposal id nobody has.
 fn asks_in_tenth_minute(body: pb::app_message::Body) -> usize {

@@ -39,6 +39,35 @@ pub(super) enum Judge {
 /// proposal may have been made in one of them.
 pub(crate) const RECENT_SIZES: usize = 16;
 
+/// A member count we had, and when it stopped being ours (`None`: it still is, or it was
+/// saved by a version that did not record when).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SavedSize")]
+pub(crate) struct GroupSize {
+    pub members: u32,
+    pub until: Option<Millis>,
+}
+
+/// `GroupSize` as saved now, or as a bare count by earlier versions.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SavedSize {
+    Bare(u32),
+    Dated { members: u32, until: Option<Millis> },
+}
+
+impl From<SavedSize> for GroupSize {
+    fn from(s: SavedSize) -> Self {
+        match s {
+            SavedSize::Bare(members) => Self {
+                members,
+                until: None,
+            },
+            SavedSize::Dated { members, until } => Self { members, until },
+        }
+    }
+}
+
 impl Conversation {
     /// Whether `p` is a member's own one-voter leave (the one proposal that skips the
     /// group vote).
@@ -99,7 +128,7 @@ impl Conversation {
     /// in force, and a voter count that is the size of a group we had (now or at a recent
     /// epoch, or before we joined for a proposal the sync listed), or 1 for a member's own
     /// leave. Anything else is refused, not rewritten: the votes sign the header.
-    pub(super) fn admissible(&self, p: &cpb::Proposal) -> Result<(), String> {
+    pub(super) fn admissible(&self, p: &cpb::Proposal, now: Millis) -> Result<(), String> {
         if MemberId::from_slice(&p.proposal_owner).is_err() {
             return Err("proposal owner is not a 20-byte address".into());
         }
@@ -134,7 +163,7 @@ impl Conversation {
         let fits = (n == 1 && Self::is_own_leave(p))
             || self.evidence_voter_count_fits(n)
             || self.counts_out_its_rejoiner(p, n)
-            || (n >= 2 && self.recent_sizes.contains(&(n as u32)))
+            || (n >= 2 && self.was_our_size(p, n, now))
             || (self.predates_our_join(p) && n >= 1 && n <= members);
         if fits {
             Ok(())
@@ -144,6 +173,36 @@ impl Conversation {
                 p.proposal_id
             ))
         }
+    }
+
+    /// Whether `n` was our member count when `p` was made, by its header's time. A count
+    /// that stopped being ours justifies only headers made before it did (give or take
+    /// `commit_inactivity`: members apply a commit at different times), and only for a
+    /// proposal's lifetime after that by our own clock (a catch-up commit's evidence is
+    /// judged as made, expired or not, and its header's time is its author's claim); so
+    /// two members of a group that once had three cannot decide for the group of now.
+    /// It never justifies an election of our current epoch, made in this epoch's group.
+    /// A header we held before it stopped is admitted earlier (`holds_header`).
+    fn was_our_size(&self, p: &cpb::Proposal, n: usize, now: Millis) -> bool {
+        let made = p.timestamp.saturating_mul(1000);
+        let slack = self.config.commit_inactivity;
+        let lifetime = self.config.proposal_expiration;
+        let epoch = self.epoch();
+        let current_election = || {
+            matches!(
+                Action::from_payload(&p.payload),
+                Ok(Action::Election { election_epoch, .. }) if election_epoch == epoch
+            )
+        };
+        self.recent_sizes.iter().any(|g| {
+            g.members as usize == n
+                && g.until.is_none_or(|until| {
+                    let stopped = until.saturating_add(slack);
+                    made <= stopped
+                        && now <= stopped.saturating_add(lifetime)
+                        && !current_election()
+                })
+        })
     }
 
     /// Merges the evidence of a commit that staged and was signed by the steward it
@@ -179,7 +238,7 @@ impl Conversation {
                 _ => (ctx.now / 1000).min(p.expiration_timestamp),
             };
             let id = p.proposal_id;
-            if let Err(why) = self.admissible(p) {
+            if let Err(why) = self.admissible(p, ctx.now) {
                 out.reject("evidence", why);
                 continue;
             }
@@ -237,15 +296,109 @@ impl Conversation {
         })
     }
 
-    /// Remembers the size of the group we are in now (after a commit, or on joining).
-    pub(super) fn note_group_size(&mut self) {
+    /// Remembers the size of the group we are in now (after a commit, or on joining),
+    /// and that the one before stopped being ours now.
+    pub(super) fn note_group_size(&mut self, now: Millis) {
         self.note_epoch();
-        let n = self.members().len() as u32;
-        if self.recent_sizes.back() != Some(&n) {
-            self.recent_sizes.push_back(n);
+        let n = u32::try_from(self.members().len()).unwrap_or(u32::MAX);
+        if self.recent_sizes.back().map(|g| g.members) != Some(n) {
+            if let Some(last) = self.recent_sizes.back_mut() {
+                last.until.get_or_insert(now);
+            }
+            self.recent_sizes.push_back(GroupSize {
+                members: n,
+                until: None,
+            });
         }
         while self.recent_sizes.len() > RECENT_SIZES {
             self.recent_sizes.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GroupSize;
+    use crate::config::ConversationConfig;
+    use crate::conversation::{Action, Conversation, ConversationState};
+    use crate::identity::MemberId;
+    use crate::proto::cpb;
+
+    fn id(b: u8) -> MemberId {
+        MemberId::from_slice(&[b; 20]).unwrap()
+    }
+
+    /// A header claiming `voters`, made at `made_s` (Unix s), living the whole allowed
+    /// 600 s, for `action`.
+    fn header(voters: u32, made_s: u64, action: Action) -> cpb::Proposal {
+        cpb::Proposal {
+            proposal_id: 7,
+            proposal_owner: id(2).to_vec(),
+            expected_voters_count: voters,
+            timestamp: made_s,
+            expiration_timestamp: made_s + 600,
+            liveness_criteria_yes: true,
+            payload: action.to_payload(),
+            ..Default::default()
+        }
+    }
+
+    /// The size rule alone (no MLS group: no roster, epoch 0): a group that had 3
+    /// members until 100 s and has 6 now; default timings (`commit_inactivity` 60 s,
+    /// `proposal_expiration` 600 s).
+    #[test]
+    fn an_old_size_counts_only_for_headers_made_while_it_was_ours_and_not_for_long() {
+        let mut c = Conversation::blank(
+            "t",
+            id(1),
+            ConversationConfig::default(),
+            ConversationState::Working,
+        );
+        c.recent_sizes = [
+            GroupSize {
+                members: 3,
+                until: Some(100_000),
+            },
+            GroupSize {
+                members: 6,
+                until: None,
+            },
+        ]
+        .into();
+        let remove = || Action::Remove { member: id(9) };
+        let ok = |p: &cpb::Proposal, now_s: u64| c.admissible(p, now_s * 1000).is_ok();
+        // Made while 3 was ours (or within the slack after), judged soon after.
+        assert!(ok(&header(3, 90, remove()), 200));
+        assert!(ok(&header(3, 160, remove()), 200));
+        // Made after the slack: 3 was no longer anyone's size.
+        assert!(!ok(&header(3, 161, remove()), 200));
+        // Dated back, but judged by our clock after the slack and a proposal's lifetime:
+        // a catch-up commit's evidence (judged as made) cannot revive it.
+        assert!(ok(&header(3, 90, remove()), 760));
+        assert!(!ok(&header(3, 90, remove()), 761));
+        // Never for an election of our current epoch (0 here), however dated.
+        let election = || Action::Election {
+            stewards: vec![id(2)],
+            election_epoch: 0,
+            retry_round: 0,
+        };
+        assert!(!ok(&header(3, 90, election()), 200));
+        assert!(ok(&header(6, 90, election()), 200));
+        // The current size, whenever made.
+        assert!(ok(&header(6, 10_000, remove()), 10_000));
+    }
+
+    /// Earlier versions saved bare counts; both forms load, and the new one round-trips.
+    #[test]
+    fn sizes_saved_bare_or_dated_both_load() {
+        let v: Vec<GroupSize> = serde_json::from_str(
+            r#"[3, {"members": 4, "until": 17}, {"members": 5, "until": null}]"#,
+        )
+        .unwrap();
+        let dated = |members, until| GroupSize { members, until };
+        assert_eq!(v, vec![dated(3, None), dated(4, Some(17)), dated(5, None)]);
+        let again: Vec<GroupSize> =
+            serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(again, v);
     }
 }

@@ -126,6 +126,15 @@ pub(crate) struct KnownFork {
     /// Last time a beacon showed the other branch (the fork is forgotten when it is old).
     pub seen_at: Millis,
     pub reported: bool,
+    /// The others have had their time to hear us and we do not lose: beacons go back to
+    /// the usual rate, still unsuppressed while the record lives (a member repeating a
+    /// false hash would otherwise keep everyone at the fork rate).
+    #[serde(default)]
+    pub won: bool,
+    /// A later fork judged instead of the one at `epoch`, which we won (see
+    /// `fork_to_judge`), and when its own settling delay ends.
+    #[serde(default)]
+    pub later: Option<(u64, Millis)>,
 }
 
 /// A chat message we sent, kept to say which ones an abandoned branch swallowed.
@@ -223,6 +232,16 @@ impl Tally {
         })
     }
 
+    /// Whether we win whatever the unheard voters hold (all of them on the strongest
+    /// other branch), or nobody differs.
+    fn we_win_surely(&self) -> bool {
+        self.best_other.is_none_or(|(theirs, their_count)| {
+            let theirs_at_most = their_count.saturating_add(self.unheard);
+            theirs_at_most < self.our_count
+                || (theirs_at_most == self.our_count && self.ours < theirs)
+        })
+    }
+
     /// Whether we lose whatever the unheard voters hold (all of them on our side).
     fn we_lose_surely(&self) -> bool {
         let ours = self.our_count.saturating_add(self.unheard);
@@ -302,11 +321,10 @@ impl Conversation {
     }
 
     fn our_auth_at(&self, epoch: u64) -> Option<Auth> {
-        self.fork_watch
-            .log
-            .iter()
-            .find(|r| r.epoch == epoch)
-            .map(|r| r.auth)
+        // The log is in epoch order (`note_epoch` appends only later epochs).
+        let log = &self.fork_watch.log;
+        let i = log.binary_search_by_key(&epoch, |r| r.epoch).ok()?;
+        log.get(i).map(|r| r.auth)
     }
 
     fn relation(&self, b: &HeardBeacon) -> Relation {
@@ -466,9 +484,19 @@ impl Conversation {
         }
     }
 
+    /// How long beacons are collected after the first sign of a fork before anyone judges.
+    fn fork_settle(&self) -> Millis {
+        2 * REPLY_JITTER_MS + 2 * self.config.recovery_inactivity
+    }
+
+    /// How long after settling a member waits for voters it has not heard (rule 4).
+    fn fork_grace(&self, settled_at: Millis) -> Millis {
+        settled_at.saturating_add(12 * self.config.recovery_inactivity)
+    }
+
     fn fork_seen<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, epoch: u64) {
         let now = ctx.now;
-        let settle = 2 * REPLY_JITTER_MS + 2 * self.config.recovery_inactivity;
+        let settle = self.fork_settle();
         // A fork we knew of at an earlier epoch that every fresh beacon now agrees with us
         // on is over (it healed); a difference further on is a new fork, judged afresh.
         // Kept, the old one would be judged for ever at an epoch where nobody differs.
@@ -498,6 +526,8 @@ impl Conversation {
                     decide_at: now + settle,
                     seen_at: now,
                     reported: false,
+                    won: false,
+                    later: None,
                 });
                 // Everyone on both sides answers once, so both sides count everyone.
                 self.fork_watch.next_beacon = Some(self.beacon_soon(ctx));
@@ -539,6 +569,11 @@ impl Conversation {
             if !voters.contains(m) || now >= h.heard_at.saturating_add(fresh) {
                 continue;
             }
+            // A member that differs from us before this epoch is on an earlier fork (one
+            // we won, see `fork_to_judge`) or lying: it has no say in this one.
+            if self.first_difference(h).is_some_and(|d| d < epoch) {
+                continue;
+            }
             if let Some(a) = h.auth_at(epoch) {
                 *counts.entry(a).or_default() += 1;
             }
@@ -560,6 +595,51 @@ impl Conversation {
             best_other,
             unheard,
         })
+    }
+
+    /// The first epoch at which a beacon's chain differs from our log, if it does.
+    fn first_difference(&self, h: &HeardBeacon) -> Option<u64> {
+        match self.relation(h) {
+            Relation::Fork(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The epoch to judge a fork at, and its tally, starting from the earliest one a
+    /// fresh beacon showed. A fork we win is settled for us (whoever differs there must
+    /// leave its branch, or is lying), so the next epoch at which a fresh beacon differs
+    /// is judged instead, among the members that agree with us before it. "Win" is
+    /// whatever the unheard voters hold until the grace of the first fork is over, then
+    /// on the beacons heard (as rule 4 decides then): offline and removed voters never
+    /// send one. (Judging only the earliest, one member signing a false hash for an old
+    /// epoch held the judgement where no honest member differs, and a real fork after
+    /// it never healed.)
+    fn fork_to_judge(&self, now: Millis, from: u64, grace_over: bool) -> Option<(u64, Tally)> {
+        let fresh = self.beacon_fresh();
+        let mut epoch = from;
+        loop {
+            let tally = self.tally_branches(now, epoch)?;
+            let won = if grace_over {
+                !tally.we_lose()
+            } else {
+                tally.we_win_surely()
+            };
+            if !won {
+                return Some((epoch, tally));
+            }
+            let next = self
+                .fork_watch
+                .beacons
+                .values()
+                .filter(|h| now < h.heard_at.saturating_add(fresh))
+                .filter_map(|h| self.first_difference(h))
+                .filter(|d| *d > epoch)
+                .min();
+            match next {
+                Some(n) => epoch = n,
+                None => return Some((epoch, tally)),
+            }
+        }
     }
 
     pub(super) fn tick_fork<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
@@ -588,8 +668,9 @@ impl Conversation {
             }
         }
         if self.fork_watch.next_beacon.is_some_and(|t| now >= t) {
-            let forked = self.fork_watch.fork.is_some();
-            let send = forked || self.fork_watch.matching < SUPPRESS_AFTER;
+            let known = self.fork_watch.fork.as_ref();
+            let forked = known.is_some_and(|f| !f.won);
+            let send = known.is_some() || self.fork_watch.matching < SUPPRESS_AFTER;
             if send && let Some(env) = self.build_beacon(ctx) {
                 out.send(Subtopic::AppMsg, env);
                 self.fork_watch.last_sent = Some(now);
@@ -613,16 +694,43 @@ impl Conversation {
         out: &mut Output,
         f: KnownFork,
     ) -> bool {
-        let Some(tally) = self.tally_branches(ctx.now, f.epoch) else {
+        let now = ctx.now;
+        let first_grace_over = now >= self.fork_grace(f.settled_at);
+        let Some((epoch, tally)) = self.fork_to_judge(now, f.epoch, first_grace_over) else {
             return false;
         };
+        let settled_at = match f.later {
+            _ if epoch == f.epoch => f.settled_at,
+            Some((e, t)) if e == epoch => t,
+            _ => {
+                // A fork after the one we won: everyone answers and beacons settle, as
+                // for the first (the old record's delays are long over).
+                tracing::warn!(conversation = %self.name, won = f.epoch, epoch, "another fork after the one we won");
+                let until = now + self.fork_settle();
+                if let Some(k) = self.fork_watch.fork.as_mut() {
+                    k.later = Some((epoch, until));
+                    k.decide_at = until;
+                    k.won = false;
+                    k.reported = false;
+                }
+                self.fork_watch.next_beacon = Some(self.beacon_soon(ctx));
+                return false;
+            }
+        };
+        if now < settled_at {
+            return false;
+        }
+        let grace = self.fork_grace(settled_at);
+        if let Some(k) = self.fork_watch.fork.as_mut() {
+            k.won = now >= grace && !tally.we_lose();
+        }
         let Some((_, their_count)) = tally.best_other else {
             return false;
         };
         let our_count = tally.our_count;
         if !f.reported {
             out.event(Event::ForkDetected {
-                fork_epoch: f.epoch,
+                fork_epoch: epoch,
                 our_support: our_count,
                 their_support: their_count,
             });
@@ -638,13 +746,10 @@ impl Conversation {
         // (A member that missed one beacon of its own side, on a tie, left the winning
         // branch: lossy seed 19 of the 4|2 decided-then-split.) Then decide on what came:
         // dead and removed members never send one.
-        let grace = f
-            .settled_at
-            .saturating_add(12 * self.config.recovery_inactivity);
         if !tally.we_lose_surely() && ctx.now < grace {
             tracing::info!(
                 conversation = %self.name,
-                fork_epoch = f.epoch,
+                fork_epoch = epoch,
                 our_count,
                 their_count,
                 unheard = tally.unheard,
@@ -654,7 +759,7 @@ impl Conversation {
         }
         tracing::warn!(
             conversation = %self.name,
-            fork_epoch = f.epoch,
+            fork_epoch = epoch,
             our_count,
             their_count,
             "our branch lost: leaving it to rejoin the surviving one"
@@ -663,11 +768,11 @@ impl Conversation {
             .fork_watch
             .sent
             .iter()
-            .filter(|s| s.epoch >= f.epoch)
+            .filter(|s| s.epoch >= epoch)
             .cloned()
             .collect();
         out.event(Event::BranchAbandoned {
-            fork_epoch: f.epoch,
+            fork_epoch: epoch,
             unseen,
         });
         self.rejoin(ctx, out, RejoinReason::LostFork);

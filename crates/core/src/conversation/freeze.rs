@@ -1402,7 +1402,7 @@ impl Conversation {
             .apply(&w.committer, ScoreEvent::SuccessfulCommit);
         self.scores
             .sync_roster(&members, self.config.default_peer_score);
-        self.note_group_size();
+        self.note_group_size(ctx.now);
         self.note_removed(w.old_epoch, &w.removed);
         self.fork_watch.note_removed(&w.removed, ctx.now);
         self.fork_watch.note_added(&w.added);

@@ -36,6 +36,10 @@ impl RecentWelcome {
 const EARLY_WELCOME_CAP: usize = 4;
 /// Domain separation for welcome signatures.
 const WELCOME_DOMAIN: &[u8] = b"demls/welcome/v1";
+/// The same for the signature of the member that sealed a welcome copy's sync.
+const WELCOME_COPY_DOMAIN: &[u8] = b"demls/welcome-copy/v1";
+/// How far from our clock a welcome copy's send time may be for it to cancel a re-send.
+const WELCOME_COPY_FRESH_MS: Millis = 30_000;
 /// The exporter label of the key a candidate's welcome is sealed under.
 const CANDIDATE_WELCOME_LABEL: &str = "demls/candidate-welcome/v1";
 /// How far an announcement's timestamp may run ahead of our clock.
@@ -72,6 +76,24 @@ fn welcome_signed_bytes(w: &pb::MemberWelcome) -> Vec<u8> {
         m.extend_from_slice(j);
     }
     m
+}
+
+fn welcome_copy_signed_bytes(w: &pb::MemberWelcome) -> Vec<u8> {
+    let mut m = WELCOME_COPY_DOMAIN.to_vec();
+    m.extend_from_slice(w.conversation.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&w.epoch.to_be_bytes());
+    m.extend_from_slice(&w.sent_at_ms.to_be_bytes());
+    m.extend_from_slice(&key_package_hash(&w.welcome));
+    m.extend_from_slice(&key_package_hash(&w.sync));
+    m
+}
+
+/// The member that signed a welcome copy's sync, if the signature is good.
+fn welcome_copy_sender(w: &pb::MemberWelcome) -> Option<MemberId> {
+    let sender = MemberId::from_slice(&w.sender).ok()?;
+    identity::verify(&welcome_copy_signed_bytes(w), &w.sender_signature, &sender).ok()?;
+    Some(sender)
 }
 
 /// The committer that signed a welcome, if the signature is good.
@@ -349,6 +371,12 @@ impl Conversation {
                 "announcement of a key package that was used by an earlier add",
             );
         }
+        if let Some(first) = self.leaf_key_claimed_by(&member, &ann.key_package) {
+            return out.reject(
+                "key_package",
+                format!("{member}'s key package copies the leaf key of {first}'s pending add"),
+            );
+        }
         self.buffer_update(
             ctx.now,
             Action::Add {
@@ -400,6 +428,7 @@ impl Conversation {
             {
                 Some(pb::welcome_envelope::Body::Welcome(mut mw)) if mw.epoch == self.epoch() => {
                     mw.sync = self.seal_sync(ctx, out);
+                    self.sign_copy(ctx, &mut mw);
                     pb::WelcomeEnvelope {
                         body: Some(pb::welcome_envelope::Body::Welcome(mw)),
                     }
@@ -455,12 +484,24 @@ impl Conversation {
             }
         };
         mw.sync = self.seal_sync(ctx, out);
+        self.sign_copy(ctx, &mut mw);
         let env = pb::WelcomeEnvelope {
             body: Some(pb::welcome_envelope::Body::Welcome(mw)),
         }
         .encode_to_vec();
         out.send(Subtopic::Welcome, env.clone());
         self.remember_welcome(ctx.now, joiners, env);
+    }
+
+    /// Signs the sync we sealed into a welcome copy as ours (see `remember_welcome`).
+    fn sign_copy<P: OpenMlsProvider>(&self, ctx: &Ctx<'_, P>, mw: &mut pb::MemberWelcome) {
+        mw.sender = self.me.to_vec();
+        mw.sent_at_ms = ctx.now;
+        mw.sender_signature = ctx
+            .identity
+            .eth
+            .sign(&welcome_copy_signed_bytes(mw))
+            .unwrap_or_default();
     }
 
     /// Our signed welcome into `epoch` for `joiners` (no sync yet).
@@ -479,6 +520,7 @@ impl Conversation {
             epoch,
             committer: self.me.to_vec(),
             signature: Vec::new(),
+            ..Default::default()
         };
         mw.signature = ctx
             .identity
@@ -591,6 +633,7 @@ impl Conversation {
         joiners: Vec<MemberId>,
     ) {
         mw.sync = self.seal_sync(ctx, out);
+        self.sign_copy(ctx, &mut mw);
         let env = pb::WelcomeEnvelope {
             body: Some(pb::welcome_envelope::Body::Welcome(mw)),
         }
@@ -599,24 +642,37 @@ impl Conversation {
     }
 
     /// Remembers a welcome we sent or saw, keyed by its MLS welcome: copies with freshly
-    /// sealed syncs are the same welcome. A copy new to us is another member's re-send
-    /// and counts as ours; one we sent or saw before is a replay (anyone can make one),
-    /// which cancels nothing: its sync may be older than the one a re-send seals now.
-    /// (Not opening the copy's sync to tell: the signature does not cover it, so anyone
-    /// could put a member's live message there and make us consume it unread.)
+    /// sealed syncs are the same welcome. A copy new to us whose sync a member signed is
+    /// another member's re-send and counts as ours. One we sent or saw before is a replay
+    /// (anyone can make one), and one whose sync no member signed may be a replay with a
+    /// byte changed: neither cancels anything (a replayed sync may be older than the one
+    /// a re-send seals now). (Not opening the copy's sync to tell: anyone could put a
+    /// member's live message there and make us consume it unread.)
     fn remember_welcome(&mut self, now: Millis, joiners: Vec<MemberId>, envelope: Vec<u8>) {
-        let inner = |e: &[u8]| match pb::WelcomeEnvelope::decode(e).ok().and_then(|e| e.body) {
-            Some(pb::welcome_envelope::Body::Welcome(w)) => Some(w.welcome),
+        let decoded = |e: &[u8]| match pb::WelcomeEnvelope::decode(e).ok().and_then(|e| e.body) {
+            Some(pb::welcome_envelope::Body::Welcome(w)) => Some(w),
             _ => None,
         };
-        let key = inner(&envelope);
+        let copy = decoded(&envelope);
+        let key = copy.as_ref().map(|w| w.welcome.as_slice());
         let digest: [u8; 32] = Sha256::digest(&envelope).into();
-        if let Some(w) = self
-            .recent_welcomes
-            .iter_mut()
-            .find(|w| w.envelope == envelope || (key.is_some() && inner(&w.envelope) == key))
-        {
+        let members = self.members();
+        if let Some(w) = self.recent_welcomes.iter_mut().find(|w| {
+            w.envelope == envelope
+                || (key.is_some()
+                    && decoded(&w.envelope).as_ref().map(|x| x.welcome.as_slice()) == key)
+        }) {
             if w.seen.contains(&digest) || w.envelope == envelope {
+                return;
+            }
+            // Fresh, too: members' older signed copies, replayed to members that have
+            // forgotten them (8 remembered), would otherwise cancel re-sends again.
+            let a_members_copy = copy
+                .as_ref()
+                .filter(|c| c.sent_at_ms.abs_diff(now) <= WELCOME_COPY_FRESH_MS)
+                .and_then(welcome_copy_sender)
+                .is_some_and(|s| members.contains(&s));
+            if !a_members_copy {
                 return;
             }
             w.note_copy(digest);
@@ -717,7 +773,7 @@ impl Conversation {
         }
         self.scores
             .sync_roster(&self.members(), self.config.default_peer_score);
-        self.note_group_size();
+        self.note_group_size(ctx.now);
         tracing::info!(conversation = %self.name, epoch, "joined");
         out.event(Event::Joined { epoch });
         // Chat from before this epoch is not ours to read (nor, after a rejoin, ours to

@@ -321,7 +321,7 @@ pub struct Conversation {
     recent_adds: VecDeque<(u64, MemberId, Vec<MemberId>)>,
     /// Member counts of the groups we had at recent epochs (see `evidence`).
     #[serde(default)]
-    recent_sizes: VecDeque<u32>,
+    recent_sizes: VecDeque<evidence::GroupSize>,
     synced: bool,
     /// Proposals open or accepted (not committed) when we joined, from the conversation
     /// sync: they count fewer voters than we have members, so their evidence is taken
@@ -437,7 +437,7 @@ impl Conversation {
         c.synced = true;
         c.mls = Some(mls);
         c.scores.sync_roster(&[me], c.config.default_peer_score);
-        c.note_group_size();
+        c.note_group_size(ctx.now);
         let mut out = Output::default();
         out.event(Event::StateChanged {
             state: ConversationState::Working,
@@ -499,6 +499,12 @@ impl Conversation {
                     c.name
                 )));
             }
+        }
+        // Sizes saved by a version that did not date them: the ones before the last stopped
+        // at an unknown time, so they justify no header any more.
+        let last = c.recent_sizes.len().saturating_sub(1);
+        for g in c.recent_sizes.iter_mut().take(last) {
+            g.until.get_or_insert(0);
         }
         // Back from a restart: our filter tells the others what we missed meanwhile.
         c.sds.sync_soon();

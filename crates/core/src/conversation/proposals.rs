@@ -19,6 +19,18 @@ pub(crate) const MAX_OPEN_PER_OWNER: usize = 8;
 pub(crate) const PENDING_UPDATES_CAP: usize = 64;
 
 /// The key package inside an encoded announcement.
+/// The joiner and key package of an add.
+fn add_of(a: &Action) -> Option<(MemberId, &[u8])> {
+    match a {
+        Action::Add {
+            member,
+            key_package,
+            ..
+        } => Some((*member, key_package.as_slice())),
+        _ => None,
+    }
+}
+
 fn announcement_key_package(announcement: &[u8]) -> Option<Vec<u8>> {
     use prost::Message;
     pb::KeyPackageAnnouncement::decode(announcement)
@@ -273,10 +285,15 @@ impl Conversation {
                 if members.contains(member) && !join::announcement_rejoin(announcement) {
                     return Err(format!("{member} is already a member"));
                 }
-                if let Some(kp) = announcement_key_package(announcement)
-                    && let Some(why) = self.add_blocked(ctx, member, &kp)
-                {
-                    return Err(why);
+                if let Some(kp) = announcement_key_package(announcement) {
+                    if let Some(why) = self.add_blocked(ctx, member, &kp) {
+                        return Err(why);
+                    }
+                    if let Some(first) = self.leaf_key_claimed_by(member, &kp) {
+                        return Err(format!(
+                            "{member}'s key package copies the leaf key of {first}'s pending add"
+                        ));
+                    }
                 }
                 join::verify_announcement(&self.name, announcement, ctx.provider).map(|_| ())
             }
@@ -325,6 +342,40 @@ impl Conversation {
             }
             _ => None,
         }
+    }
+
+    /// Another member whose open add (a buffered request, a proposal in vote, an approved
+    /// add) claims the leaf key `key_package` claims, if any. The first announced keeps a
+    /// leaf key: leaf keys are public, and a copy under another address committed first
+    /// would leave the joiner's own add uncommittable, again at each announcement.
+    pub(super) fn leaf_key_claimed_by(
+        &self,
+        member: &MemberId,
+        key_package: &[u8],
+    ) -> Option<MemberId> {
+        let key = crate::mls::claimed_leaf_key(key_package)?;
+        let buffered = self
+            .pending_updates
+            .values()
+            .filter_map(|u| add_of(&u.action));
+        let voting = self
+            .proposals
+            .values()
+            .filter(|t| t.status == ProposalStatus::Voting)
+            .filter_map(|t| add_of(&t.action));
+        let approved = self.approved.iter().filter_map(|a| match &a.change {
+            Change::Add {
+                member,
+                key_package,
+                ..
+            } => Some((*member, key_package.as_slice())),
+            Change::Remove { .. } => None,
+        });
+        buffered
+            .chain(voting)
+            .chain(approved)
+            .find(|(m, kp)| m != member && crate::mls::claimed_leaf_key(kp).as_ref() == Some(&key))
+            .map(|(m, _)| m)
     }
 
     /// Content checks that need the proposal's owner: an emergency names its creator in

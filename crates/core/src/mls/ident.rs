@@ -141,6 +141,18 @@ pub(crate) fn key_package_leaf_key<P: OpenMlsProvider>(
         .ok()
 }
 
+/// The leaf encryption key a key package claims, read from its encoding without
+/// validating it (no signature check): `version`, `cipher_suite`, `init_key<V>`, then the
+/// leaf node's `encryption_key<V>` (RFC 9420, sections 10 and 7.2). Cheap enough to
+/// compare one key package with every pending add's; only use it on key packages whose
+/// announcements were verified, or to compare claims.
+pub(crate) fn claimed_leaf_key(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut rest = bytes.get(4..)?;
+    let _init_key = VLBytes::tls_deserialize(&mut rest).ok()?;
+    let key = VLBytes::tls_deserialize(&mut rest).ok()?;
+    Some(key.as_slice().to_vec())
+}
+
 /// The address in a basic credential.
 pub(crate) fn credential_member(c: &Credential) -> Result<MemberId, MlsError> {
     let basic = BasicCredential::try_from(c.clone()).map_err(|_| MlsError::BadCredential)?;

@@ -47,8 +47,8 @@ mod ident;
 
 pub use error::{DecryptError, MlsError};
 pub use group::{CommitOutput, Decrypted, MlsConversation, PAST_EPOCHS, StagedCommitInfo};
-pub(crate) use ident::key_package_leaf_key;
 pub use ident::{KeyPackageInfo, MlsIdentity, generate_key_package, validate_key_package};
+pub(crate) use ident::{claimed_leaf_key, key_package_leaf_key};
 
 use openmls::prelude::Ciphersuite;
 

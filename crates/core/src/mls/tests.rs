@@ -624,3 +624,25 @@ fn conversation_is_send() {
     assert_send::<MlsConversation>();
     assert_send::<MlsIdentity>();
 }
+
+/// The claimed leaf key read from a key package's encoding is the one openmls parses,
+/// and junk or truncated encodings yield nothing rather than a panic.
+#[test]
+fn claimed_leaf_key_is_the_parsed_leaf_key() {
+    let m = member(4);
+    for _ in 0..3 {
+        let kp = generate_key_package(&m.p, &m.id).unwrap();
+        use openmls::prelude::tls_codec::{Serialize, VLBytes};
+        let claimed = claimed_leaf_key(&kp).expect("a leaf key");
+        // `key_package_leaf_key` validates the key package and encodes the key (with its
+        // length prefix).
+        assert_eq!(
+            key_package_leaf_key(&m.p, &kp),
+            VLBytes::new(claimed).tls_serialize_detached().ok()
+        );
+        for cut in [0, 3, 4, 5, 40, 80] {
+            let _ = claimed_leaf_key(&kp[..cut.min(kp.len())]);
+        }
+    }
+    assert_eq!(claimed_leaf_key(&[0xff; 8]), None);
+}

@@ -1095,6 +1095,33 @@ pub fn sign_welcome<R: Rng + ?Sized>(
     };
     push_bytes_field(&mut bytes, 6, &committer);
     push_bytes_field(&mut bytes, 7, &signature);
+    // The copy's sender: signed over the sync by one of the signers (or junk), or absent.
+    if rng.gen_bool(0.6) {
+        let sent_at = w
+            .now_ms
+            .saturating_add_signed(rng.gen_range(-60_000..60_000));
+        let signer = pick(rng, &w.signers);
+        let sender = match signer {
+            Some(s) if rng.gen_bool(0.8) => s.member_id().to_vec(),
+            _ => id_bytes(rng, w),
+        };
+        let signature = match signer {
+            Some(s) if rng.gen_bool(0.7) => {
+                let mut m = b"demls/welcome-copy/v1".to_vec();
+                m.extend_from_slice(mw.conversation.as_bytes());
+                m.push(0);
+                m.extend_from_slice(&mw.epoch.to_be_bytes());
+                m.extend_from_slice(&sent_at.to_be_bytes());
+                m.extend_from_slice(&sha2::Sha256::digest(&mw.welcome));
+                m.extend_from_slice(&sha2::Sha256::digest(&mw.sync));
+                s.sign(&m).unwrap_or_default()
+            }
+            _ => random_bytes(rng, 70),
+        };
+        push_bytes_field(&mut bytes, 8, &sender);
+        push_bytes_field(&mut bytes, 9, &signature);
+        push_varint_field(&mut bytes, 10, sent_at);
+    }
     pb::MemberWelcome::decode(bytes.as_slice()).unwrap_or_default()
 }
 

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use demls_core::config::ConversationConfig;
 use demls_core::consensus::{ConsensusState, NewProposal};
-use demls_core::conversation::{Action, ProposalStatus, Role, Subtopic};
+use demls_core::conversation::{Action, OutPacket, ProposalStatus, Role, Subtopic};
+use demls_core::identity::EthSigner;
 use demls_core::mls::MlsConversation;
 use demls_core::proto::{cpb, pb};
 use prost::Message;
@@ -270,4 +271,73 @@ pub fn removed_at(s: &Sim, among: &[usize], victim: usize) -> Vec<usize> {
         .copied()
         .filter(|i| !s.members[*i].conv().members().contains(&v))
         .collect()
+}
+
+/// The bytes a beacon signature covers, per `proto/demls/v1/application.proto`.
+fn beacon_signed_bytes(b: &pb::EpochBeacon) -> Vec<u8> {
+    let mut m = b"demls/beacon/v1".to_vec();
+    m.extend_from_slice(b.conversation.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&b.epoch.to_be_bytes());
+    m.extend_from_slice(&b.members.to_be_bytes());
+    m.extend_from_slice(&b.timestamp_ms.to_be_bytes());
+    for a in &b.chain {
+        m.extend_from_slice(a);
+    }
+    m
+}
+
+/// `b` with its hash for `epoch` replaced by zeros (the lowest hash, so the lie wins every
+/// tie) and signed again by `eth`; None if its chain does not reach `epoch`.
+fn lie(mut b: pb::EpochBeacon, eth: &EthSigner, epoch: u64) -> Option<Vec<u8>> {
+    let k = usize::try_from(b.epoch.checked_sub(epoch)?).ok()?;
+    b.chain.get_mut(k)?.fill(0);
+    b.sender = eth.member_id().to_vec();
+    b.signature = eth.sign(&beacon_signed_bytes(&b)).expect("sign");
+    Some(
+        pb::AppEnvelope {
+            body: Some(pb::app_envelope::Body::Beacon(b)),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// Makes member `i` lie in every beacon it sends from now on: its hash for `epoch` is
+/// zeros, and the beacon is signed again with its own key (a member can sign
+/// anything). Everything else it sends is left as it is.
+pub fn lie_in_beacons(s: &mut Sim, i: usize, epoch: u64) {
+    let eth = s.members[i].identity.eth.clone();
+    s.members[i].filter = Some(Box::new(move |p: &OutPacket| {
+        let mut out = p.clone();
+        if let Some(pb::app_envelope::Body::Beacon(b)) = app_body(&p.payload)
+            && let Some(lied) = lie(b, &eth, epoch)
+        {
+            out.payload = lied;
+        }
+        Some(out)
+    }));
+}
+
+/// A beacon from member `i`, made now from the newest beacon anyone sent, with its hash
+/// for `epoch` changed: a lie `i` can sign as often as it likes.
+pub fn lying_beacon(s: &Sim, i: usize, epoch: u64) -> Vec<u8> {
+    let mut b = s
+        .log
+        .iter()
+        .rev()
+        .find_map(|(_, _, st, p)| match app_body(p) {
+            Some(pb::app_envelope::Body::Beacon(b)) if *st == Subtopic::AppMsg => Some(b),
+            _ => None,
+        })
+        .expect("a beacon in the log");
+    b.timestamp_ms = s.now;
+    lie(b, &s.members[i].identity.eth, epoch).expect("the chain reaches the epoch")
+}
+
+/// Beacons members of `ids` published since `t0`.
+pub fn beacons_since(s: &Sim, t0: u64, ids: &[usize]) -> usize {
+    traffic(s, t0, ids, |st, p| {
+        st == Subtopic::AppMsg && matches!(app_body(p), Some(pb::app_envelope::Body::Beacon(_)))
+    })
+    .0
 }

@@ -1,0 +1,183 @@
+//! Members acting together against the rest: what a few colluding insiders, each with
+//! its own key and MLS membership, cannot decide on their own votes.
+
+mod hostile;
+mod sim;
+
+use demls_core::consensus::{ConsensusState, NewProposal};
+use demls_core::conversation::{Action, ProposalStatus, Subtopic};
+use demls_core::proto::{cpb, pb};
+use demls_core::steward;
+use hostile::*;
+use sim::{Net, Sim, fast_config};
+
+/// A proposal made by `a` on `made_s` (Unix seconds), claiming `voters` voters, with YES
+/// votes signed by `a` and `b`.
+fn two_yes_votes(
+    s: &mut Sim,
+    a: usize,
+    b: usize,
+    action: Action,
+    voters: u32,
+    made_s: u64,
+) -> cpb::Proposal {
+    let mut cs = ConsensusState::default();
+    let created = {
+        let m = &mut s.members[a];
+        cs.create_proposal(
+            &m.identity.eth,
+            &mut m.rng,
+            made_s,
+            NewProposal {
+                name: action.summary(),
+                payload: action.to_payload(),
+                expected_voters: voters,
+                expiration_s: 60,
+                liveness_yes: true,
+                fixed_id: None,
+            },
+            Some(true),
+        )
+        .expect("create")
+    };
+    let id = created.proposal.proposal_id;
+    let m = &mut s.members[b];
+    cs.cast_vote(&m.identity.eth, &mut m.rng, id, true, made_s)
+        .expect("second vote");
+    cs.evidence(id).expect("held")
+}
+
+/// Whether any of `among` decided proposal `id` YES (accepted, or carried out).
+fn decided_yes(s: &Sim, among: &[usize], id: u32) -> Vec<usize> {
+    among
+        .iter()
+        .copied()
+        .filter(|i| {
+            s.members[*i].conv().proposals().any(|p| {
+                p.id == id
+                    && matches!(
+                        p.status,
+                        ProposalStatus::Accepted | ProposalStatus::Committed
+                    )
+            })
+        })
+        .collect()
+}
+
+/// The group grew one join at a time to 6, minutes ago; its first three members were all
+/// there was for a while. Two of them collude: they make a removal of the last member
+/// whose header claims 3 voters (the group's size back then), both vote YES, and one
+/// re-sends it as a proposal state. 3 has not been a size of this group for minutes, so
+/// the header is refused and nothing is decided. (Before, the count was admissible as
+/// one of the last 16 sizes the group had, whenever the header was made: the third
+/// founding member, which remembers that size, decided the removal on the two votes,
+/// while later joiners refused it.)
+#[test]
+fn two_colluders_cannot_decide_by_a_size_the_group_had_long_ago() {
+    let (mut s, ids) = group(0, Net::clean(), fast_config(), 6);
+    s.run_for(3 * MIN);
+    let (a, b, victim) = (ids[0], ids[1], ids[5]);
+    let honest = others(&ids, &[a, b]);
+    let remove = Action::Remove {
+        member: s.id(victim),
+    };
+    let now_s = s.now / 1000;
+    let p = two_yes_votes(&mut s, a, b, remove, 3, now_s);
+    let id = p.proposal_id;
+    let env = insider_app_message(&mut s, a, pb::app_message::Body::ProposalState(p));
+    s.inject(a, Subtopic::AppMsg, env);
+    s.run_for(2 * MIN);
+    let deciders = decided_yes(&s, &honest, id);
+    let removed = removed_at(&s, &honest, victim);
+    assert!(
+        deciders.is_empty() && removed.is_empty(),
+        "two colluders' header claiming an old group size was decided at {deciders:?}, the \
+         member removed at {removed:?}\n{}",
+        s.describe()
+    );
+}
+
+/// The same colluders claim the current epoch's steward election, made (by its header)
+/// when the group had 3 members, naming themselves (the retry round that puts them first).
+/// An election of this epoch was made with this epoch's group: an old size never
+/// justifies one, however far back its header is dated.
+#[test]
+fn two_colluders_cannot_elect_themselves_by_a_backdated_old_size() {
+    let (mut s, ids) = group(0, Net::clean(), fast_config(), 6);
+    s.run_for(3 * MIN);
+    let (a, b) = (ids[0], ids[1]);
+    let honest = others(&ids, &[a, b]);
+    let conv = s.members[ids[2]].conv();
+    let epoch = conv.epoch();
+    let members = conv.members();
+    let (ia, ib) = (s.id(a), s.id(b));
+    let (round, list) = (1u32..10_000)
+        .find_map(|r| {
+            let l = steward::generate(&members, epoch, r, &s.name, 1, 2).stewards;
+            l.iter().all(|m| *m == ia || *m == ib).then_some((r, l))
+        })
+        .expect("a retry round electing only the colluders");
+    let election = Action::Election {
+        stewards: list,
+        election_epoch: epoch,
+        retry_round: round,
+    };
+    // Dated when the third member had just joined (the group's first minute or so).
+    let p = two_yes_votes(&mut s, a, b, election, 3, 60);
+    let id = p.proposal_id;
+    let env = insider_app_message(&mut s, a, pb::app_message::Body::ProposalState(p));
+    s.inject(a, Subtopic::AppMsg, env);
+    s.run_for(MIN);
+    let deciders = decided_yes(&s, &honest, id);
+    assert!(
+        deciders.is_empty(),
+        "a backdated election claiming an old group size was decided at {deciders:?}\n{}",
+        s.describe()
+    );
+}
+
+/// One member signs a beacon every 20 s with a false hash (the lowest there is, so it
+/// wins ties) for the epoch everyone else is in; two of the six members are offline, so
+/// the lie ties with the three online members if the offline ones are counted on its
+/// side. The others answer at the fork rate while the liar could still be a member on
+/// its way off a losing branch, then, having heard that they do not lose, go back to
+/// their usual beacon rate for as long as it lies. (Before, the fork record lived as
+/// long as the lie was repeated, and every member sent a beacon every
+/// `4 × recovery_inactivity` all that time: 720 beacons from the three in 8 min, against
+/// 163 now.)
+#[test]
+fn a_member_lying_about_an_old_epoch_does_not_keep_everyone_beaconing() {
+    let cfg = fast_config();
+    let (mut s, ids) = group(0, Net::clean(), cfg.clone(), 6);
+    s.run_for(MIN);
+    let liar = ids[1];
+    s.crash(ids[4]);
+    s.crash(ids[5]);
+    let honest = others(&ids, &[liar, ids[4], ids[5]]);
+    let epoch = s.members[ids[0]].conv().epoch();
+    let t_lie = s.now;
+    let window = 8 * MIN;
+    // Every 20 s: a beacon speaks for its sender for `4 × commit_inactivity` (24 s here).
+    while s.now < t_lie + 2 * MIN + window {
+        let b = lying_beacon(&s, liar, epoch);
+        s.inject(liar, Subtopic::AppMsg, b);
+        s.run_for(20_000);
+    }
+    let t0 = t_lie + 2 * MIN;
+    let n = beacons_since(&s, t0, &honest);
+    // The usual rate: at most one beacon per member per half beacon interval
+    // (`2 × commit_inactivity`), fewer when others' matching beacons suppress it.
+    let usual = honest.len() as u64 * window / cfg.commit_inactivity;
+    eprintln!(
+        "honest beacons in {} min of lies: {n} (usual-rate bound {usual})",
+        window / MIN
+    );
+    assert!(
+        (n as u64) <= usual,
+        "{} honest members sent {n} beacons in {} min while one member lied about epoch \
+         {epoch} (the usual rate allows {usual})\n{}",
+        honest.len(),
+        window / MIN,
+        s.describe()
+    );
+}
