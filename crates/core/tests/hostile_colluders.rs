@@ -5,7 +5,7 @@ mod hostile;
 mod sim;
 
 use demls_core::consensus::{ConsensusState, NewProposal};
-use demls_core::conversation::{Action, ProposalStatus, Subtopic};
+use demls_core::conversation::{Action, Event, ProposalStatus, Subtopic};
 use demls_core::proto::{cpb, pb};
 use demls_core::steward;
 use hostile::*;
@@ -159,7 +159,7 @@ fn a_member_lying_about_an_old_epoch_does_not_keep_everyone_beaconing() {
     let window = 8 * MIN;
     // Every 20 s: a beacon speaks for its sender for `4 × commit_inactivity` (24 s here).
     while s.now < t_lie + 2 * MIN + window {
-        let b = lying_beacon(&s, liar, epoch);
+        let b = lying_beacon(&s, liar, epoch, false);
         s.inject(liar, Subtopic::AppMsg, b);
         s.run_for(20_000);
     }
@@ -178,6 +178,38 @@ fn a_member_lying_about_an_old_epoch_does_not_keep_everyone_beaconing() {
          {epoch} (the usual rate allows {usual})\n{}",
         honest.len(),
         window / MIN,
+        s.describe()
+    );
+}
+
+/// A member signs a beacon whose hash differs from everyone's at an epoch and agrees
+/// again at the next one: no real branch looks like that (each epoch's key schedule
+/// derives from the one before). Members refuse it as a lie; no fork is seen.
+#[test]
+fn a_beacon_that_differs_and_then_agrees_is_refused() {
+    let (mut s, ids) = group(0, Net::clean(), fast_config(), 4);
+    s.run_for(MIN);
+    let liar = ids[1];
+    let honest = others(&ids, &[liar]);
+    let epoch = s.members[ids[0]].conv().epoch();
+    let t0 = s.now;
+    let b = lying_beacon(&s, liar, epoch - 1, true);
+    s.inject(liar, Subtopic::AppMsg, b);
+    s.run_for(30_000);
+    // The last joiner's log begins at the current epoch: it has nothing to compare.
+    for &i in &others(&ids, &[liar, ids[3]]) {
+        let refused = s
+            .events_of(i, |e| matches!(e, Event::Rejected { what: "beacon", .. }))
+            .count();
+        assert_eq!(refused, 1, "member {i}\n{}", s.describe());
+    }
+    // No fork round: beacons at the usual rate (at most one per member per half
+    // interval, `commit_inactivity`), not every `4 × recovery_inactivity`.
+    let n = beacons_since(&s, t0, &honest) as u64;
+    let usual = honest.len() as u64 * 30_000 / fast_config().commit_inactivity;
+    assert!(
+        n <= usual,
+        "{n} beacons in 30 s (usual {usual})\n{}",
         s.describe()
     );
 }

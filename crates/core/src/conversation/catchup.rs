@@ -591,7 +591,7 @@ impl Conversation {
             && (p.expected_voters_count as usize == self.members().len()
                 || p.expected_voters_count as usize == self.voters().len())
             && p.expected_voters_count > 1
-            && self.admissible(&p, ctx.now).is_ok()
+            && self.admissible(&p).is_ok()
             && self.owner_vouches(&p, sender, now_s);
         if !live {
             // No partial-freeze drop here: a re-sent proposal is one peers already hold,

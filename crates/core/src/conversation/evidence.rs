@@ -39,21 +39,37 @@ pub(super) enum Judge {
 /// proposal may have been made in one of them.
 pub(crate) const RECENT_SIZES: usize = 16;
 
-/// A member count we had, and when it stopped being ours (`None`: it still is, or it was
-/// saved by a version that did not record when).
+/// How many commits after it stopped being ours a group size may still justify a
+/// header: a decided proposal waits in the approved queue for the next commit or two.
+pub(crate) const SIZE_EPOCHS: u64 = 3;
+
+/// A member count we had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "SavedSize")]
 pub(crate) struct GroupSize {
     pub members: u32,
-    pub until: Option<Millis>,
+    /// When it stopped being ours; `None` while it is.
+    pub stopped: Option<SizeStopped>,
 }
 
-/// `GroupSize` as saved now, or as a bare count by earlier versions.
+/// When a group size stopped being ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SizeStopped {
+    /// Our clock then (`None`: not known, saved by an earlier version).
+    pub at: Option<Millis>,
+    /// The epoch the commit that changed it took us to.
+    pub epoch: u64,
+}
+
+/// `GroupSize` as saved now, or as a bare count by earlier versions (see `restore`).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum SavedSize {
     Bare(u32),
-    Dated { members: u32, until: Option<Millis> },
+    Dated {
+        members: u32,
+        stopped: Option<SizeStopped>,
+    },
 }
 
 impl From<SavedSize> for GroupSize {
@@ -61,9 +77,9 @@ impl From<SavedSize> for GroupSize {
         match s {
             SavedSize::Bare(members) => Self {
                 members,
-                until: None,
+                stopped: None,
             },
-            SavedSize::Dated { members, until } => Self { members, until },
+            SavedSize::Dated { members, stopped } => Self { members, stopped },
         }
     }
 }
@@ -128,7 +144,7 @@ impl Conversation {
     /// in force, and a voter count that is the size of a group we had (now or at a recent
     /// epoch, or before we joined for a proposal the sync listed), or 1 for a member's own
     /// leave. Anything else is refused, not rewritten: the votes sign the header.
-    pub(super) fn admissible(&self, p: &cpb::Proposal, now: Millis) -> Result<(), String> {
+    pub(super) fn admissible(&self, p: &cpb::Proposal) -> Result<(), String> {
         if MemberId::from_slice(&p.proposal_owner).is_err() {
             return Err("proposal owner is not a 20-byte address".into());
         }
@@ -163,7 +179,7 @@ impl Conversation {
         let fits = (n == 1 && Self::is_own_leave(p))
             || self.evidence_voter_count_fits(n)
             || self.counts_out_its_rejoiner(p, n)
-            || (n >= 2 && self.was_our_size(p, n, now))
+            || (n >= 2 && self.was_our_size(p, n))
             || (self.predates_our_join(p) && n >= 1 && n <= members);
         if fits {
             Ok(())
@@ -175,18 +191,17 @@ impl Conversation {
         }
     }
 
-    /// Whether `n` was our member count when `p` was made, by its header's time. A count
-    /// that stopped being ours justifies only headers made before it did (give or take
-    /// `commit_inactivity`: members apply a commit at different times), and only for a
-    /// proposal's lifetime after that by our own clock (a catch-up commit's evidence is
-    /// judged as made, expired or not, and its header's time is its author's claim); so
-    /// two members of a group that once had three cannot decide for the group of now.
-    /// It never justifies an election of our current epoch, made in this epoch's group.
-    /// A header we held before it stopped is admitted earlier (`holds_header`).
-    fn was_our_size(&self, p: &cpb::Proposal, n: usize, now: Millis) -> bool {
+    /// Whether `n` was our member count when `p` was made. A count that stopped being
+    /// ours justifies only a header made (by its own time) before it stopped, give or
+    /// take `commit_inactivity` (members apply a commit at different times), and only
+    /// for `SIZE_EPOCHS` commits after: a catch-up commit's evidence is judged as made,
+    /// expired or not, so the header's claimed time alone would let two members of a
+    /// group that once had three decide for the group of now. It never justifies an
+    /// election of our current epoch, made in this epoch's group. (Epochs, not our
+    /// clock: a member back from a long absence must still accept the commits it missed.)
+    fn was_our_size(&self, p: &cpb::Proposal, n: usize) -> bool {
         let made = p.timestamp.saturating_mul(1000);
         let slack = self.config.commit_inactivity;
-        let lifetime = self.config.proposal_expiration;
         let epoch = self.epoch();
         let current_election = || {
             matches!(
@@ -196,13 +211,32 @@ impl Conversation {
         };
         self.recent_sizes.iter().any(|g| {
             g.members as usize == n
-                && g.until.is_none_or(|until| {
-                    let stopped = until.saturating_add(slack);
-                    made <= stopped
-                        && now <= stopped.saturating_add(lifetime)
+                && g.stopped.is_none_or(|s| {
+                    epoch.saturating_sub(s.epoch) <= SIZE_EPOCHS
+                        && s.at.is_none_or(|at| made <= at.saturating_add(slack))
                         && !current_election()
                 })
         })
+    }
+
+    /// Dates the sizes of a state saved by an earlier version, which kept bare counts:
+    /// the one before the current one stopped at some commit up to our epoch (time not
+    /// known); older ones justify nothing.
+    pub(super) fn date_legacy_sizes(&mut self) {
+        let epoch = self.epoch();
+        let n = self.recent_sizes.len();
+        for (k, g) in self.recent_sizes.iter_mut().enumerate() {
+            if k + 1 < n && g.stopped.is_none() {
+                g.stopped = Some(if k + 2 == n {
+                    SizeStopped { at: None, epoch }
+                } else {
+                    SizeStopped {
+                        at: Some(0),
+                        epoch: 0,
+                    }
+                });
+            }
+        }
     }
 
     /// Merges the evidence of a commit that staged and was signed by the steward it
@@ -238,7 +272,7 @@ impl Conversation {
                 _ => (ctx.now / 1000).min(p.expiration_timestamp),
             };
             let id = p.proposal_id;
-            if let Err(why) = self.admissible(p, ctx.now) {
+            if let Err(why) = self.admissible(p) {
                 out.reject("evidence", why);
                 continue;
             }
@@ -302,12 +336,16 @@ impl Conversation {
         self.note_epoch();
         let n = u32::try_from(self.members().len()).unwrap_or(u32::MAX);
         if self.recent_sizes.back().map(|g| g.members) != Some(n) {
+            let epoch = self.epoch();
             if let Some(last) = self.recent_sizes.back_mut() {
-                last.until.get_or_insert(now);
+                last.stopped.get_or_insert(SizeStopped {
+                    at: Some(now),
+                    epoch,
+                });
             }
             self.recent_sizes.push_back(GroupSize {
                 members: n,
-                until: None,
+                stopped: None,
             });
         }
         while self.recent_sizes.len() > RECENT_SIZES {
@@ -318,7 +356,7 @@ impl Conversation {
 
 #[cfg(test)]
 mod tests {
-    use super::GroupSize;
+    use super::{GroupSize, SizeStopped};
     use crate::config::ConversationConfig;
     use crate::conversation::{Action, Conversation, ConversationState};
     use crate::identity::MemberId;
@@ -343,60 +381,97 @@ mod tests {
         }
     }
 
-    /// The size rule alone (no MLS group: no roster, epoch 0): a group that had 3
-    /// members until 100 s and has 6 now; default timings (`commit_inactivity` 60 s,
-    /// `proposal_expiration` 600 s).
-    #[test]
-    fn an_old_size_counts_only_for_headers_made_while_it_was_ours_and_not_for_long() {
+    /// A conversation whose MLS group has gone through `epochs` empty commits.
+    fn at_epoch(epochs: u64) -> Conversation {
+        use openmls_rust_crypto::OpenMlsRustCrypto;
+        let p = OpenMlsRustCrypto::default();
+        let mls_id = crate::mls::MlsIdentity::create(&p, id(1)).unwrap();
+        let mut g = crate::mls::MlsConversation::create(&p, &mls_id, "t").unwrap();
+        for _ in 0..epochs {
+            g.create_commit(&p, &mls_id, &[], &[]).unwrap();
+            g.merge_own_commit(&p).unwrap();
+        }
         let mut c = Conversation::blank(
             "t",
             id(1),
             ConversationConfig::default(),
             ConversationState::Working,
         );
-        c.recent_sizes = [
-            GroupSize {
-                members: 3,
-                until: Some(100_000),
-            },
-            GroupSize {
-                members: 6,
-                until: None,
-            },
-        ]
-        .into();
+        c.mls = Some(g);
+        c
+    }
+
+    /// The size rule alone (a group of one member, so no roster count fits 3 or 6): the
+    /// group had 3 members until 100 s, when a commit took it to epoch 5, and has 6 now;
+    /// `commit_inactivity` is 60 s.
+    #[test]
+    fn an_old_size_counts_only_for_headers_made_while_it_was_ours_and_not_for_long() {
+        for (our_epoch, counts) in [(5, true), (8, true), (9, false)] {
+            let mut c = at_epoch(our_epoch);
+            c.recent_sizes = [
+                GroupSize {
+                    members: 3,
+                    stopped: Some(SizeStopped {
+                        at: Some(100_000),
+                        epoch: 5,
+                    }),
+                },
+                GroupSize {
+                    members: 6,
+                    stopped: None,
+                },
+            ]
+            .into();
+            let remove = || Action::Remove { member: id(9) };
+            let ok = |p: &cpb::Proposal| c.admissible(p).is_ok();
+            // Made while 3 was ours (or within the slack after), within 3 commits of it
+            // stopping (the catch-up path judges expired headers as made, so a header's
+            // claimed time cannot be all that bounds it).
+            assert_eq!(ok(&header(3, 90, remove())), counts, "epoch {our_epoch}");
+            assert_eq!(ok(&header(3, 160, remove())), counts, "epoch {our_epoch}");
+            // Made after the slack: 3 was no longer anyone's size.
+            assert!(!ok(&header(3, 161, remove())));
+            // Never for an election of our current epoch, however dated.
+            let election = || Action::Election {
+                stewards: vec![id(2)],
+                election_epoch: our_epoch,
+                retry_round: 0,
+            };
+            assert!(!ok(&header(3, 90, election())));
+            assert!(ok(&header(6, 90, election())));
+            // The current size, whenever made.
+            assert!(ok(&header(6, 10_000, remove())));
+        }
+    }
+
+    /// A state saved before sizes were dated: after `date_legacy_sizes` only the current
+    /// size and the one before it (stopped at our epoch, time unknown) count.
+    #[test]
+    fn sizes_saved_undated_keep_only_the_last_two() {
+        let mut c = at_epoch(2);
+        c.recent_sizes = serde_json::from_str("[2, 3, 4]").unwrap();
+        c.date_legacy_sizes();
         let remove = || Action::Remove { member: id(9) };
-        let ok = |p: &cpb::Proposal, now_s: u64| c.admissible(p, now_s * 1000).is_ok();
-        // Made while 3 was ours (or within the slack after), judged soon after.
-        assert!(ok(&header(3, 90, remove()), 200));
-        assert!(ok(&header(3, 160, remove()), 200));
-        // Made after the slack: 3 was no longer anyone's size.
-        assert!(!ok(&header(3, 161, remove()), 200));
-        // Dated back, but judged by our clock after the slack and a proposal's lifetime:
-        // a catch-up commit's evidence (judged as made) cannot revive it.
-        assert!(ok(&header(3, 90, remove()), 760));
-        assert!(!ok(&header(3, 90, remove()), 761));
-        // Never for an election of our current epoch (0 here), however dated.
-        let election = || Action::Election {
-            stewards: vec![id(2)],
-            election_epoch: 0,
-            retry_round: 0,
-        };
-        assert!(!ok(&header(3, 90, election()), 200));
-        assert!(ok(&header(6, 90, election()), 200));
-        // The current size, whenever made.
-        assert!(ok(&header(6, 10_000, remove()), 10_000));
+        let ok = |n: u32| c.admissible(&header(n, 90, remove())).is_ok();
+        assert_eq!((ok(2), ok(3), ok(4)), (false, true, true));
     }
 
     /// Earlier versions saved bare counts; both forms load, and the new one round-trips.
     #[test]
     fn sizes_saved_bare_or_dated_both_load() {
         let v: Vec<GroupSize> = serde_json::from_str(
-            r#"[3, {"members": 4, "until": 17}, {"members": 5, "until": null}]"#,
+            r#"[3, {"members": 4, "stopped": {"at": 17, "epoch": 2}}, {"members": 5, "stopped": null}]"#,
         )
         .unwrap();
-        let dated = |members, until| GroupSize { members, until };
-        assert_eq!(v, vec![dated(3, None), dated(4, Some(17)), dated(5, None)]);
+        let stopped = SizeStopped {
+            at: Some(17),
+            epoch: 2,
+        };
+        let size = |members, stopped| GroupSize { members, stopped };
+        assert_eq!(
+            v,
+            vec![size(3, None), size(4, Some(stopped)), size(5, None)]
+        );
         let again: Vec<GroupSize> =
             serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
         assert_eq!(again, v);

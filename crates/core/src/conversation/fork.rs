@@ -258,6 +258,9 @@ enum Relation {
     Same(u64),
     /// Different hashes from this epoch on.
     Fork(u64),
+    /// Different at an epoch and equal again at a later one: impossible for a real
+    /// branch (each epoch's key schedule derives from the one before), so a lie.
+    False,
     /// The sender is further ahead than anyone keeps commits for us.
     BeyondReach,
     /// Nothing in common to compare.
@@ -335,14 +338,20 @@ impl Conversation {
         }
         let oldest = b.epoch + 1 - b.chain.len() as u64;
         let mut compared = false;
+        let mut forked = None;
         for e in oldest..=b.epoch.min(ours) {
             match (self.our_auth_at(e), b.auth_at(e)) {
-                (Some(a), Some(t)) if a != t => return Relation::Fork(e),
+                (Some(a), Some(t)) if a != t => {
+                    forked.get_or_insert(e);
+                }
+                (Some(_), Some(_)) if forked.is_some() => return Relation::False,
                 (Some(_), Some(_)) => compared = true,
                 _ => {}
             }
         }
-        if compared {
+        if let Some(e) = forked {
+            Relation::Fork(e)
+        } else if compared {
             Relation::Same(b.epoch)
         } else {
             Relation::Unknown
@@ -464,6 +473,12 @@ impl Conversation {
             heard_at: ctx.now,
         };
         let relation = self.relation(&heard);
+        if relation == Relation::False {
+            return out.reject(
+                "beacon",
+                format!("{sender}'s beacon differs from our history and then agrees with it"),
+            );
+        }
         self.fork_watch.beacons.insert(sender, heard);
         let ours = self.epoch();
         tracing::trace!(conversation = %self.name, %sender, epoch = b.epoch, ?relation, "beacon");
@@ -480,7 +495,7 @@ impl Conversation {
             Relation::Fork(e) => self.fork_seen(ctx, e),
             Relation::BeyondReach => self.maybe_rejoin_beyond_reach(ctx, out),
             Relation::Unknown if b.epoch > ours => self.signed_hint(ctx.now, b.epoch),
-            Relation::Unknown => {}
+            Relation::Unknown | Relation::False => {}
         }
     }
 
@@ -569,13 +584,16 @@ impl Conversation {
             if !voters.contains(m) || now >= h.heard_at.saturating_add(fresh) {
                 continue;
             }
-            // A member that differs from us before this epoch is on an earlier fork (one
-            // we won, see `fork_to_judge`) or lying: it has no say in this one.
-            if self.first_difference(h).is_some_and(|d| d < epoch) {
-                continue;
-            }
-            if let Some(a) = h.auth_at(epoch) {
-                *counts.entry(a).or_default() += 1;
+            match (self.relation(h), h.auth_at(epoch)) {
+                // Lies, and members that differ from us before this epoch (on an earlier
+                // fork we won, see `fork_to_judge`, or lying), have no say in this one.
+                (Relation::False, _) => {}
+                (Relation::Fork(d), _) if d < epoch => {}
+                (_, Some(a)) => *counts.entry(a).or_default() += 1,
+                // Its chain does not reach back here, but it holds our history now (it came
+                // over to our branch, or was re-added since): it supports our branch.
+                (Relation::Same(_), None) => *counts.entry(ours).or_default() += 1,
+                _ => {}
             }
         }
         let our_count = counts.get(&ours).copied().unwrap_or(0);

@@ -426,8 +426,12 @@ impl Conversation {
                 .ok()
                 .and_then(|e| e.body)
             {
-                Some(pb::welcome_envelope::Body::Welcome(mut mw)) if mw.epoch == self.epoch() => {
-                    mw.sync = self.seal_sync(ctx, out);
+                Some(pb::welcome_envelope::Body::Welcome(mut mw)) => {
+                    if mw.epoch == self.epoch() {
+                        mw.sync = self.seal_sync(ctx, out);
+                    }
+                    // Signed as sent now, so that it cancels the others' re-sends (the
+                    // sync kept from an earlier epoch included: we send it).
                     self.sign_copy(ctx, &mut mw);
                     pb::WelcomeEnvelope {
                         body: Some(pb::welcome_envelope::Body::Welcome(mw)),

@@ -500,12 +500,7 @@ impl Conversation {
                 )));
             }
         }
-        // Sizes saved by a version that did not date them: the ones before the last stopped
-        // at an unknown time, so they justify no header any more.
-        let last = c.recent_sizes.len().saturating_sub(1);
-        for g in c.recent_sizes.iter_mut().take(last) {
-            g.until.get_or_insert(0);
-        }
+        c.date_legacy_sizes();
         // Back from a restart: our filter tells the others what we missed meanwhile.
         c.sds.sync_soon();
         Ok(c)

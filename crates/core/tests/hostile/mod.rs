@@ -287,11 +287,16 @@ fn beacon_signed_bytes(b: &pb::EpochBeacon) -> Vec<u8> {
     m
 }
 
-/// `b` with its hash for `epoch` replaced by zeros (the lowest hash, so the lie wins every
-/// tie) and signed again by `eth`; None if its chain does not reach `epoch`.
-fn lie(mut b: pb::EpochBeacon, eth: &EthSigner, epoch: u64) -> Option<Vec<u8>> {
+/// `b` as a lie about `epoch`, signed again by `eth`: its hashes from `epoch` on replaced
+/// by zeros (the lowest hash, so the lie wins every tie), a branch of its own as a real
+/// one would look; or, with `one_hash`, only the hash of `epoch`, which no real branch can
+/// look like. None if its chain does not reach `epoch`.
+fn lie(mut b: pb::EpochBeacon, eth: &EthSigner, epoch: u64, one_hash: bool) -> Option<Vec<u8>> {
     let k = usize::try_from(b.epoch.checked_sub(epoch)?).ok()?;
-    b.chain.get_mut(k)?.fill(0);
+    let from = if one_hash { k } else { 0 };
+    for a in b.chain.get_mut(from..=k)? {
+        a.fill(0);
+    }
     b.sender = eth.member_id().to_vec();
     b.signature = eth.sign(&beacon_signed_bytes(&b)).expect("sign");
     Some(
@@ -302,15 +307,15 @@ fn lie(mut b: pb::EpochBeacon, eth: &EthSigner, epoch: u64) -> Option<Vec<u8>> {
     )
 }
 
-/// Makes member `i` lie in every beacon it sends from now on: its hash for `epoch` is
-/// zeros, and the beacon is signed again with its own key (a member can sign
-/// anything). Everything else it sends is left as it is.
+/// Makes member `i` lie in every beacon it sends from now on: a branch of its own from
+/// `epoch` (see `lie`), signed with its own key (a member can sign anything). Everything
+/// else it sends is left as it is.
 pub fn lie_in_beacons(s: &mut Sim, i: usize, epoch: u64) {
     let eth = s.members[i].identity.eth.clone();
     s.members[i].filter = Some(Box::new(move |p: &OutPacket| {
         let mut out = p.clone();
         if let Some(pb::app_envelope::Body::Beacon(b)) = app_body(&p.payload)
-            && let Some(lied) = lie(b, &eth, epoch)
+            && let Some(lied) = lie(b, &eth, epoch, false)
         {
             out.payload = lied;
         }
@@ -318,9 +323,9 @@ pub fn lie_in_beacons(s: &mut Sim, i: usize, epoch: u64) {
     }));
 }
 
-/// A beacon from member `i`, made now from the newest beacon anyone sent, with its hash
-/// for `epoch` changed: a lie `i` can sign as often as it likes.
-pub fn lying_beacon(s: &Sim, i: usize, epoch: u64) -> Vec<u8> {
+/// A beacon from member `i`, made now from the newest beacon anyone sent, lying about
+/// `epoch` (see `lie`): a lie `i` can sign as often as it likes.
+pub fn lying_beacon(s: &Sim, i: usize, epoch: u64, one_hash: bool) -> Vec<u8> {
     let mut b = s
         .log
         .iter()
@@ -331,7 +336,7 @@ pub fn lying_beacon(s: &Sim, i: usize, epoch: u64) -> Vec<u8> {
         })
         .expect("a beacon in the log");
     b.timestamp_ms = s.now;
-    lie(b, &s.members[i].identity.eth, epoch).expect("the chain reaches the epoch")
+    lie(b, &s.members[i].identity.eth, epoch, one_hash).expect("the chain reaches the epoch")
 }
 
 /// Beacons members of `ids` published since `t0`.
