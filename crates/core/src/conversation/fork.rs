@@ -202,6 +202,25 @@ impl ForkWatch {
         }
     }
 
+    /// Records in the log whom the commit into `epoch` added and removed, by its own
+    /// lists: a rejoin removes and adds one member, which the roster difference
+    /// `note_epoch` records does not show (and `tally_branches` counts re-added members).
+    pub(super) fn note_commit(&mut self, epoch: u64, added: &[MemberId], removed: &[MemberId]) {
+        let Some(r) = self.log.back_mut().filter(|r| r.epoch == epoch) else {
+            return;
+        };
+        for a in added {
+            if !r.added.contains(a) {
+                r.added.push(*a);
+            }
+        }
+        for m in removed {
+            if !r.removed.contains(m) {
+                r.removed.push(*m);
+            }
+        }
+    }
+
     /// When we applied `m`'s removal, if we remember it.
     pub(super) fn removed_when(&self, m: &MemberId) -> Option<Millis> {
         self.removed_at
@@ -483,7 +502,9 @@ impl Conversation {
         let ours = self.epoch();
         tracing::trace!(conversation = %self.name, %sender, epoch = b.epoch, ?relation, "beacon");
         match relation {
-            Relation::Same(e) if e == ours => self.fork_watch.matching += 1,
+            Relation::Same(e) if e == ours => {
+                self.fork_watch.matching = self.fork_watch.matching.saturating_add(1);
+            }
             // A member signed that the group is further on: a hint we can trust.
             Relation::Same(e) if e > ours => self.signed_hint(ctx.now, e),
             Relation::Same(e) => {
@@ -580,21 +601,41 @@ impl Conversation {
         if voters.contains(&self.me) {
             *counts.entry(ours).or_default() += 1;
         }
+        let mut said = BTreeSet::new();
         for (m, h) in &self.fork_watch.beacons {
             if !voters.contains(m) || now >= h.heard_at.saturating_add(fresh) {
                 continue;
             }
-            match (self.relation(h), h.auth_at(epoch)) {
+            let branch = match (self.relation(h), h.auth_at(epoch)) {
                 // Lies, and members that differ from us before this epoch (on an earlier
                 // fork we won, see `fork_to_judge`, or lying), have no say in this one.
-                (Relation::False, _) => {}
-                (Relation::Fork(d), _) if d < epoch => {}
-                (_, Some(a)) => *counts.entry(a).or_default() += 1,
+                (Relation::False, _) => None,
+                (Relation::Fork(d), _) if d < epoch => None,
+                (_, Some(a)) => Some(a),
                 // Its chain does not reach back here, but it holds our history now (it came
                 // over to our branch, or was re-added since): it supports our branch.
-                (Relation::Same(_), None) => *counts.entry(ours).or_default() += 1,
-                _ => {}
+                (Relation::Same(_), None) => Some(ours),
+                _ => None,
+            };
+            if let Some(a) = branch {
+                *counts.entry(a).or_default() += 1;
+                said.insert(*m);
             }
+        }
+        // Members a commit of our branch re-added after this epoch are on it now, whatever
+        // they said before (`note_added` dropped those beacons), until they say otherwise.
+        // Uncounted, a lone liar tied a member that had just re-added the losers of a fork
+        // and won on its all-zero hash.
+        let re_added: BTreeSet<MemberId> = self
+            .fork_watch
+            .log
+            .iter()
+            .filter(|r| r.epoch > epoch)
+            .flat_map(|r| r.added.iter().copied())
+            .filter(|a| voters.contains(a) && *a != self.me && !said.contains(a))
+            .collect();
+        if !re_added.is_empty() {
+            *counts.entry(ours).or_default() += u32::try_from(re_added.len()).unwrap_or(u32::MAX);
         }
         let our_count = counts.get(&ours).copied().unwrap_or(0);
         let heard: u32 = counts.values().sum();

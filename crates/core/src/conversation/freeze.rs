@@ -1406,6 +1406,8 @@ impl Conversation {
         self.note_removed(w.old_epoch, &w.removed);
         self.fork_watch.note_removed(&w.removed, ctx.now);
         self.fork_watch.note_added(&w.added);
+        let epoch = self.epoch();
+        self.fork_watch.note_commit(epoch, &w.added, &w.removed);
         self.reset_hints();
         let max_age = self.config.pending_update_max_epochs;
         self.pending_updates.retain(|m, u| {

@@ -134,7 +134,9 @@ pub(super) fn build_announcement<P: OpenMlsProvider>(
 }
 
 /// Signs an announcement (a rejoin if `rejoin`) made at `timestamp_ms` with an arbitrary
-/// key: used by tests to play an impostor, or a member's client acting on its own.
+/// key: used by tests to play an impostor, or a member's client acting on its own
+/// (test-only: the `adversary` feature).
+#[cfg(feature = "adversary")]
 pub fn forge_announcement(
     name: &str,
     key_package: Vec<u8>,

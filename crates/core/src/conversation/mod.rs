@@ -13,6 +13,7 @@
 //! `catchup` lets members that missed a commit fetch it.
 
 mod action;
+#[cfg(feature = "adversary")]
 mod adversary;
 mod budget;
 mod catchup;
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use action::{Action, Approved, Change, ProposalStatus, Tracked};
 pub use fork::SentChat;
+#[cfg(feature = "adversary")]
 pub use join::forge_announcement;
 pub use types::*;
 
