@@ -265,6 +265,7 @@ impl Outsider {
             epoch: t.epoch + 1,
             committer: self.id().to_vec(),
             signature: vec![],
+            ..Default::default()
         };
         let mut m = b"demls/welcome/v1".to_vec();
         m.extend_from_slice(w.conversation.as_bytes());
