@@ -153,30 +153,7 @@ fn a_replayed_announcement_draws_about_one_welcome_copy() {
 /// could only take the replayed copy, with the sync of the welcome's first day.)
 #[test]
 fn a_replayed_welcome_does_not_cancel_fresh_re_sends() {
-    let (mut s, ids) = group(0, Net::clean(), fast_config(), 8);
-    let outsider = s.add_member("outsider");
-    let last = ids[7];
-    let me = s.id(last);
-    let ann = announcement_of(&s, last);
-    let welcome = s
-        .log
-        .iter()
-        .find(|(_, _, st, p)| {
-            *st == Subtopic::Welcome
-                && matches!(
-                    welcome_body(p),
-                    Some(pb::welcome_envelope::Body::Welcome(w))
-                        if w.joiner_ids.iter().any(|j| j.as_slice() == me.as_bytes())
-                )
-        })
-        .map(|l| l.3.clone())
-        .expect("the joiner's welcome");
-    s.run_for(5_000);
-    let t0 = s.now;
-    s.inject(outsider, Subtopic::Welcome, ann);
-    s.inject(outsider, Subtopic::Welcome, welcome);
-    s.run_for(5_000);
-    let (n, bytes) = welcome_copies_since(&s, t0, &ids);
+    let (n, bytes) = fresh_copies_with_a_welcome_replayed(|raw, _| raw);
     assert!(
         (1..=2).contains(&n),
         "with a replayed welcome, one replayed announcement drew {n} fresh copies ({bytes} B)"
@@ -190,12 +167,33 @@ fn a_replayed_welcome_does_not_cancel_fresh_re_sends() {
 /// re-send and cancelled its own: no fresh copy came.)
 #[test]
 fn a_welcome_copy_with_a_changed_sync_does_not_cancel_re_sends() {
+    let (n, bytes) = fresh_copies_with_a_welcome_replayed(|_, mut welcome| {
+        let flipped = welcome.sync.len() / 2;
+        welcome.sync[flipped] ^= 1;
+        pb::WelcomeEnvelope {
+            body: Some(pb::welcome_envelope::Body::Welcome(welcome)),
+        }
+        .encode_to_vec()
+    });
+    assert!(
+        (1..=2).contains(&n),
+        "with a sync-flipped welcome copy, one replayed announcement drew {n} fresh copies \
+         ({bytes} B)"
+    );
+}
+
+/// In a settled group of 8, 5 s on: an outsider replays the latest joiner's announcement
+/// and then `copy(raw, decoded)` of the first welcome that added it. Returns the welcome
+/// copies (and their bytes) members sent in the 5 s after.
+fn fresh_copies_with_a_welcome_replayed(
+    copy: impl FnOnce(Vec<u8>, pb::MemberWelcome) -> Vec<u8>,
+) -> (usize, usize) {
     let (mut s, ids) = group(0, Net::clean(), fast_config(), 8);
     let outsider = s.add_member("outsider");
     let last = ids[7];
     let me = s.id(last);
     let ann = announcement_of(&s, last);
-    let mut welcome = s
+    let (raw, welcome) = s
         .log
         .iter()
         .find_map(|(_, _, st, p)| match welcome_body(p) {
@@ -203,28 +201,18 @@ fn a_welcome_copy_with_a_changed_sync_does_not_cancel_re_sends() {
                 if *st == Subtopic::Welcome
                     && w.joiner_ids.iter().any(|j| j.as_slice() == me.as_bytes()) =>
             {
-                Some(w)
+                Some((p.clone(), w))
             }
             _ => None,
         })
         .expect("the joiner's welcome");
-    let flipped = welcome.sync.len() / 2;
-    welcome.sync[flipped] ^= 1;
-    let copy = pb::WelcomeEnvelope {
-        body: Some(pb::welcome_envelope::Body::Welcome(welcome)),
-    }
-    .encode_to_vec();
+    let replayed = copy(raw, welcome);
     s.run_for(5_000);
     let t0 = s.now;
     s.inject(outsider, Subtopic::Welcome, ann);
-    s.inject(outsider, Subtopic::Welcome, copy);
+    s.inject(outsider, Subtopic::Welcome, replayed);
     s.run_for(5_000);
-    let (n, bytes) = welcome_copies_since(&s, t0, &ids);
-    assert!(
-        (1..=2).contains(&n),
-        "with a sync-flipped welcome copy, one replayed announcement drew {n} fresh copies \
-         ({bytes} B)"
-    );
+    welcome_copies_since(&s, t0, &ids)
 }
 
 /// MLS packets the four members publish in the 10th minute after one insider message

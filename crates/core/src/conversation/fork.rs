@@ -89,6 +89,13 @@ fn beacon_signed_bytes(b: &pb::EpochBeacon) -> Vec<u8> {
     m
 }
 
+/// Signs `b` as its sender would, with any key (test-only: the `adversary` feature), so
+/// the simulator can play a member lying in its beacons.
+#[cfg(feature = "adversary")]
+pub fn sign_beacon(b: &mut pb::EpochBeacon, signer: &identity::EthSigner) {
+    b.signature = signer.sign(&beacon_signed_bytes(b)).unwrap_or_default();
+}
+
 /// One epoch we were in.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct EpochRecord {
@@ -190,22 +197,19 @@ impl ForkWatch {
         }
     }
 
-    /// Notes that a commit added `added` (a rejoin removes and adds one member, so the
-    /// commit's own list, not a roster difference): each was elsewhere before (a
-    /// newcomer, or one that left a losing branch to rejoin ours), and a beacon it sent
-    /// from there is not where it stands now. Kept, the old beacons of members that had
-    /// already come over to the surviving branch outvoted it until they went stale, and
-    /// its members left it.
-    pub(super) fn note_added(&mut self, added: &[MemberId]) {
+    /// Notes the commit into `epoch` by its own lists of whom it added and removed (a
+    /// rejoin removes and adds one member, which the roster difference `note_epoch`
+    /// records does not show):
+    /// - the log record gets them (`tally_branches` counts members re-added since a fork);
+    /// - each added member was elsewhere before (a newcomer, or one that left a losing
+    ///   branch to rejoin ours), so a beacon it sent from there is not where it stands
+    ///   now and is dropped. Kept, the old beacons of members that had already come over
+    ///   to the surviving branch outvoted it until they went stale, and its members left
+    ///   it.
+    pub(super) fn note_commit(&mut self, epoch: u64, added: &[MemberId], removed: &[MemberId]) {
         for m in added {
             self.beacons.remove(m);
         }
-    }
-
-    /// Records in the log whom the commit into `epoch` added and removed, by its own
-    /// lists: a rejoin removes and adds one member, which the roster difference
-    /// `note_epoch` records does not show (and `tally_branches` counts re-added members).
-    pub(super) fn note_commit(&mut self, epoch: u64, added: &[MemberId], removed: &[MemberId]) {
         let Some(r) = self.log.back_mut().filter(|r| r.epoch == epoch) else {
             return;
         };
@@ -271,7 +275,7 @@ impl Tally {
 }
 
 /// How a beacon's chain relates to our log.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Relation {
     /// Same history where both hold it; the sender is at this epoch.
     Same(u64),
@@ -539,7 +543,7 @@ impl Conversation {
         if let Some(f) = self.fork_watch.fork.as_ref()
             && epoch > f.epoch
             && self
-                .tally_branches(now, f.epoch)
+                .tally_branches(f.epoch, &self.fresh_beacons(now))
                 .is_none_or(|t| t.best_other.is_none())
         {
             tracing::info!(conversation = %self.name, old = f.epoch, epoch, "the earlier fork healed; another one follows it");
@@ -589,24 +593,39 @@ impl Conversation {
     }
 
     /// Support per branch at the fork epoch (see [`Tally`]).
-    fn tally_branches(&self, now: Millis, epoch: u64) -> Option<Tally> {
+    /// The fresh beacons we hold, each with how its chain relates to our log: computed
+    /// once per judgement, which tallies several epochs.
+    fn fresh_beacons(&self, now: Millis) -> Vec<(MemberId, &HeardBeacon, Relation)> {
+        let fresh = self.beacon_fresh();
+        self.fork_watch
+            .beacons
+            .iter()
+            .filter(|(_, h)| now < h.heard_at.saturating_add(fresh))
+            .map(|(m, h)| (*m, h, self.relation(h)))
+            .collect()
+    }
+
+    fn tally_branches(
+        &self,
+        epoch: u64,
+        beacons: &[(MemberId, &HeardBeacon, Relation)],
+    ) -> Option<Tally> {
         let ours = self.our_auth_at(epoch)?;
         // Without the log reaching the fork (we joined after it, or it is very old), the
         // current roster stands in: such a member follows whoever the others follow.
         let voters = self
             .roster_before(epoch)
             .unwrap_or_else(|| self.members().into_iter().collect());
-        let fresh = self.beacon_fresh();
         let mut counts: BTreeMap<Auth, u32> = BTreeMap::new();
         if voters.contains(&self.me) {
             *counts.entry(ours).or_default() += 1;
         }
         let mut said = BTreeSet::new();
-        for (m, h) in &self.fork_watch.beacons {
-            if !voters.contains(m) || now >= h.heard_at.saturating_add(fresh) {
+        for (m, h, relation) in beacons {
+            if !voters.contains(m) {
                 continue;
             }
-            let branch = match (self.relation(h), h.auth_at(epoch)) {
+            let branch = match (*relation, h.auth_at(epoch)) {
                 // Lies, and members that differ from us before this epoch (on an earlier
                 // fork we won, see `fork_to_judge`, or lying), have no say in this one.
                 (Relation::False, _) => None,
@@ -623,7 +642,7 @@ impl Conversation {
             }
         }
         // Members a commit of our branch re-added after this epoch are on it now, whatever
-        // they said before (`note_added` dropped those beacons), until they say otherwise.
+        // they said before (`note_commit` dropped those beacons), until they say otherwise.
         // Uncounted, a lone liar tied a member that had just re-added the losers of a fork
         // and won on its all-zero hash.
         let re_added: BTreeSet<MemberId> = self
@@ -656,14 +675,6 @@ impl Conversation {
         })
     }
 
-    /// The first epoch at which a beacon's chain differs from our log, if it does.
-    fn first_difference(&self, h: &HeardBeacon) -> Option<u64> {
-        match self.relation(h) {
-            Relation::Fork(e) => Some(e),
-            _ => None,
-        }
-    }
-
     /// The epoch to judge a fork at, and its tally, starting from the earliest one a
     /// fresh beacon showed. A fork we win is settled for us (whoever differs there must
     /// leave its branch, or is lying), so the next epoch at which a fresh beacon differs
@@ -674,10 +685,10 @@ impl Conversation {
     /// epoch held the judgement where no honest member differs, and a real fork after
     /// it never healed.)
     fn fork_to_judge(&self, now: Millis, from: u64, grace_over: bool) -> Option<(u64, Tally)> {
-        let fresh = self.beacon_fresh();
+        let beacons = self.fresh_beacons(now);
         let mut epoch = from;
         loop {
-            let tally = self.tally_branches(now, epoch)?;
+            let tally = self.tally_branches(epoch, &beacons)?;
             let won = if grace_over {
                 !tally.we_lose()
             } else {
@@ -686,13 +697,13 @@ impl Conversation {
             if !won {
                 return Some((epoch, tally));
             }
-            let next = self
-                .fork_watch
-                .beacons
-                .values()
-                .filter(|h| now < h.heard_at.saturating_add(fresh))
-                .filter_map(|h| self.first_difference(h))
-                .filter(|d| *d > epoch)
+            // The next epoch at which a fresh beacon first differs from our log.
+            let next = beacons
+                .iter()
+                .filter_map(|(_, _, r)| match r {
+                    Relation::Fork(d) if *d > epoch => Some(*d),
+                    _ => None,
+                })
                 .min();
             match next {
                 Some(n) => epoch = n,

@@ -1405,7 +1405,6 @@ impl Conversation {
         self.note_group_size(ctx.now);
         self.note_removed(w.old_epoch, &w.removed);
         self.fork_watch.note_removed(&w.removed, ctx.now);
-        self.fork_watch.note_added(&w.added);
         let epoch = self.epoch();
         self.fork_watch.note_commit(epoch, &w.added, &w.removed);
         self.reset_hints();

@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 pub use action::{Action, Approved, Change, ProposalStatus, Tracked};
 pub use fork::SentChat;
 #[cfg(feature = "adversary")]
+pub use fork::sign_beacon;
+#[cfg(feature = "adversary")]
 pub use join::forge_announcement;
 pub use types::*;
 

@@ -1064,6 +1064,25 @@ pub fn member_welcome<R: Rng + ?Sized>(
     }
 }
 
+/// A claimed signer and its signature over `message`: one of `w.signers` (or a random
+/// id), signing it (or junk bytes).
+fn signed_by_one_of<R: Rng + ?Sized>(
+    rng: &mut R,
+    w: &World,
+    message: impl FnOnce() -> Vec<u8>,
+) -> (Vec<u8>, Vec<u8>) {
+    let signer = pick(rng, &w.signers);
+    let id = match signer {
+        Some(s) if rng.gen_bool(0.8) => s.member_id().to_vec(),
+        _ => id_bytes(rng, w),
+    };
+    let signature = match signer {
+        Some(s) if rng.gen_bool(0.7) => s.sign(&message()).unwrap_or_default(),
+        _ => random_bytes(rng, 70),
+    };
+    (id, signature)
+}
+
 /// `mw` with a committer and signature appended at the encoding level (any previous
 /// ones are overridden, as the last occurrence of a field wins): signed by one of
 /// `w.signers` over the fields as they are, or junk.
@@ -1074,25 +1093,17 @@ pub fn sign_welcome<R: Rng + ?Sized>(
 ) -> pb::MemberWelcome {
     use sha2::Digest;
     let mut bytes = mw.encode_to_vec();
-    let signer = pick(rng, &w.signers);
-    let committer = match signer {
-        Some(s) if rng.gen_bool(0.8) => s.member_id().to_vec(),
-        _ => id_bytes(rng, w),
-    };
-    let signature = match signer {
-        Some(s) if rng.gen_bool(0.7) => {
-            let mut m = b"demls/welcome/v1".to_vec();
-            m.extend_from_slice(mw.conversation.as_bytes());
-            m.push(0);
-            m.extend_from_slice(&mw.epoch.to_be_bytes());
-            m.extend_from_slice(&sha2::Sha256::digest(&mw.welcome));
-            for j in &mw.joiner_ids {
-                m.extend_from_slice(j);
-            }
-            s.sign(&m).unwrap_or_default()
+    let (committer, signature) = signed_by_one_of(rng, w, || {
+        let mut m = b"demls/welcome/v1".to_vec();
+        m.extend_from_slice(mw.conversation.as_bytes());
+        m.push(0);
+        m.extend_from_slice(&mw.epoch.to_be_bytes());
+        m.extend_from_slice(&sha2::Sha256::digest(&mw.welcome));
+        for j in &mw.joiner_ids {
+            m.extend_from_slice(j);
         }
-        _ => random_bytes(rng, 70),
-    };
+        m
+    });
     push_bytes_field(&mut bytes, 6, &committer);
     push_bytes_field(&mut bytes, 7, &signature);
     // The copy's sender: signed over the sync by one of the signers (or junk), or absent.
@@ -1100,24 +1111,16 @@ pub fn sign_welcome<R: Rng + ?Sized>(
         let sent_at = w
             .now_ms
             .saturating_add_signed(rng.gen_range(-60_000..60_000));
-        let signer = pick(rng, &w.signers);
-        let sender = match signer {
-            Some(s) if rng.gen_bool(0.8) => s.member_id().to_vec(),
-            _ => id_bytes(rng, w),
-        };
-        let signature = match signer {
-            Some(s) if rng.gen_bool(0.7) => {
-                let mut m = b"demls/welcome-copy/v1".to_vec();
-                m.extend_from_slice(mw.conversation.as_bytes());
-                m.push(0);
-                m.extend_from_slice(&mw.epoch.to_be_bytes());
-                m.extend_from_slice(&sent_at.to_be_bytes());
-                m.extend_from_slice(&sha2::Sha256::digest(&mw.welcome));
-                m.extend_from_slice(&sha2::Sha256::digest(&mw.sync));
-                s.sign(&m).unwrap_or_default()
-            }
-            _ => random_bytes(rng, 70),
-        };
+        let (sender, signature) = signed_by_one_of(rng, w, || {
+            let mut m = b"demls/welcome-copy/v1".to_vec();
+            m.extend_from_slice(mw.conversation.as_bytes());
+            m.push(0);
+            m.extend_from_slice(&mw.epoch.to_be_bytes());
+            m.extend_from_slice(&sent_at.to_be_bytes());
+            m.extend_from_slice(&sha2::Sha256::digest(&mw.welcome));
+            m.extend_from_slice(&sha2::Sha256::digest(&mw.sync));
+            m
+        });
         push_bytes_field(&mut bytes, 8, &sender);
         push_bytes_field(&mut bytes, 9, &signature);
         push_varint_field(&mut bytes, 10, sent_at);

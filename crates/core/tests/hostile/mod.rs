@@ -273,20 +273,6 @@ pub fn removed_at(s: &Sim, among: &[usize], victim: usize) -> Vec<usize> {
         .collect()
 }
 
-/// The bytes a beacon signature covers, per `proto/demls/v1/application.proto`.
-fn beacon_signed_bytes(b: &pb::EpochBeacon) -> Vec<u8> {
-    let mut m = b"demls/beacon/v1".to_vec();
-    m.extend_from_slice(b.conversation.as_bytes());
-    m.push(0);
-    m.extend_from_slice(&b.epoch.to_be_bytes());
-    m.extend_from_slice(&b.members.to_be_bytes());
-    m.extend_from_slice(&b.timestamp_ms.to_be_bytes());
-    for a in &b.chain {
-        m.extend_from_slice(a);
-    }
-    m
-}
-
 /// `b` as a lie about `epoch`, signed again by `eth`: its hashes from `epoch` on replaced
 /// by zeros (the lowest hash, so the lie wins every tie), a branch of its own as a real
 /// one would look; or, with `one_hash`, only the hash of `epoch`, which no real branch can
@@ -298,7 +284,7 @@ fn lie(mut b: pb::EpochBeacon, eth: &EthSigner, epoch: u64, one_hash: bool) -> O
         a.fill(0);
     }
     b.sender = eth.member_id().to_vec();
-    b.signature = eth.sign(&beacon_signed_bytes(&b)).expect("sign");
+    demls_core::conversation::sign_beacon(&mut b, eth);
     Some(
         pb::AppEnvelope {
             body: Some(pb::app_envelope::Body::Beacon(b)),
