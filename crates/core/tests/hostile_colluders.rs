@@ -182,6 +182,52 @@ fn a_member_lying_about_an_old_epoch_does_not_keep_everyone_beaconing() {
     );
 }
 
+/// The same liar alternates between two lies every 4 s: a branch of its own from the
+/// epoch before the current one, then agreement there and a branch from the current
+/// epoch. Each switch made the fork record look healed and start again, with a fresh
+/// settling delay and grace (9 s here, longer than the 8 s cycle) and a round of answers
+/// from everyone, so nobody ever judged the lie settled and every member beaconed at the
+/// fork rate for as long as it lied. Each fork epoch's first sighting is remembered
+/// across such resets now: delays run from it, and everyone answers a sighting once.
+#[test]
+fn a_member_alternating_its_lies_does_not_keep_everyone_beaconing() {
+    let cfg = fast_config();
+    let (mut s, ids) = group(0, Net::clean(), cfg.clone(), 6);
+    s.run_for(MIN);
+    let liar = ids[1];
+    s.crash(ids[4]);
+    s.crash(ids[5]);
+    let honest = others(&ids, &[liar, ids[4], ids[5]]);
+    let epoch = s.members[ids[0]].conv().epoch();
+    assert!(epoch >= 2, "the group went through a few epochs");
+    let t_lie = s.now;
+    let window = 8 * MIN;
+    let mut earlier = true;
+    while s.now < t_lie + 2 * MIN + window {
+        let at = if earlier { epoch - 1 } else { epoch };
+        let b = lying_beacon(&s, liar, at, false);
+        s.inject(liar, Subtopic::AppMsg, b);
+        earlier = !earlier;
+        s.run_for(4_000);
+    }
+    let t0 = t_lie + 2 * MIN;
+    let n = beacons_since(&s, t0, &honest);
+    let usual = honest.len() as u64 * window / cfg.commit_inactivity;
+    eprintln!(
+        "honest beacons in {} min of alternating lies: {n} (usual-rate bound {usual})",
+        window / MIN
+    );
+    assert!(
+        (n as u64) <= usual,
+        "{} honest members sent {n} beacons in {} min while one member alternated its lies \
+         about epochs {} and {epoch} (the usual rate allows {usual})\n{}",
+        honest.len(),
+        window / MIN,
+        epoch - 1,
+        s.describe()
+    );
+}
+
 /// A member signs a beacon whose hash differs from everyone's at an epoch and agrees
 /// again at the next one: no real branch looks like that (each epoch's key schedule
 /// derives from the one before). Members refuse it as a lie; no fork is seen.

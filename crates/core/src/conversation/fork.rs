@@ -61,6 +61,8 @@ const BEACON_SKEW_MS: Millis = 30_000;
 const SUPPRESS_AFTER: u32 = 2;
 /// Our chat messages remembered for the report after abandoning a branch.
 const SENT_CAP: usize = 64;
+/// Fork epochs whose sightings are remembered (a beacon shows forks within its chain).
+const SIGHTINGS_CAP: usize = CHAIN_LEN;
 
 const BEACON_DOMAIN: &[u8] = b"demls/beacon/v1";
 
@@ -132,7 +134,6 @@ pub(crate) struct KnownFork {
     pub decide_at: Millis,
     /// Last time a beacon showed the other branch (the fork is forgotten when it is old).
     pub seen_at: Millis,
-    pub reported: bool,
     /// The others have had their time to hear us and we do not lose: beacons go back to
     /// the usual rate, still unsuppressed while the record lives (a member repeating a
     /// false hash would otherwise keep everyone at the fork rate).
@@ -142,6 +143,22 @@ pub(crate) struct KnownFork {
     /// `fork_to_judge`), and when its own settling delay ends.
     #[serde(default)]
     pub later: Option<(u64, Millis)>,
+}
+
+/// What we know of one fork epoch, kept across fork records: a member alternating its
+/// lies (a branch from one epoch, then agreement there and a branch from a later one)
+/// made each record look healed and start again, with fresh delays and a round of
+/// answers from everyone, so that nobody ever judged the lie settled.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct Sighting {
+    /// When a beacon first showed a fork at this epoch: delays run from here.
+    pub first: Millis,
+    /// When one last did (the sighting is forgotten `beacon_fresh` later).
+    pub last: Millis,
+    /// Whether we answered it with a beacon of ours (once per sighting).
+    pub answered: bool,
+    /// Whether `Event::ForkDetected` was emitted for it.
+    pub reported: bool,
 }
 
 /// A chat message we sent, kept to say which ones an abandoned branch swallowed.
@@ -170,6 +187,9 @@ pub(crate) struct ForkWatch {
     /// Beacons matching ours heard since the current interval began.
     pub matching: u32,
     pub fork: Option<KnownFork>,
+    /// Fork epochs seen lately (see [`Sighting`]).
+    #[serde(default)]
+    pub sightings: BTreeMap<u64, Sighting>,
     pub sent: VecDeque<SentChat>,
     /// When each member last sent us an MLS application message of our current epoch
     /// (it held its leaf then): a rejoin announcement older than that is not its state.
@@ -534,9 +554,52 @@ impl Conversation {
         settled_at.saturating_add(12 * self.config.recovery_inactivity)
     }
 
+    /// Notes that a fresh beacon shows a fork at `epoch` now, and returns what we know of
+    /// that epoch since it was first shown (stale sightings are forgotten first).
+    fn sight(&mut self, epoch: u64, now: Millis) -> Sighting {
+        let fresh = self.beacon_fresh();
+        let sightings = &mut self.fork_watch.sightings;
+        sightings.retain(|_, s| now < s.last.saturating_add(fresh));
+        let s = sightings.entry(epoch).or_insert(Sighting {
+            first: now,
+            last: now,
+            answered: false,
+            reported: false,
+        });
+        s.last = s.last.max(now);
+        let seen = *s;
+        while sightings.len() > SIGHTINGS_CAP {
+            let stalest = sightings
+                .iter()
+                .filter(|(e, _)| **e != epoch)
+                .min_by_key(|(_, s)| s.last)
+                .map(|(e, _)| *e);
+            match stalest {
+                Some(e) => sightings.remove(&e),
+                None => break,
+            };
+        }
+        seen
+    }
+
+    /// Answers a fork sighting with a beacon soon, once per sighting: everyone on both
+    /// sides answers, so both sides count everyone.
+    fn answer_sighting<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, epoch: u64) {
+        let Some(s) = self.fork_watch.sightings.get_mut(&epoch) else {
+            return;
+        };
+        if s.answered {
+            return;
+        }
+        s.answered = true;
+        self.fork_watch.next_beacon = Some(self.beacon_soon(ctx));
+    }
+
     fn fork_seen<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, epoch: u64) {
         let now = ctx.now;
         let settle = self.fork_settle();
+        let sighting = self.sight(epoch, now);
+        let settled_at = sighting.first.saturating_add(settle);
         // A fork we knew of at an earlier epoch that every fresh beacon now agrees with us
         // on is over (it healed); a difference further on is a new fork, judged afresh.
         // Kept, the old one would be judged for ever at an epoch where nobody differs.
@@ -554,23 +617,27 @@ impl Conversation {
                 f.seen_at = now;
                 if epoch < f.epoch {
                     f.epoch = epoch;
+                    f.settled_at = f.settled_at.min(settled_at);
                 }
                 // New information after the settling delay: judge again at once.
                 f.decide_at = f.decide_at.min(now.max(f.settled_at));
             }
             None => {
-                tracing::warn!(conversation = %self.name, epoch, "another branch of this conversation exists");
+                if sighting.answered {
+                    tracing::debug!(conversation = %self.name, epoch, "the fork seen lately is shown again");
+                } else {
+                    tracing::warn!(conversation = %self.name, epoch, "another branch of this conversation exists");
+                }
+                // Delays run from the first sighting, not from this record.
                 self.fork_watch.fork = Some(KnownFork {
                     epoch,
-                    settled_at: now + settle,
-                    decide_at: now + settle,
+                    settled_at,
+                    decide_at: settled_at.max(now),
                     seen_at: now,
-                    reported: false,
                     won: false,
                     later: None,
                 });
-                // Everyone on both sides answers once, so both sides count everyone.
-                self.fork_watch.next_beacon = Some(self.beacon_soon(ctx));
+                self.answer_sighting(ctx, epoch);
             }
         }
     }
@@ -592,7 +659,6 @@ impl Conversation {
         Some(roster)
     }
 
-    /// Support per branch at the fork epoch (see [`Tally`]).
     /// The fresh beacons we hold, each with how its chain relates to our log: computed
     /// once per judgement, which tallies several epochs.
     fn fresh_beacons(&self, now: Millis) -> Vec<(MemberId, &HeardBeacon, Relation)> {
@@ -605,6 +671,7 @@ impl Conversation {
             .collect()
     }
 
+    /// Support per branch at the fork epoch (see [`Tally`]).
     fn tally_branches(
         &self,
         epoch: u64,
@@ -774,16 +841,19 @@ impl Conversation {
             Some((e, t)) if e == epoch => t,
             _ => {
                 // A fork after the one we won: everyone answers and beacons settle, as
-                // for the first (the old record's delays are long over).
+                // for the first (the old record's delays are long over), from the time
+                // this epoch was first shown.
                 tracing::warn!(conversation = %self.name, won = f.epoch, epoch, "another fork after the one we won");
-                let until = now + self.fork_settle();
+                let until = self
+                    .sight(epoch, now)
+                    .first
+                    .saturating_add(self.fork_settle());
                 if let Some(k) = self.fork_watch.fork.as_mut() {
                     k.later = Some((epoch, until));
-                    k.decide_at = until;
+                    k.decide_at = until.max(now);
                     k.won = false;
-                    k.reported = false;
                 }
-                self.fork_watch.next_beacon = Some(self.beacon_soon(ctx));
+                self.answer_sighting(ctx, epoch);
                 return false;
             }
         };
@@ -798,15 +868,19 @@ impl Conversation {
             return false;
         };
         let our_count = tally.our_count;
-        if !f.reported {
+        let sighting = self.fork_watch.sightings.entry(epoch).or_insert(Sighting {
+            first: now,
+            last: now,
+            answered: true,
+            reported: false,
+        });
+        if !sighting.reported {
+            sighting.reported = true;
             out.event(Event::ForkDetected {
                 fork_epoch: epoch,
                 our_support: our_count,
                 their_support: their_count,
             });
-            if let Some(k) = self.fork_watch.fork.as_mut() {
-                k.reported = true;
-            }
         }
         if !tally.we_lose() {
             return false;
