@@ -152,6 +152,63 @@ fn self_leave_twice_proposes_once_and_completes() {
     });
 }
 
+/// A member leaves, joins again, and leaves a second time. A self-leave has a
+/// deterministic id (SHA-256 of the member's address), so the second one carries the id of
+/// the first, which everyone still held as decided: it was swallowed, and the member sat
+/// in its group for good. The first leave's packets replayed after the rejoin remove
+/// nobody (a renewed leave must be made after the one on record).
+#[test]
+fn a_member_that_left_and_came_back_can_leave_again() {
+    for_seeds(0..2, |seed| {
+        let (mut s, ids) = group(seed, Net::clean(), 3);
+        let (stay, leaver) = (&ids[..2], ids[2]);
+        let t_leave = s.now;
+        s.leave(leaver);
+        s.run_until(5 * MIN, |s| {
+            stay.iter()
+                .all(|i| s.members[*i].conv().members().len() == 2)
+        });
+        let first_leave: Vec<_> = s
+            .log
+            .iter()
+            .filter(|(t, from, _, _)| *t >= t_leave && *from == leaver)
+            .map(|(_, _, st, p)| (*st, p.clone()))
+            .collect();
+        assert!(!first_leave.is_empty());
+        s.join(leaver);
+        s.assert_converge(&ids, 5 * MIN);
+        for (st, p) in first_leave {
+            s.inject(leaver, st, p);
+        }
+        s.run_for(MIN);
+        for &i in &ids {
+            assert_eq!(
+                s.members[i].conv().members().len(),
+                3,
+                "the first leave, replayed, removed someone at member {i}\n{}",
+                s.describe()
+            );
+        }
+        s.leave(leaver);
+        let left = s.run_until(5 * MIN, |s| {
+            stay.iter()
+                .all(|i| s.members[*i].conv().members().len() == 2)
+        });
+        assert!(
+            left,
+            "the second leave was never committed\n{}",
+            s.describe()
+        );
+        s.run_until(MIN, |s| s.members[leaver].conv().closed().is_some());
+        assert_eq!(
+            s.members[leaver].conv().closed(),
+            Some(LeaveReason::Removed),
+            "{}",
+            s.describe()
+        );
+    });
+}
+
 #[test]
 fn leaving_while_pending_join_sends_nothing() {
     let mut s = Sim::new(7, Net::clean(), fast_config());

@@ -228,6 +228,69 @@ fn a_member_alternating_its_lies_does_not_keep_everyone_beaconing() {
     );
 }
 
+/// A liar names another fork epoch in each beacon, one a second, cycling through 17 of
+/// the epochs in everyone's log (a one-hash beacon at an epoch differs there). Each step
+/// up made the record look healed and start again; with 16 sightings remembered, each
+/// return to the cycle's start pushed out the next epoch's, so 16 of 17 lies were fresh
+/// sightings, each answered by everyone with a fresh grace: a beacon per member about
+/// every second. Sightings are kept for every epoch of the log now.
+#[test]
+fn a_member_lying_about_many_epochs_does_not_keep_everyone_beaconing() {
+    let cfg = fast_config();
+    let (mut s, ids) = group(0, Net::clean(), cfg.clone(), 4);
+    let (liar, churner) = (ids[1], ids[2]);
+    // Leave and rejoin nine times: 18 more epochs in everyone's log.
+    for _ in 0..9 {
+        s.leave(churner);
+        let rest = others(&ids, &[churner]);
+        let left = s.run_until(5 * MIN, |s| {
+            rest.iter()
+                .all(|i| s.members[*i].conv().members().len() == 3)
+        });
+        assert!(left, "the leave was not committed\n{}", s.describe());
+        s.join(churner);
+        s.assert_converge_rejoining(&ids, 20 * MIN);
+    }
+    s.run_for(MIN);
+    let epoch = s.members[ids[0]].conv().epoch();
+    assert!(epoch >= 18, "epoch {epoch}");
+    silence_beacons(&mut s, liar);
+    let honest = others(&ids, &[liar]);
+    let t_lie = s.now;
+    let window = 8 * MIN;
+    let cycle: Vec<u64> = (epoch - 17..epoch).collect();
+    'lying: loop {
+        for &e in &cycle {
+            if s.now >= t_lie + 2 * MIN + window {
+                break 'lying;
+            }
+            let b = lying_beacon_at(&s, liar, e);
+            // Past its own filter, which drops its true beacons.
+            for &i in &honest {
+                s.deliver(i, liar, Subtopic::AppMsg, b.clone());
+            }
+            s.run_for(1_000);
+        }
+    }
+    let t0 = t_lie + 2 * MIN;
+    let n = beacons_since(&s, t0, &honest);
+    let usual = honest.len() as u64 * window / cfg.commit_inactivity;
+    eprintln!(
+        "honest beacons in {} min of lies about {} epochs: {n} (usual-rate bound {usual})",
+        window / MIN,
+        cycle.len()
+    );
+    assert!(
+        (n as u64) <= usual,
+        "{} honest members sent {n} beacons in {} min while one member lied about {} \
+         epochs in turn (the usual rate allows {usual})\n{}",
+        honest.len(),
+        window / MIN,
+        cycle.len(),
+        s.describe()
+    );
+}
+
 /// A member signs a beacon whose hash differs from everyone's at an epoch and agrees
 /// again at the next one: no real branch looks like that (each epoch's key schedule
 /// derives from the one before). Members refuse it as a lie; no fork is seen.

@@ -242,6 +242,10 @@ pub struct Tracked {
     pub owner: MemberId,
     /// Epoch we learnt of it.
     pub epoch: u64,
+    /// Creation time its header claims (Unix seconds; 0 in states saved before it was
+    /// kept): a member's renewed leave must be later than the one on record.
+    #[serde(default)]
+    pub made_s: u64,
     /// When the consensus timeout rule applies.
     pub timeout_at: Millis,
     /// When it expires.

@@ -604,6 +604,7 @@ impl Conversation {
         let members = self.voters();
         let is_voter = |m: &MemberId| members.contains(m);
         let owner = MemberId::from_slice(&p.proposal_owner).unwrap_or(sender);
+        let made_s = p.timestamp;
         let outcome = match self.consensus.ingest_evidence(p, now_s, &is_voter) {
             Ok(o) => o,
             Err(e) => return out.reject("proposal", e),
@@ -623,6 +624,7 @@ impl Conversation {
         let voted = self.consensus.has_voted(id, &self.me);
         self.track(
             ctx.now,
+            made_s,
             id,
             action,
             owner,

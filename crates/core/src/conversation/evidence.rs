@@ -302,7 +302,7 @@ impl Conversation {
                     if !self.proposals.contains_key(&id)
                         && let Ok(owner) = MemberId::from_slice(&p.proposal_owner)
                     {
-                        self.track(ctx.now, id, action, owner, None, false);
+                        self.track(ctx.now, p.timestamp, id, action, owner, None, false);
                     }
                     if let Some(r) = outcome {
                         self.apply_outcome(ctx, out, id, r);

@@ -61,8 +61,10 @@ const BEACON_SKEW_MS: Millis = 30_000;
 const SUPPRESS_AFTER: u32 = 2;
 /// Our chat messages remembered for the report after abandoning a branch.
 const SENT_CAP: usize = 64;
-/// Fork epochs whose sightings are remembered (a beacon shows forks within its chain).
-const SIGHTINGS_CAP: usize = CHAIN_LEN;
+/// Fork epochs whose sightings are remembered: a beacon can show a fork only at an epoch
+/// of our log, so all of them fit, and a liar naming many epochs cannot push out the
+/// sighting of one it named before (it would be fresh again, with fresh delays).
+const SIGHTINGS_CAP: usize = LOG_CAP;
 
 const BEACON_DOMAIN: &[u8] = b"demls/beacon/v1";
 
@@ -554,24 +556,36 @@ impl Conversation {
         settled_at.saturating_add(12 * self.config.recovery_inactivity)
     }
 
-    /// Notes that a fresh beacon shows a fork at `epoch` now, and returns what we know of
-    /// that epoch since it was first shown (stale sightings are forgotten first).
-    fn sight(&mut self, epoch: u64, now: Millis) -> Sighting {
+    /// What we know of the fork at `epoch` since a beacon first showed it (now, if none
+    /// did lately); `shown`: a beacon shows it now. Sightings gone stale, or of epochs
+    /// the log no longer holds, are forgotten first.
+    fn sight(&mut self, epoch: u64, now: Millis, shown: bool) -> Sighting {
         let fresh = self.beacon_fresh();
+        let oldest = self.fork_watch.log.front().map_or(0, |r| r.epoch);
+        let keep: Vec<u64> = self
+            .fork_watch
+            .fork
+            .iter()
+            .flat_map(|f| [Some(f.epoch), f.later.map(|(e, _)| e)])
+            .flatten()
+            .chain([epoch])
+            .collect();
         let sightings = &mut self.fork_watch.sightings;
-        sightings.retain(|_, s| now < s.last.saturating_add(fresh));
+        sightings.retain(|e, s| *e >= oldest && now < s.last.saturating_add(fresh));
         let s = sightings.entry(epoch).or_insert(Sighting {
             first: now,
             last: now,
             answered: false,
             reported: false,
         });
-        s.last = s.last.max(now);
+        if shown {
+            s.last = s.last.max(now);
+        }
         let seen = *s;
         while sightings.len() > SIGHTINGS_CAP {
             let stalest = sightings
                 .iter()
-                .filter(|(e, _)| **e != epoch)
+                .filter(|(e, _)| !keep.contains(e))
                 .min_by_key(|(_, s)| s.last)
                 .map(|(e, _)| *e);
             match stalest {
@@ -598,7 +612,7 @@ impl Conversation {
     fn fork_seen<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, epoch: u64) {
         let now = ctx.now;
         let settle = self.fork_settle();
-        let sighting = self.sight(epoch, now);
+        let sighting = self.sight(epoch, now, true);
         let settled_at = sighting.first.saturating_add(settle);
         // A fork we knew of at an earlier epoch that every fresh beacon now agrees with us
         // on is over (it healed); a difference further on is a new fork, judged afresh.
@@ -615,12 +629,17 @@ impl Conversation {
         match self.fork_watch.fork.as_mut() {
             Some(f) => {
                 f.seen_at = now;
-                if epoch < f.epoch {
+                let lower = epoch < f.epoch;
+                if lower {
+                    // An earlier fork: judged with its own delays, answered like any.
                     f.epoch = epoch;
-                    f.settled_at = f.settled_at.min(settled_at);
+                    f.settled_at = settled_at;
                 }
                 // New information after the settling delay: judge again at once.
                 f.decide_at = f.decide_at.min(now.max(f.settled_at));
+                if lower {
+                    self.answer_sighting(ctx, epoch);
+                }
             }
             None => {
                 if sighting.answered {
@@ -845,7 +864,7 @@ impl Conversation {
                 // this epoch was first shown.
                 tracing::warn!(conversation = %self.name, won = f.epoch, epoch, "another fork after the one we won");
                 let until = self
-                    .sight(epoch, now)
+                    .sight(epoch, now, false)
                     .first
                     .saturating_add(self.fork_settle());
                 if let Some(k) = self.fork_watch.fork.as_mut() {
@@ -868,14 +887,10 @@ impl Conversation {
             return false;
         };
         let our_count = tally.our_count;
-        let sighting = self.fork_watch.sightings.entry(epoch).or_insert(Sighting {
-            first: now,
-            last: now,
-            answered: true,
-            reported: false,
-        });
-        if !sighting.reported {
-            sighting.reported = true;
+        if !self.sight(epoch, now, false).reported {
+            if let Some(s) = self.fork_watch.sightings.get_mut(&epoch) {
+                s.reported = true;
+            }
             out.event(Event::ForkDetected {
                 fork_epoch: epoch,
                 our_support: our_count,

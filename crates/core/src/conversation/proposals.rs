@@ -91,6 +91,7 @@ impl Conversation {
         let auto_vote_at = (creator_vote.is_none()).then(|| ctx.now + self.voting_delay(kind));
         self.track(
             ctx.now,
+            created.proposal.timestamp,
             id,
             action.clone(),
             self.me,
@@ -127,9 +128,11 @@ impl Conversation {
         Ok(id)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn track(
         &mut self,
         now: Millis,
+        made_s: u64,
         id: u32,
         action: Action,
         owner: MemberId,
@@ -144,6 +147,7 @@ impl Conversation {
                 action,
                 owner,
                 epoch,
+                made_s,
                 timeout_at: now + self.config.consensus_timeout,
                 expires_at: now + self.config.proposal_expiration,
                 auto_vote_at,
@@ -380,6 +384,18 @@ impl Conversation {
 
     /// Content checks that need the proposal's owner: an emergency names its creator in
     /// the payload (scores follow it), and that must be the owner.
+    /// Whether `p`, from `sender`, is a new leave of a member whose earlier leave we hold
+    /// under the same deterministic id (it left, was added again, and leaves again):
+    /// the old one is over and `p` was made after it. The same proposal again (an old
+    /// message replayed, or re-sent) is not.
+    fn renews_own_leave(old: &Tracked, p: &cpb::Proposal, sender: MemberId) -> bool {
+        old.owner == sender
+            && old.status != ProposalStatus::Voting
+            && p.timestamp > old.made_s
+            && Self::is_own_leave(p)
+            && p.proposal_owner.as_slice() == sender.as_bytes()
+    }
+
     pub(super) fn content_is_owners(action: &Action, owner: MemberId) -> Result<(), String> {
         match action {
             Action::Emergency { creator, .. } if *creator != owner => Err(format!(
@@ -397,8 +413,17 @@ impl Conversation {
         p: cpb::Proposal,
     ) {
         let id = p.proposal_id;
-        if self.proposals.contains_key(&id) {
-            return;
+        if let Some(old) = self.proposals.get(&id) {
+            if !Self::renews_own_leave(old, &p, sender) {
+                return;
+            }
+            // A member that left before and came back leaves again, under the same
+            // deterministic id: its new leave replaces the old record. (Before, the old
+            // record swallowed it and the member could never leave a second time.)
+            tracing::info!(conversation = %self.name, %sender, "a member that left before leaves again");
+            self.proposals.remove(&id);
+            self.consensus.remove(id);
+            self.resolved.retain(|r| *r != id);
         }
         let action = match Action::from_payload(&p.payload) {
             Ok(a) => a,
@@ -491,6 +516,7 @@ impl Conversation {
         let auto_vote_at = (n > 1).then(|| ctx.now + self.voting_delay(kind));
         self.track(
             ctx.now,
+            p.timestamp,
             id,
             action.clone(),
             owner,

@@ -325,7 +325,38 @@ pub fn lying_beacon(s: &Sim, i: usize, epoch: u64, one_hash: bool) -> Vec<u8> {
     lie(b, &s.members[i].identity.eth, epoch, one_hash).expect("the chain reaches the epoch")
 }
 
-/// Beacons members of `ids` published since `t0`.
+/// A beacon from member `i` claiming to be at `epoch` with one hash (all zero) for it: a
+/// branch of its own from `epoch`, for any epoch in a member's log.
+pub fn lying_beacon_at(s: &Sim, i: usize, epoch: u64) -> Vec<u8> {
+    let eth = &s.members[i].identity.eth;
+    let mut b = pb::EpochBeacon {
+        conversation: s.name.clone(),
+        sender: eth.member_id().to_vec(),
+        epoch,
+        chain: vec![vec![0; 16]],
+        members: 4,
+        timestamp_ms: s.now,
+        signature: Vec::new(),
+    };
+    demls_core::conversation::sign_beacon(&mut b, eth);
+    pb::AppEnvelope {
+        body: Some(pb::app_envelope::Body::Beacon(b)),
+    }
+    .encode_to_vec()
+}
+
+/// Drops every beacon member `i` publishes (its true ones, and injected ones too: deliver
+/// lies past it with `Sim::deliver`).
+pub fn silence_beacons(s: &mut Sim, i: usize) {
+    s.members[i].filter = Some(Box::new(|p: &OutPacket| {
+        let beacon = matches!(
+            app_body(&p.payload),
+            Some(pb::app_envelope::Body::Beacon(_))
+        );
+        (!beacon).then(|| p.clone())
+    }));
+}
+
 pub fn beacons_since(s: &Sim, t0: u64, ids: &[usize]) -> usize {
     traffic(s, t0, ids, |st, p| {
         st == Subtopic::AppMsg && matches!(app_body(p), Some(pb::app_envelope::Body::Beacon(_)))
