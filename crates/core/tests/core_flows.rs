@@ -156,18 +156,21 @@ fn self_leave_twice_proposes_once_and_completes() {
 /// deterministic id (SHA-256 of the member's address), so the second one carries the id of
 /// the first, which everyone still held as decided: it was swallowed, and the member sat
 /// in its group for good. The first leave's packets replayed after the rejoin remove
-/// nobody (a renewed leave must be made after the one on record).
+/// nobody (a renewed leave must be made after the one on record), and a member cut off
+/// while the second leave is decided and committed follows the commit when it comes
+/// back (the commit's evidence renews the leave there).
 #[test]
 fn a_member_that_left_and_came_back_can_leave_again() {
     for_seeds(0..2, |seed| {
-        let (mut s, ids) = group(seed, Net::clean(), 3);
-        let (stay, leaver) = (&ids[..2], ids[2]);
+        let (mut s, ids) = group(seed, Net::clean(), 4);
+        let (stay, leaver, away) = (&ids[..3], ids[3], ids[2]);
+        let all_see = |s: &Sim, who: &[usize], n: usize| {
+            who.iter()
+                .all(|i| s.members[*i].conv().members().len() == n)
+        };
         let t_leave = s.now;
         s.leave(leaver);
-        s.run_until(5 * MIN, |s| {
-            stay.iter()
-                .all(|i| s.members[*i].conv().members().len() == 2)
-        });
+        s.run_until(5 * MIN, |s| all_see(s, stay, 3));
         let first_leave: Vec<_> = s
             .log
             .iter()
@@ -181,24 +184,27 @@ fn a_member_that_left_and_came_back_can_leave_again() {
             s.inject(leaver, st, p);
         }
         s.run_for(MIN);
-        for &i in &ids {
-            assert_eq!(
-                s.members[i].conv().members().len(),
-                3,
-                "the first leave, replayed, removed someone at member {i}\n{}",
-                s.describe()
-            );
-        }
+        assert!(
+            all_see(&s, &ids, 4),
+            "the first leave, replayed, removed someone\n{}",
+            s.describe()
+        );
+        s.isolate(&[away]);
         s.leave(leaver);
-        let left = s.run_until(5 * MIN, |s| {
-            stay.iter()
-                .all(|i| s.members[*i].conv().members().len() == 2)
-        });
+        let left = s.run_until(5 * MIN, |s| all_see(s, &stay[..2], 3));
         assert!(
             left,
             "the second leave was never committed\n{}",
             s.describe()
         );
+        s.heal();
+        let followed = s.run_until(5 * MIN, |s| all_see(s, stay, 3));
+        assert!(
+            followed,
+            "member {away}, cut off during the second leave, did not follow its commit\n{}",
+            s.describe()
+        );
+        s.assert_converge(stay, 5 * MIN);
         s.run_until(MIN, |s| s.members[leaver].conv().closed().is_some());
         assert_eq!(
             s.members[leaver].conv().closed(),

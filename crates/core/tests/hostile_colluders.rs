@@ -4,7 +4,7 @@
 mod hostile;
 mod sim;
 
-use demls_core::consensus::{ConsensusState, NewProposal};
+use demls_core::consensus::{ConsensusState, NewProposal, self_leave_proposal_id};
 use demls_core::conversation::{Action, Event, ProposalStatus, Subtopic};
 use demls_core::proto::{cpb, pb};
 use demls_core::steward;
@@ -289,6 +289,101 @@ fn a_member_lying_about_many_epochs_does_not_keep_everyone_beaconing() {
         cycle.len(),
         s.describe()
     );
+}
+
+/// A member proposes a removal that lives ten times longer than the conversation lets a
+/// proposal live. Members refuse it from its owner as they refuse it in a commit's
+/// evidence (found in session 13: taken live, it was decided and committed, and every
+/// member that learnt it from the commit instead, its own proposer included, refused
+/// that commit and was left behind).
+#[test]
+fn a_proposal_living_longer_than_allowed_is_refused_on_every_path() {
+    let (mut s, ids) = group(0, Net::clean(), fast_config(), 4);
+    let (v, w) = (ids[1], ids[2]);
+    let liveness = s.members[ids[0]].conv().config().liveness_criteria_yes;
+    let target = s.id(w);
+    let mut p = forged_proposal(&mut s, v, Action::Remove { member: target }, 4, liveness);
+    p.expiration_timestamp = p.timestamp + 10 * fast_config().proposal_expiration / 1000;
+    let id = p.proposal_id;
+    let env = insider_app_message(&mut s, v, pb::app_message::Body::Proposal(p));
+    s.inject(v, Subtopic::AppMsg, env);
+    s.run_for(2 * MIN);
+    let deciders = decided_yes(&s, &ids, id);
+    assert!(
+        deciders.is_empty(),
+        "a proposal living too long was decided at {deciders:?}\n{}",
+        s.describe()
+    );
+    s.assert_agree(&ids, &ids, MIN);
+}
+
+/// A member makes a removal of another member under the id its own leave would have (any
+/// id is free for a proposal with a group vote), the group decides and commits it, then
+/// the member leaves. Its leave is no renewal of an earlier leave of its own: the
+/// removal's record stays (review, session 13: a leave replaced any finished record under
+/// that id, and one accepted but not yet committed lost the proof its commit carries).
+#[test]
+fn a_leave_does_not_replace_another_proposal_made_under_its_id() {
+    let (mut s, ids) = group(0, Net::clean(), fast_config(), 4);
+    let (v, w) = (ids[1], ids[2]);
+    let honest = others(&ids, &[v, w]);
+    let id = self_leave_proposal_id(&s.id(v));
+    let liveness = s.members[ids[0]].conv().config().liveness_criteria_yes;
+    let target = s.id(w);
+    let mut p = forged_proposal(&mut s, v, Action::Remove { member: target }, 4, liveness);
+    p.proposal_id = id;
+    let env = insider_app_message(&mut s, v, pb::app_message::Body::Proposal(p));
+    s.inject(v, Subtopic::AppMsg, env);
+    let done = s.run_until(5 * MIN, |s| {
+        honest.iter().all(|i| {
+            s.members[*i]
+                .conv()
+                .proposals()
+                .any(|t| t.id == id && t.status == ProposalStatus::Committed)
+        })
+    });
+    assert!(done, "the removal was not carried out\n{}", s.describe());
+    s.run_for(1_000);
+    // Its own leave, made as `Conversation::leave` makes one (which, holding a record under
+    // that id itself, sends nothing).
+    let leave = {
+        let now_s = s.now / 1000;
+        let me = s.id(v);
+        let m = &mut s.members[v];
+        ConsensusState::default()
+            .create_proposal(
+                &m.identity.eth,
+                &mut m.rng,
+                now_s,
+                NewProposal {
+                    name: format!("self-leave:{id}"),
+                    payload: Action::Remove { member: me }.to_payload(),
+                    expected_voters: 1,
+                    expiration_s: fast_config().proposal_expiration / 1000,
+                    liveness_yes: liveness,
+                    fixed_id: Some(id),
+                },
+                Some(true),
+            )
+            .expect("create")
+            .proposal
+    };
+    let env = insider_app_message(&mut s, v, pb::app_message::Body::Proposal(leave));
+    s.inject(v, Subtopic::AppMsg, env);
+    s.run_for(MIN);
+    for &i in &honest {
+        let kept = s.members[i]
+            .conv()
+            .proposals()
+            .find(|t| t.id == id)
+            .map(|t| t.action.clone());
+        assert_eq!(
+            kept,
+            Some(Action::Remove { member: target }),
+            "member {i}: the record under {id} was replaced by a leave\n{}",
+            s.describe()
+        );
+    }
 }
 
 /// A member signs a beacon whose hash differs from everyone's at an epoch and agrees

@@ -140,6 +140,22 @@ impl Conversation {
             )
     }
 
+    /// No header lives longer than the conversation lets a proposal live: a long-lived one,
+    /// once taken, could be decided by late votes long after its group changed. Checked
+    /// on every path: taken live but refused as evidence, a proposal split the members
+    /// that heard it from those that learnt it from its commit.
+    pub(super) fn lifetime_fits(&self, p: &cpb::Proposal) -> Result<(), String> {
+        let lifetime = p.expiration_timestamp.saturating_sub(p.timestamp);
+        let allowed = self.config.proposal_expiration / 1000;
+        if lifetime > allowed {
+            return Err(format!(
+                "proposal {} lives {lifetime} s; the conversation allows {allowed} s",
+                p.proposal_id
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether a header fits the conversation's policy, from any path: the liveness flag
     /// in force, and a voter count that is the size of a group we had (now or at a recent
     /// epoch, or before we joined for a proposal the sync listed), or 1 for a member's own
@@ -159,16 +175,7 @@ impl Conversation {
         // A count of 1 is a member's own leave, or (listed by the sync) a proposal the
         // creator made alone; recent sizes count from 2, so a one-voter header can never
         // be justified by its forger's own vote.
-        // No header lives longer than the conversation lets a proposal live: a long-lived
-        // one, once taken, could be decided by late votes long after its group changed.
-        let lifetime = p.expiration_timestamp.saturating_sub(p.timestamp);
-        if lifetime > self.config.proposal_expiration / 1000 {
-            return Err(format!(
-                "proposal {} lives {lifetime} s; the conversation allows {} s",
-                p.proposal_id,
-                self.config.proposal_expiration / 1000
-            ));
-        }
+        self.lifetime_fits(p)?;
         // A header we took before (its count fitted our group then) still does: the
         // voter count changes as members start and finish rejoining, and a proposal made
         // while two of four were rejoining was refused, with its commit, once one of them
@@ -275,6 +282,11 @@ impl Conversation {
             if let Err(why) = self.admissible(p) {
                 out.reject("evidence", why);
                 continue;
+            }
+            // A member's renewed leave, carried by the commit that removes it: a member
+            // that missed the leave itself refused that commit and stayed behind.
+            if self.renews_own_leave(p) {
+                self.forget_renewed_leave(p);
             }
             if self.resolved.contains(&id) {
                 self.overturn_timeout_rejection(ctx, out, p, &is_voter, now_s);

@@ -631,9 +631,12 @@ impl Conversation {
                 f.seen_at = now;
                 let lower = epoch < f.epoch;
                 if lower {
-                    // An earlier fork: judged with its own delays, answered like any.
+                    // An earlier fork, answered like any. Judged on the record's delays
+                    // if they end sooner: with its own, a liar naming one lower epoch
+                    // after another just before each grace ended held a real fork's
+                    // judgement for as long as the log reaches back.
                     f.epoch = epoch;
-                    f.settled_at = settled_at;
+                    f.settled_at = f.settled_at.min(settled_at);
                 }
                 // New information after the settling delay: judge again at once.
                 f.decide_at = f.decide_at.min(now.max(f.settled_at));

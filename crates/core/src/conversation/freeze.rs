@@ -1075,6 +1075,7 @@ impl Conversation {
         };
         let unsettled = evidence.iter().any(|p| {
             !self.resolved.contains(&p.proposal_id)
+                || self.renews_own_leave(p)
                 || self
                     .proposals
                     .get(&p.proposal_id)

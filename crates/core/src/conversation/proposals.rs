@@ -382,20 +382,34 @@ impl Conversation {
             .map(|(m, _)| m)
     }
 
-    /// Content checks that need the proposal's owner: an emergency names its creator in
-    /// the payload (scores follow it), and that must be the owner.
-    /// Whether `p`, from `sender`, is a new leave of a member whose earlier leave we hold
-    /// under the same deterministic id (it left, was added again, and leaves again):
-    /// the old one is over and `p` was made after it. The same proposal again (an old
-    /// message replayed, or re-sent) is not.
-    fn renews_own_leave(old: &Tracked, p: &cpb::Proposal, sender: MemberId) -> bool {
-        old.owner == sender
-            && old.status != ProposalStatus::Voting
-            && p.timestamp > old.made_s
-            && Self::is_own_leave(p)
-            && p.proposal_owner.as_slice() == sender.as_bytes()
+    /// Whether `p` is a new leave of a member whose earlier leave we hold under the same
+    /// deterministic id, carried out (it left, was added again, and leaves again), and
+    /// `p` was made after it. The same proposal again (an old message replayed, or
+    /// re-sent) is not, nor anything else that used that id.
+    pub(super) fn renews_own_leave(&self, p: &cpb::Proposal) -> bool {
+        let Ok(owner) = MemberId::from_slice(&p.proposal_owner) else {
+            return false;
+        };
+        Self::is_own_leave(p)
+            && self.proposals.get(&p.proposal_id).is_some_and(|old| {
+                old.owner == owner
+                    && old.action == Action::Remove { member: owner }
+                    && old.status == ProposalStatus::Committed
+                    && p.timestamp > old.made_s
+            })
     }
 
+    /// Forgets the record of an earlier leave that `p` renews (see `renews_own_leave`).
+    pub(super) fn forget_renewed_leave(&mut self, p: &cpb::Proposal) {
+        let id = p.proposal_id;
+        tracing::info!(conversation = %self.name, id, "a member that left before leaves again");
+        self.proposals.remove(&id);
+        self.consensus.remove(id);
+        self.resolved.retain(|r| *r != id);
+    }
+
+    /// Content checks that need the proposal's owner: an emergency names its creator in
+    /// the payload (scores follow it), and that must be the owner.
     pub(super) fn content_is_owners(action: &Action, owner: MemberId) -> Result<(), String> {
         match action {
             Action::Emergency { creator, .. } if *creator != owner => Err(format!(
@@ -413,17 +427,12 @@ impl Conversation {
         p: cpb::Proposal,
     ) {
         let id = p.proposal_id;
-        if let Some(old) = self.proposals.get(&id) {
-            if !Self::renews_own_leave(old, &p, sender) {
-                return;
-            }
-            // A member that left before and came back leaves again, under the same
-            // deterministic id: its new leave replaces the old record. (Before, the old
-            // record swallowed it and the member could never leave a second time.)
-            tracing::info!(conversation = %self.name, %sender, "a member that left before leaves again");
-            self.proposals.remove(&id);
-            self.consensus.remove(id);
-            self.resolved.retain(|r| *r != id);
+        // A member that left before and came back leaves again, under the same
+        // deterministic id: its new leave replaces the old record once it is checked.
+        // (Before, the old record swallowed it and the member could never leave again.)
+        let renewal = self.proposals.contains_key(&id);
+        if renewal && !self.renews_own_leave(&p) {
+            return;
         }
         let action = match Action::from_payload(&p.payload) {
             Ok(a) => a,
@@ -478,6 +487,9 @@ impl Conversation {
                 ),
             );
         }
+        if let Err(why) = self.lifetime_fits(&p) {
+            return out.reject("proposal", why);
+        }
         if p.expected_voters_count == 1 {
             // Fast path: only a member's own leave may skip the group vote.
             let ok = action == Action::Remove { member: sender }
@@ -504,6 +516,9 @@ impl Conversation {
             .content_is_valid(ctx, &action)
             .and_then(|()| Self::content_is_owners(&action, owner));
         let is_voter = |m: &MemberId| members.contains(m);
+        if renewal {
+            self.forget_renewed_leave(&p);
+        }
         let outcome =
             match self
                 .consensus

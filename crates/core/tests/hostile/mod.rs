@@ -129,7 +129,8 @@ pub fn forged_proposal(
                 name: action.summary(),
                 payload: action.to_payload(),
                 expected_voters: voters,
-                expiration_s: 600,
+                // What `fast_config` lets a proposal live.
+                expiration_s: 60,
                 liveness_yes,
                 fixed_id: None,
             },
