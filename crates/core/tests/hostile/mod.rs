@@ -118,24 +118,30 @@ pub fn forged_proposal(
     voters: u32,
     liveness_yes: bool,
 ) -> cpb::Proposal {
+    let proposal = NewProposal {
+        name: action.summary(),
+        payload: action.to_payload(),
+        expected_voters: voters,
+        // What `fast_config` lets a proposal live.
+        expiration_s: 60,
+        liveness_yes,
+        fixed_id: None,
+    };
+    proposal_by(s, author, proposal, None)
+}
+
+/// `proposal`, made now by member `author` as its node would make it (with its own vote
+/// in it if `vote` is set).
+pub fn proposal_by(
+    s: &mut Sim,
+    author: usize,
+    proposal: NewProposal,
+    vote: Option<bool>,
+) -> cpb::Proposal {
     let now_s = s.now / 1000;
     let m = &mut s.members[author];
     ConsensusState::default()
-        .create_proposal(
-            &m.identity.eth,
-            &mut m.rng,
-            now_s,
-            NewProposal {
-                name: action.summary(),
-                payload: action.to_payload(),
-                expected_voters: voters,
-                // What `fast_config` lets a proposal live.
-                expiration_s: 60,
-                liveness_yes,
-                fixed_id: None,
-            },
-            None,
-        )
+        .create_proposal(&m.identity.eth, &mut m.rng, now_s, proposal, vote)
         .expect("create")
         .proposal
 }
