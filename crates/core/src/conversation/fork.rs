@@ -61,10 +61,6 @@ const BEACON_SKEW_MS: Millis = 30_000;
 const SUPPRESS_AFTER: u32 = 2;
 /// Our chat messages remembered for the report after abandoning a branch.
 const SENT_CAP: usize = 64;
-/// Fork epochs whose sightings are remembered: a beacon can show a fork only at an epoch
-/// of our log, so all of them fit, and a liar naming many epochs cannot push out the
-/// sighting of one it named before (it would be fresh again, with fresh delays).
-const SIGHTINGS_CAP: usize = LOG_CAP;
 
 const BEACON_DOMAIN: &[u8] = b"demls/beacon/v1";
 
@@ -189,7 +185,9 @@ pub(crate) struct ForkWatch {
     /// Beacons matching ours heard since the current interval began.
     pub matching: u32,
     pub fork: Option<KnownFork>,
-    /// Fork epochs seen lately (see [`Sighting`]).
+    /// Fork epochs seen lately (see [`Sighting`]): only epochs of `log` (a beacon can show
+    /// a fork only at one), so at most `LOG_CAP`, and nothing is pushed out (a liar
+    /// naming many epochs could otherwise make one it named before fresh again).
     #[serde(default)]
     pub sightings: BTreeMap<u64, Sighting>,
     pub sent: VecDeque<SentChat>,
@@ -556,22 +554,15 @@ impl Conversation {
         settled_at.saturating_add(12 * self.config.recovery_inactivity)
     }
 
-    /// What we know of the fork at `epoch` since a beacon first showed it (now, if none
-    /// did lately); `shown`: a beacon shows it now. Sightings gone stale, or of epochs
-    /// the log no longer holds, are forgotten first.
-    fn sight(&mut self, epoch: u64, now: Millis, shown: bool) -> Sighting {
+    /// What we know of the fork at `epoch` (a log epoch) since a beacon first showed it
+    /// (now, if none did lately); `shown`: a beacon shows it now. Sightings gone stale,
+    /// or of epochs the log no longer holds, are forgotten first.
+    fn sight(&mut self, epoch: u64, now: Millis, shown: bool) -> &mut Sighting {
         let fresh = self.beacon_fresh();
-        let oldest = self.fork_watch.log.front().map_or(0, |r| r.epoch);
-        let keep: Vec<u64> = self
-            .fork_watch
-            .fork
-            .iter()
-            .flat_map(|f| [Some(f.epoch), f.later.map(|(e, _)| e)])
-            .flatten()
-            .chain([epoch])
-            .collect();
-        let sightings = &mut self.fork_watch.sightings;
-        sightings.retain(|e, s| *e >= oldest && now < s.last.saturating_add(fresh));
+        let ForkWatch { log, sightings, .. } = &mut self.fork_watch;
+        sightings.retain(|e, s| {
+            log.binary_search_by_key(e, |r| r.epoch).is_ok() && now < s.last.saturating_add(fresh)
+        });
         let s = sightings.entry(epoch).or_insert(Sighting {
             first: now,
             last: now,
@@ -581,19 +572,7 @@ impl Conversation {
         if shown {
             s.last = s.last.max(now);
         }
-        let seen = *s;
-        while sightings.len() > SIGHTINGS_CAP {
-            let stalest = sightings
-                .iter()
-                .filter(|(e, _)| !keep.contains(e))
-                .min_by_key(|(_, s)| s.last)
-                .map(|(e, _)| *e);
-            match stalest {
-                Some(e) => sightings.remove(&e),
-                None => break,
-            };
-        }
-        seen
+        s
     }
 
     /// Answers a fork sighting with a beacon soon, once per sighting: everyone on both
@@ -612,7 +591,7 @@ impl Conversation {
     fn fork_seen<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, epoch: u64) {
         let now = ctx.now;
         let settle = self.fork_settle();
-        let sighting = self.sight(epoch, now, true);
+        let sighting = *self.sight(epoch, now, true);
         let settled_at = sighting.first.saturating_add(settle);
         // A fork we knew of at an earlier epoch that every fresh beacon now agrees with us
         // on is over (it healed); a difference further on is a new fork, judged afresh.
@@ -890,10 +869,9 @@ impl Conversation {
             return false;
         };
         let our_count = tally.our_count;
-        if !self.sight(epoch, now, false).reported {
-            if let Some(s) = self.fork_watch.sightings.get_mut(&epoch) {
-                s.reported = true;
-            }
+        let sighting = self.sight(epoch, now, false);
+        if !sighting.reported {
+            sighting.reported = true;
             out.event(Event::ForkDetected {
                 fork_epoch: epoch,
                 our_support: our_count,

@@ -291,13 +291,16 @@ fn lie(mut b: pb::EpochBeacon, eth: &EthSigner, epoch: u64, one_hash: bool) -> O
         a.fill(0);
     }
     b.sender = eth.member_id().to_vec();
+    Some(signed_beacon(b, eth))
+}
+
+/// `b` signed with `eth` (a member can sign anything), as the envelope it travels in.
+fn signed_beacon(mut b: pb::EpochBeacon, eth: &EthSigner) -> Vec<u8> {
     demls_core::conversation::sign_beacon(&mut b, eth);
-    Some(
-        pb::AppEnvelope {
-            body: Some(pb::app_envelope::Body::Beacon(b)),
-        }
-        .encode_to_vec(),
-    )
+    pb::AppEnvelope {
+        body: Some(pb::app_envelope::Body::Beacon(b)),
+    }
+    .encode_to_vec()
 }
 
 /// Makes member `i` lie in every beacon it sends from now on: a branch of its own from
@@ -336,7 +339,7 @@ pub fn lying_beacon(s: &Sim, i: usize, epoch: u64, one_hash: bool) -> Vec<u8> {
 /// branch of its own from `epoch`, for any epoch in a member's log.
 pub fn lying_beacon_at(s: &Sim, i: usize, epoch: u64) -> Vec<u8> {
     let eth = &s.members[i].identity.eth;
-    let mut b = pb::EpochBeacon {
+    let b = pb::EpochBeacon {
         conversation: s.name.clone(),
         sender: eth.member_id().to_vec(),
         epoch,
@@ -345,11 +348,7 @@ pub fn lying_beacon_at(s: &Sim, i: usize, epoch: u64) -> Vec<u8> {
         timestamp_ms: s.now,
         signature: Vec::new(),
     };
-    demls_core::conversation::sign_beacon(&mut b, eth);
-    pb::AppEnvelope {
-        body: Some(pb::app_envelope::Body::Beacon(b)),
-    }
-    .encode_to_vec()
+    signed_beacon(b, eth)
 }
 
 /// Drops every beacon member `i` publishes (its true ones, and injected ones too: deliver
