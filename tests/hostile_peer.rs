@@ -384,6 +384,7 @@ fn kind_of(subtopic: &str, payload: &[u8]) -> &'static str {
         Some(A::CatchUpRequest(_)) => "catch-up request",
         Some(A::CatchUpCommit(_)) => "catch-up commit",
         Some(A::Beacon(_)) => "epoch beacon",
+        Some(A::SealedVote(_)) => "sealed vote",
         None => "undecodable app_msg",
     }
 }
@@ -396,6 +397,7 @@ fn replay_kind(kind: &str) -> &'static str {
         "commit candidate" => "replay: a member's commit candidate",
         "catch-up commit" => "replay: a member's catch-up commit",
         "epoch beacon" => "replay: a member's epoch beacon",
+        "sealed vote" => "replay: a member's sealed vote",
         _ => "replay: other",
     }
 }

@@ -220,6 +220,23 @@ impl Outsider {
         .encode_to_vec()
     }
 
+    /// A vote "sealed" to `epoch` with random bytes: the outsider has no epoch key, so
+    /// nothing it seals opens.
+    pub fn junk_sealed_vote(&self, epoch: u64, size: usize) -> Vec<u8> {
+        let mut salt = vec![0u8; 16];
+        let mut sealed = vec![0u8; size];
+        rand::thread_rng().fill_bytes(&mut salt);
+        rand::thread_rng().fill_bytes(&mut sealed);
+        pb::AppEnvelope {
+            body: Some(pb::app_envelope::Body::SealedVote(pb::SealedVote {
+                epoch,
+                salt,
+                sealed,
+            })),
+        }
+        .encode_to_vec()
+    }
+
     /// A `CatchUpRequest` for `epoch` in `requester`'s name: unsigned (junk signature),
     /// or signed by the outsider for itself.
     pub fn catch_up_request(
@@ -312,6 +329,10 @@ impl Outsider {
                 self.fake_mls(t, e + 1 + (i + k) as u64 % 2, 120 * 1024),
             ));
         }
+        out.push(app(
+            "SealedVote, junk, our epoch or the next",
+            self.junk_sealed_vote(e + u64::from(i % 2), 100 + (i as usize * 13) % 900),
+        ));
         let requester = t.members[i as usize % t.members.len()];
         let past = if i.is_multiple_of(3) {
             0

@@ -933,8 +933,9 @@ fn a_vote_arriving_after_the_timeout_overturns_its_rejection() {
         let (mut s, ids) = group(seed, Net::clean(), fast_config(), 2);
         let es = s.holder(ids[0], Role::EpochSteward).expect("epoch steward");
         let other = others(&ids, &[es])[0];
-        // Everything `other` says in MLS is held back (its plaintext beacons pass); its
-        // first MLS message after the join starts (its vote) is delivered by hand later.
+        // Everything `other` says in MLS or as a sealed vote is held back (its plaintext
+        // beacons pass); its first such message after the join starts (its vote) is
+        // delivered by hand later.
         let held: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Default::default();
         let keep = held.clone();
         s.members[other].filter = Some(Box::new(move |p| {
@@ -942,7 +943,9 @@ fn a_vote_arriving_after_the_timeout_overturns_its_rejection() {
             use prost::Message;
             let mls = matches!(
                 pb::AppEnvelope::decode(p.payload.as_slice()).map(|e| e.body),
-                Ok(Some(pb::app_envelope::Body::MlsMessage(_)))
+                Ok(Some(
+                    pb::app_envelope::Body::MlsMessage(_) | pb::app_envelope::Body::SealedVote(_)
+                ))
             );
             if p.subtopic == Subtopic::AppMsg && mls {
                 keep.borrow_mut().push(p.payload.clone());

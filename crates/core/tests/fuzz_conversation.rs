@@ -300,6 +300,12 @@ fn describe_app(e: &pb::AppEnvelope) -> String {
         Some(Body::CommitCandidate(c)) => format!("commit_candidate {}", describe_candidate(c)),
         Some(Body::CatchUpCommit(c)) => format!("catch_up_commit {}", describe_candidate(c)),
         Some(Body::CatchUpRequest(r)) => format!("catch_up_request {r:?}"),
+        Some(Body::SealedVote(v)) => format!(
+            "sealed_vote epoch {} salt {} bytes sealed {} bytes",
+            v.epoch,
+            v.salt.len(),
+            v.sealed.len()
+        ),
         Some(Body::Beacon(b)) => format!(
             "beacon epoch {} with {} hashes from {} bytes of sender",
             b.epoch,

@@ -303,9 +303,30 @@ impl ConsensusState {
             .sessions
             .get_mut(&v.proposal_id)
             .ok_or(Rejection::UnknownProposal(v.proposal_id))?;
+        if let Some(refused) = Self::refusal_by_owner(s, &v) {
+            return Err(refused);
+        }
         let owner = validate_vote(&v, &s.header, now_s, is_voter)?;
         s.add(v, owner)?;
         Ok(s.decide())
+    }
+
+    /// The refusal of a vote whose owner already voted on its proposal (the same vote
+    /// again, or a second one), found by comparison alone, before any signature check:
+    /// anyone can replay a vote off the relay, and a member can seal junk in another's
+    /// name, as often as it likes. The vote held was checked; one owner, one vote.
+    pub fn refused_as_held(&self, v: &Vote) -> Option<Rejection> {
+        Self::refusal_by_owner(self.sessions.get(&v.proposal_id)?, v)
+    }
+
+    fn refusal_by_owner(s: &Session, v: &Vote) -> Option<Rejection> {
+        let held = s.votes.iter().find(|x| x.vote_owner == v.vote_owner)?;
+        let owner = MemberId::from_slice(&v.vote_owner).ok()?;
+        Some(if held.vote_hash == v.vote_hash {
+            Rejection::Replayed(owner)
+        } else {
+            Rejection::DuplicateVoter(owner)
+        })
     }
 
     /// Casts our vote, chained to our previous vote and the last one we received.

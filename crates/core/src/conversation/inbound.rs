@@ -23,7 +23,7 @@ impl Conversation {
 
     /// Keeps a message claiming a later epoch, within the bounds: when full, the farthest
     /// epoch goes first, then the oldest.
-    fn buffer_future(&mut self, now: Millis, epoch: u64, ct: &[u8]) {
+    pub(super) fn buffer_future(&mut self, now: Millis, epoch: u64, kind: FutureKind, ct: &[u8]) {
         let ours = self.epoch();
         if epoch > ours.saturating_add(FUTURE_EPOCHS) || ct.len() > FUTURE_BYTES {
             return;
@@ -33,6 +33,7 @@ impl Conversation {
             .retain(|f| f.epoch > ours && now < f.arrived_at.saturating_add(ttl));
         self.future.push(FutureMessage {
             epoch,
+            kind,
             ciphertext: ct.to_vec(),
             arrived_at: now,
         });
@@ -68,7 +69,14 @@ impl Conversation {
         due.sort_by_key(|f| (f.epoch, f.arrived_at));
         self.future = later;
         for f in due {
-            self.on_mls_message(ctx, out, &f.ciphertext);
+            match f.kind {
+                FutureKind::Mls => self.on_mls_message(ctx, out, &f.ciphertext),
+                FutureKind::SealedVote => {
+                    if let Ok(sv) = pb::SealedVote::decode(f.ciphertext.as_slice()) {
+                        self.on_sealed_vote(ctx, out, sv)
+                    }
+                }
+            }
         }
     }
 
@@ -114,6 +122,7 @@ impl Conversation {
             Some(pb::app_envelope::Body::CatchUpRequest(r)) => self.on_catch_up_request(ctx, r),
             Some(pb::app_envelope::Body::CatchUpCommit(c)) => self.on_catch_up_commit(ctx, out, c),
             Some(pb::app_envelope::Body::Beacon(b)) => self.on_beacon(ctx, out, b),
+            Some(pb::app_envelope::Body::SealedVote(v)) => self.on_sealed_vote(ctx, out, v),
             None => out.reject("packet", "empty app envelope"),
         }
     }
@@ -130,7 +139,7 @@ impl Conversation {
             Err(DecryptError::WrongEpoch { message_epoch, .. }) => {
                 self.hint(ctx.now, message_epoch);
                 self.fork_hint(ctx);
-                self.buffer_future(ctx.now, message_epoch, ct);
+                self.buffer_future(ctx.now, message_epoch, FutureKind::Mls, ct);
                 return;
             }
             Err(DecryptError::Expired {
@@ -207,7 +216,9 @@ impl Conversation {
             }),
             Some(pb::app_message::Body::Sds(m)) => self.on_sds(ctx, out, sender, m),
             Some(pb::app_message::Body::Proposal(p)) => self.on_proposal(ctx, out, sender, p),
-            Some(pb::app_message::Body::Vote(v)) => self.on_vote(ctx, out, v),
+            Some(pb::app_message::Body::Vote(v)) => {
+                self.on_vote(ctx, out, v);
+            }
             Some(pb::app_message::Body::Sync(s)) => self.on_sync(ctx, out, s),
             Some(pb::app_message::Body::ProposalRequest(id)) => {
                 self.on_proposal_request(ctx, Some(sender), id)

@@ -24,6 +24,7 @@ mod freeze;
 mod inbound;
 mod join;
 mod proposals;
+mod sealed_vote;
 mod stewardship;
 mod types;
 
@@ -139,8 +140,18 @@ pub(crate) struct Candidate {
 #[derive(Clone, Debug)]
 pub(crate) struct FutureMessage {
     pub epoch: u64,
+    pub kind: FutureKind,
     pub ciphertext: Vec<u8>,
     pub arrived_at: Millis,
+}
+
+/// What a [`FutureMessage`]'s bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FutureKind {
+    /// An MLS application message (TLS `MlsMessageIn`).
+    Mls,
+    /// An encoded `SealedVote`.
+    SealedVote,
 }
 
 /// A buffered membership request (key package announcement or removal) that the epoch

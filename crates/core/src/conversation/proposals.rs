@@ -187,10 +187,7 @@ impl Conversation {
         if let Some(p) = self.proposals.get_mut(&id) {
             p.auto_vote_at = None;
         }
-        let msg = pb::AppMessage {
-            body: Some(pb::app_message::Body::Vote(vote)),
-        };
-        self.send_app(ctx, out, msg)
+        self.send_vote(ctx, out, &vote)
             .map_err(CommandError::Internal)?;
         if let Some(result) = outcome {
             self.apply_outcome(ctx, out, id, result);
@@ -596,12 +593,18 @@ impl Conversation {
         }
     }
 
+    /// Takes one vote (from an MLS application message or a sealed vote); whether it was
+    /// taken (a vote on a proposal we do not know yet is not, until we learn it).
     pub(super) fn on_vote<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
         v: cpb::Vote,
-    ) {
+    ) -> bool {
+        if let Some(refused) = self.consensus.refused_as_held(&v) {
+            out.reject("vote", refused);
+            return false;
+        }
         let members = self.voters();
         let is_voter = |m: &MemberId| members.contains(m);
         let id = v.proposal_id;
@@ -618,14 +621,19 @@ impl Conversation {
                     tracing::info!(conversation = %self.name, id, "a late vote overturns our timeout rejection");
                     self.resolved.retain(|x| *x != id);
                 }
-                self.apply_outcome(ctx, out, id, r)
+                self.apply_outcome(ctx, out, id, r);
+                true
             }
-            Ok(None) => {}
+            Ok(None) => true,
             Err(crate::consensus::Rejection::UnknownProposal(id)) => {
                 // We missed the proposal (loss, or it was sent just before we joined).
                 self.want_proposal(id, ctx.now + 200);
+                false
             }
-            Err(e) => out.reject("vote", e),
+            Err(e) => {
+                out.reject("vote", e);
+                false
+            }
         }
     }
 

@@ -219,6 +219,7 @@ impl Fixture {
                         world.proposals.extend(c.evidence);
                     }
                     Some(pb::app_envelope::Body::Beacon(b)) => world.beacons.push(b),
+                    Some(pb::app_envelope::Body::SealedVote(v)) => world.sealed_votes.push(v),
                     _ => {}
                 },
                 Subtopic::Welcome => match pb::WelcomeEnvelope::decode(p.as_slice())

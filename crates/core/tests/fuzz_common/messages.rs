@@ -47,6 +47,8 @@ pub struct World {
     pub proposals: Vec<cpb::Proposal>,
     /// Real epoch beacons (their chains are real epoch hashes).
     pub beacons: Vec<pb::EpochBeacon>,
+    /// Real sealed votes, of any epoch.
+    pub sealed_votes: Vec<pb::SealedVote>,
 }
 
 impl World {
@@ -1003,6 +1005,39 @@ pub fn beacon<R: Rng + ?Sized>(rng: &mut R, w: &World, signers: &[EthSigner]) ->
     b
 }
 
+/// A sealed vote as an outsider can send it: a real one (replayed, or with its epoch,
+/// salt or ciphertext changed), or one made up.
+pub fn sealed_vote<R: Rng + ?Sized>(rng: &mut R, w: &World) -> pb::SealedVote {
+    let mut v = match pick(rng, &w.sealed_votes) {
+        Some(real) if rng.gen_ratio(3, 4) => real.clone(),
+        _ => {
+            let len = rng.gen_range(0..300);
+            pb::SealedVote {
+                epoch: epoch(rng, w),
+                salt: random_bytes_exact(rng, 16),
+                sealed: random_bytes_exact(rng, len),
+            }
+        }
+    };
+    match rng.gen_range(0..6) {
+        0 => v.epoch = epoch(rng, w),
+        1 => {
+            let len = rng.gen_range(0..20);
+            v.salt = random_bytes_exact(rng, len)
+        }
+        2 if !v.sealed.is_empty() => {
+            let i = rng.gen_range(0..v.sealed.len());
+            v.sealed[i] ^= 1 << rng.gen_range(0..8);
+        }
+        3 => {
+            let len = rng.gen_range(0..1100);
+            v.sealed = random_bytes_exact(rng, len)
+        }
+        _ => {}
+    }
+    v
+}
+
 /// An `AppEnvelope` holding a beacon (plaintext: what any member, or anyone, can send).
 pub fn beacon_envelope<R: Rng + ?Sized>(
     rng: &mut R,
@@ -1022,12 +1057,13 @@ pub fn app_envelope<R: Rng + ?Sized>(
     signers: &[EthSigner],
 ) -> pb::AppEnvelope {
     use pb::app_envelope::Body;
-    let body = match rng.gen_range(0..14) {
+    let body = match rng.gen_range(0..16) {
         0 => None,
         1..=3 => Some(Body::MlsMessage(mls_bytes(rng, w, &w.ciphertexts))),
         4..=6 => Some(Body::CommitCandidate(commit_candidate(rng, w, signers))),
         7 | 8 => Some(Body::CatchUpRequest(catch_up_request(rng, w))),
         12 | 13 => Some(Body::Beacon(beacon(rng, w, signers))),
+        14 | 15 => Some(Body::SealedVote(sealed_vote(rng, w))),
         _ => Some(Body::CatchUpCommit(commit_candidate(rng, w, signers))),
     };
     pb::AppEnvelope { body }

@@ -319,20 +319,21 @@ pub fn lie_in_beacons(s: &mut Sim, i: usize, epoch: u64) {
     }));
 }
 
-/// A beacon from member `i`, made now from the newest beacon anyone sent, lying about
-/// `epoch` (see `lie`): a lie `i` can sign as often as it likes.
+/// A beacon from member `i`, made now from the newest beacon anyone sent whose chain
+/// reaches back to `epoch` (a recent joiner's does not), lying about `epoch` (see `lie`):
+/// a lie `i` can sign as often as it likes.
 pub fn lying_beacon(s: &Sim, i: usize, epoch: u64, one_hash: bool) -> Vec<u8> {
-    let mut b = s
-        .log
+    s.log
         .iter()
         .rev()
         .find_map(|(_, _, st, p)| match app_body(p) {
-            Some(pb::app_envelope::Body::Beacon(b)) if *st == Subtopic::AppMsg => Some(b),
+            Some(pb::app_envelope::Body::Beacon(mut b)) if *st == Subtopic::AppMsg => {
+                b.timestamp_ms = s.now;
+                lie(b, &s.members[i].identity.eth, epoch, one_hash)
+            }
             _ => None,
         })
-        .expect("a beacon in the log");
-    b.timestamp_ms = s.now;
-    lie(b, &s.members[i].identity.eth, epoch, one_hash).expect("the chain reaches the epoch")
+        .expect("a beacon in the log whose chain reaches the epoch")
 }
 
 /// A beacon from member `i` claiming to be at `epoch` with one hash (all zero) for it: a
