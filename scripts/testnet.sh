@@ -9,6 +9,10 @@
 #   scripts/testnet.sh scenario NAME   basic | kill-steward | partition | kill-bootstrap
 #                                      | split-brain | all
 #   scripts/testnet.sh compose [N]     print the compose file for N members
+#   scripts/testnet.sh swarm COMMAND    the same testnet as a Docker Swarm stack (demls-swarm),
+#                                      so that it can span hosts: up [N] | down | status | logs NODE
+#                                      | events NODE | cli NODE ARGS.. | scenario basic|kill-steward|all
+#                                      | compose [N] | init | leave   (docs/TESTNET.md)
 #
 # Node APIs are published on host loopback only: bootstrap on 127.0.0.1:18645, member i
 # on 127.0.0.1:$((18645 + i)); each node's API token is copied out of its data volume
@@ -24,9 +28,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PROJECT=demls-testnet
-DIR=target/testnet
-COMPOSE_FILE="$DIR/docker-compose.yml"
+# `swarm ...`: the same commands against a Docker Swarm stack (see swarm_* below and
+# docs/TESTNET.md). Its own stack name and directory, so that it never touches a compose
+# testnet's containers, volumes or tokens.
+MODE=compose
+if [ "${1:-}" = swarm ]; then MODE=swarm; shift; fi
+if [ "$MODE" = swarm ]; then
+  PROJECT=demls-swarm
+  DIR=target/testnet-swarm
+  COMPOSE_FILE="$DIR/docker-stack.yml"
+else
+  PROJECT=demls-testnet
+  DIR=target/testnet
+  COMPOSE_FILE="$DIR/docker-compose.yml"
+fi
+# The image the stack runs: demls-node:dev (on every host of the swarm, docs/TESTNET.md), or
+# SWARM_IMAGE, e.g. the same image pushed to a registry that every host can pull from.
+IMAGE=demls-node:dev; [ "$MODE" = compose ] || IMAGE=${SWARM_IMAGE:-$IMAGE}
+SWARM_NET="${PROJECT}_demls"
 BIN=target/x86_64-unknown-linux-gnu/release/demls-node
 CONV=testnet-chat
 BASE_PORT=18645
@@ -38,6 +57,7 @@ HEAL_TSV="$DIR/heal-times.tsv"
 SUBNET=172.31.250
 ip_of() { if [ "$1" = bootstrap ]; then echo "$SUBNET.10"; else echo "$SUBNET.$((10 + ${1#member}))"; fi; }
 HALF_B_NET="${PROJECT}_half_b"
+CLI_TIMEOUT=10; [ "$MODE" = compose ] || CLI_TIMEOUT=30
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { log "FAIL: $*"; exit 1; }
@@ -48,9 +68,12 @@ port() { if [ "$1" = bootstrap ]; then echo "$BASE_PORT"; else echo $((BASE_PORT
 # The API token of a node: the file api-token of its data volume (created at its first
 # start), copied out with `docker cp` (the image has no shell) and kept under $DIR/tokens
 # while the testnet's volumes live.
+# In swarm mode the tokens are generated before the deploy (gen_tokens) and given to the
+# nodes as secrets.
 token() {
   local f="$DIR/tokens/$1" id
   if [ ! -s "$f" ]; then
+    [ "$MODE" = compose ] || return 1
     id=$(dc ps -q "$1" 2>/dev/null) && [ -n "$id" ] || return 1
     mkdir -p "$DIR/tokens" && chmod 700 "$DIR/tokens"
     if docker cp "$id:/data/api-token" - 2>/dev/null | tar -xO >"$f.tmp" 2>/dev/null && [ -s "$f.tmp" ]; then
@@ -61,22 +84,99 @@ token() {
   fi
   tr -d '[:space:]' <"$f"
 }
-# cli NODE ARGS...: the CLI against NODE's published API, with its token (in the
-# environment, not on the command line).
+# api_argv NODE: how to run the CLI against NODE's API: API_PRE=(the command before the
+# CLI's arguments), API_POST=(after them). Compose: our binary against the published port.
+# Swarm: `docker exec` of the binary in NODE's task container when that runs on this host
+# (its API on the container's loopback), else a one-off container of the image on the
+# attachable overlay network, which reaches NODE by name on any host of the swarm
+# (SWARM_API=overlay always takes this way).
+api_argv() {
+  local node=$1 cid=""
+  if [ "$MODE" = compose ]; then
+    API_PRE=("$BIN"); API_POST=(--api "http://127.0.0.1:$(port "$node")")
+    return
+  fi
+  [ "${SWARM_API:-auto}" = overlay ] || cid=$(task_container "$node")
+  if [ -n "$cid" ]; then
+    API_PRE=(docker exec -e DEMLS_API_TOKEN "$cid" /demls-node); API_POST=(--api http://127.0.0.1:8645)
+  else
+    API_PRE=(docker run --rm --network "$SWARM_NET" -e DEMLS_API_TOKEN "$IMAGE"); API_POST=(--api "http://$node:8645")
+  fi
+}
+# The running task container of NODE's swarm service on this host (empty: none here).
+task_container() {
+  docker ps -q --filter "label=com.docker.swarm.service.name=${PROJECT}_$1" --filter status=running 2>/dev/null | head -n1
+}
+# cli NODE ARGS...: the CLI against NODE's API, with its token (in the environment, not
+# on the command line).
 cli() {
   local node=$1 t; shift
   t=$(token "$node") || { echo "error: no API token of $node yet (not started?)" >&2; return 1; }
-  DEMLS_API_TOKEN="$t" "$BIN" "$@" --api "http://127.0.0.1:$(port "$node")"
+  api_argv "$node"
+  DEMLS_API_TOKEN="$t" "${API_PRE[@]}" "$@" "${API_POST[@]}"
+}
+# node_kill NODE / node_start NODE: SIGKILL a node's container, start it again. Swarm: the
+# task container if it runs on this host, else the service scaled to 0 (a stop, on the
+# host that runs it); starting forces a new task (restart_policy is none).
+node_kill() {
+  if [ "$MODE" = compose ]; then dc kill "$1"; return; fi
+  local cid; cid=$(task_container "$1")
+  if [ -n "$cid" ]; then docker kill "$cid"; else docker service scale --detach "${PROJECT}_$1=0"; fi
+}
+node_start() {
+  if [ "$MODE" = compose ]; then dc start "$1"; return; fi
+  docker service update --detach --force --replicas 1 "${PROJECT}_$1"
 }
 jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
 
+# gen_compose N: the compose file for a bootstrap node and N members. In swarm mode the
+# same file with what `docker stack deploy` needs instead of what it ignores:
+# - no fixed addresses (swarm assigns task IPs on an overlay network): every node has a
+#   stable DNS name on the overlay instead (endpoint_mode dnsrr: the name is the task's
+#   own address), members dial the relay and each other by name (BOOT_MODE mesh by
+#   default), and discv5 is off, as a node's ENR would advertise the address of its
+#   default route, docker_gwbridge, which no other node can reach;
+# - no published ports (swarm publishes on every interface, never on loopback only): the
+#   CLI reaches a node from inside (docker exec) or from the attachable overlay;
+# - API tokens generated here and given as swarm secrets (/data/api-token, mode 0400), so
+#   that the driver knows them wherever the tasks run;
+# - deploy: restart_policy none (compose's restart: "no"); no depends_on (members redial
+#   the relay until it is up).
 gen_compose() {
-  local n=$1
+  local n=$1 swarm=""
+  [ "$MODE" = swarm ] && swarm=1
   mkdir -p "$DIR"
   echo "$n" > "$N_FILE"
   {
-    echo "# Generated by scripts/testnet.sh for $n members; see docker-compose.yml for the default (4)."
-    cat <<YAML
+    if [ -n "$swarm" ]; then
+      echo "# Generated by scripts/testnet.sh swarm for $n members: docker stack deploy -c THIS $PROJECT (docs/TESTNET.md)."
+      cat <<YAML
+x-node: &node
+  image: $IMAGE
+  networks: [demls]
+  healthcheck:
+    test: ["CMD", "/demls-node", "status", "--config", "/etc/demls/node.toml"]
+    interval: 2s
+    timeout: 3s
+    retries: 60
+  deploy:
+    endpoint_mode: dnsrr
+    restart_policy: {condition: none}
+services:
+  bootstrap:
+    <<: *node
+    hostname: bootstrap
+    environment:
+      DEMLS__WAKU__RELAY_SHARDS: "0,1,2,3,4,5,6,7"
+      DEMLS__WAKU__BOOTSTRAP: ""
+      DEMLS__WAKU__DISCV5_DISCOVERY: "false"
+      DEMLS__API__ALLOWED_HOSTS: "bootstrap"
+    volumes: ["bootstrap-data:/data"]
+    secrets: [{source: bootstrap-token, target: /data/api-token, uid: "10001", gid: "10001", mode: 0400}]
+YAML
+    else
+      echo "# Generated by scripts/testnet.sh for $n members; see docker-compose.yml for the default (4)."
+      cat <<YAML
 x-node: &node
   image: demls-node:dev
   restart: "no"
@@ -100,7 +200,9 @@ services:
     volumes: ["bootstrap-data:/data"]
     ports: ["127.0.0.1:${BASE_PORT}:8645"]
 YAML
+    fi
     local mode=${BOOT_MODE:-relay}
+    [ -z "$swarm" ] || mode=${BOOT_MODE:-mesh}
     for i in $(seq 1 "$n"); do
       local boot=""
       case "$mode" in
@@ -113,7 +215,17 @@ YAML
           if [ "$hub" = "member$i" ]; then boot="none"; else boot=${mode#star:*=}; fi ;;
         *) echo "unknown BOOT_MODE $mode" >&2; return 1 ;;
       esac
-      cat <<YAML
+      if [ -n "$swarm" ]; then
+        cat <<YAML
+  member$i:
+    <<: *node
+    hostname: member$i
+    environment:
+      DEMLS__WAKU__DISCV5_DISCOVERY: "false"
+      DEMLS__API__ALLOWED_HOSTS: "member$i"
+YAML
+      else
+        cat <<YAML
   member$i:
     <<: *node
     hostname: member$i
@@ -123,26 +235,44 @@ YAML
     environment:
       DEMLS__WAKU__EXT_IP: "$(ip_of "member$i")"
 YAML
+      fi
       if [ "$boot" = none ]; then
         printf '      DEMLS__WAKU__BOOTSTRAP: ""\n'
       elif [ -n "$boot" ]; then
         printf '      DEMLS__WAKU__BOOTSTRAP: "%s"\n' "$boot"
       fi
-      cat <<YAML
+      if [ -n "$swarm" ]; then
+        cat <<YAML
+    volumes: ["member$i-data:/data"]
+    secrets: [{source: member$i-token, target: /data/api-token, uid: "10001", gid: "10001", mode: 0400}]
+YAML
+      else
+        cat <<YAML
     volumes: ["member$i-data:/data"]
     ports: ["127.0.0.1:$((BASE_PORT + i)):8645"]
     depends_on:
       bootstrap:
         condition: service_healthy
 YAML
+      fi
     done
     echo "volumes:"
     echo "  bootstrap-data: {}"
     for i in $(seq 1 "$n"); do echo "  member$i-data: {}"; done
     echo "networks:"
     echo "  demls:"
-    echo "    ipam:"
-    echo "      config: [{subnet: \"$SUBNET.0/24\"}]"
+    if [ -n "$swarm" ]; then
+      echo "    driver: overlay"
+      echo "    attachable: true"
+      echo "secrets:"
+      # Absolute paths: docker stack deploy reads them wherever it is run from.
+      for node in bootstrap $(seq 1 "$n" | sed 's/^/member/'); do
+        echo "  $node-token: {file: \"$PWD/$DIR/tokens/$node\"}"
+      done
+    else
+      echo "    ipam:"
+      echo "      config: [{subnet: \"$SUBNET.0/24\"}]"
+    fi
   } > "$COMPOSE_FILE"
 }
 
@@ -164,6 +294,7 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 
 cmd_up() {
   local n=${1:-4}
+  [ "$MODE" = compose ] || { swarm_up "$n"; return; }
   ensure_image
   gen_compose "$n"
   log "starting bootstrap + $n members"
@@ -175,9 +306,84 @@ cmd_up() {
 }
 
 cmd_down() {
+  [ "$MODE" = compose ] || { swarm_down; return; }
   if [ -f "$COMPOSE_FILE" ]; then dc down -v --remove-orphans >/dev/null 2>&1 || true; fi
   rm -rf "$DIR/tokens"
   docker network rm "$HALF_B_NET" >/dev/null 2>&1 || true
+}
+
+# --- swarm mode ---------------------------------------------------------------------------
+swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo "no docker engine"; }
+need_manager() {
+  [ "$(docker info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null)" = true ] && return 0
+  die "this Docker engine is not a swarm manager (swarm: $(swarm_state)). One host: scripts/testnet.sh swarm init (undo: swarm leave); several hosts: docs/TESTNET.md"
+}
+# gen_tokens N: a fresh API token per node (64 hex digits, as a node makes its own), given
+# to the nodes as swarm secrets.
+gen_tokens() {
+  rm -rf "$DIR/tokens"; mkdir -p "$DIR/tokens"; chmod 700 "$DIR/tokens"
+  local node
+  for node in bootstrap $(seq 1 "$1" | sed 's/^/member/'); do
+    (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' >"$DIR/tokens/$node")
+  done
+}
+stack_deployed() { docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$PROJECT"; }
+stack_gone() {
+  [ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$PROJECT")" ] \
+    && ! docker network inspect "$SWARM_NET" >/dev/null 2>&1
+}
+swarm_up() {
+  local n=$1
+  need_manager
+  ! stack_deployed || die "stack $PROJECT is deployed already: scripts/testnet.sh swarm down first"
+  ensure_image
+  gen_tokens "$n"
+  gen_compose "$n"
+  log "deploying stack $PROJECT: bootstrap + $n members ($COMPOSE_FILE)"
+  docker stack deploy --detach=true --resolve-image never -c "$COMPOSE_FILE" "$PROJECT"
+  local node
+  for node in bootstrap $(seq 1 "$n" | sed 's/^/member/'); do
+    wait_for 120 "$node API answers" cli "$node" status || return 1
+  done
+}
+# Removes the stack, then (once its containers are gone: `docker stack rm` returns before)
+# its volumes on this host. Volumes on other hosts of the swarm stay: docs/TESTNET.md.
+swarm_down() {
+  if stack_deployed; then docker stack rm "$PROJECT" >/dev/null; fi
+  local start=$SECONDS
+  until stack_gone || (( SECONDS - start > 60 )); do sleep 2; done
+  stack_gone || log "stack $PROJECT: containers or network still there after 60s"
+  local vols; vols=$(docker volume ls -q --filter "label=com.docker.stack.namespace=$PROJECT")
+  if [ -n "$vols" ]; then
+    # shellcheck disable=SC2086 # one volume name a word
+    docker volume rm $vols >/dev/null || log "could not remove volumes: $vols"
+  fi
+  rm -rf "$DIR/tokens"
+}
+swarm_logs() { # swarm_logs NODE [docker service logs options]
+  local node=${1:?"usage: $0 swarm logs NODE (bootstrap, member1, ...)"}; shift
+  docker service logs "$@" "${PROJECT}_$node"
+}
+dump_logs() { # the last lines of every node's log, for a failed scenario
+  if [ "$MODE" = compose ]; then dc logs --tail 60; return; fi
+  local node
+  for node in bootstrap $(seq 1 "$(members)" | sed 's/^/member/'); do
+    echo "=== $node"; swarm_logs "$node" --tail 60 --timestamps 2>&1 || true
+  done
+}
+swarm_init() {
+  if [ "$(swarm_state)" = active ]; then log "this engine is in a swarm already"; docker node ls; return 0; fi
+  local addr=${SWARM_ADDR:-127.0.0.1}
+  docker swarm init --advertise-addr "$addr"
+  log "swarm initialised on $addr (SWARM_ADDR); undo: scripts/testnet.sh swarm leave"
+}
+swarm_leave() {
+  swarm_down
+  if [ "$(swarm_state)" != inactive ]; then docker swarm leave --force; fi
+  # The bridge that `swarm init` made for the tasks' outside traffic; unused once out of
+  # the swarm (kept if anything still uses it).
+  docker network rm docker_gwbridge >/dev/null 2>&1 || true
+  log "swarm: $(swarm_state)"
 }
 
 cmd_status() {
@@ -204,14 +410,19 @@ addr() { cli "$1" status --json | jget 'd["address"]'; }
 epoch_of() { cli "$1" show "$CONV" --json | jget 'd["epoch"]'; }
 # converged NODES...: all Working, same epoch, each sees exactly the listed nodes.
 converged() {
-  local n; for n in "$@"; do token "$n" >/dev/null || return 1; done
-  python3 - "$@" <<PY
+  local n spec=(); for n in "$@"; do
+    token "$n" >/dev/null || return 1
+    api_argv "$n"; spec+=("$n" "$(printf '%s\x1f' "${API_PRE[@]}")" "$(printf '%s\x1f' "${API_POST[@]}")")
+  done
+  python3 - "${spec[@]}" <<PY
 import json, os, subprocess, sys
-nodes = sys.argv[1:]
+spec = sys.argv[1:]
+nodes = spec[0::3]
+argv = {n: (pre.split("\x1f")[:-1], post.split("\x1f")[:-1]) for n, pre, post in zip(spec[0::3], spec[1::3], spec[2::3])}
 def cli(node, *args):
-    port = $BASE_PORT + int(node.replace("member", "")) if node != "bootstrap" else $BASE_PORT
+    pre, post = argv[node]
     token = open(f"$DIR/tokens/{node}").read().strip()
-    out = subprocess.run(["$BIN", *args, "--api", f"http://127.0.0.1:{port}", "--json"], capture_output=True, text=True, timeout=10, env={**os.environ, "DEMLS_API_TOKEN": token})
+    out = subprocess.run([*pre, *args, *post, "--json"], capture_output=True, text=True, timeout=$CLI_TIMEOUT, env={**os.environ, "DEMLS_API_TOKEN": token})
     if out.returncode != 0: sys.exit(1)
     return json.loads(out.stdout)
 addrs = sorted(cli(n, "status")["address"].lower() for n in nodes)
@@ -294,12 +505,12 @@ scenario_kill_steward() {
   log "epoch steward is $es; member$n asks to join, then $es is killed mid-change"
   cli "member$n" join "$CONV" >/dev/null
   wait_for 60 "join proposal under way" join_proposed member1
-  dc kill "$es" >/dev/null
+  node_kill "$es" >/dev/null
   local rest=(); for m in "${group[@]}" "member$n"; do [ "$m" != "$es" ] && rest+=("$m"); done
   # The killed steward stays in the roster (it was never removed): same epoch, Working,
   # and the joiner is in everywhere.
   wait_for 240 "backup committed; survivors at one epoch with member$n in" same_epoch_working "$n" "${rest[@]}" || return 1
-  dc start "$es" >/dev/null
+  node_start "$es" >/dev/null
 }
 
 scenario_partition() {
@@ -503,7 +714,7 @@ run_scenario() {
   if "$fn"; then
     log "=== $name: PASS"; cmd_status || true
   else
-    log "=== $name: FAIL"; cmd_status || true; dc logs --tail 60 >"$DIR/$name.log" 2>&1 || true
+    log "=== $name: FAIL"; cmd_status || true; dump_logs >"$DIR/$name.log" 2>&1 || true
     log "last logs in $DIR/$name.log"; rc=1
   fi
   cmd_down
@@ -512,6 +723,21 @@ run_scenario() {
   return $rc
 }
 
+if [ "$MODE" = swarm ]; then
+  case "${1:-}" in
+    init) swarm_init; exit ;;
+    leave) swarm_leave; exit ;;
+    up|status|events|cli) need_manager ;;
+    logs) need_manager; swarm_logs "${2:-}" -f; exit ;;
+    scenario)
+      case "${2:-}" in
+        all|basic|kill-steward) need_manager ;;
+        partition|kill-bootstrap|split-brain)
+          die "scenario $2 runs in compose mode only: it moves containers between networks at fixed addresses or restarts them with another bootstrap, which the swarm stack has no way to do (docs/TESTNET.md)" ;;
+        *) echo "usage: $0 swarm scenario basic|kill-steward|all" >&2; exit 2 ;;
+      esac ;;
+  esac
+fi
 case "${1:-}" in
   up) cmd_up "${2:-4}" ;;
   compose) gen_compose "${2:-4}"; cat "$COMPOSE_FILE" ;;
@@ -519,6 +745,8 @@ case "${1:-}" in
   status) cmd_status ;;
   logs) dc logs -f ${2:-} ;;
   events) cli "${2:?node}" events ;;
+  cli) [ "$MODE" = swarm ] || { echo "usage: $0 swarm cli NODE ARGS... (compose: $BIN --api http://127.0.0.1:PORT)" >&2; exit 2; }
+       node=${2:?node}; shift 2; cli "$node" "$@" ;;
   scenario)
     ensure_image
     unset REBUILD
@@ -526,7 +754,8 @@ case "${1:-}" in
     declare -A result
     base=$(members)
     case "${2:-}" in
-      all) list=(basic kill-steward partition kill-bootstrap split-brain) ;;
+      all) if [ "$MODE" = swarm ]; then list=(basic kill-steward)
+           else list=(basic kill-steward partition kill-bootstrap split-brain); fi ;;
       basic|kill-steward|partition|kill-bootstrap|split-brain) list=("$2") ;;
       *) echo "usage: $0 scenario basic|kill-steward|partition|kill-bootstrap|split-brain|all" >&2; exit 2 ;;
     esac
@@ -545,5 +774,5 @@ case "${1:-}" in
     echo "$passed passed, $fails failed"
     [ "$fails" = 0 ]
     ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac
