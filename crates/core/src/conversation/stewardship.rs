@@ -180,7 +180,11 @@ impl Conversation {
         self.propose_buffered(ctx, out, false);
     }
 
-    fn ensure_live_steward<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
+    pub(super) fn ensure_live_steward<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
         let Some(list) = &self.stewards else { return };
         let epoch = self.epoch();
         let exhausted = list.is_exhausted(epoch);
