@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::{DEFAULT_PEER_TARGET, WakuConfig};
 pub use discovery::PROTOCOL_ID as DISCV5_PROTOCOL_ID;
 pub use enr::{Enr, WakuPeer, parse_enr};
+pub use node::{relay_gossipsub, relay_topic_score_params};
 pub use validation::{Rejection, validate};
 
 use crate::{

@@ -143,7 +143,12 @@ fn message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
     gossipsub::MessageId::from(relay_message_id(&m.data).to_vec())
 }
 
-fn relay_behaviour(key: &Keypair) -> Result<gossipsub::Behaviour, TransportError> {
+/// The gossipsub behaviour every relay runs: the Waku relay protocol id, anonymous
+/// messages validated before forwarding, a 700 ms heartbeat, SHA-256 of the data as the
+/// message id, and nwaku's peer scoring ([`relay_topic_score_params`] per shard). Public
+/// so that `crates/transport/benches/relay_throughput` can run plain gossipsub swarms with these very
+/// settings beside the relay.
+pub fn relay_gossipsub() -> Result<gossipsub::Behaviour, TransportError> {
     let cfg = gossipsub::ConfigBuilder::default()
         .protocol_id(RELAY_PROTOCOL, gossipsub::Version::V1_1)
         .validation_mode(gossipsub::ValidationMode::Anonymous)
@@ -153,7 +158,6 @@ fn relay_behaviour(key: &Keypair) -> Result<gossipsub::Behaviour, TransportError
         .message_id_fn(message_id)
         .build()
         .map_err(|e| TransportError::Config(format!("gossipsub: {e}")))?;
-    let _ = key;
     let mut b = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, cfg)
         .map_err(|e| TransportError::Config(e.to_string()))?;
     b.with_peer_score(score_params(), score_thresholds())
@@ -196,7 +200,9 @@ fn score_params() -> gossipsub::PeerScoreParams {
 /// below the publish threshold, four (−12800) below the graylist threshold. Mesh delivery
 /// deficits are not penalized: de-MLS shards are quiet for minutes, and a silent honest
 /// peer must not look like a bad one.
-fn topic_params() -> gossipsub::TopicScoreParams {
+///
+/// The relay sets these on each shard it relays (see [`relay_gossipsub`]).
+pub fn relay_topic_score_params() -> gossipsub::TopicScoreParams {
     gossipsub::TopicScoreParams {
         topic_weight: 1.0,
         time_in_mesh_weight: 0.01,
@@ -378,7 +384,7 @@ pub(super) async fn spawn(
 ) -> Result<tokio::task::JoinHandle<()>, TransportError> {
     let key = node_key(cfg.node_key_file.as_deref())?;
     let disc_key = key.clone();
-    let relay = relay_behaviour(&key)?;
+    let relay = relay_gossipsub()?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -708,7 +714,7 @@ impl Node {
             .swarm
             .behaviour_mut()
             .relay
-            .set_topic_params(t, topic_params());
+            .set_topic_params(t, relay_topic_score_params());
         tracing::info!(pubsub_topic = topic, "relaying shard");
     }
 
@@ -1353,7 +1359,11 @@ mod tests {
     /// until after the next decay, and a peer's address costs it nothing.
     #[test]
     fn one_invalid_message_outweighs_all_credit_and_shared_addresses_cost_nothing() {
-        let (p, t, topic) = (score_params(), score_thresholds(), topic_params());
+        let (p, t, topic) = (
+            score_params(),
+            score_thresholds(),
+            relay_topic_score_params(),
+        );
         p.validate().unwrap();
         t.validate().unwrap();
         topic.validate().unwrap();
