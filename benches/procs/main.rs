@@ -5,8 +5,9 @@
 //! Per size N in `PROCS_SIZES` (default `10,30`): N processes, all bootstrapping to the
 //! first; the first creates a conversation and N − `PROCS_JOINS` − 1 others join it at
 //! once (one batched commit); then `PROCS_JOINS` (default 3) more join one at a time,
-//! each into a quiet group (every member working at one epoch, nothing being voted on or
-//! waiting for a commit; `PROCS_QUIET=0` joins 1 s after the previous join instead),
+//! each into a quiet group (every member working at one epoch, nothing being voted on,
+//! no protocol event for `commit_inactivity + freeze` + 1 s; `PROCS_QUIET=0` joins 1 s
+//! after the previous join instead),
 //! each measured from the join request to its first chat received by every member, with
 //! the phases in between from the nodes' event streams and the CPU time all processes
 //! used; then `PROCS_CHATS` (default 50) chat messages, senders in turn, each from the

@@ -17,6 +17,8 @@ pub struct Timers {
     pub voting_delay: Duration,
     /// `commit_inactivity`.
     pub commit_inactivity: Duration,
+    /// `freeze`.
+    pub freeze: Duration,
 }
 
 impl Timers {
@@ -24,13 +26,13 @@ impl Timers {
     /// every timer scaled by `scale`.
     pub fn fast(scale: f64) -> Self {
         let ms = |base: f64| Duration::from_millis((base * scale).round().max(1.0) as u64);
-        let (vd, ct, ci) = (ms(1000.0), ms(2000.0), ms(4000.0));
+        let (vd, ct, ci, fr) = (ms(1000.0), ms(2000.0), ms(4000.0), ms(2000.0));
         let toml = format!(
             "[protocol]\ncommit_inactivity = \"{}ms\"\nfreeze = \"{}ms\"\nvoting_delay = \"{}ms\"\n\
              election_voting_delay = \"{}ms\"\nconsensus_timeout = \"{}ms\"\n\
              proposal_expiration = \"60s\"\nrecovery_inactivity = \"{}ms\"\n",
             ci.as_millis(),
-            ms(2000.0).as_millis(),
+            fr.as_millis(),
             vd.as_millis(),
             ms(500.0).as_millis(),
             ct.as_millis(),
@@ -40,6 +42,7 @@ impl Timers {
             toml,
             voting_delay: vd,
             commit_inactivity: ci,
+            freeze: fr,
         }
     }
 }

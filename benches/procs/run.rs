@@ -123,11 +123,10 @@ async fn converged(nodes: &[Node], members: usize) -> bool {
     epochs.len() == 1
 }
 
-/// Every node in `nodes` working in the conversation at one epoch, with no proposal
-/// being voted on and no approved membership change waiting for its commit (an
-/// accepted election needs no commit): a join request then meets a quiet group, not
-/// the steward election a commit that exhausted the steward list sets off.
-async fn quiet(nodes: &[Node]) -> bool {
+/// Every node in `nodes` working in the conversation at one epoch with no proposal being
+/// voted on: a join request then meets a quiet group, not the steward election that a
+/// commit exhausting the steward list sets off. Else what is not quiet.
+async fn quiet(nodes: &[Node]) -> Result<(), String> {
     let views = join_all(
         nodes
             .iter()
@@ -135,29 +134,62 @@ async fn quiet(nodes: &[Node]) -> bool {
     )
     .await;
     let mut epochs = std::collections::BTreeSet::new();
-    for (v, p) in views {
-        let (Ok(v), Ok(p)) = (v, p) else {
-            return false;
+    for (i, (v, p)) in views.into_iter().enumerate() {
+        let (v, p) = match (v, p) {
+            (Ok(v), Ok(p)) => (v.value, p.value),
+            (Err(e), _) | (_, Err(e)) => return Err(format!("node {i}: {e}")),
         };
-        let busy = p.value.iter().any(|p| {
-            p.status == "voting" || (p.status == "accepted" && p.kind != "steward_election")
-        });
-        if v.value.state != "working" || busy {
-            return false;
+        if v.state != "working" {
+            return Err(format!("node {i} is {}", v.state));
         }
-        epochs.insert(v.value.epoch);
+        if let Some(p) = p.iter().find(|p| p.status == "voting") {
+            return Err(format!("node {i} votes on {} #{}", p.kind, p.id));
+        }
+        epochs.insert(v.epoch);
     }
-    epochs.len() == 1
+    match epochs.len() {
+        1 => Ok(()),
+        _ => Err(format!("epochs {epochs:?}")),
+    }
 }
 
-/// Waits 2 s (a commit sets off its election at once), then until `nodes` are
-/// [`quiet`].
-async fn settle(nodes: &[Node]) -> Result<(), String> {
-    tokio::time::sleep(Duration::from_secs(2)).await;
+/// Waits until `nodes` are [`quiet`] and the conversation's protocol events (proposals,
+/// decisions, state changes, commits) have stopped for `commit_inactivity + freeze` and
+/// 1 s: no approved change (an election included) is then waiting for a commit window a
+/// join could ride on.
+async fn settle(nodes: &[Node], log: &EventLog, t: &Timers) -> Result<(), String> {
+    let calm = t.commit_inactivity + t.freeze + Duration::from_secs(1);
+    let last_protocol_event = || {
+        let l = log.lock().expect("event log");
+        l.iter()
+            .rev()
+            .find(|r| {
+                r.ev.conversation == CONV
+                    && matches!(
+                        r.ev.kind.as_str(),
+                        "proposal" | "vote_requested" | "decided" | "state" | "commit"
+                    )
+            })
+            .map(|r| r.at)
+    };
+    let mut last = String::new();
     wait("a quiet group", 180, API_POLL, async || {
-        quiet(nodes).await.then_some(())
+        if let Some(at) = last_protocol_event()
+            && at.elapsed() < calm
+        {
+            last = format!("protocol event {:.1?} ago", at.elapsed());
+            return None;
+        }
+        match quiet(nodes).await {
+            Ok(()) => Some(()),
+            Err(e) => {
+                last = e;
+                None
+            }
+        }
     })
     .await
+    .map_err(|e| format!("{e} ({last})"))
 }
 
 /// Sends until the API accepts (409 while the conversation is not ready for chat).
@@ -439,7 +471,7 @@ async fn size_in(
     let mut chatters = n;
     for j in base..n {
         if s.quiet {
-            settle(&nodes[..j]).await?;
+            settle(&nodes[..j], &log, timers).await?;
         }
         match measure_join(&nodes, j, &log).await {
             Ok(m) => {
@@ -457,7 +489,7 @@ async fn size_in(
     // After a failed join the members before it still chat, once their group settled.
     let ready = match &r.error {
         None => Ok(()),
-        Some(_) => settle(&nodes[..chatters]).await,
+        Some(_) => settle(&nodes[..chatters], &log, timers).await,
     };
     match ready {
         Ok(()) => match chat(&nodes[..chatters], s.chats, &log).await {
