@@ -883,14 +883,13 @@ impl Conversation {
                         id,
                         change: Change::Remove { member },
                     });
-                    // A member on its way out is no steward: if that leaves no live one,
-                    // reconcile the list (or start the election clock) now, before the
-                    // freeze judges candidates by it. Waiting for a tick left a member
-                    // whose next wake-up was the freeze with the old list, refusing the
-                    // new steward's commit for good (clean seed 5 of
+                    // A member on its way out is no steward: if that leaves a small
+                    // group no live one, reconcile the list now. Waiting for a tick left
+                    // a member whose next wake-up was the freeze with the old list,
+                    // refusing the new steward's commit for good (clean seed 5 of
                     // `remove_then_leave_leaves_two_converged`).
                     if self.state == ConversationState::Working {
-                        self.ensure_live_steward(ctx, out);
+                        self.reconcile_small_list(ctx, out);
                     }
                 } else if !accepted {
                     self.pending_updates.remove(&member);

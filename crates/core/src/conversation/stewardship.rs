@@ -180,6 +180,21 @@ impl Conversation {
         self.propose_buffered(ctx, out, false);
     }
 
+    /// After approving a removal: a small group (pool ≤ `sn_max`, list derived without a
+    /// vote) whose list is left with no live steward reconciles it now, before the freeze
+    /// judges candidates by it. A larger group elects on its next tick, as before (doing
+    /// that here too moved elections earlier and made the lossy seed 3 of
+    /// `ten_members_with_sn_max_3…` refuse a commit).
+    pub(super) fn reconcile_small_list<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+    ) {
+        if self.steward_pool(false).len() <= self.config.sn_max as usize {
+            self.ensure_live_steward(ctx, out);
+        }
+    }
+
     pub(super) fn ensure_live_steward<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
