@@ -78,17 +78,13 @@ impl Conversation {
         if sv.epoch < ours {
             return;
         }
-        let opened = self
-            .mls
-            .as_ref()
-            .map(|mls| mls.open_from_epoch(ctx.provider, VOTE_LABEL, &sv.salt, &sv.sealed));
-        let plaintext = match opened {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
+        let Some(mls) = self.mls.as_ref() else { return };
+        let plaintext = match mls.open_from_epoch(ctx.provider, VOTE_LABEL, &sv.salt, &sv.sealed) {
+            Ok(p) => p,
+            Err(e) => {
                 self.fork_hint(ctx);
                 return out.reject("vote", e);
             }
-            None => return,
         };
         let vote = match cpb::Vote::decode(plaintext.as_slice()) {
             Ok(v) => v,
