@@ -10,6 +10,25 @@ pub mod pb {
 
 pub use pb::WakuMessage;
 
+/// A version-0 WakuMessage as our relay publishes it: `payload` on `content_topic`,
+/// stamped with the wall clock (ns) and our instance id in `meta` (how the relay tells
+/// its own echo).
+pub fn relay_message(payload: Vec<u8>, content_topic: String, meta: Vec<u8>) -> WakuMessage {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    WakuMessage {
+        payload,
+        content_topic,
+        version: Some(0),
+        timestamp: Some(now_ns),
+        meta: Some(meta),
+        rate_limit_proof: None,
+        ephemeral: None,
+    }
+}
+
 /// `sha256(pubsub_topic ‖ payload ‖ content_topic ‖ meta ‖ timestamp)`, timestamp as 8-byte
 /// big-endian; an absent `meta` contributes nothing. The message's identity (validation
 /// logs, stats, de-duplication above the relay); the relay's gossipsub message id is

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use demls_transport::message::WakuMessage;
+use demls_transport::message::relay_message;
 use demls_transport::waku::{relay_gossipsub, relay_topic_score_params};
 use demls_transport::{Subtopic, content_topic};
 use futures::StreamExt;
@@ -181,19 +181,8 @@ pub async fn start(s: Settings, awaited: bool) -> Result<PlainNet, String> {
 impl Net for PlainNet {
     /// The same WakuMessage bytes as the relay's `publish` would send.
     async fn publish(&self, payload: Vec<u8>) {
-        let now_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
-        let msg = WakuMessage {
-            payload,
-            content_topic: content_topic(CONV, Subtopic::AppMsg).expect("topic"),
-            version: Some(0),
-            timestamp: Some(now_ns),
-            meta: Some(self.instance.clone()),
-            rate_limit_proof: None,
-            ephemeral: None,
-        };
+        let topic = content_topic(CONV, Subtopic::AppMsg).expect("topic");
+        let msg = relay_message(payload, topic, self.instance.clone());
         let data = prost::Message::encode_to_vec(&msg);
         if self.awaited {
             let (tx, rx) = oneshot::channel();

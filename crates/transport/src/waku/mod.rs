@@ -214,19 +214,7 @@ impl WakuRelay {
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, TransportError> {
         let ct = content_topic(conversation, subtopic)?;
-        let now_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
-        let msg = crate::message::WakuMessage {
-            payload,
-            content_topic: ct,
-            version: Some(0),
-            timestamp: Some(now_ns),
-            meta: Some(self.instance.clone()),
-            rate_limit_proof: None,
-            ephemeral: None,
-        };
+        let msg = crate::message::relay_message(payload, ct, self.instance.clone());
         let data = prost::Message::encode_to_vec(&msg);
         if data.len() > MAX_MESSAGE_SIZE {
             return Err(TransportError::Publish(format!(
