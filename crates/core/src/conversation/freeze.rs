@@ -682,7 +682,7 @@ impl Conversation {
             return;
         }
         // Nothing in a candidate counts before its commit is known to be the named
-        // steward's: stage it now (and drop the staging; selection stages again). Junk and
+        // steward's: stage it now (the staging is kept aside for selection). Junk and
         // forged steward ids are refused here and take no slot.
         let (actions, evidence_aad) = match self.authenticate_candidate(ctx, &c, steward) {
             Ok(a) => a,
@@ -983,7 +983,8 @@ impl Conversation {
         None
     }
 
-    /// Stages a candidate to learn who signed it, then drops the staging. Returns how many
+    /// Stages a candidate to learn who signed it, and keeps the staging aside for when
+    /// the candidate is applied (`try_remote`). Returns how many
     /// membership changes it makes (for ranking), or why it is refused: it does not stage
     /// (junk, or a forged steward id: nobody to charge), or a member signed it under
     /// another steward's name or with others' proposals. Only a signer not entitled to
@@ -1000,8 +1001,7 @@ impl Conversation {
             return Err(format!("candidate naming {claimed} was refused before"));
         }
         let mls = self.mls.as_mut().ok_or("no MLS group")?;
-        let staged = mls.stage_remote_commit(ctx.provider, &c.mls_proposals, &c.commit_message);
-        let _ = mls.discard_staged(ctx.provider);
+        let staged = mls.stage_and_keep(ctx.provider, key, &c.mls_proposals, &c.commit_message);
         let verdict = staged
             .map_err(|e| format!("candidate naming {claimed} does not stage: {e}"))
             .and_then(|info| {
@@ -1058,7 +1058,15 @@ impl Conversation {
         judge: Judge,
     ) -> Option<Winner> {
         let c = pb::CommitCandidate::decode(cand.bytes.as_slice()).ok()?;
-        let mut info = self.stage_candidate(ctx, out, &c, cand.steward)?;
+        // Staged already when it arrived (`authenticate_candidate`), unless since restarted.
+        let kept = self
+            .mls
+            .as_mut()
+            .and_then(|m| m.restore_kept(ctx.provider, refusal_key(&c)));
+        let mut info = match kept {
+            Some(info) => info,
+            None => self.stage_candidate(ctx, out, &c, cand.steward)?,
+        };
         if let Err(e) = Self::check_signer(&info, cand.steward) {
             return self.refuse_staged(ctx, out, e);
         }

@@ -202,7 +202,7 @@ impl Conversation {
     /// itself here (the announcement is signed under the rejoin domain, fresh, and its key
     /// package unused), so this can only lower the weight of its own voice.
     pub(super) fn rejoining(&self) -> BTreeSet<MemberId> {
-        let members = self.members();
+        let in_roster = |m: &MemberId| self.mls.as_ref().is_some_and(|g| g.is_member(m));
         // A member we heard at our epoch after it announced holds its leaf: the
         // announcement (replayed, or overtaken by a re-add) is not its state.
         let heard_after = |m: &MemberId, announcement: &[u8]| {
@@ -219,7 +219,7 @@ impl Conversation {
                 member,
                 announcement,
                 ..
-            } if members.contains(member)
+            } if in_roster(member)
                 && join::announcement_rejoin(announcement)
                 && !self.added_since(member, since)
                 && !heard_after(member, announcement) =>
@@ -233,7 +233,7 @@ impl Conversation {
                 member,
                 rejoin: true,
                 ..
-            } if members.contains(member) => Some(*member),
+            } if in_roster(member) => Some(*member),
             _ => None,
         });
         self.pending_updates
@@ -605,8 +605,10 @@ impl Conversation {
             out.reject("vote", refused);
             return false;
         }
-        let members = self.voters();
-        let is_voter = |m: &MemberId| members.contains(m);
+        // `voters()` without its copy of the roster: this runs once per vote received.
+        let away = self.rejoining();
+        let mls = self.mls.as_ref();
+        let is_voter = |m: &MemberId| mls.is_some_and(|g| g.is_member(m)) && !away.contains(m);
         let id = v.proposal_id;
         match self
             .consensus

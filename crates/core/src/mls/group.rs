@@ -65,10 +65,33 @@ pub const PAST_EPOCHS: u64 = 4;
 pub struct MlsConversation {
     group: MlsGroup,
     staged: Option<StagedCommit>,
+    /// Remote commits staged to authenticate them and kept for merging, newest last (see
+    /// [`MlsConversation::stage_and_keep`]).
+    kept: Vec<KeptStaging>,
     /// The roster of the epoch it was read at: membership changes only by a commit, which
     /// starts a new epoch, and reading it parses every leaf's credential (asked on most
     /// packets: a profile of 50 members spent 8 % of a member's time there).
-    roster: std::cell::RefCell<Option<(u64, Vec<MemberId>)>>,
+    roster: std::cell::RefCell<Option<Roster>>,
+}
+
+/// How many authenticated stagings are kept: a freeze round has one candidate per
+/// steward that commits (two in the usual round: the epoch steward and its backup).
+const KEPT_STAGINGS: usize = 4;
+
+/// A remote commit staged at `epoch`, by the caller's key for the candidate it came in.
+struct KeptStaging {
+    key: [u8; 32],
+    epoch: u64,
+    staged: StagedCommit,
+    info: StagedCommitInfo,
+}
+
+/// The roster of one epoch, in leaf order and sorted (membership is asked once per vote:
+/// a scan of a thousand addresses per vote was a measurable part of a vote's cost).
+struct Roster {
+    epoch: u64,
+    in_leaf_order: Vec<MemberId>,
+    sorted: Vec<MemberId>,
 }
 
 fn create_config() -> MlsGroupCreateConfig {
@@ -116,6 +139,7 @@ impl MlsConversation {
         Self {
             group,
             staged: None,
+            kept: Vec::new(),
             roster: std::cell::RefCell::new(None),
         }
     }
@@ -186,25 +210,31 @@ impl MlsConversation {
 
     /// Members in leaf order.
     pub fn members(&self) -> Vec<MemberId> {
-        self.with_roster(|r| r.to_vec())
+        self.with_roster(|r| r.in_leaf_order.clone())
     }
 
     /// Runs `f` on the roster of the current epoch (read from the tree once per epoch).
-    fn with_roster<R>(&self, f: impl FnOnce(&[MemberId]) -> R) -> R {
+    fn with_roster<R>(&self, f: impl FnOnce(&Roster) -> R) -> R {
         let epoch = self.epoch();
         let mut cached = self.roster.borrow_mut();
-        if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let roster = self
-                .group
-                .members()
-                .filter_map(|m| credential_member(&m.credential).ok())
-                .collect();
-            *cached = Some((epoch, roster));
-        }
-        f(cached
-            .as_ref()
-            .map(|(_, r)| r.as_slice())
-            .unwrap_or_default())
+        let roster = match cached.take() {
+            Some(r) if r.epoch == epoch => r,
+            _ => {
+                let in_leaf_order: Vec<MemberId> = self
+                    .group
+                    .members()
+                    .filter_map(|m| credential_member(&m.credential).ok())
+                    .collect();
+                let mut sorted = in_leaf_order.clone();
+                sorted.sort_unstable();
+                Roster {
+                    epoch,
+                    in_leaf_order,
+                    sorted,
+                }
+            }
+        };
+        f(cached.insert(roster))
     }
 
     /// Members with their leaves' encryption keys: a member re-added under the same
@@ -236,7 +266,7 @@ impl MlsConversation {
 
     /// Is `m` in the group?
     pub fn is_member(&self, m: &MemberId) -> bool {
-        self.with_roster(|r| r.contains(m))
+        self.with_roster(|r| r.sorted.binary_search(m).is_ok())
     }
 
     /// Equal at two members iff they share the epoch's key schedule.
@@ -342,6 +372,7 @@ impl MlsConversation {
         }
         // A remote candidate staged for the same epoch is obsolete once ours merges.
         self.staged = None;
+        self.kept.clear();
         self.group
             .clear_pending_proposals(provider.storage())
             .map_err(other)?;
@@ -467,8 +498,61 @@ impl MlsConversation {
         Ok(info)
     }
 
+    /// Stages a remote candidate like [`Self::stage_remote_commit`], then keeps the
+    /// staging aside under `key` (no pending staging or proposals are left): a candidate
+    /// is staged on arrival to learn who signed it, and staging it again to apply it cost
+    /// every member a second full processing of the commit. Staging reads only the
+    /// epoch's tree and key schedule, which change only when a commit merges, so a kept
+    /// staging is taken back only at the epoch it was made in
+    /// ([`Self::restore_kept`]); merging drops them all. Not saved: after a restart a
+    /// candidate is simply staged again.
+    pub fn stage_and_keep<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        key: [u8; 32],
+        proposals: &[Vec<u8>],
+        commit: &[u8],
+    ) -> Result<StagedCommitInfo, MlsError> {
+        let result = self.stage_remote_commit(provider, proposals, commit);
+        if let (Ok(info), Some(staged)) = (&result, self.staged.take()) {
+            let epoch = self.epoch();
+            self.kept.retain(|k| k.key != key && k.epoch == epoch);
+            if self.kept.len() >= KEPT_STAGINGS {
+                self.kept.remove(0);
+            }
+            self.kept.push(KeptStaging {
+                key,
+                epoch,
+                staged,
+                info: info.clone(),
+            });
+        }
+        self.discard_staged(provider)?;
+        result
+    }
+
+    /// Makes the staging kept under `key` at this epoch the staged commit again (as
+    /// [`Self::stage_remote_commit`] would leave it) and returns what it does; `None` if
+    /// none is kept.
+    pub fn restore_kept<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        key: [u8; 32],
+    ) -> Option<StagedCommitInfo> {
+        let epoch = self.epoch();
+        let at = self
+            .kept
+            .iter()
+            .position(|k| k.key == key && k.epoch == epoch)?;
+        let k = self.kept.remove(at);
+        self.discard_staged(provider).ok()?;
+        self.staged = Some(k.staged);
+        Some(k.info)
+    }
+
     /// Merges the staged remote commit (clearing our own pending one first).
     pub fn merge_staged<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<(), MlsError> {
+        self.kept.clear();
         let sc = self
             .staged
             .take()

@@ -646,3 +646,48 @@ fn claimed_leaf_key_is_the_parsed_leaf_key() {
     }
     assert_eq!(claimed_leaf_key(&[0xff; 8]), None);
 }
+
+#[test]
+fn a_kept_staging_merges_as_a_fresh_one_and_only_at_its_epoch() {
+    let (a, b, c) = (member(1), member(2), member(3));
+    let (mut ga, mut gb) = pair(&a, &b);
+    let kp_a = generate_key_package(&c.p, &c.id).unwrap();
+    let kp_b = generate_key_package(&c.p, &c.id).unwrap();
+    let ca = ga.create_commit(&a.p, &a.id, &[kp_a], &[]).unwrap();
+    let cb = gb.create_commit(&b.p, &b.id, &[kp_b], &[]).unwrap();
+    // A stages B's candidate as it arrives and keeps it aside; a second copy of it is
+    // kept under its own key.
+    let key_a = [1; 32];
+    let key_b = [2; 32];
+    ga.stage_and_keep(&a.p, key_a, &cb.proposals, &cb.commit)
+        .unwrap();
+    let info = ga
+        .stage_and_keep(&a.p, key_b, &cb.proposals, &cb.commit)
+        .unwrap();
+    assert_eq!(info.commit_sender, b.id.member_id());
+    // Nothing is left staged: merging now has nothing to merge.
+    assert!(ga.merge_staged(&a.p).is_err());
+    let info = ga
+        .stage_and_keep(&a.p, key_b, &cb.proposals, &cb.commit)
+        .unwrap();
+    // Chat in between reads and ratchets the epoch's secrets.
+    let ct = gb.encrypt(&b.p, &b.id, b"during freeze").unwrap();
+    assert_eq!(ga.decrypt(&a.p, &ct).unwrap().plaintext, b"during freeze");
+    // An unknown key restores nothing; B's kept staging merges as a fresh one would.
+    assert!(ga.restore_kept(&a.p, [9; 32]).is_none());
+    let restored = ga.restore_kept(&a.p, key_b).unwrap();
+    assert_eq!(restored.adds, info.adds);
+    assert!(ga.restore_kept(&a.p, key_b).is_none(), "taken once");
+    ga.merge_staged(&a.p).unwrap();
+    gb.merge_own_commit(&b.p).unwrap();
+    assert_eq!(ga.epoch_authenticator(), gb.epoch_authenticator());
+    let gc = MlsConversation::join_from_welcome(&c.p, &cb.welcome.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(gc.epoch_authenticator(), gb.epoch_authenticator());
+    // The epoch moved on: nothing kept from the last one comes back.
+    assert!(ga.restore_kept(&a.p, key_a).is_none());
+    let _ = ca;
+    let ct = gb.encrypt(&b.p, &b.id, b"after").unwrap();
+    assert_eq!(ga.decrypt(&a.p, &ct).unwrap().plaintext, b"after");
+}
