@@ -641,6 +641,11 @@ async fn a_panic_quarantines_one_conversation_only() {
 
 /// One request to the API's router over `handle`: (status, body).
 async fn http(handle: &NodeHandle, method: &str, path: &str) -> (u16, String) {
+    http_body(handle, method, path, "").await
+}
+
+/// One request with a JSON `body` to the API's router over `handle`: (status, body).
+async fn http_body(handle: &NodeHandle, method: &str, path: &str, body: &str) -> (u16, String) {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
@@ -654,7 +659,7 @@ async fn http(handle: &NodeHandle, method: &str, path: &str) -> (u16, String) {
         .header("host", "127.0.0.1:8645")
         .header("authorization", format!("Bearer {}", token.as_str()))
         .header("content-type", "application/json")
-        .body(Body::empty())
+        .body(Body::from(body.to_string()))
         .unwrap();
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status().as_u16();
@@ -758,6 +763,118 @@ async fn quarantine_routes() {
         let (got, body) = http(h, method, path).await;
         assert_eq!(got, code, "{method} {path}: {body}");
         assert!(body.contains(fragment), "{method} {path}: {body}");
+    }
+    node.stop().await;
+}
+
+/// What a user sees when the runtime refuses something: the HTTP status and the exact
+/// error text, for each kind of refusal a command or a conversation route can meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_keep_their_status_and_text() {
+    let b = Bench::new();
+    let node = b.node().await;
+    let h = &node.handle;
+    let me = signer().member_id().to_string();
+    let stranger = "0x2222222222222222222222222222222222222222";
+    let long = format!(r#"{{"text":"{}"}}"#, "x".repeat(4097));
+    assert_eq!(
+        http_body(h, "POST", "/conversations", r#"{"name":"room"}"#)
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        http_body(h, "POST", "/conversations/pending/join", "")
+            .await
+            .0,
+        200
+    );
+    let cases: Vec<(&str, &str, String, u16, String)> = vec![
+        (
+            "POST",
+            "/conversations",
+            r#"{"name":"room"}"#.into(),
+            409,
+            r#"already in conversation \"room\""#.into(),
+        ),
+        (
+            "POST",
+            "/conversations/room/proposals/7/vote",
+            r#"{"vote":"yes"}"#.into(),
+            404,
+            "no open proposal 7".into(),
+        ),
+        (
+            "POST",
+            "/conversations/room/remove",
+            format!(r#"{{"address":"{me}"}}"#),
+            400,
+            "use leave to remove yourself".into(),
+        ),
+        (
+            "POST",
+            "/conversations/room/remove",
+            format!(r#"{{"address":"{stranger}"}}"#),
+            400,
+            format!("{stranger} is not a member of this conversation"),
+        ),
+        (
+            "POST",
+            "/conversations/room/messages",
+            long,
+            400,
+            "message text must be 1..=4096 bytes".into(),
+        ),
+        (
+            "POST",
+            "/conversations/pending/messages",
+            r#"{"text":"too early"}"#.into(),
+            409,
+            "not allowed while the conversation is pending_join".into(),
+        ),
+        (
+            "POST",
+            "/conversations/pending/proposals/1/vote",
+            r#"{"vote":"no"}"#.into(),
+            409,
+            "not allowed while the conversation is pending_join".into(),
+        ),
+        (
+            "GET",
+            "/conversations/nope",
+            String::new(),
+            404,
+            r#"not in conversation \"nope\""#.into(),
+        ),
+        (
+            "POST",
+            "/conversations/nope/messages",
+            r#"{"text":"hello"}"#.into(),
+            404,
+            r#"not in conversation \"nope\""#.into(),
+        ),
+        (
+            "GET",
+            "/conversations/nope/messages",
+            String::new(),
+            404,
+            r#"not in conversation \"nope\""#.into(),
+        ),
+        (
+            "GET",
+            "/conversations/nope/proposals",
+            String::new(),
+            404,
+            r#"not in conversation \"nope\""#.into(),
+        ),
+    ];
+    for (method, path, body, code, text) in cases {
+        let (got, answer) = http_body(h, method, path, &body).await;
+        assert_eq!(
+            (got, answer.as_str()),
+            (code, format!(r#"{{"error":"{text}"}}"#).as_str()),
+            "{method} {path}"
+        );
     }
     node.stop().await;
 }
