@@ -110,7 +110,7 @@ fn cmd_error(e: CommandError) -> ApiError {
             ApiError::BadRequest(e.to_string())
         }
         CommandError::Closed => ApiError::NotFound(e.to_string()),
-        CommandError::Internal(_) => ApiError::Internal(e.to_string()),
+        CommandError::Consensus(_) | CommandError::Send(_) => ApiError::Internal(e.to_string()),
     }
 }
 

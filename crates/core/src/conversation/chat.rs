@@ -35,7 +35,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
         text: &str,
-    ) -> Result<sds::MsgId, String> {
+    ) -> Result<sds::MsgId, SendError> {
         let content = pb::ChatMessage {
             text: text.to_string(),
             timestamp_ms: ctx.now,
@@ -61,7 +61,7 @@ impl Conversation {
                 content,
                 |b| key.sign(b).ok(),
             )
-            .ok_or("cannot sign the chat message")?;
+            .ok_or(SendError::ChatSignature)?;
         self.send_app(ctx, out, sds_app(msg))?;
         Ok(id)
     }

@@ -114,14 +114,13 @@ pub(super) fn build_announcement<P: OpenMlsProvider>(
     ctx: &mut Ctx<'_, P>,
     rejoin: bool,
 ) -> Result<Vec<u8>, ConversationError> {
-    let kp = crate::mls::generate_key_package(ctx.provider, &ctx.identity.mls)
-        .map_err(|e| ConversationError::Mls(e.to_string()))?;
+    let kp = crate::mls::generate_key_package(ctx.provider, &ctx.identity.mls)?;
     let timestamp_ms = ctx.now;
     let sig = ctx
         .identity
         .eth
         .sign(&kp_signed_bytes(name, timestamp_ms, &kp, rejoin))
-        .map_err(|e| ConversationError::Mls(e.to_string()))?;
+        .map_err(ConversationError::Sign)?;
     Ok(pb::KeyPackageAnnouncement {
         conversation: name.to_string(),
         key_package: kp,

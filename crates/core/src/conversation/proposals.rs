@@ -86,7 +86,7 @@ impl Conversation {
                 },
                 creator_vote,
             )
-            .map_err(|e| CommandError::Internal(e.to_string()))?;
+            .map_err(CommandError::Consensus)?;
         let id = created.proposal.proposal_id;
         let auto_vote_at = (creator_vote.is_none()).then(|| ctx.now + self.voting_delay(kind));
         self.track(
@@ -119,8 +119,7 @@ impl Conversation {
         let msg = pb::AppMessage {
             body: Some(pb::app_message::Body::Proposal(created.proposal)),
         };
-        self.send_app(ctx, out, msg)
-            .map_err(CommandError::Internal)?;
+        self.send_app(ctx, out, msg)?;
         tracing::info!(conversation = %self.name, id, summary = %action.summary(), "proposal opened");
         if let Some(result) = created.outcome {
             self.apply_outcome(ctx, out, id, result);
@@ -183,12 +182,11 @@ impl Conversation {
         let (vote, outcome) = self
             .consensus
             .cast_vote(&ctx.identity.eth, ctx.rng, id, yes, Self::now_s(ctx.now))
-            .map_err(|e| CommandError::Internal(e.to_string()))?;
+            .map_err(CommandError::Consensus)?;
         if let Some(p) = self.proposals.get_mut(&id) {
             p.auto_vote_at = None;
         }
-        self.send_vote(ctx, out, &vote)
-            .map_err(CommandError::Internal)?;
+        self.send_vote(ctx, out, &vote)?;
         if let Some(result) = outcome {
             self.apply_outcome(ctx, out, id, result);
         }

@@ -33,13 +33,11 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
         vote: &cpb::Vote,
-    ) -> Result<(), String> {
-        let mls = self.mls.as_ref().ok_or("no MLS group yet")?;
+    ) -> Result<(), SendError> {
+        let mls = self.mls.as_ref().ok_or(SendError::NoGroup)?;
         let mut salt = vec![0; VOTE_SALT_LEN];
         ctx.rng.fill_bytes(&mut salt);
-        let sealed = mls
-            .seal_to_epoch(ctx.provider, VOTE_LABEL, &salt, &vote.encode_to_vec())
-            .map_err(|e| e.to_string())?;
+        let sealed = mls.seal_to_epoch(ctx.provider, VOTE_LABEL, &salt, &vote.encode_to_vec())?;
         let env = pb::AppEnvelope {
             body: Some(pb::app_envelope::Body::SealedVote(pb::SealedVote {
                 epoch: mls.epoch(),

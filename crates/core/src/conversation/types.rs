@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Millis;
+use crate::consensus::ConsensusError;
 use crate::identity::{EthSigner, MemberId};
-use crate::mls::MlsIdentity;
+use crate::mls::{MlsError, MlsIdentity};
 
 /// The two content-topic subtopics of a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -370,7 +371,7 @@ pub enum Command {
     Leave,
 }
 
-/// Why a command cannot run. The node maps these to HTTP 4xx.
+/// Why a command cannot run. The node's API maps these to HTTP statuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     /// Not allowed in this state.
@@ -400,7 +401,24 @@ pub enum CommandError {
     /// Empty or oversized chat text.
     #[error("message text must be 1..=4096 bytes")]
     BadText,
-    /// An internal failure (MLS, signing).
-    #[error("{0}")]
-    Internal(String),
+    /// Consensus could not make our proposal or vote (signing, a taken id).
+    #[error(transparent)]
+    Consensus(#[from] ConsensusError),
+    /// What the command produced could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// Why one of our application messages could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// We have no MLS group (yet, or any more).
+    #[error("no MLS group yet")]
+    NoGroup,
+    /// Our Ethereum key did not sign the chat message.
+    #[error("cannot sign the chat message")]
+    ChatSignature,
+    /// MLS did not encrypt or seal it.
+    #[error(transparent)]
+    Mls(#[from] MlsError),
 }
