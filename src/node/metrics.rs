@@ -64,7 +64,7 @@ impl Metrics {
             Event::Chat { .. } => self.chats_received += 1,
             Event::ChatLost { .. } => self.chats_lost += 1,
             Event::MessageExpired { .. } => self.messages_expired += 1,
-            Event::Rejected { what, .. } => *self.rejected.entry(what).or_default() += 1,
+            Event::Rejected { what, .. } => *self.rejected.entry(what.as_str()).or_default() += 1,
             _ => {}
         }
     }

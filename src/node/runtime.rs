@@ -739,8 +739,12 @@ impl<T: Transport + 'static> Runtime<T> {
         for e in out.events {
             self.metrics.count_event(&e);
             match &e {
-                Event::Rejected { what, reason } => {
-                    tracing::debug!(conversation = %name, what, %reason, "rejected inbound");
+                Event::Rejected {
+                    what,
+                    cause,
+                    reason,
+                } => {
+                    tracing::debug!(conversation = %name, what = what.as_str(), cause = cause.as_str(), %reason, "rejected inbound");
                 }
                 Event::ProposalDecided { id, .. } => self.note_decided(name, *id),
                 _ => {}

@@ -168,7 +168,10 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
             }),
         ),
         Event::Left { reason } => ("left", json!({ "reason": format!("{reason:?}") })),
-        Event::Rejected { what, reason } => ("rejected", json!({ "what": what, "reason": reason })),
+        Event::Rejected { what, reason, .. } => (
+            "rejected",
+            json!({ "what": what.as_str(), "reason": reason }),
+        ),
         Event::ForkDetected {
             fork_epoch,
             our_support,

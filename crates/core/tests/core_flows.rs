@@ -3,7 +3,9 @@
 
 mod sim;
 
-use demls_core::conversation::{ConversationState, Event, LeaveReason, ProposalStatus, Subtopic};
+use demls_core::conversation::{
+    ConversationState, Event, InboundKind, LeaveReason, ProposalStatus, RejectCause, Subtopic,
+};
 use sim::{Net, Sim, fast_config, for_seeds};
 
 const MIN: u64 = 60_000;
@@ -77,6 +79,47 @@ fn chat_reaches_every_other_member_with_the_right_sender_and_no_echo() {
             "echo"
         );
     });
+}
+
+/// What cannot even be decoded is refused as malformed, named by what it came as; the
+/// human reason says why.
+#[test]
+fn junk_is_refused_as_malformed_with_its_kind() {
+    let (mut s, ids) = group(0, Net::clean(), 2);
+    s.inject(ids[0], Subtopic::AppMsg, vec![0xff; 40]);
+    s.inject(ids[0], Subtopic::AppMsg, Vec::new());
+    s.inject(ids[0], Subtopic::Welcome, vec![0xff; 40]);
+    s.run_for(1_000);
+    // Each reason up to its decoder's detail; delivery order is the network's.
+    let mut got: Vec<(InboundKind, RejectCause, &str)> = s
+        .events_of(ids[1], |e| matches!(e, Event::Rejected { .. }))
+        .filter_map(|e| match e {
+            Event::Rejected {
+                what,
+                cause,
+                reason,
+            } => Some((*what, *cause, reason.split(':').next().unwrap_or_default())),
+            _ => None,
+        })
+        .collect();
+    got.sort_by_key(|g| g.2);
+    assert_eq!(
+        got,
+        [
+            (
+                InboundKind::Packet,
+                RejectCause::Malformed,
+                "empty app envelope"
+            ),
+            (InboundKind::Welcome, RejectCause::Malformed, "undecodable"),
+            (
+                InboundKind::Packet,
+                RejectCause::Malformed,
+                "undecodable app envelope"
+            ),
+        ]
+    );
+    assert_eq!(InboundKind::ApprovedAdd.as_str(), "approved add");
 }
 
 #[test]
@@ -305,7 +348,7 @@ fn a_key_package_announced_under_someone_elses_address_is_refused_by_every_membe
                 matches!(
                     e,
                     Event::Rejected {
-                        what: "key_package",
+                        what: InboundKind::KeyPackage,
                         ..
                     }
                 )
@@ -476,7 +519,7 @@ fn shared_leaf_key_in_one_batch(seed: u64) {
                 matches!(
                     e,
                     Event::Rejected {
-                        what: "approved add",
+                        what: InboundKind::ApprovedAdd,
                         ..
                     }
                 )

@@ -76,13 +76,14 @@ impl Conversation {
     ) {
         let checked = match sds::check(&self.name, from, msg) {
             Ok(c) => c,
-            Err(e) => return out.reject("chat", e.to_string()),
+            Err(e) => return out.reject(InboundKind::Chat, e.cause(), e.to_string()),
         };
         // The author must be a member, or one our log saw removed (its message was sent
         // while it was one, and reaches us re-broadcast for repair).
         if !self.known_member(&checked.sender) {
             return out.reject(
-                "chat",
+                InboundKind::Chat,
+                RejectCause::Invalid,
                 format!("chat written by non-member {}", checked.sender),
             );
         }
@@ -129,7 +130,11 @@ impl Conversation {
                     timestamp: c.timestamp_ms,
                     id: Some(hex::encode(d.id)),
                 }),
-                Err(e) => out.reject("chat", format!("undecodable chat content: {e}")),
+                Err(e) => out.reject(
+                    InboundKind::Chat,
+                    RejectCause::Malformed,
+                    format!("undecodable chat content: {e}"),
+                ),
             }
         }
         for (id, sender) in fx.lost {

@@ -24,6 +24,7 @@ mod freeze;
 mod inbound;
 mod join;
 mod proposals;
+mod reject;
 mod sealed_vote;
 mod stewardship;
 mod types;
@@ -39,6 +40,8 @@ pub use fork::SentChat;
 pub use fork::sign_beacon;
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
+use reject::Cause;
+pub use reject::{InboundKind, RejectCause};
 pub use types::*;
 
 use crate::config::{ConversationConfig, Millis};

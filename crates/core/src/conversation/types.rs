@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::reject::{InboundKind, RejectCause};
 use crate::config::Millis;
 use crate::consensus::ConsensusError;
 use crate::identity::{EthSigner, MemberId};
@@ -277,9 +278,11 @@ pub enum Event {
     },
     /// Something inbound was refused (counted by the node's metrics).
     Rejected {
-        /// What was refused: "vote", "proposal", "commit", "key_package", "sync", …
-        what: &'static str,
-        /// Why.
+        /// What was refused.
+        what: InboundKind,
+        /// Why, coarsely.
+        cause: RejectCause,
+        /// Why, for a human.
         reason: String,
     },
     /// Members applied a different commit into `fork_epoch` than we did: two branches of
@@ -334,10 +337,14 @@ impl Output {
     pub(crate) fn event(&mut self, e: Event) {
         self.events.push(e);
     }
-    pub(crate) fn reject(&mut self, what: &'static str, reason: impl ToString) {
+    pub(crate) fn reject(&mut self, what: InboundKind, cause: RejectCause, reason: impl ToString) {
         let reason = reason.to_string();
-        tracing::debug!(what, %reason, "rejected");
-        self.events.push(Event::Rejected { what, reason });
+        tracing::debug!(what = what.as_str(), cause = cause.as_str(), %reason, "rejected");
+        self.events.push(Event::Rejected {
+            what,
+            cause,
+            reason,
+        });
     }
     /// Asks for history since `t` (the earliest of all asks made in one output).
     pub(crate) fn want_history_since(&mut self, t: Millis) {
