@@ -401,14 +401,12 @@ impl<T: Transport + 'static> Runtime<T> {
     }
 
     /// One protocol call on conversation `name` (`op` names it in logs and reasons), as a
-    /// unit: see the module documentation. `own_chat` is the text of a chat message we
-    /// send, stored with the step when the call succeeds. On success the output is
-    /// returned **after** the commit and must then be handed to [`Runtime::deliver`].
+    /// unit: see the module documentation. On success the output is returned **after**
+    /// the commit and must then be handed to [`Runtime::deliver`].
     fn step<R>(
         &mut self,
         name: &str,
         op: &'static str,
-        own_chat: Option<&str>,
         f: impl FnOnce(
             &mut Conversation,
             &mut Ctx<'_, NodeProvider<'_>>,
@@ -439,11 +437,10 @@ impl<T: Transport + 'static> Runtime<T> {
                     hook(name, op, conv, &mut ctx);
                 }
                 let result = f(conv, &mut ctx);
-                let epoch = conv.epoch();
-                (result, conv.save(), epoch)
+                (result, conv.save())
             }))
         };
-        let (result, state, epoch) = match called {
+        let (result, state) = match called {
             Ok(r) => r,
             Err(payload) => {
                 self.storage.rollback();
@@ -456,7 +453,6 @@ impl<T: Transport + 'static> Runtime<T> {
         let mut chats = Vec::new();
         let mut deliveries = Vec::new();
         if let Ok((_, out)) = &result {
-            let mut sent = None;
             for e in &out.events {
                 match e {
                     Event::Chat {
@@ -465,15 +461,15 @@ impl<T: Transport + 'static> Runtime<T> {
                         epoch,
                         timestamp,
                         id,
+                        sent_to,
                     } => chats.push(ChatRecord {
                         sender: sender.to_string(),
                         text: text.clone(),
                         epoch: *epoch,
                         timestamp: *timestamp,
                         sds_id: id.clone(),
-                        recipients: None,
+                        recipients: *sent_to,
                     }),
-                    Event::ChatSent { id, recipients } => sent = Some((id.clone(), *recipients)),
                     Event::ChatDelivery {
                         id,
                         acked,
@@ -489,16 +485,6 @@ impl<T: Transport + 'static> Runtime<T> {
                     )),
                     _ => {}
                 }
-            }
-            if let Some(text) = own_chat {
-                chats.push(ChatRecord {
-                    sender: self.me().to_string(),
-                    text: text.to_string(),
-                    epoch,
-                    timestamp: now_ms(),
-                    sds_id: sent.as_ref().map(|(id, _)| id.clone()),
-                    recipients: sent.map(|(_, r)| r),
-                });
             }
         }
         let saved = state
@@ -686,7 +672,7 @@ impl<T: Transport + 'static> Runtime<T> {
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
-            match self.step(&name, "tick", None, |c, ctx| Ok(((), c.tick(ctx)))) {
+            match self.step(&name, "tick", |c, ctx| Ok(((), c.tick(ctx)))) {
                 Ok(((), out)) => self.deliver(&name, out).await,
                 Err(e) => self.after_failed_step(&name, &e).await,
             }
@@ -701,7 +687,7 @@ impl<T: Transport + 'static> Runtime<T> {
         }
         self.metrics.packets_in += 1;
         let sub = from_wire(pkt.subtopic);
-        match self.step(&name, "packet", None, |c, ctx| {
+        match self.step(&name, "packet", |c, ctx| {
             Ok(((), c.handle_packet(ctx, sub, &pkt.payload)))
         }) {
             Ok(((), out)) => self.deliver(&name, out).await,
@@ -1103,11 +1089,7 @@ impl<T: Transport + 'static> Runtime<T> {
                 let _ = tx.send(self.proposal_views(&name));
             }
             Request::Command(name, cmd, tx) => {
-                let own_chat = match &cmd {
-                    Command::Chat(t) => Some(t.clone()),
-                    _ => None,
-                };
-                let r = self.step(&name, "command", own_chat.as_deref(), |c, ctx| match cmd {
+                let r = self.step(&name, "command", |c, ctx| match cmd {
                     Command::Chat(text) => c.send_chat(ctx, &text).map(|o| (None, o)),
                     Command::Remove(m) => c.propose_removal(ctx, m).map(|(id, o)| (Some(id), o)),
                     Command::Vote { id, yes } => c.vote(ctx, id, yes).map(|o| (None, o)),

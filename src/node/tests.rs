@@ -879,6 +879,62 @@ async fn refusals_keep_their_status_and_text() {
     node.stop().await;
 }
 
+/// Our own chat message is stored, and announced on the event stream, as the protocol
+/// core sent it: with the core's clock (the timestamp its members receive), not a second
+/// reading of the runtime's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_chat_carries_the_cores_timestamp() {
+    const SENT_AT: u64 = 1_700_000_000_000;
+    let b = Bench::new();
+    let (mut rt, inbound) = b.runtime().await;
+    rt.fault = Some(Box::new(
+        |_: &str,
+         op: &str,
+         _: &mut Conversation,
+         ctx: &mut Ctx<'_, crate::storage::NodeProvider<'_>>| {
+            if op == "command" {
+                ctx.now = SENT_AT;
+            }
+        },
+    ));
+    let node = b.start(rt, inbound).await;
+    node.handle.create("room").await.unwrap();
+    let mut events = node.handle.events();
+    node.handle.send("room", "hello").await.unwrap();
+    let ev = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if ev.kind.starts_with("chat") {
+            break ev;
+        }
+    };
+    assert_eq!(ev.kind, "chat_sent", "{ev:?}");
+    let id = ev.data["event"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        ev.data,
+        serde_json::json!({ "epoch": 0, "event": { "id": id, "recipients": 0 } })
+    );
+    let stored = node.handle.messages("room").await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let m = &stored[0];
+    assert_eq!(
+        (m.sender.as_str(), m.text.as_str(), m.epoch, m.id.as_deref()),
+        (
+            signer().member_id().to_string().as_str(),
+            "hello",
+            0,
+            Some(id.as_str())
+        )
+    );
+    assert_eq!(
+        m.timestamp, SENT_AT,
+        "stored with another clock than the core's"
+    );
+    node.stop().await;
+}
+
 /// When the runtime itself dies, `/health` and `/status` say so (503) instead of green.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_runtime_is_unhealthy() {

@@ -106,19 +106,23 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
     let (kind, data) = match e {
         Event::StateChanged { state } => ("state", json!({ "state": state.as_str() })),
         Event::Joined { epoch } => ("joined", json!({ "epoch": epoch })),
+        // Ours: the history has it; the stream says it went out and to how many.
+        Event::Chat {
+            id,
+            sent_to: Some(recipients),
+            ..
+        } => ("chat_sent", json!({ "id": id, "recipients": recipients })),
         Event::Chat {
             sender,
             text,
             epoch,
             timestamp,
             id,
+            sent_to: None,
         } => (
             "chat",
             json!({ "sender": sender.to_string(), "text": text, "epoch": epoch, "timestamp": timestamp, "id": id }),
         ),
-        Event::ChatSent { id, recipients } => {
-            ("chat_sent", json!({ "id": id, "recipients": recipients }))
-        }
         Event::ChatDelivery {
             id,
             acked,

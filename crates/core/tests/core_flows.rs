@@ -54,7 +54,7 @@ fn chat_reaches_every_other_member_with_the_right_sender_and_no_echo() {
         let sender = s.id(ids[1]);
         for &i in &[ids[0], ids[2]] {
             let got: Vec<_> = s
-                .events_of(i, |e| matches!(e, Event::Chat { .. }))
+                .events_of(i, |e| matches!(e, Event::Chat { sent_to: None, .. }))
                 .cloned()
                 .collect();
             assert_eq!(got.len(), 1, "member {i} got {got:?}");
@@ -73,11 +73,63 @@ fn chat_reaches_every_other_member_with_the_right_sender_and_no_echo() {
             }
         }
         assert_eq!(
-            s.events_of(ids[1], |e| matches!(e, Event::Chat { .. }))
+            s.events_of(ids[1], |e| matches!(e, Event::Chat { sent_to: None, .. }))
                 .count(),
             0,
             "echo"
         );
+    });
+}
+
+/// Our own message comes out of `send_chat` as a chat event marked as ours, stamped with
+/// the clock the call was given: the time the other members receive in it.
+#[test]
+fn our_own_chat_is_an_event_with_the_time_the_members_receive() {
+    for_seeds(0..2, |seed| {
+        let (mut s, ids) = group(seed, Net::clean(), 3);
+        let sent_at = s.now;
+        s.chat(ids[1], "mine");
+        s.run_for(5_000);
+        let me = s.id(ids[1]);
+        let own: Vec<_> = s
+            .events_of(ids[1], |e| {
+                matches!(
+                    e,
+                    Event::Chat {
+                        sent_to: Some(_),
+                        ..
+                    }
+                )
+            })
+            .cloned()
+            .collect();
+        let [
+            Event::Chat {
+                sender,
+                text,
+                timestamp,
+                id: Some(id),
+                sent_to: Some(2),
+                ..
+            },
+        ] = own.as_slice()
+        else {
+            panic!("our own chat events: {own:?}");
+        };
+        assert_eq!((sender, text.as_str(), *timestamp), (&me, "mine", sent_at));
+        for &i in &[ids[0], ids[2]] {
+            let got: Vec<_> = s
+                .events_of(i, |e| matches!(e, Event::Chat { sent_to: None, .. }))
+                .cloned()
+                .collect();
+            assert!(
+                matches!(
+                    got.as_slice(),
+                    [Event::Chat { timestamp: t, id: Some(x), .. }] if t == timestamp && x == id
+                ),
+                "member {i} got {got:?}"
+            );
+        }
     });
 }
 
@@ -403,7 +455,7 @@ fn a_crashed_member_restarts_from_its_saved_state_and_keeps_up() {
         assert!(
             s.events_of(
                 ids[0],
-                |e| matches!(e, Event::Chat { text, .. } if text == "after restart")
+                |e| matches!(e, Event::Chat { text, sent_to: None, .. } if text == "after restart")
             )
             .count()
                 == 1

@@ -129,6 +129,7 @@ impl Conversation {
                     epoch: d.epoch,
                     timestamp: c.timestamp_ms,
                     id: Some(hex::encode(d.id)),
+                    sent_to: None,
                 }),
                 Err(e) => out.reject(
                     InboundKind::Chat,

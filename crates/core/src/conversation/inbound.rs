@@ -230,6 +230,7 @@ impl Conversation {
                 epoch: decrypted.epoch,
                 timestamp: c.timestamp_ms,
                 id: None,
+                sent_to: None,
             }),
             Some(pb::app_message::Body::Sds(m)) => self.on_sds(ctx, out, sender, m),
             Some(pb::app_message::Body::Proposal(p)) => self.on_proposal(ctx, out, sender, p),

@@ -728,9 +728,13 @@ impl Conversation {
         let id = self.send_sds_chat(ctx, &mut out, text)?;
         self.note_sent_chat(ctx.now, text);
         let recipients = self.members().len().saturating_sub(1) as u32;
-        out.event(Event::ChatSent {
-            id: hex::encode(id),
-            recipients,
+        out.event(Event::Chat {
+            sender: self.me,
+            text: text.to_string(),
+            epoch: self.epoch(),
+            timestamp: ctx.now,
+            id: Some(hex::encode(id)),
+            sent_to: Some(recipients),
         });
         Ok(out)
     }

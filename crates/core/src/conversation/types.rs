@@ -184,7 +184,8 @@ pub enum Event {
         /// Our first epoch.
         epoch: u64,
     },
-    /// A chat message from another member.
+    /// A chat message: from another member, or ours as it went out (`sent_to`), so that
+    /// our own messages reach the history by the same path, with the time they carry.
     Chat {
         /// Its author (MLS-authenticated, or by its signature when re-broadcast for
         /// repair by another member).
@@ -193,17 +194,14 @@ pub enum Event {
         text: String,
         /// Epoch it was sent in.
         epoch: u64,
-        /// Sender's timestamp, ms.
+        /// Sender's timestamp, ms (for ours, `Ctx::now` of the send, which is what the
+        /// members receive).
         timestamp: Millis,
         /// Its SDS message id (hex); `None` for a plain chat without SDS.
         id: Option<String>,
-    },
-    /// Our chat message went out with this SDS id (see `ChatDelivery`).
-    ChatSent {
-        /// Its SDS message id (hex).
-        id: String,
-        /// Members it was sent to (the group without us).
-        recipients: u32,
+        /// `Some(n)` for our own message, sent to `n` members (the group without us); its
+        /// delivery is then followed by `ChatDelivery`. `None` for a received one.
+        sent_to: Option<u32>,
     },
     /// A chat message we know we missed and nobody re-sent in time: given up.
     ChatLost {
