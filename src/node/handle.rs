@@ -10,6 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::error::NodeError;
 use super::runtime::Request;
+use super::views;
 use crate::api::types::*;
 use crate::api::{ApiError, NodeControl};
 
@@ -115,17 +116,14 @@ impl NodeControl for NodeHandle {
     }
     async fn leave(&self, name: &str) -> Result<LeaveView, ApiError> {
         self.command(name, Command::Leave).await?;
-        Ok(LeaveView {
-            name: name.to_string(),
-            leaving: true,
-        })
+        Ok(views::leaving_view(name))
     }
     async fn show(&self, name: &str) -> Result<ConversationView, ApiError> {
         Ok(self.ask(|tx| Request::Show(name.to_string(), tx)).await??)
     }
     async fn send(&self, name: &str, text: &str) -> Result<SentView, ApiError> {
         self.command(name, Command::Chat(text.to_string())).await?;
-        Ok(SentView { sent: true })
+        Ok(views::sent())
     }
     async fn messages(&self, name: &str) -> Result<Vec<MessageView>, ApiError> {
         self.messages_after(name, 0, u32::MAX).await
@@ -145,9 +143,7 @@ impl NodeControl for NodeHandle {
     }
     async fn remove(&self, name: &str, member: MemberId) -> Result<ProposalRef, ApiError> {
         let id = self.command(name, Command::Remove(member)).await?;
-        Ok(ProposalRef {
-            proposal_id: id.unwrap_or_default(),
-        })
+        Ok(views::proposal_ref(id.unwrap_or_default()))
     }
     async fn proposals(&self, name: &str) -> Result<Vec<ProposalView>, ApiError> {
         Ok(self
@@ -163,10 +159,7 @@ impl NodeControl for NodeHandle {
             },
         )
         .await?;
-        Ok(VoteView {
-            proposal_id,
-            vote: yes,
-        })
+        Ok(views::vote(proposal_id, yes))
     }
     async fn release(&self, name: &str) -> Result<ConversationView, ApiError> {
         Ok(self

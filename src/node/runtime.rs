@@ -133,14 +133,6 @@ pub(crate) struct Quarantine {
 }
 
 impl Quarantine {
-    fn view(&self, name: &str) -> QuarantineView {
-        QuarantineView {
-            name: name.to_string(),
-            reason: self.reason.clone(),
-            since: self.since,
-        }
-    }
-
     /// The answer to anything asking a quarantined conversation to work.
     fn refusal(&self, name: &str) -> NodeError {
         NodeError::Quarantined {
@@ -774,74 +766,23 @@ impl<T: Transport + 'static> Runtime<T> {
 
     /// The readiness report of `/health`.
     fn health(&self) -> HealthView {
-        let stats = self.transport.stats();
-        let quarantined = self.quarantine_views();
         let now = now_ms();
         let limit = self.stuck_after();
-        let stuck: Vec<StuckView> = self
+        let stuck = self
             .state_since
             .iter()
             .filter(|(n, (s, since))| {
                 *s != "working" && now.saturating_sub(*since) > limit && self.convs.contains_key(*n)
             })
-            .map(|(n, (s, since))| StuckView {
-                name: n.clone(),
-                state: s.to_string(),
-                since: *since,
-            })
-            .collect();
-        let relay_up = !self.expect_listen || !stats.listen_addrs.is_empty();
-        let mut reasons = Vec::new();
-        if !relay_up {
-            reasons.push("the Waku relay has no listen address".to_string());
-        }
-        if self.expect_peers && stats.connected_peers == 0 {
-            reasons.push("no relay peer connected (bootstrap peers configured)".to_string());
-        }
-        for s in &stuck {
-            reasons.push(format!(
-                "conversation {:?} has been {} for {} s",
-                s.name,
-                s.state,
-                now.saturating_sub(s.since) / 1000
-            ));
-        }
-        for q in &quarantined {
-            reasons.push(format!("conversation {:?} is quarantined", q.name));
-        }
-        let status = if !quarantined.is_empty() {
-            "degraded"
-        } else if !reasons.is_empty() {
-            "not_ready"
-        } else {
-            "ok"
-        };
-        HealthView {
-            status: status.into(),
-            error: None,
-            quarantined,
-            reasons,
-            relay_up: Some(relay_up),
-            peers: Some(stats.connected_peers),
-            stuck,
-        }
-    }
-
-    /// The connected relay peers for `GET /peers`.
-    fn peers(&self) -> Vec<PeerView> {
-        let stats = self.transport.stats();
-        stats
-            .peers
-            .iter()
-            .map(|(id, p)| PeerView {
-                peer_id: id.clone(),
-                direction: p.direction.clone(),
-                address: p.address.clone(),
-                shards: p.shards.clone(),
-                cluster_id: p.cluster_id,
-                score: stats.peer_scores.get(id).copied(),
-            })
-            .collect()
+            .map(|(n, (s, since))| (n.as_str(), *s, *since));
+        views::health(&views::Readiness {
+            stats: &self.transport.stats(),
+            expect_listen: self.expect_listen,
+            expect_peers: self.expect_peers,
+            stuck: stuck.collect(),
+            quarantined: &self.quarantined,
+            now,
+        })
     }
 
     /// Creates or joins `name` (start-up entries and API calls), as one step: nothing is
@@ -978,10 +919,7 @@ impl<T: Transport + 'static> Runtime<T> {
         self.quarantined.remove(name);
         let _ = self.transport.unsubscribe(name).await;
         tracing::warn!(conversation = %name, "quarantined conversation dropped: its state and messages are deleted");
-        Ok(DroppedView {
-            name: name.to_string(),
-            dropped: true,
-        })
+        Ok(views::dropped(name))
     }
 
     fn view(&self, name: &str) -> Result<ConversationView, NodeError> {
@@ -998,29 +936,21 @@ impl<T: Transport + 'static> Runtime<T> {
         Ok(views::proposals(c, self.decided_at.get(name)))
     }
 
-    fn quarantine_views(&self) -> Vec<QuarantineView> {
-        self.quarantined.iter().map(|(n, q)| q.view(n)).collect()
-    }
-
     async fn on_request(&mut self, req: Request) {
         match req {
             Request::Status(tx) => {
-                let stats = self.transport.stats();
-                let _ = tx.send(StatusView {
-                    address: self.me().to_string(),
-                    peer_id: stats.peer_id.clone(),
-                    enr: stats.enr.clone(),
-                    peers: stats.connected_peers,
-                    conversations: self.convs.keys().cloned().collect(),
-                    listen: stats.listen_addrs.clone(),
-                    quarantined: self.quarantine_views(),
-                });
+                let _ = tx.send(views::status(
+                    self.me(),
+                    &self.transport.stats(),
+                    self.convs.keys(),
+                    &self.quarantined,
+                ));
             }
             Request::Health(tx) => {
                 let _ = tx.send(self.health());
             }
             Request::Peers(tx) => {
-                let _ = tx.send(self.peers());
+                let _ = tx.send(views::peers(&self.transport.stats()));
             }
             Request::Conversations(tx) => {
                 let _ = tx.send(self.convs.values().map(views::summary).collect());
@@ -1041,19 +971,7 @@ impl<T: Transport + 'static> Runtime<T> {
                 let r = if self.convs.contains_key(&name) || self.quarantined.contains_key(&name) {
                     self.storage
                         .messages_after(&name, after, limit)
-                        .map(|v| {
-                            v.into_iter()
-                                .map(|m| MessageView {
-                                    sender: m.sender,
-                                    text: m.text,
-                                    epoch: m.epoch,
-                                    timestamp: m.timestamp,
-                                    seq: m.seq,
-                                    id: m.sds_id,
-                                    delivery: m.delivery.map(DeliveryView::from),
-                                })
-                                .collect()
-                        })
+                        .map(|v| v.into_iter().map(views::message).collect())
                         .map_err(NodeError::from)
                 } else {
                     Err(not_in(&name))
