@@ -7,6 +7,7 @@
 pub mod access;
 pub mod client;
 pub mod server;
+mod status;
 pub mod types;
 pub mod ui;
 

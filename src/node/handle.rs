@@ -8,7 +8,9 @@ use demls_core::conversation::Command;
 use demls_core::identity::MemberId;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::error::NodeError;
 use super::runtime::Request;
+use super::views;
 use crate::api::types::*;
 use crate::api::{ApiError, NodeControl};
 
@@ -48,24 +50,22 @@ pub struct NodeHandle {
 impl NodeHandle {
     /// Why the runtime is not answering. Its thread records the reason just after its
     /// request queue closes, so wait a moment for it.
-    async fn gone(&self) -> ApiError {
+    async fn gone(&self) -> NodeError {
         for _ in 0..50 {
             if let Some(reason) = self.liveness.stopped() {
-                return ApiError::Unavailable(format!("the node runtime is not running: {reason}"));
+                return NodeError::Stopped(Some(reason));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        ApiError::Unavailable("the node runtime is not running".into())
+        NodeError::Stopped(None)
     }
 
     async fn ask<R>(
         &self,
         make: impl FnOnce(oneshot::Sender<R>) -> Request,
-    ) -> Result<R, ApiError> {
+    ) -> Result<R, NodeError> {
         if let Some(reason) = self.liveness.stopped() {
-            return Err(ApiError::Unavailable(format!(
-                "the node runtime is not running: {reason}"
-            )));
+            return Err(NodeError::Stopped(Some(reason)));
         }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(make(tx)).await.is_err() {
@@ -77,7 +77,7 @@ impl NodeHandle {
         }
     }
 
-    async fn command(&self, name: &str, cmd: Command) -> Result<Option<u32>, ApiError> {
+    async fn command(&self, name: &str, cmd: Command) -> Result<Option<u32>, NodeError> {
         self.ask(|tx| Request::Command(name.to_string(), cmd, tx))
             .await?
     }
@@ -101,30 +101,29 @@ impl NodeControl for NodeHandle {
         }
     }
     async fn status(&self) -> Result<StatusView, ApiError> {
-        self.ask(Request::Status).await
+        Ok(self.ask(Request::Status).await?)
     }
     async fn conversations(&self) -> Result<Vec<ConversationSummary>, ApiError> {
-        self.ask(Request::Conversations).await
+        Ok(self.ask(Request::Conversations).await?)
     }
     async fn create(&self, name: &str) -> Result<ConversationView, ApiError> {
-        self.ask(|tx| Request::Create(name.to_string(), tx)).await?
+        Ok(self
+            .ask(|tx| Request::Create(name.to_string(), tx))
+            .await??)
     }
     async fn join(&self, name: &str) -> Result<ConversationView, ApiError> {
-        self.ask(|tx| Request::Join(name.to_string(), tx)).await?
+        Ok(self.ask(|tx| Request::Join(name.to_string(), tx)).await??)
     }
     async fn leave(&self, name: &str) -> Result<LeaveView, ApiError> {
         self.command(name, Command::Leave).await?;
-        Ok(LeaveView {
-            name: name.to_string(),
-            leaving: true,
-        })
+        Ok(views::leaving_view(name))
     }
     async fn show(&self, name: &str) -> Result<ConversationView, ApiError> {
-        self.ask(|tx| Request::Show(name.to_string(), tx)).await?
+        Ok(self.ask(|tx| Request::Show(name.to_string(), tx)).await??)
     }
     async fn send(&self, name: &str, text: &str) -> Result<SentView, ApiError> {
         self.command(name, Command::Chat(text.to_string())).await?;
-        Ok(SentView { sent: true })
+        Ok(views::sent())
     }
     async fn messages(&self, name: &str) -> Result<Vec<MessageView>, ApiError> {
         self.messages_after(name, 0, u32::MAX).await
@@ -135,21 +134,21 @@ impl NodeControl for NodeHandle {
         after: u64,
         limit: u32,
     ) -> Result<Vec<MessageView>, ApiError> {
-        self.ask(|tx| Request::Messages(name.to_string(), after, limit, tx))
-            .await?
+        Ok(self
+            .ask(|tx| Request::Messages(name.to_string(), after, limit, tx))
+            .await??)
     }
     async fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
-        self.ask(Request::Peers).await
+        Ok(self.ask(Request::Peers).await?)
     }
     async fn remove(&self, name: &str, member: MemberId) -> Result<ProposalRef, ApiError> {
         let id = self.command(name, Command::Remove(member)).await?;
-        Ok(ProposalRef {
-            proposal_id: id.unwrap_or_default(),
-        })
+        Ok(views::proposal_ref(id.unwrap_or_default()))
     }
     async fn proposals(&self, name: &str) -> Result<Vec<ProposalView>, ApiError> {
-        self.ask(|tx| Request::Proposals(name.to_string(), tx))
-            .await?
+        Ok(self
+            .ask(|tx| Request::Proposals(name.to_string(), tx))
+            .await??)
     }
     async fn vote(&self, name: &str, proposal_id: u32, yes: bool) -> Result<VoteView, ApiError> {
         self.command(
@@ -160,17 +159,15 @@ impl NodeControl for NodeHandle {
             },
         )
         .await?;
-        Ok(VoteView {
-            proposal_id,
-            vote: yes,
-        })
+        Ok(views::vote(proposal_id, yes))
     }
     async fn release(&self, name: &str) -> Result<ConversationView, ApiError> {
-        self.ask(|tx| Request::Release(name.to_string(), tx))
-            .await?
+        Ok(self
+            .ask(|tx| Request::Release(name.to_string(), tx))
+            .await??)
     }
     async fn drop_conversation(&self, name: &str) -> Result<DroppedView, ApiError> {
-        self.ask(|tx| Request::Drop(name.to_string(), tx)).await?
+        Ok(self.ask(|tx| Request::Drop(name.to_string(), tx)).await??)
     }
     fn events(&self) -> broadcast::Receiver<EventView> {
         self.events.subscribe()

@@ -61,10 +61,10 @@ impl Metrics {
             } => self.decided_no += 1,
             Event::VoteRequested { .. } => self.votes_requested += 1,
             Event::CommitApplied { .. } => self.commits += 1,
-            Event::Chat { .. } => self.chats_received += 1,
+            Event::Chat { sent_to: None, .. } => self.chats_received += 1,
             Event::ChatLost { .. } => self.chats_lost += 1,
             Event::MessageExpired { .. } => self.messages_expired += 1,
-            Event::Rejected { what, .. } => *self.rejected.entry(what).or_default() += 1,
+            Event::Rejected { what, .. } => *self.rejected.entry(what.as_str()).or_default() += 1,
             _ => {}
         }
     }

@@ -1,6 +1,7 @@
 //! The node runtime: wires configuration, identity, storage, the Waku relay and the HTTP
 //! API around the sans-IO protocol core, and shuts down cleanly on SIGINT / SIGTERM.
 
+mod error;
 mod events;
 mod handle;
 mod metrics;
@@ -15,6 +16,7 @@ use demls_core::identity::EthSigner;
 use demls_core::mls::MlsIdentity;
 use tokio::sync::{broadcast, mpsc, watch};
 
+pub use error::{NodeError, OpenError, StateError};
 pub use handle::NodeHandle;
 
 use crate::config::NodeConfig;

@@ -41,10 +41,10 @@ use rand::rngs::StdRng;
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::error::{NodeError, OpenError, StateError};
 use super::events::EventLog;
 use super::metrics::Metrics;
 use super::views;
-use crate::api::ApiError;
 use crate::api::types::*;
 use crate::storage::{NodeProvider, RustCrypto, Storage};
 
@@ -53,25 +53,28 @@ pub(crate) enum Request {
     Status(oneshot::Sender<StatusView>),
     Health(oneshot::Sender<HealthView>),
     Conversations(oneshot::Sender<Vec<ConversationSummary>>),
-    Create(String, oneshot::Sender<Result<ConversationView, ApiError>>),
-    Join(String, oneshot::Sender<Result<ConversationView, ApiError>>),
-    Show(String, oneshot::Sender<Result<ConversationView, ApiError>>),
+    Create(String, oneshot::Sender<Result<ConversationView, NodeError>>),
+    Join(String, oneshot::Sender<Result<ConversationView, NodeError>>),
+    Show(String, oneshot::Sender<Result<ConversationView, NodeError>>),
     /// Messages of a conversation with `seq > after`, at most `limit`.
     Messages(
         String,
         u64,
         u32,
-        oneshot::Sender<Result<Vec<MessageView>, ApiError>>,
+        oneshot::Sender<Result<Vec<MessageView>, NodeError>>,
     ),
     Peers(oneshot::Sender<Vec<PeerView>>),
-    Proposals(String, oneshot::Sender<Result<Vec<ProposalView>, ApiError>>),
+    Proposals(
+        String,
+        oneshot::Sender<Result<Vec<ProposalView>, NodeError>>,
+    ),
     Command(
         String,
         Command,
-        oneshot::Sender<Result<Option<u32>, ApiError>>,
+        oneshot::Sender<Result<Option<u32>, NodeError>>,
     ),
-    Release(String, oneshot::Sender<Result<ConversationView, ApiError>>),
-    Drop(String, oneshot::Sender<Result<DroppedView, ApiError>>),
+    Release(String, oneshot::Sender<Result<ConversationView, NodeError>>),
+    Drop(String, oneshot::Sender<Result<DroppedView, NodeError>>),
     Metrics(oneshot::Sender<String>),
     /// Test only: makes the actor itself panic, outside any conversation.
     #[cfg(test)]
@@ -99,21 +102,6 @@ fn from_wire(s: demls_transport::Subtopic) -> Subtopic {
     }
 }
 
-fn cmd_error(e: CommandError) -> ApiError {
-    match e {
-        CommandError::Blocked(_)
-        | CommandError::PartialFreeze
-        | CommandError::AlreadyProposed(_)
-        | CommandError::AlreadyVoted(_) => ApiError::Conflict(e.to_string()),
-        CommandError::UnknownProposal(_) => ApiError::NotFound(e.to_string()),
-        CommandError::NotAMember(_) | CommandError::SelfRemoval | CommandError::BadText => {
-            ApiError::BadRequest(e.to_string())
-        }
-        CommandError::Closed => ApiError::NotFound(e.to_string()),
-        CommandError::Internal(_) => ApiError::Internal(e.to_string()),
-    }
-}
-
 /// A panic payload as one line of text.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     let text = payload
@@ -133,8 +121,8 @@ fn hash(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-fn not_in(name: &str) -> ApiError {
-    ApiError::NotFound(format!("not in conversation {name:?}"))
+fn not_in(name: &str) -> NodeError {
+    NodeError::NotIn(name.to_string())
 }
 
 /// A conversation the runtime no longer runs, and why.
@@ -145,21 +133,12 @@ pub(crate) struct Quarantine {
 }
 
 impl Quarantine {
-    fn view(&self, name: &str) -> QuarantineView {
-        QuarantineView {
+    /// The answer to anything asking a quarantined conversation to work.
+    fn refusal(&self, name: &str) -> NodeError {
+        NodeError::Quarantined {
             name: name.to_string(),
             reason: self.reason.clone(),
-            since: self.since,
         }
-    }
-
-    /// The answer to anything asking a quarantined conversation to work.
-    fn refusal(&self, name: &str) -> ApiError {
-        ApiError::Conflict(format!(
-            "conversation {name:?} is quarantined ({}); release it to retry from its saved \
-             state, or drop it (POST /conversations/{name}/release or /drop)",
-            self.reason
-        ))
     }
 }
 
@@ -173,19 +152,19 @@ enum StepError {
     Refused(CommandError),
     /// The state could not be saved: nothing was published, the conversation was reloaded
     /// from storage.
-    Storage(String),
+    Storage(StateError),
 }
 
 impl StepError {
-    fn api(self, name: &str) -> ApiError {
+    fn error(self, name: &str) -> NodeError {
         match self {
             StepError::NotFound => not_in(name),
             StepError::Quarantined(q) => q.refusal(name),
-            StepError::Refused(e) => cmd_error(e),
-            StepError::Storage(e) => ApiError::Internal(format!(
-                "could not save the state of {name:?} ({e}); the change was discarded and \
-                 nothing was sent"
-            )),
+            StepError::Refused(e) => e.into(),
+            StepError::Storage(source) => NodeError::NotSaved {
+                name: name.to_string(),
+                source,
+            },
         }
     }
 }
@@ -401,14 +380,12 @@ impl<T: Transport + 'static> Runtime<T> {
     }
 
     /// One protocol call on conversation `name` (`op` names it in logs and reasons), as a
-    /// unit: see the module documentation. `own_chat` is the text of a chat message we
-    /// send, stored with the step when the call succeeds. On success the output is
-    /// returned **after** the commit and must then be handed to [`Runtime::deliver`].
+    /// unit: see the module documentation. On success the output is returned **after**
+    /// the commit and must then be handed to [`Runtime::deliver`].
     fn step<R>(
         &mut self,
         name: &str,
         op: &'static str,
-        own_chat: Option<&str>,
         f: impl FnOnce(
             &mut Conversation,
             &mut Ctx<'_, NodeProvider<'_>>,
@@ -422,7 +399,7 @@ impl<T: Transport + 'static> Runtime<T> {
         };
         self.storage
             .begin()
-            .map_err(|e| StepError::Storage(e.to_string()))?;
+            .map_err(|e| StepError::Storage(e.into()))?;
         let called = {
             let provider = self.storage.provider(&self.crypto);
             let mut ctx = Ctx {
@@ -439,11 +416,10 @@ impl<T: Transport + 'static> Runtime<T> {
                     hook(name, op, conv, &mut ctx);
                 }
                 let result = f(conv, &mut ctx);
-                let epoch = conv.epoch();
-                (result, conv.save(), epoch)
+                (result, conv.save())
             }))
         };
-        let (result, state, epoch) = match called {
+        let (result, state) = match called {
             Ok(r) => r,
             Err(payload) => {
                 self.storage.rollback();
@@ -456,7 +432,6 @@ impl<T: Transport + 'static> Runtime<T> {
         let mut chats = Vec::new();
         let mut deliveries = Vec::new();
         if let Ok((_, out)) = &result {
-            let mut sent = None;
             for e in &out.events {
                 match e {
                     Event::Chat {
@@ -465,15 +440,15 @@ impl<T: Transport + 'static> Runtime<T> {
                         epoch,
                         timestamp,
                         id,
+                        sent_to,
                     } => chats.push(ChatRecord {
                         sender: sender.to_string(),
                         text: text.clone(),
                         epoch: *epoch,
                         timestamp: *timestamp,
                         sds_id: id.clone(),
-                        recipients: None,
+                        recipients: *sent_to,
                     }),
-                    Event::ChatSent { id, recipients } => sent = Some((id.clone(), *recipients)),
                     Event::ChatDelivery {
                         id,
                         acked,
@@ -490,19 +465,9 @@ impl<T: Transport + 'static> Runtime<T> {
                     _ => {}
                 }
             }
-            if let Some(text) = own_chat {
-                chats.push(ChatRecord {
-                    sender: self.me().to_string(),
-                    text: text.to_string(),
-                    epoch,
-                    timestamp: now_ms(),
-                    sds_id: sent.as_ref().map(|(id, _)| id.clone()),
-                    recipients: sent.map(|(_, r)| r),
-                });
-            }
         }
         let saved = state
-            .map_err(|e| e.to_string())
+            .map_err(StateError::from)
             .and_then(|bytes| self.write_and_commit(name, &bytes, &chats, &deliveries));
         if let Err(e) = saved {
             self.storage.rollback();
@@ -522,33 +487,27 @@ impl<T: Transport + 'static> Runtime<T> {
         bytes: &[u8],
         chats: &[ChatRecord],
         deliveries: &[(String, crate::storage::Delivery)],
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let h = hash(bytes);
         let changed = self.saved.get(name) != Some(&h);
         if changed {
-            self.storage
-                .save_conversation(name, bytes)
-                .map_err(|e| e.to_string())?;
+            self.storage.save_conversation(name, bytes)?;
         }
         for m in chats {
-            self.storage
-                .append_chat(
-                    name,
-                    &m.sender,
-                    &m.text,
-                    m.epoch,
-                    m.timestamp,
-                    m.sds_id.as_deref(),
-                    m.recipients,
-                )
-                .map_err(|e| e.to_string())?;
+            self.storage.append_chat(
+                name,
+                &m.sender,
+                &m.text,
+                m.epoch,
+                m.timestamp,
+                m.sds_id.as_deref(),
+                m.recipients,
+            )?;
         }
         for (id, d) in deliveries {
-            self.storage
-                .update_delivery(name, id, *d)
-                .map_err(|e| e.to_string())?;
+            self.storage.update_delivery(name, id, *d)?;
         }
-        self.storage.commit().map_err(|e| e.to_string())?;
+        self.storage.commit()?;
         if changed {
             self.saved.insert(name.to_string(), h);
             self.metrics.state_saves += 1;
@@ -591,15 +550,15 @@ impl<T: Transport + 'static> Runtime<T> {
 
     /// Saves a conversation outside any protocol call (at shutdown); a no-op when its
     /// state did not change.
-    fn save_at_shutdown(&mut self, name: &str) -> Result<(), String> {
+    fn save_at_shutdown(&mut self, name: &str) -> Result<(), StateError> {
         let Some(c) = self.convs.get(name) else {
             return Ok(());
         };
         let bytes = match catch_unwind(AssertUnwindSafe(|| c.save())) {
-            Ok(r) => r.map_err(|e| e.to_string())?,
-            Err(p) => return Err(format!("serializing panicked: {}", panic_message(&*p))),
+            Ok(r) => r?,
+            Err(p) => return Err(StateError::Panicked(panic_message(&*p))),
         };
-        self.storage.begin().map_err(|e| e.to_string())?;
+        self.storage.begin()?;
         let r = self.write_and_commit(name, &bytes, &[], &[]);
         if r.is_err() {
             self.storage.rollback();
@@ -647,12 +606,12 @@ impl<T: Transport + 'static> Runtime<T> {
     /// Deletes everything stored for `name` in one transaction: what is left of its MLS
     /// group, its state row, messages and quarantine record. MLS state that cannot even be
     /// read is left behind (with a warning) rather than keeping the rest.
-    fn delete_stored(&mut self, name: &str) -> Result<(), String> {
-        self.storage.begin().map_err(|e| e.to_string())?;
+    fn delete_stored(&mut self, name: &str) -> Result<(), StateError> {
+        self.storage.begin()?;
         let provider = self.storage.provider(&self.crypto);
         let mls = catch_unwind(AssertUnwindSafe(|| {
             match MlsConversation::load(&provider, name) {
-                Ok(Some(g)) => g.delete(&provider).map_err(|e| e.to_string()),
+                Ok(Some(g)) => g.delete(&provider).map_err(StateError::from),
                 Ok(None) => Ok(()),
                 Err(e) => {
                     tracing::warn!(conversation = %name, error = %e, "its MLS state cannot be read; left in place");
@@ -665,12 +624,8 @@ impl<T: Transport + 'static> Runtime<T> {
             Ok(())
         });
         let r = mls
-            .and_then(|()| {
-                self.storage
-                    .delete_conversation(name)
-                    .map_err(|e| e.to_string())
-            })
-            .and_then(|_| self.storage.commit().map_err(|e| e.to_string()));
+            .and_then(|()| Ok(self.storage.delete_conversation(name)?))
+            .and_then(|_| Ok(self.storage.commit()?));
         if r.is_err() {
             self.storage.rollback();
         }
@@ -686,7 +641,7 @@ impl<T: Transport + 'static> Runtime<T> {
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
-            match self.step(&name, "tick", None, |c, ctx| Ok(((), c.tick(ctx)))) {
+            match self.step(&name, "tick", |c, ctx| Ok(((), c.tick(ctx)))) {
                 Ok(((), out)) => self.deliver(&name, out).await,
                 Err(e) => self.after_failed_step(&name, &e).await,
             }
@@ -701,7 +656,7 @@ impl<T: Transport + 'static> Runtime<T> {
         }
         self.metrics.packets_in += 1;
         let sub = from_wire(pkt.subtopic);
-        match self.step(&name, "packet", None, |c, ctx| {
+        match self.step(&name, "packet", |c, ctx| {
             Ok(((), c.handle_packet(ctx, sub, &pkt.payload)))
         }) {
             Ok(((), out)) => self.deliver(&name, out).await,
@@ -739,8 +694,12 @@ impl<T: Transport + 'static> Runtime<T> {
         for e in out.events {
             self.metrics.count_event(&e);
             match &e {
-                Event::Rejected { what, reason } => {
-                    tracing::debug!(conversation = %name, what, %reason, "rejected inbound");
+                Event::Rejected {
+                    what,
+                    cause,
+                    reason,
+                } => {
+                    tracing::debug!(conversation = %name, what = what.as_str(), cause = cause.as_str(), %reason, "rejected inbound");
                 }
                 Event::ProposalDecided { id, .. } => self.note_decided(name, *id),
                 _ => {}
@@ -807,102 +766,49 @@ impl<T: Transport + 'static> Runtime<T> {
 
     /// The readiness report of `/health`.
     fn health(&self) -> HealthView {
-        let stats = self.transport.stats();
-        let quarantined = self.quarantine_views();
         let now = now_ms();
         let limit = self.stuck_after();
-        let stuck: Vec<StuckView> = self
+        let stuck = self
             .state_since
             .iter()
             .filter(|(n, (s, since))| {
                 *s != "working" && now.saturating_sub(*since) > limit && self.convs.contains_key(*n)
             })
-            .map(|(n, (s, since))| StuckView {
-                name: n.clone(),
-                state: s.to_string(),
-                since: *since,
-            })
-            .collect();
-        let relay_up = !self.expect_listen || !stats.listen_addrs.is_empty();
-        let mut reasons = Vec::new();
-        if !relay_up {
-            reasons.push("the Waku relay has no listen address".to_string());
-        }
-        if self.expect_peers && stats.connected_peers == 0 {
-            reasons.push("no relay peer connected (bootstrap peers configured)".to_string());
-        }
-        for s in &stuck {
-            reasons.push(format!(
-                "conversation {:?} has been {} for {} s",
-                s.name,
-                s.state,
-                now.saturating_sub(s.since) / 1000
-            ));
-        }
-        for q in &quarantined {
-            reasons.push(format!("conversation {:?} is quarantined", q.name));
-        }
-        let status = if !quarantined.is_empty() {
-            "degraded"
-        } else if !reasons.is_empty() {
-            "not_ready"
-        } else {
-            "ok"
-        };
-        HealthView {
-            status: status.into(),
-            error: None,
-            quarantined,
-            reasons,
-            relay_up: Some(relay_up),
-            peers: Some(stats.connected_peers),
-            stuck,
-        }
-    }
-
-    /// The connected relay peers for `GET /peers`.
-    fn peers(&self) -> Vec<PeerView> {
-        let stats = self.transport.stats();
-        stats
-            .peers
-            .iter()
-            .map(|(id, p)| PeerView {
-                peer_id: id.clone(),
-                direction: p.direction.clone(),
-                address: p.address.clone(),
-                shards: p.shards.clone(),
-                cluster_id: p.cluster_id,
-                score: stats.peer_scores.get(id).copied(),
-            })
-            .collect()
+            .map(|(n, (s, since))| (n.as_str(), *s, *since));
+        views::health(&views::Readiness {
+            stats: &self.transport.stats(),
+            expect_listen: self.expect_listen,
+            expect_peers: self.expect_peers,
+            stuck: stuck.collect(),
+            quarantined: &self.quarantined,
+            now,
+        })
     }
 
     /// Creates or joins `name` (start-up entries and API calls), as one step: nothing is
     /// stored or sent unless all of it is.
-    pub async fn open(&mut self, name: &str, create: bool) -> Result<ConversationView, ApiError> {
+    pub async fn open(&mut self, name: &str, create: bool) -> Result<ConversationView, NodeError> {
         if let Some(q) = self.quarantined.get(name) {
             return Err(q.refusal(name));
         }
         if self.convs.contains_key(name) {
-            return Err(ApiError::Conflict(format!(
-                "already in conversation {name:?}"
-            )));
+            return Err(NodeError::AlreadyIn(name.to_string()));
         }
-        demls_core::conversation::validate_name(name)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        demls_core::conversation::validate_name(name).map_err(NodeError::BadName)?;
         self.transport
             .subscribe(name)
             .await
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let what = if create { "creating" } else { "joining" };
+            .map_err(NodeError::Subscribe)?;
         let made = self.open_step(name, create);
         let (conv, out) = match made {
             Ok(x) => x,
-            Err(e) => {
+            Err(source) => {
                 let _ = self.transport.unsubscribe(name).await;
-                return Err(ApiError::Internal(format!(
-                    "{what} {name:?} failed: {e}; nothing was stored or sent"
-                )));
+                return Err(NodeError::OpenFailed {
+                    doing: if create { "creating" } else { "joining" },
+                    name: name.to_string(),
+                    source,
+                });
             }
         };
         self.convs.insert(name.to_string(), conv);
@@ -910,8 +816,8 @@ impl<T: Transport + 'static> Runtime<T> {
         self.view(name)
     }
 
-    fn open_step(&mut self, name: &str, create: bool) -> Result<(Conversation, Output), String> {
-        self.storage.begin().map_err(|e| e.to_string())?;
+    fn open_step(&mut self, name: &str, create: bool) -> Result<(Conversation, Output), OpenError> {
+        self.storage.begin().map_err(OpenError::Begin)?;
         let made = {
             let cfg = self.conv_config.clone();
             let provider = self.storage.provider(&self.crypto);
@@ -926,18 +832,17 @@ impl<T: Transport + 'static> Runtime<T> {
                     Conversation::create(name, cfg, &mut ctx)
                 } else {
                     Conversation::join(name, cfg, &mut ctx)
-                }
-                .map_err(|e| e.to_string())?;
-                let bytes = conv.save().map_err(|e| e.to_string())?;
-                Ok::<_, String>((conv, out, bytes))
+                }?;
+                let bytes = conv.save()?;
+                Ok::<_, OpenError>((conv, out, bytes))
             }))
-            .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))))
+            .unwrap_or_else(|p| Err(OpenError::Panicked(panic_message(&*p))))
         };
         let r = made.and_then(|(conv, out, bytes)| {
             self.storage
                 .save_conversation(name, &bytes)
                 .and_then(|()| self.storage.commit())
-                .map_err(|e| format!("could not save it: {e}"))?;
+                .map_err(OpenError::Save)?;
             self.saved.insert(name.to_string(), hash(&bytes));
             self.metrics.state_saves += 1;
             Ok((conv, out))
@@ -950,40 +855,40 @@ impl<T: Transport + 'static> Runtime<T> {
 
     /// Puts a quarantined conversation back to work from its saved state. If that state
     /// still cannot be restored it stays quarantined (with the new reason).
-    async fn release(&mut self, name: &str) -> Result<ConversationView, ApiError> {
+    async fn release(&mut self, name: &str) -> Result<ConversationView, NodeError> {
         if !self.quarantined.contains_key(name) {
             return Err(if self.convs.contains_key(name) {
-                ApiError::Conflict(format!("conversation {name:?} is not quarantined"))
+                NodeError::NotQuarantined(name.to_string())
             } else {
                 not_in(name)
             });
         }
-        let bytes = match self.storage.load_conversation(name) {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                return Err(ApiError::Conflict(format!(
-                    "conversation {name:?} has no saved state to release; drop it"
-                )));
-            }
-            Err(e) => return Err(ApiError::Internal(e.to_string())),
+        let Some(bytes) = self.storage.load_conversation(name)? else {
+            return Err(NodeError::NothingToRelease(name.to_string()));
         };
         let c = match self.restore_one(name, &bytes) {
             Ok(c) => c,
             Err(reason) => {
                 let q = self.quarantine(name, reason);
-                return Err(ApiError::Conflict(format!(
-                    "conversation {name:?} stays quarantined: it {}",
-                    q.reason
-                )));
+                return Err(NodeError::StaysQuarantined {
+                    name: name.to_string(),
+                    reason: q.reason,
+                });
             }
         };
         self.transport
             .subscribe(name)
             .await
-            .map_err(|e| ApiError::Internal(format!("cannot subscribe to {name:?}: {e}")))?;
+            .map_err(|source| NodeError::Resubscribe {
+                name: name.to_string(),
+                source,
+            })?;
         self.storage
             .unquarantine(name)
-            .map_err(|e| ApiError::Internal(format!("could not release {name:?}: {e}")))?;
+            .map_err(|source| NodeError::Unquarantine {
+                name: name.to_string(),
+                source,
+            })?;
         self.quarantined.remove(name);
         tracing::warn!(conversation = %name, epoch = c.epoch(), "quarantine released: the conversation runs again from its saved state");
         let closed = c.closed().is_some();
@@ -998,28 +903,26 @@ impl<T: Transport + 'static> Runtime<T> {
     }
 
     /// Deletes everything stored for a quarantined conversation.
-    async fn drop_quarantined(&mut self, name: &str) -> Result<DroppedView, ApiError> {
+    async fn drop_quarantined(&mut self, name: &str) -> Result<DroppedView, NodeError> {
         if !self.quarantined.contains_key(name) {
             return Err(if self.convs.contains_key(name) {
-                ApiError::Conflict(format!(
-                    "conversation {name:?} is not quarantined; leave it instead"
-                ))
+                NodeError::DropRunning(name.to_string())
             } else {
                 not_in(name)
             });
         }
         self.delete_stored(name)
-            .map_err(|e| ApiError::Internal(format!("could not drop {name:?}: {e}")))?;
+            .map_err(|source| NodeError::DropFailed {
+                name: name.to_string(),
+                source,
+            })?;
         self.quarantined.remove(name);
         let _ = self.transport.unsubscribe(name).await;
         tracing::warn!(conversation = %name, "quarantined conversation dropped: its state and messages are deleted");
-        Ok(DroppedView {
-            name: name.to_string(),
-            dropped: true,
-        })
+        Ok(views::dropped(name))
     }
 
-    fn view(&self, name: &str) -> Result<ConversationView, ApiError> {
+    fn view(&self, name: &str) -> Result<ConversationView, NodeError> {
         if let Some(q) = self.quarantined.get(name) {
             return Err(q.refusal(name));
         }
@@ -1027,35 +930,27 @@ impl<T: Transport + 'static> Runtime<T> {
         Ok(views::conversation_view(c))
     }
 
-    fn proposal_views(&self, name: &str) -> Result<Vec<ProposalView>, ApiError> {
+    fn proposal_views(&self, name: &str) -> Result<Vec<ProposalView>, NodeError> {
         self.view(name)?;
         let c = self.convs.get(name).ok_or_else(|| not_in(name))?;
         Ok(views::proposals(c, self.decided_at.get(name)))
     }
 
-    fn quarantine_views(&self) -> Vec<QuarantineView> {
-        self.quarantined.iter().map(|(n, q)| q.view(n)).collect()
-    }
-
     async fn on_request(&mut self, req: Request) {
         match req {
             Request::Status(tx) => {
-                let stats = self.transport.stats();
-                let _ = tx.send(StatusView {
-                    address: self.me().to_string(),
-                    peer_id: stats.peer_id.clone(),
-                    enr: stats.enr.clone(),
-                    peers: stats.connected_peers,
-                    conversations: self.convs.keys().cloned().collect(),
-                    listen: stats.listen_addrs.clone(),
-                    quarantined: self.quarantine_views(),
-                });
+                let _ = tx.send(views::status(
+                    self.me(),
+                    &self.transport.stats(),
+                    self.convs.keys(),
+                    &self.quarantined,
+                ));
             }
             Request::Health(tx) => {
                 let _ = tx.send(self.health());
             }
             Request::Peers(tx) => {
-                let _ = tx.send(self.peers());
+                let _ = tx.send(views::peers(&self.transport.stats()));
             }
             Request::Conversations(tx) => {
                 let _ = tx.send(self.convs.values().map(views::summary).collect());
@@ -1076,20 +971,8 @@ impl<T: Transport + 'static> Runtime<T> {
                 let r = if self.convs.contains_key(&name) || self.quarantined.contains_key(&name) {
                     self.storage
                         .messages_after(&name, after, limit)
-                        .map(|v| {
-                            v.into_iter()
-                                .map(|m| MessageView {
-                                    sender: m.sender,
-                                    text: m.text,
-                                    epoch: m.epoch,
-                                    timestamp: m.timestamp,
-                                    seq: m.seq,
-                                    id: m.sds_id,
-                                    delivery: m.delivery.map(DeliveryView::from),
-                                })
-                                .collect()
-                        })
-                        .map_err(|e| ApiError::Internal(e.to_string()))
+                        .map(|v| v.into_iter().map(views::message).collect())
+                        .map_err(NodeError::from)
                 } else {
                     Err(not_in(&name))
                 };
@@ -1099,11 +982,7 @@ impl<T: Transport + 'static> Runtime<T> {
                 let _ = tx.send(self.proposal_views(&name));
             }
             Request::Command(name, cmd, tx) => {
-                let own_chat = match &cmd {
-                    Command::Chat(t) => Some(t.clone()),
-                    _ => None,
-                };
-                let r = self.step(&name, "command", own_chat.as_deref(), |c, ctx| match cmd {
+                let r = self.step(&name, "command", |c, ctx| match cmd {
                     Command::Chat(text) => c.send_chat(ctx, &text).map(|o| (None, o)),
                     Command::Remove(m) => c.propose_removal(ctx, m).map(|(id, o)| (Some(id), o)),
                     Command::Vote { id, yes } => c.vote(ctx, id, yes).map(|o| (None, o)),
@@ -1116,7 +995,7 @@ impl<T: Transport + 'static> Runtime<T> {
                     }
                     Err(e) => {
                         self.after_failed_step(&name, &e).await;
-                        Err(e.api(&name))
+                        Err(e.error(&name))
                     }
                 };
                 let _ = tx.send(r);

@@ -641,6 +641,11 @@ async fn a_panic_quarantines_one_conversation_only() {
 
 /// One request to the API's router over `handle`: (status, body).
 async fn http(handle: &NodeHandle, method: &str, path: &str) -> (u16, String) {
+    http_body(handle, method, path, "").await
+}
+
+/// One request with a JSON `body` to the API's router over `handle`: (status, body).
+async fn http_body(handle: &NodeHandle, method: &str, path: &str, body: &str) -> (u16, String) {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
@@ -654,7 +659,7 @@ async fn http(handle: &NodeHandle, method: &str, path: &str) -> (u16, String) {
         .header("host", "127.0.0.1:8645")
         .header("authorization", format!("Bearer {}", token.as_str()))
         .header("content-type", "application/json")
-        .body(Body::empty())
+        .body(Body::from(body.to_string()))
         .unwrap();
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status().as_u16();
@@ -759,6 +764,174 @@ async fn quarantine_routes() {
         assert_eq!(got, code, "{method} {path}: {body}");
         assert!(body.contains(fragment), "{method} {path}: {body}");
     }
+    node.stop().await;
+}
+
+/// What a user sees when the runtime refuses something: the HTTP status and the exact
+/// error text, for each kind of refusal a command or a conversation route can meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_keep_their_status_and_text() {
+    let b = Bench::new();
+    let node = b.node().await;
+    let h = &node.handle;
+    let me = signer().member_id().to_string();
+    let stranger = "0x2222222222222222222222222222222222222222";
+    let long = format!(r#"{{"text":"{}"}}"#, "x".repeat(4097));
+    assert_eq!(
+        http_body(h, "POST", "/conversations", r#"{"name":"room"}"#)
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        http_body(h, "POST", "/conversations/pending/join", "")
+            .await
+            .0,
+        200
+    );
+    let cases: Vec<(&str, &str, String, u16, String)> = vec![
+        (
+            "POST",
+            "/conversations",
+            r#"{"name":"room"}"#.into(),
+            409,
+            r#"already in conversation \"room\""#.into(),
+        ),
+        (
+            "POST",
+            "/conversations/room/proposals/7/vote",
+            r#"{"vote":"yes"}"#.into(),
+            404,
+            "no open proposal 7".into(),
+        ),
+        (
+            "POST",
+            "/conversations/room/remove",
+            format!(r#"{{"address":"{me}"}}"#),
+            400,
+            "use leave to remove yourself".into(),
+        ),
+        (
+            "POST",
+            "/conversations/room/remove",
+            format!(r#"{{"address":"{stranger}"}}"#),
+            400,
+            format!("{stranger} is not a member of this conversation"),
+        ),
+        (
+            "POST",
+            "/conversations/room/messages",
+            long,
+            400,
+            "message text must be 1..=4096 bytes".into(),
+        ),
+        (
+            "POST",
+            "/conversations/pending/messages",
+            r#"{"text":"too early"}"#.into(),
+            409,
+            "not allowed while the conversation is pending_join".into(),
+        ),
+        (
+            "POST",
+            "/conversations/pending/proposals/1/vote",
+            r#"{"vote":"no"}"#.into(),
+            409,
+            "not allowed while the conversation is pending_join".into(),
+        ),
+        (
+            "GET",
+            "/conversations/nope",
+            String::new(),
+            404,
+            r#"not in conversation \"nope\""#.into(),
+        ),
+        (
+            "POST",
+            "/conversations/nope/messages",
+            r#"{"text":"hello"}"#.into(),
+            404,
+            r#"not in conversation \"nope\""#.into(),
+        ),
+        (
+            "GET",
+            "/conversations/nope/messages",
+            String::new(),
+            404,
+            r#"not in conversation \"nope\""#.into(),
+        ),
+        (
+            "GET",
+            "/conversations/nope/proposals",
+            String::new(),
+            404,
+            r#"not in conversation \"nope\""#.into(),
+        ),
+    ];
+    for (method, path, body, code, text) in cases {
+        let (got, answer) = http_body(h, method, path, &body).await;
+        assert_eq!(
+            (got, answer.as_str()),
+            (code, format!(r#"{{"error":"{text}"}}"#).as_str()),
+            "{method} {path}"
+        );
+    }
+    node.stop().await;
+}
+
+/// Our own chat message is stored, and announced on the event stream, as the protocol
+/// core sent it: with the core's clock (the timestamp its members receive), not a second
+/// reading of the runtime's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_chat_carries_the_cores_timestamp() {
+    const SENT_AT: u64 = 1_700_000_000_000;
+    let b = Bench::new();
+    let (mut rt, inbound) = b.runtime().await;
+    rt.fault = Some(Box::new(
+        |_: &str,
+         op: &str,
+         _: &mut Conversation,
+         ctx: &mut Ctx<'_, crate::storage::NodeProvider<'_>>| {
+            if op == "command" {
+                ctx.now = SENT_AT;
+            }
+        },
+    ));
+    let node = b.start(rt, inbound).await;
+    node.handle.create("room").await.unwrap();
+    let mut events = node.handle.events();
+    node.handle.send("room", "hello").await.unwrap();
+    let ev = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if ev.kind.starts_with("chat") {
+            break ev;
+        }
+    };
+    assert_eq!(ev.kind, "chat_sent", "{ev:?}");
+    let id = ev.data["event"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        ev.data,
+        serde_json::json!({ "epoch": 0, "event": { "id": id, "recipients": 0 } })
+    );
+    let stored = node.handle.messages("room").await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let m = &stored[0];
+    assert_eq!(
+        (m.sender.as_str(), m.text.as_str(), m.epoch, m.id.as_deref()),
+        (
+            signer().member_id().to_string().as_str(),
+            "hello",
+            0,
+            Some(id.as_str())
+        )
+    );
+    assert_eq!(
+        m.timestamp, SENT_AT,
+        "stored with another clock than the core's"
+    );
     node.stop().await;
 }
 

@@ -1,12 +1,17 @@
-//! Turns protocol state and events into the API's JSON views.
+//! Turns protocol state, events and the runtime's records into the API's JSON views: the
+//! only place that builds them, so the runtime and the handle only say what happened.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use demls_core::config::Millis;
 use demls_core::conversation::{Action, Change, Conversation, Event, ProposalStatus, Tracked};
 use demls_core::identity::MemberId;
+use demls_transport::TransportStats;
 use serde_json::json;
 
+use super::runtime::Quarantine;
 use crate::api::types::*;
+use crate::storage::StoredMessage;
 
 /// Members on their way out: they asked to leave (a self-removal not rejected), or
 /// their removal was accepted, and no commit has removed them yet.
@@ -106,19 +111,23 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
     let (kind, data) = match e {
         Event::StateChanged { state } => ("state", json!({ "state": state.as_str() })),
         Event::Joined { epoch } => ("joined", json!({ "epoch": epoch })),
+        // Ours: the history has it; the stream says it went out and to how many.
+        Event::Chat {
+            id,
+            sent_to: Some(recipients),
+            ..
+        } => ("chat_sent", json!({ "id": id, "recipients": recipients })),
         Event::Chat {
             sender,
             text,
             epoch,
             timestamp,
             id,
+            sent_to: None,
         } => (
             "chat",
             json!({ "sender": sender.to_string(), "text": text, "epoch": epoch, "timestamp": timestamp, "id": id }),
         ),
-        Event::ChatSent { id, recipients } => {
-            ("chat_sent", json!({ "id": id, "recipients": recipients }))
-        }
         Event::ChatDelivery {
             id,
             acked,
@@ -168,7 +177,10 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
             }),
         ),
         Event::Left { reason } => ("left", json!({ "reason": format!("{reason:?}") })),
-        Event::Rejected { what, reason } => ("rejected", json!({ "what": what, "reason": reason })),
+        Event::Rejected { what, reason, .. } => (
+            "rejected",
+            json!({ "what": what.as_str(), "reason": reason }),
+        ),
         Event::ForkDetected {
             fork_epoch,
             our_support,
@@ -198,6 +210,166 @@ pub(crate) fn event_view(conversation: &str, epoch: u64, e: &Event) -> EventView
         conversation: conversation.to_string(),
         kind: kind.to_string(),
         data: json!({ "epoch": epoch, "event": data }),
+    }
+}
+
+/// A quarantined conversation, for `/health` and `/status`.
+fn quarantine(name: &str, q: &Quarantine) -> QuarantineView {
+    QuarantineView {
+        name: name.to_string(),
+        reason: q.reason.clone(),
+        since: q.since,
+    }
+}
+
+fn quarantines(quarantined: &BTreeMap<String, Quarantine>) -> Vec<QuarantineView> {
+    quarantined.iter().map(|(n, q)| quarantine(n, q)).collect()
+}
+
+/// What `/health` is judged on.
+pub(crate) struct Readiness<'a> {
+    /// The relay's addresses and peers.
+    pub stats: &'a TransportStats,
+    /// The relay is configured to listen.
+    pub expect_listen: bool,
+    /// Bootstrap peers are configured.
+    pub expect_peers: bool,
+    /// Conversations out of `working` too long: name, state, since when.
+    pub stuck: Vec<(&'a str, &'static str, Millis)>,
+    /// Conversations not run.
+    pub quarantined: &'a BTreeMap<String, Quarantine>,
+    /// Now, ms since the Unix epoch.
+    pub now: Millis,
+}
+
+/// The readiness report of `/health`: `degraded` with a quarantine, `not_ready` with any
+/// other reason, else `ok`.
+pub(crate) fn health(r: &Readiness<'_>) -> HealthView {
+    let quarantined = quarantines(r.quarantined);
+    let stuck: Vec<StuckView> = r
+        .stuck
+        .iter()
+        .map(|(name, state, since)| StuckView {
+            name: name.to_string(),
+            state: state.to_string(),
+            since: *since,
+        })
+        .collect();
+    let relay_up = !r.expect_listen || !r.stats.listen_addrs.is_empty();
+    let mut reasons = Vec::new();
+    if !relay_up {
+        reasons.push("the Waku relay has no listen address".to_string());
+    }
+    if r.expect_peers && r.stats.connected_peers == 0 {
+        reasons.push("no relay peer connected (bootstrap peers configured)".to_string());
+    }
+    for s in &stuck {
+        reasons.push(format!(
+            "conversation {:?} has been {} for {} s",
+            s.name,
+            s.state,
+            r.now.saturating_sub(s.since) / 1000
+        ));
+    }
+    for q in &quarantined {
+        reasons.push(format!("conversation {:?} is quarantined", q.name));
+    }
+    let status = if !quarantined.is_empty() {
+        "degraded"
+    } else if !reasons.is_empty() {
+        "not_ready"
+    } else {
+        "ok"
+    };
+    HealthView {
+        status: status.into(),
+        error: None,
+        quarantined,
+        reasons,
+        relay_up: Some(relay_up),
+        peers: Some(r.stats.connected_peers),
+        stuck,
+    }
+}
+
+/// `GET /status`.
+pub(crate) fn status<'a>(
+    me: MemberId,
+    stats: &TransportStats,
+    conversations: impl Iterator<Item = &'a String>,
+    quarantined: &BTreeMap<String, Quarantine>,
+) -> StatusView {
+    StatusView {
+        address: me.to_string(),
+        peer_id: stats.peer_id.clone(),
+        enr: stats.enr.clone(),
+        peers: stats.connected_peers,
+        conversations: conversations.cloned().collect(),
+        listen: stats.listen_addrs.clone(),
+        quarantined: quarantines(quarantined),
+    }
+}
+
+/// The connected relay peers, `GET /peers`.
+pub(crate) fn peers(stats: &TransportStats) -> Vec<PeerView> {
+    stats
+        .peers
+        .iter()
+        .map(|(id, p)| PeerView {
+            peer_id: id.clone(),
+            direction: p.direction.clone(),
+            address: p.address.clone(),
+            shards: p.shards.clone(),
+            cluster_id: p.cluster_id,
+            score: stats.peer_scores.get(id).copied(),
+        })
+        .collect()
+}
+
+/// One stored chat message.
+pub(crate) fn message(m: StoredMessage) -> MessageView {
+    MessageView {
+        sender: m.sender,
+        text: m.text,
+        epoch: m.epoch,
+        timestamp: m.timestamp,
+        seq: m.seq,
+        id: m.sds_id,
+        delivery: m.delivery.map(DeliveryView::from),
+    }
+}
+
+/// A quarantined conversation deleted.
+pub(crate) fn dropped(name: &str) -> DroppedView {
+    DroppedView {
+        name: name.to_string(),
+        dropped: true,
+    }
+}
+
+/// A leave under way.
+pub(crate) fn leaving_view(name: &str) -> LeaveView {
+    LeaveView {
+        name: name.to_string(),
+        leaving: true,
+    }
+}
+
+/// A chat message sent.
+pub(crate) fn sent() -> SentView {
+    SentView { sent: true }
+}
+
+/// A proposal opened.
+pub(crate) fn proposal_ref(proposal_id: u32) -> ProposalRef {
+    ProposalRef { proposal_id }
+}
+
+/// Our vote cast.
+pub(crate) fn vote(proposal_id: u32, yes: bool) -> VoteView {
+    VoteView {
+        proposal_id,
+        vote: yes,
     }
 }
 

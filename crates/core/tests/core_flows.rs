@@ -3,7 +3,9 @@
 
 mod sim;
 
-use demls_core::conversation::{ConversationState, Event, LeaveReason, ProposalStatus, Subtopic};
+use demls_core::conversation::{
+    ConversationState, Event, InboundKind, LeaveReason, ProposalStatus, RejectCause, Subtopic,
+};
 use sim::{Net, Sim, fast_config, for_seeds};
 
 const MIN: u64 = 60_000;
@@ -52,7 +54,7 @@ fn chat_reaches_every_other_member_with_the_right_sender_and_no_echo() {
         let sender = s.id(ids[1]);
         for &i in &[ids[0], ids[2]] {
             let got: Vec<_> = s
-                .events_of(i, |e| matches!(e, Event::Chat { .. }))
+                .events_of(i, |e| matches!(e, Event::Chat { sent_to: None, .. }))
                 .cloned()
                 .collect();
             assert_eq!(got.len(), 1, "member {i} got {got:?}");
@@ -71,12 +73,105 @@ fn chat_reaches_every_other_member_with_the_right_sender_and_no_echo() {
             }
         }
         assert_eq!(
-            s.events_of(ids[1], |e| matches!(e, Event::Chat { .. }))
+            s.events_of(ids[1], |e| matches!(e, Event::Chat { sent_to: None, .. }))
                 .count(),
             0,
             "echo"
         );
     });
+}
+
+/// Our own message comes out of `send_chat` as a chat event marked as ours, stamped with
+/// the clock the call was given: the time the other members receive in it.
+#[test]
+fn our_own_chat_is_an_event_with_the_time_the_members_receive() {
+    for_seeds(0..2, |seed| {
+        let (mut s, ids) = group(seed, Net::clean(), 3);
+        let sent_at = s.now;
+        s.chat(ids[1], "mine");
+        s.run_for(5_000);
+        let me = s.id(ids[1]);
+        let own: Vec<_> = s
+            .events_of(ids[1], |e| {
+                matches!(
+                    e,
+                    Event::Chat {
+                        sent_to: Some(_),
+                        ..
+                    }
+                )
+            })
+            .cloned()
+            .collect();
+        let [
+            Event::Chat {
+                sender,
+                text,
+                timestamp,
+                id: Some(id),
+                sent_to: Some(2),
+                ..
+            },
+        ] = own.as_slice()
+        else {
+            panic!("our own chat events: {own:?}");
+        };
+        assert_eq!((sender, text.as_str(), *timestamp), (&me, "mine", sent_at));
+        for &i in &[ids[0], ids[2]] {
+            let got: Vec<_> = s
+                .events_of(i, |e| matches!(e, Event::Chat { sent_to: None, .. }))
+                .cloned()
+                .collect();
+            assert!(
+                matches!(
+                    got.as_slice(),
+                    [Event::Chat { timestamp: t, id: Some(x), .. }] if t == timestamp && x == id
+                ),
+                "member {i} got {got:?}"
+            );
+        }
+    });
+}
+
+/// What cannot even be decoded is refused as malformed, named by what it came as; the
+/// human reason says why.
+#[test]
+fn junk_is_refused_as_malformed_with_its_kind() {
+    let (mut s, ids) = group(0, Net::clean(), 2);
+    s.inject(ids[0], Subtopic::AppMsg, vec![0xff; 40]);
+    s.inject(ids[0], Subtopic::AppMsg, Vec::new());
+    s.inject(ids[0], Subtopic::Welcome, vec![0xff; 40]);
+    s.run_for(1_000);
+    // Each reason up to its decoder's detail; delivery order is the network's.
+    let mut got: Vec<(InboundKind, RejectCause, &str)> = s
+        .events_of(ids[1], |e| matches!(e, Event::Rejected { .. }))
+        .filter_map(|e| match e {
+            Event::Rejected {
+                what,
+                cause,
+                reason,
+            } => Some((*what, *cause, reason.split(':').next().unwrap_or_default())),
+            _ => None,
+        })
+        .collect();
+    got.sort_by_key(|g| g.2);
+    assert_eq!(
+        got,
+        [
+            (
+                InboundKind::Packet,
+                RejectCause::Malformed,
+                "empty app envelope"
+            ),
+            (InboundKind::Welcome, RejectCause::Malformed, "undecodable"),
+            (
+                InboundKind::Packet,
+                RejectCause::Malformed,
+                "undecodable app envelope"
+            ),
+        ]
+    );
+    assert_eq!(InboundKind::ApprovedAdd.as_str(), "approved add");
 }
 
 #[test]
@@ -305,7 +400,7 @@ fn a_key_package_announced_under_someone_elses_address_is_refused_by_every_membe
                 matches!(
                     e,
                     Event::Rejected {
-                        what: "key_package",
+                        what: InboundKind::KeyPackage,
                         ..
                     }
                 )
@@ -360,7 +455,7 @@ fn a_crashed_member_restarts_from_its_saved_state_and_keeps_up() {
         assert!(
             s.events_of(
                 ids[0],
-                |e| matches!(e, Event::Chat { text, .. } if text == "after restart")
+                |e| matches!(e, Event::Chat { text, sent_to: None, .. } if text == "after restart")
             )
             .count()
                 == 1
@@ -476,7 +571,7 @@ fn shared_leaf_key_in_one_batch(seed: u64) {
                 matches!(
                     e,
                     Event::Rejected {
-                        what: "approved add",
+                        what: InboundKind::ApprovedAdd,
                         ..
                     }
                 )

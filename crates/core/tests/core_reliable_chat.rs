@@ -20,7 +20,11 @@ fn received(s: &Sim, i: usize) -> Vec<String> {
         .events
         .iter()
         .filter_map(|(_, e)| match e {
-            Event::Chat { text, .. } => Some(text.clone()),
+            Event::Chat {
+                text,
+                sent_to: None,
+                ..
+            } => Some(text.clone()),
             _ => None,
         })
         .collect()
@@ -257,7 +261,13 @@ fn away_across_changes(seed: u64, changes: usize) {
     if std::env::var("DEBUG_ACROSS").is_ok() {
         eprintln!("stage epochs {stage_epochs:?} t_back {t_back}");
         for (t, e) in &s.members[away].events {
-            if let Event::Chat { text, epoch, .. } = e {
+            if let Event::Chat {
+                text,
+                epoch,
+                sent_to: None,
+                ..
+            } = e
+            {
                 eprintln!("{t} chat {text} epoch {epoch}");
             }
             if let Event::MessageExpired { epoch, our_epoch } = e {

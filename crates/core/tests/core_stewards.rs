@@ -5,7 +5,7 @@ mod sim;
 
 use demls_core::config::ConversationConfig;
 use demls_core::conversation::{
-    Action, ConversationState, Event, OperatingMode, ProposalStatus, Role, Subtopic,
+    Action, ConversationState, Event, InboundKind, OperatingMode, ProposalStatus, Role, Subtopic,
 };
 use demls_core::proto::pb::ViolationType;
 use sim::{Net, Sim, fast_config, for_seeds};
@@ -293,7 +293,7 @@ fn forged_steward_identity_is_rejected_and_the_real_signer_penalized() {
                 for &i in &judges {
                     let refused = s
                         .events_of(i, |e| {
-                            matches!(e, Event::Rejected { what: "commit", reason } if reason.contains("signed by"))
+                            matches!(e, Event::Rejected { what: InboundKind::Commit, reason, .. } if reason.contains("signed by"))
                         })
                         .next()
                         .is_some();
@@ -341,7 +341,7 @@ fn a_candidate_with_an_unvoted_change_is_rejected_as_a_broken_mls_proposal() {
             s.assert_agree(&live, &live, 20 * MIN);
             for &i in &others(&ids, &[es, target]) {
                 assert!(
-                    s.events_of(i, |e| matches!(e, Event::Rejected { what: "commit", reason } if reason.contains("without an accepted vote"))).count() >= 1,
+                    s.events_of(i, |e| matches!(e, Event::Rejected { what: InboundKind::Commit, reason, .. } if reason.contains("without an accepted vote"))).count() >= 1,
                     "member {i} did not reject the unvoted change\n{}",
                     s.describe()
                 );
@@ -386,7 +386,7 @@ fn a_candidate_backed_by_forged_votes_is_rejected() {
                         s.describe()
                     );
                     assert!(
-                        s.events_of(i, |e| matches!(e, Event::Rejected { what: "commit", reason } if reason.contains("without an accepted vote"))).count() >= 1,
+                        s.events_of(i, |e| matches!(e, Event::Rejected { what: InboundKind::Commit, reason, .. } if reason.contains("without an accepted vote"))).count() >= 1,
                         "member {i} did not reject the forged votes\n{}",
                         s.describe()
                     );
@@ -599,7 +599,7 @@ fn an_open_emergency_drops_incoming_lower_priority_proposals() {
                 s.members[i].conv().proposals().all(|p| p.id != pid),
                 "member {i} kept the proposal"
             );
-            assert!(s.events_of(i, |e| matches!(e, Event::Rejected { what: "proposal", reason } if reason.contains("emergency"))).count() == 1);
+            assert!(s.events_of(i, |e| matches!(e, Event::Rejected { what: InboundKind::Proposal, reason, .. } if reason.contains("emergency"))).count() == 1);
             assert!(s.members[i].conv().proposals().any(|p| p.id == eid));
         }
     });
@@ -714,7 +714,15 @@ fn ten_members_with_sn_max_3_rotate_stewards_across_20_epochs_of_joins_and_remov
             );
             for &i in &inside {
                 let rejected = s
-                    .events_of(i, |e| matches!(e, Event::Rejected { what: "commit", .. }))
+                    .events_of(i, |e| {
+                        matches!(
+                            e,
+                            Event::Rejected {
+                                what: InboundKind::Commit,
+                                ..
+                            }
+                        )
+                    })
                     .count();
                 assert_eq!(
                     rejected,

@@ -5,7 +5,7 @@ mod hostile;
 mod sim;
 
 use demls_core::consensus::{ConsensusState, NewProposal, self_leave_proposal_id};
-use demls_core::conversation::{Action, Event, ProposalStatus, Subtopic};
+use demls_core::conversation::{Action, Event, InboundKind, ProposalStatus, Subtopic};
 use demls_core::proto::{cpb, pb};
 use demls_core::steward;
 use hostile::*;
@@ -361,7 +361,15 @@ fn a_beacon_that_differs_and_then_agrees_is_refused() {
     // The last joiner's log begins at the current epoch: it has nothing to compare.
     for &i in &others(&ids, &[liar, ids[3]]) {
         let refused = s
-            .events_of(i, |e| matches!(e, Event::Rejected { what: "beacon", .. }))
+            .events_of(i, |e| {
+                matches!(
+                    e,
+                    Event::Rejected {
+                        what: InboundKind::Beacon,
+                        ..
+                    }
+                )
+            })
             .count();
         assert_eq!(refused, 1, "member {i}\n{}", s.describe());
     }

@@ -9,7 +9,7 @@ mod hostile;
 mod sim;
 
 use demls_core::consensus::vote_hash;
-use demls_core::conversation::{Event, Subtopic};
+use demls_core::conversation::{Event, InboundKind, Subtopic};
 use demls_core::identity::recoveries_on_this_thread;
 use demls_core::mls::MlsConversation;
 use demls_core::proto::{cpb, pb};
@@ -24,9 +24,17 @@ fn sealed_vote(p: &[u8]) -> Option<pb::SealedVote> {
 }
 
 fn rejected_votes(s: &sim::Sim, i: usize) -> Vec<String> {
-    s.events_of(i, |e| matches!(e, Event::Rejected { what: "vote", .. }))
-        .map(|e| format!("{e:?}"))
-        .collect()
+    s.events_of(i, |e| {
+        matches!(
+            e,
+            Event::Rejected {
+                what: InboundKind::Vote,
+                ..
+            }
+        )
+    })
+    .map(|e| format!("{e:?}"))
+    .collect()
 }
 
 /// A removal in a group of four, each vote cast by hand: returns the sealed votes sent.

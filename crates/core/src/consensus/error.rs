@@ -52,7 +52,7 @@ pub enum Rejection {
 }
 
 /// Local failures creating proposals or votes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsensusError {
     /// Unknown proposal.
     #[error("unknown proposal {0}")]

@@ -371,7 +371,11 @@ impl Conversation {
             return;
         }
         let Ok(steward) = MemberId::from_slice(&c.steward_id) else {
-            return out.reject("commit", "catch-up commit without a steward id");
+            return out.reject(
+                InboundKind::Commit,
+                RejectCause::Malformed,
+                "catch-up commit without a steward id",
+            );
         };
         let own_pending = self.freeze.as_ref().is_some_and(|f| f.own_pending);
         let hash: [u8; 32] = sha2::Digest::finalize(
@@ -599,7 +603,11 @@ impl Conversation {
             return self.adopt_commit_evidence(ctx, out, std::slice::from_ref(&p), Judge::Now);
         }
         let Ok(action) = Action::from_payload(&p.payload) else {
-            return out.reject("proposal", "undecodable payload in a re-sent proposal");
+            return out.reject(
+                InboundKind::Proposal,
+                RejectCause::Malformed,
+                "undecodable payload in a re-sent proposal",
+            );
         };
         let members = self.voters();
         let is_voter = |m: &MemberId| members.contains(m);
@@ -607,7 +615,7 @@ impl Conversation {
         let made_s = p.timestamp;
         let outcome = match self.consensus.ingest_evidence(p, now_s, &is_voter) {
             Ok(o) => o,
-            Err(e) => return out.reject("proposal", e),
+            Err(e) => return out.reject(InboundKind::Proposal, e.cause(), e),
         };
         let valid = self
             .content_is_valid(ctx, &action)
@@ -615,7 +623,8 @@ impl Conversation {
         // Reported as for a proposal heard from its owner (our automatic vote is NO).
         if let Err(why) = &valid {
             out.reject(
-                "proposal",
+                InboundKind::Proposal,
+                RejectCause::Invalid,
                 format!("voting NO on {}: {why}", action.summary()),
             );
         }

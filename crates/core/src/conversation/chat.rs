@@ -35,7 +35,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
         text: &str,
-    ) -> Result<sds::MsgId, String> {
+    ) -> Result<sds::MsgId, SendError> {
         let content = pb::ChatMessage {
             text: text.to_string(),
             timestamp_ms: ctx.now,
@@ -61,7 +61,7 @@ impl Conversation {
                 content,
                 |b| key.sign(b).ok(),
             )
-            .ok_or("cannot sign the chat message")?;
+            .ok_or(SendError::ChatSignature)?;
         self.send_app(ctx, out, sds_app(msg))?;
         Ok(id)
     }
@@ -76,13 +76,14 @@ impl Conversation {
     ) {
         let checked = match sds::check(&self.name, from, msg) {
             Ok(c) => c,
-            Err(e) => return out.reject("chat", e.to_string()),
+            Err(e) => return out.reject(InboundKind::Chat, e.cause(), e.to_string()),
         };
         // The author must be a member, or one our log saw removed (its message was sent
         // while it was one, and reaches us re-broadcast for repair).
         if !self.known_member(&checked.sender) {
             return out.reject(
-                "chat",
+                InboundKind::Chat,
+                RejectCause::Invalid,
                 format!("chat written by non-member {}", checked.sender),
             );
         }
@@ -128,8 +129,13 @@ impl Conversation {
                     epoch: d.epoch,
                     timestamp: c.timestamp_ms,
                     id: Some(hex::encode(d.id)),
+                    sent_to: None,
                 }),
-                Err(e) => out.reject("chat", format!("undecodable chat content: {e}")),
+                Err(e) => out.reject(
+                    InboundKind::Chat,
+                    RejectCause::Malformed,
+                    format!("undecodable chat content: {e}"),
+                ),
             }
         }
         for (id, sender) in fx.lost {

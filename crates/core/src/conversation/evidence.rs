@@ -280,7 +280,7 @@ impl Conversation {
             };
             let id = p.proposal_id;
             if let Err(why) = self.admissible(p) {
-                out.reject("evidence", why);
+                out.reject(InboundKind::Evidence, RejectCause::Invalid, why);
                 continue;
             }
             // A member's renewed leave, carried by the commit that removes it: a member
@@ -320,7 +320,7 @@ impl Conversation {
                         self.apply_outcome(ctx, out, id, r);
                     }
                 }
-                Err(e) => out.reject("evidence", e),
+                Err(e) => out.reject(InboundKind::Evidence, e.cause(), e),
             }
         }
     }

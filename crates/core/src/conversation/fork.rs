@@ -475,7 +475,11 @@ impl Conversation {
             return;
         }
         let Ok(sender) = MemberId::from_slice(&b.sender) else {
-            return out.reject("beacon", "beacon without a sender");
+            return out.reject(
+                InboundKind::Beacon,
+                RejectCause::Malformed,
+                "beacon without a sender",
+            );
         };
         if sender == self.me || !self.known_member(&sender) {
             return;
@@ -485,7 +489,11 @@ impl Conversation {
             || b.chain.iter().any(|a| a.len() != AUTH_LEN)
             || (b.epoch as u128) + 1 < b.chain.len() as u128
         {
-            return out.reject("beacon", format!("malformed beacon from {sender}"));
+            return out.reject(
+                InboundKind::Beacon,
+                RejectCause::Malformed,
+                format!("malformed beacon from {sender}"),
+            );
         }
         if b.timestamp_ms.abs_diff(ctx.now) > BEACON_SKEW_MS {
             return;
@@ -499,7 +507,11 @@ impl Conversation {
             return;
         }
         if let Err(e) = identity::verify(&beacon_signed_bytes(&b), &b.signature, &sender) {
-            return out.reject("beacon", format!("beacon signature: {e}"));
+            return out.reject(
+                InboundKind::Beacon,
+                RejectCause::Unauthenticated,
+                format!("beacon signature: {e}"),
+            );
         }
         let heard = HeardBeacon {
             epoch: b.epoch,
@@ -518,7 +530,8 @@ impl Conversation {
         let relation = self.relation(&heard);
         if relation == Relation::False {
             return out.reject(
-                "beacon",
+                InboundKind::Beacon,
+                RejectCause::Invalid,
                 format!("{sender}'s beacon differs from our history and then agrees with it"),
             );
         }

@@ -596,7 +596,7 @@ impl Conversation {
             if let Some(p) = self.proposals.get_mut(&id) {
                 p.status = ProposalStatus::Rejected;
             }
-            out.reject("approved add", why);
+            out.reject(InboundKind::ApprovedAdd, RejectCause::Invalid, why);
         }
     }
 
@@ -664,10 +664,20 @@ impl Conversation {
         }
         let steward = match MemberId::from_slice(&c.steward_id) {
             Ok(s) => s,
-            Err(_) => return out.reject("commit", "candidate without a steward id"),
+            Err(_) => {
+                return out.reject(
+                    InboundKind::Commit,
+                    RejectCause::Malformed,
+                    "candidate without a steward id",
+                );
+            }
         };
         if c.commit_message.is_empty() {
-            return out.reject("commit", "empty candidate");
+            return out.reject(
+                InboundKind::Commit,
+                RejectCause::Malformed,
+                "empty candidate",
+            );
         }
         let hash = commit_hash(&c.commit_message);
         if self.committed_hashes.contains(&hash) {
@@ -690,7 +700,7 @@ impl Conversation {
                 // A candidate for our epoch that does not stage may come from another
                 // branch of a fork (see `fork`).
                 self.fork_hint(ctx);
-                return out.reject("commit", why);
+                return out.reject(InboundKind::Commit, RejectCause::Unauthenticated, why);
             }
         };
         // Staged, and signed by the steward it names: from a steward entitled to commit,
@@ -732,7 +742,8 @@ impl Conversation {
                 return;
             }
             return out.reject(
-                "commit",
+                InboundKind::Commit,
+                RejectCause::Invalid,
                 "candidate outside a freeze round with nothing approved",
             );
         }
@@ -746,7 +757,11 @@ impl Conversation {
         if f.candidates.iter().filter(|x| x.steward == steward).count() >= 2
             || f.candidates.len() >= 2 * cap
         {
-            return out.reject("commit", format!("extra candidate from {steward} dropped"));
+            return out.reject(
+                InboundKind::Commit,
+                RejectCause::OverLimit,
+                format!("extra candidate from {steward} dropped"),
+            );
         }
         f.candidates.push(Candidate {
             bytes: c.encode_to_vec(),
@@ -960,7 +975,8 @@ impl Conversation {
             Ok(i) => Some(i),
             Err(e) => {
                 out.reject(
-                    "commit",
+                    InboundKind::Commit,
+                    RejectCause::Unprocessable,
                     format!("candidate from {steward} does not stage: {e}"),
                 );
                 None
@@ -979,7 +995,7 @@ impl Conversation {
             let _ = mls.discard_staged(ctx.provider);
         }
         self.scores.apply(&who, ev);
-        out.reject("commit", why);
+        out.reject(InboundKind::Commit, RejectCause::Invalid, why);
         None
     }
 
@@ -1108,7 +1124,11 @@ impl Conversation {
             let _ = mls.discard_own_commit(ctx.provider);
         }
         if let Err(e) = mls.merge_staged(ctx.provider) {
-            out.reject("commit", format!("merge failed: {e}"));
+            out.reject(
+                InboundKind::Commit,
+                RejectCause::Unprocessable,
+                format!("merge failed: {e}"),
+            );
             return None;
         }
         Some(Winner {

@@ -111,7 +111,13 @@ impl Conversation {
         }
         let env = match pb::AppEnvelope::decode(payload) {
             Ok(e) => e,
-            Err(e) => return out.reject("packet", format!("undecodable app envelope: {e}")),
+            Err(e) => {
+                return out.reject(
+                    InboundKind::Packet,
+                    RejectCause::Malformed,
+                    format!("undecodable app envelope: {e}"),
+                );
+            }
         };
         match env.body {
             Some(pb::app_envelope::Body::MlsMessage(ct)) => self.on_mls_message(ctx, out, &ct),
@@ -123,7 +129,11 @@ impl Conversation {
             Some(pb::app_envelope::Body::CatchUpCommit(c)) => self.on_catch_up_commit(ctx, out, c),
             Some(pb::app_envelope::Body::Beacon(b)) => self.on_beacon(ctx, out, b),
             Some(pb::app_envelope::Body::SealedVote(v)) => self.on_sealed_vote(ctx, out, v),
-            None => out.reject("packet", "empty app envelope"),
+            None => out.reject(
+                InboundKind::Packet,
+                RejectCause::Malformed,
+                "empty app envelope",
+            ),
         }
     }
 
@@ -160,18 +170,24 @@ impl Conversation {
             Err(e) if MlsConversation::peek_epoch(ct).is_some_and(|m| m < self.epoch()) => {
                 // A past epoch we hold no keys for (before we joined), a replay, or junk:
                 // not a sign of a fork.
-                return out.reject("packet", e);
+                return out.reject(InboundKind::Packet, e.cause(), e);
             }
             Err(e) => {
                 // At our epoch yet unreadable: junk, or a member on another branch of a
                 // fork. A beacon (suppressed if others send theirs) tells which.
                 self.fork_hint(ctx);
-                return out.reject("packet", e);
+                return out.reject(InboundKind::Packet, e.cause(), e);
             }
         };
         let msg = match pb::AppMessage::decode(decrypted.plaintext.as_slice()) {
             Ok(m) => m,
-            Err(e) => return out.reject("packet", format!("undecodable application message: {e}")),
+            Err(e) => {
+                return out.reject(
+                    InboundKind::Packet,
+                    RejectCause::Malformed,
+                    format!("undecodable application message: {e}"),
+                );
+            }
         };
         let sender = decrypted.sender;
         if decrypted.epoch < self.epoch() {
@@ -195,7 +211,8 @@ impl Conversation {
                     .is_some_and(|t| ctx.now < t.saturating_add(grace));
                 if !recent {
                     return out.reject(
-                        "packet",
+                        InboundKind::Packet,
+                        RejectCause::Stale,
                         format!(
                             "chat of epoch {} from {sender}, removed since",
                             decrypted.epoch
@@ -213,6 +230,7 @@ impl Conversation {
                 epoch: decrypted.epoch,
                 timestamp: c.timestamp_ms,
                 id: None,
+                sent_to: None,
             }),
             Some(pb::app_message::Body::Sds(m)) => self.on_sds(ctx, out, sender, m),
             Some(pb::app_message::Body::Proposal(p)) => self.on_proposal(ctx, out, sender, p),
@@ -226,7 +244,11 @@ impl Conversation {
             Some(pb::app_message::Body::ProposalState(p)) => {
                 self.on_proposal_state(ctx, out, sender, p)
             }
-            None => out.reject("packet", "empty application message"),
+            None => out.reject(
+                InboundKind::Packet,
+                RejectCause::Malformed,
+                "empty application message",
+            ),
         }
     }
 }

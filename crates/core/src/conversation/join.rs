@@ -114,14 +114,13 @@ pub(super) fn build_announcement<P: OpenMlsProvider>(
     ctx: &mut Ctx<'_, P>,
     rejoin: bool,
 ) -> Result<Vec<u8>, ConversationError> {
-    let kp = crate::mls::generate_key_package(ctx.provider, &ctx.identity.mls)
-        .map_err(|e| ConversationError::Mls(e.to_string()))?;
+    let kp = crate::mls::generate_key_package(ctx.provider, &ctx.identity.mls)?;
     let timestamp_ms = ctx.now;
     let sig = ctx
         .identity
         .eth
         .sign(&kp_signed_bytes(name, timestamp_ms, &kp, rejoin))
-        .map_err(|e| ConversationError::Mls(e.to_string()))?;
+        .map_err(ConversationError::Sign)?;
     Ok(pb::KeyPackageAnnouncement {
         conversation: name.to_string(),
         key_package: kp,
@@ -313,14 +312,24 @@ impl Conversation {
     ) {
         let env = match pb::WelcomeEnvelope::decode(payload) {
             Ok(e) => e,
-            Err(e) => return out.reject("welcome", format!("undecodable: {e}")),
+            Err(e) => {
+                return out.reject(
+                    InboundKind::Welcome,
+                    RejectCause::Malformed,
+                    format!("undecodable: {e}"),
+                );
+            }
         };
         match env.body {
             Some(pb::welcome_envelope::Body::KeyPackage(ann)) => self.on_key_package(ctx, out, ann),
             Some(pb::welcome_envelope::Body::Welcome(w)) => {
                 self.on_member_welcome(ctx, out, w, payload)
             }
-            None => out.reject("welcome", "empty envelope"),
+            None => out.reject(
+                InboundKind::Welcome,
+                RejectCause::Malformed,
+                "empty envelope",
+            ),
         }
     }
 
@@ -358,7 +367,7 @@ impl Conversation {
         let bytes = ann.encode_to_vec();
         let member = match self.current_announcement(ctx, &ann, &bytes) {
             Ok(m) => m,
-            Err(e) => return out.reject("key_package", e),
+            Err(e) => return out.reject(InboundKind::KeyPackage, RejectCause::Invalid, e),
         };
         let used = self.key_package_used(&ann.key_package);
         if self.members().contains(&member) && (used || !ann.rejoin) {
@@ -369,13 +378,15 @@ impl Conversation {
         }
         if used {
             return out.reject(
-                "key_package",
+                InboundKind::KeyPackage,
+                RejectCause::Stale,
                 "announcement of a key package that was used by an earlier add",
             );
         }
         if let Some(first) = self.leaf_key_claimed_by(&member, &ann.key_package) {
             return out.reject(
-                "key_package",
+                InboundKind::KeyPackage,
+                RejectCause::Invalid,
                 format!("{member}'s key package copies the leaf key of {first}'s pending add"),
             );
         }
@@ -756,19 +767,24 @@ impl Conversation {
         // The committer signed this welcome with the Ethereum key its MLS credential
         // names (checked against the group's welcome sender below).
         let Some(committer) = welcome_signer(&w) else {
-            return out.reject("welcome", "welcome without a valid committer signature");
+            return out.reject(
+                InboundKind::Welcome,
+                RejectCause::Unauthenticated,
+                "welcome without a valid committer signature",
+            );
         };
         let mls = match MlsConversation::join_checked(ctx.provider, &w.welcome, Some(&self.name)) {
             Ok(Some((m, sender))) if sender == committer => m,
             Ok(Some((m, sender))) => {
                 let _ = m.delete(ctx.provider);
                 return out.reject(
-                    "welcome",
+                    InboundKind::Welcome,
+                    RejectCause::Unauthenticated,
                     format!("welcome signed by {committer} but sent by the group's {sender}"),
                 );
             }
             Ok(None) => return,
-            Err(e) => return out.reject("welcome", e),
+            Err(e) => return out.reject(InboundKind::Welcome, RejectCause::Unprocessable, e),
         };
         let epoch = mls.epoch();
         self.mls = Some(mls);
@@ -796,9 +812,13 @@ impl Conversation {
                     Ok(pb::AppMessage {
                         body: Some(pb::app_message::Body::Sync(s)),
                     }) => self.on_sync(ctx, out, s),
-                    _ => out.reject("sync", "welcome carries no conversation sync"),
+                    _ => out.reject(
+                        InboundKind::Sync,
+                        RejectCause::Malformed,
+                        "welcome carries no conversation sync",
+                    ),
                 },
-                Some(Err(e)) => out.reject("sync", e),
+                Some(Err(e)) => out.reject(InboundKind::Sync, e.cause(), e),
                 None => {}
             }
         }
@@ -893,7 +913,7 @@ impl Conversation {
                 // next election's proposer).
                 self.after_commit_stewardship(ctx, out);
             }
-            Err(e) => out.reject("sync", e),
+            Err(e) => out.reject(InboundKind::Sync, RejectCause::Invalid, e),
         }
     }
 

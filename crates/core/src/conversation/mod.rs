@@ -24,6 +24,7 @@ mod freeze;
 mod inbound;
 mod join;
 mod proposals;
+mod reject;
 mod sealed_vote;
 mod stewardship;
 mod types;
@@ -39,12 +40,14 @@ pub use fork::SentChat;
 pub use fork::sign_beacon;
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
+use reject::Cause;
+pub use reject::{InboundKind, RejectCause};
 pub use types::*;
 
 use crate::config::{ConversationConfig, Millis};
 use crate::consensus::ConsensusState;
-use crate::identity::MemberId;
-use crate::mls::MlsConversation;
+use crate::identity::{IdentityError, MemberId};
+use crate::mls::{MlsConversation, MlsError};
 use crate::scoring::Scores;
 use crate::steward::StewardList;
 
@@ -62,10 +65,30 @@ pub enum ConversationError {
     Config(#[from] crate::config::ConfigError),
     /// MLS failure.
     #[error("MLS: {0}")]
-    Mls(String),
+    Mls(#[from] MlsError),
+    /// Our Ethereum key did not sign our key package announcement.
+    #[error("cannot sign the key package announcement: {0}")]
+    Sign(#[source] IdentityError),
+    /// The state does not serialize (a bug: it is plain data).
+    #[error("cannot serialize the conversation state: {0}")]
+    Serialize(#[source] serde_json::Error),
     /// Saved state unreadable.
     #[error("saved conversation state is unreadable: {0}")]
-    Corrupt(String),
+    Corrupt(#[from] CorruptState),
+}
+
+/// What is wrong with a saved conversation state.
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptState {
+    /// The bytes are not a saved state.
+    #[error(transparent)]
+    Decode(serde_json::Error),
+    /// Its timings could not have been configured.
+    #[error("saved timings: {0}")]
+    Timings(#[source] crate::config::ConfigError),
+    /// Its MLS group is not in the provider's storage.
+    #[error("MLS state for {0:?} is missing from storage")]
+    MissingMls(String),
 }
 
 /// Checks a conversation name: non-empty, at most 64 bytes, no `/`, no whitespace or
@@ -440,8 +463,7 @@ impl Conversation {
     ) -> Result<(Self, Output), ConversationError> {
         validate_name(name)?;
         config.validate()?;
-        let mls = MlsConversation::create(ctx.provider, &ctx.identity.mls, name)
-            .map_err(|e| ConversationError::Mls(e.to_string()))?;
+        let mls = MlsConversation::create(ctx.provider, &ctx.identity.mls, name)?;
         let me = ctx.identity.member_id();
         let mut c = Self::blank(name, me, config, ConversationState::Working);
         c.stewards = Some(StewardList {
@@ -488,8 +510,7 @@ impl Conversation {
 
     /// Serializes everything but the MLS group (which lives in the provider's storage).
     pub fn save(&self) -> Result<Vec<u8>, ConversationError> {
-        serde_json::to_vec(self)
-            .map_err(|e| ConversationError::Corrupt(format!("cannot serialize state: {e}")))
+        serde_json::to_vec(self).map_err(ConversationError::Serialize)
     }
 
     /// Restores a saved conversation and reloads its MLS group from storage.
@@ -497,22 +518,15 @@ impl Conversation {
         bytes: &[u8],
         provider: &P,
     ) -> Result<Self, ConversationError> {
-        let mut c: Self =
-            serde_json::from_slice(bytes).map_err(|e| ConversationError::Corrupt(e.to_string()))?;
+        let mut c: Self = serde_json::from_slice(bytes).map_err(CorruptState::Decode)?;
         // Saved state is input too (a damaged disk, an older build): a conversation must
         // never run on timings it could not have been created with.
-        c.config
-            .validate()
-            .map_err(|e| ConversationError::Corrupt(format!("saved timings: {e}")))?;
+        c.config.validate().map_err(CorruptState::Timings)?;
         validate_name(&c.name)?;
         if c.state != ConversationState::PendingJoin && c.closed.is_none() {
-            c.mls = MlsConversation::load(provider, &c.name)
-                .map_err(|e| ConversationError::Mls(e.to_string()))?;
+            c.mls = MlsConversation::load(provider, &c.name)?;
             if c.mls.is_none() {
-                return Err(ConversationError::Corrupt(format!(
-                    "MLS state for {:?} is missing from storage",
-                    c.name
-                )));
+                return Err(CorruptState::MissingMls(c.name.clone()).into());
             }
         }
         c.date_legacy_sizes();
@@ -711,14 +725,16 @@ impl Conversation {
             s => return Err(CommandError::Blocked(s)),
         }
         let mut out = Output::default();
-        let id = self
-            .send_sds_chat(ctx, &mut out, text)
-            .map_err(CommandError::Internal)?;
+        let id = self.send_sds_chat(ctx, &mut out, text)?;
         self.note_sent_chat(ctx.now, text);
         let recipients = self.members().len().saturating_sub(1) as u32;
-        out.event(Event::ChatSent {
-            id: hex::encode(id),
-            recipients,
+        out.event(Event::Chat {
+            sender: self.me,
+            text: text.to_string(),
+            epoch: self.epoch(),
+            timestamp: ctx.now,
+            id: Some(hex::encode(id)),
+            sent_to: Some(recipients),
         });
         Ok(out)
     }
@@ -965,12 +981,10 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
         msg: crate::proto::pb::AppMessage,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         use prost::Message;
-        let mls = self.mls.as_mut().ok_or("no MLS group yet")?;
-        let ct = mls
-            .encrypt(ctx.provider, &ctx.identity.mls, &msg.encode_to_vec())
-            .map_err(|e| e.to_string())?;
+        let mls = self.mls.as_mut().ok_or(SendError::NoGroup)?;
+        let ct = mls.encrypt(ctx.provider, &ctx.identity.mls, &msg.encode_to_vec())?;
         let env = crate::proto::pb::AppEnvelope {
             body: Some(crate::proto::pb::app_envelope::Body::MlsMessage(ct)),
         };

@@ -86,7 +86,7 @@ impl Conversation {
                 },
                 creator_vote,
             )
-            .map_err(|e| CommandError::Internal(e.to_string()))?;
+            .map_err(CommandError::Consensus)?;
         let id = created.proposal.proposal_id;
         let auto_vote_at = (creator_vote.is_none()).then(|| ctx.now + self.voting_delay(kind));
         self.track(
@@ -119,8 +119,7 @@ impl Conversation {
         let msg = pb::AppMessage {
             body: Some(pb::app_message::Body::Proposal(created.proposal)),
         };
-        self.send_app(ctx, out, msg)
-            .map_err(CommandError::Internal)?;
+        self.send_app(ctx, out, msg)?;
         tracing::info!(conversation = %self.name, id, summary = %action.summary(), "proposal opened");
         if let Some(result) = created.outcome {
             self.apply_outcome(ctx, out, id, result);
@@ -183,12 +182,11 @@ impl Conversation {
         let (vote, outcome) = self
             .consensus
             .cast_vote(&ctx.identity.eth, ctx.rng, id, yes, Self::now_s(ctx.now))
-            .map_err(|e| CommandError::Internal(e.to_string()))?;
+            .map_err(CommandError::Consensus)?;
         if let Some(p) = self.proposals.get_mut(&id) {
             p.auto_vote_at = None;
         }
-        self.send_vote(ctx, out, &vote)
-            .map_err(CommandError::Internal)?;
+        self.send_vote(ctx, out, &vote)?;
         if let Some(result) = outcome {
             self.apply_outcome(ctx, out, id, result);
         }
@@ -433,13 +431,14 @@ impl Conversation {
         }
         let action = match Action::from_payload(&p.payload) {
             Ok(a) => a,
-            Err(e) => return out.reject("proposal", e),
+            Err(e) => return out.reject(InboundKind::Proposal, RejectCause::Malformed, e),
         };
         let kind = action.kind();
         if !self.emergencies.is_empty() && kind < ProposalKind::Emergency {
             // RFC partial freeze: lower-priority governance traffic is dropped.
             return out.reject(
-                "proposal",
+                InboundKind::Proposal,
+                RejectCause::Invalid,
                 format!(
                     "{} dropped: an emergency proposal is open",
                     action.summary()
@@ -448,11 +447,18 @@ impl Conversation {
         }
         let owner = match MemberId::from_slice(&p.proposal_owner) {
             Ok(o) if o == sender => o,
-            _ => return out.reject("proposal", "proposal owner is not the MLS sender"),
+            _ => {
+                return out.reject(
+                    InboundKind::Proposal,
+                    RejectCause::Unauthenticated,
+                    "proposal owner is not the MLS sender",
+                );
+            }
         };
         if self.open_proposals_of(&owner) >= MAX_OPEN_PER_OWNER {
             return out.reject(
-                "proposal",
+                InboundKind::Proposal,
+                RejectCause::OverLimit,
                 format!("{owner} already has {MAX_OPEN_PER_OWNER} proposals open"),
             );
         }
@@ -477,7 +483,8 @@ impl Conversation {
         let roster = self.members().len();
         if p.liveness_criteria_yes != self.config.liveness_criteria_yes {
             return out.reject(
-                "proposal",
+                InboundKind::Proposal,
+                RejectCause::Invalid,
                 format!(
                     "liveness_criteria_yes = {} against the conversation's {}",
                     p.liveness_criteria_yes, self.config.liveness_criteria_yes
@@ -485,7 +492,7 @@ impl Conversation {
             );
         }
         if let Err(why) = self.lifetime_fits(&p) {
-            return out.reject("proposal", why);
+            return out.reject(InboundKind::Proposal, RejectCause::Invalid, why);
         }
         if p.expected_voters_count == 1 {
             // Fast path: only a member's own leave may skip the group vote.
@@ -493,7 +500,8 @@ impl Conversation {
                 && id == crate::consensus::self_leave_proposal_id(&sender);
             if !ok {
                 return out.reject(
-                    "proposal",
+                    InboundKind::Proposal,
+                    RejectCause::Invalid,
                     "one-voter proposal that is not the sender's own leave",
                 );
             }
@@ -501,7 +509,8 @@ impl Conversation {
             && p.expected_voters_count as usize != roster
         {
             return out.reject(
-                "proposal",
+                InboundKind::Proposal,
+                RejectCause::Invalid,
                 format!(
                     "expects {} voters but the group has {roster} ({} of them voting)",
                     p.expected_voters_count,
@@ -522,7 +531,7 @@ impl Conversation {
                 .receive_proposal(p.clone(), Self::now_s(ctx.now), &is_voter)
             {
                 Ok(o) => o,
-                Err(e) => return out.reject("proposal", e),
+                Err(e) => return out.reject(InboundKind::Proposal, e.cause(), e),
             };
         let n = p.expected_voters_count;
         let auto_vote_at = (n > 1).then(|| ctx.now + self.voting_delay(kind));
@@ -576,7 +585,8 @@ impl Conversation {
         }
         if let Err(why) = valid {
             out.reject(
-                "proposal",
+                InboundKind::Proposal,
+                RejectCause::Invalid,
                 format!("voting NO on {}: {why}", action.summary()),
             );
             if let Err(e) = self.cast_vote(ctx, out, id, false) {
@@ -602,7 +612,7 @@ impl Conversation {
         v: cpb::Vote,
     ) -> bool {
         if let Some(refused) = self.consensus.refused_as_held(&v) {
-            out.reject("vote", refused);
+            out.reject(InboundKind::Vote, refused.cause(), refused);
             return false;
         }
         // `voters()` without its copy of the roster: this runs once per vote received.
@@ -633,7 +643,7 @@ impl Conversation {
                 false
             }
             Err(e) => {
-                out.reject("vote", e);
+                out.reject(InboundKind::Vote, e.cause(), e);
                 false
             }
         }
@@ -855,7 +865,7 @@ impl Conversation {
                         t.status = ProposalStatus::Rejected;
                     }
                     self.pending_updates.remove(&member);
-                    out.reject("approved add", why);
+                    out.reject(InboundKind::ApprovedAdd, RejectCause::Invalid, why);
                 } else if accepted
                     && !self
                         .approved

@@ -33,13 +33,11 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
         vote: &cpb::Vote,
-    ) -> Result<(), String> {
-        let mls = self.mls.as_ref().ok_or("no MLS group yet")?;
+    ) -> Result<(), SendError> {
+        let mls = self.mls.as_ref().ok_or(SendError::NoGroup)?;
         let mut salt = vec![0; VOTE_SALT_LEN];
         ctx.rng.fill_bytes(&mut salt);
-        let sealed = mls
-            .seal_to_epoch(ctx.provider, VOTE_LABEL, &salt, &vote.encode_to_vec())
-            .map_err(|e| e.to_string())?;
+        let sealed = mls.seal_to_epoch(ctx.provider, VOTE_LABEL, &salt, &vote.encode_to_vec())?;
         let env = pb::AppEnvelope {
             body: Some(pb::app_envelope::Body::SealedVote(pb::SealedVote {
                 epoch: mls.epoch(),
@@ -65,7 +63,11 @@ impl Conversation {
             return;
         }
         if sv.salt.len() != VOTE_SALT_LEN || sv.sealed.len() > SEALED_VOTE_MAX {
-            return out.reject("vote", "sealed vote of the wrong shape");
+            return out.reject(
+                InboundKind::Vote,
+                RejectCause::Malformed,
+                "sealed vote of the wrong shape",
+            );
         }
         let ours = self.epoch();
         if sv.epoch > ours {
@@ -83,12 +85,18 @@ impl Conversation {
             Ok(p) => p,
             Err(e) => {
                 self.fork_hint(ctx);
-                return out.reject("vote", e);
+                return out.reject(InboundKind::Vote, RejectCause::Unauthenticated, e);
             }
         };
         let vote = match cpb::Vote::decode(plaintext.as_slice()) {
             Ok(v) => v,
-            Err(e) => return out.reject("vote", format!("undecodable sealed vote: {e}")),
+            Err(e) => {
+                return out.reject(
+                    InboundKind::Vote,
+                    RejectCause::Malformed,
+                    format!("undecodable sealed vote: {e}"),
+                );
+            }
         };
         // Its owner signed it at its timestamp, and someone at our epoch sealed it: the
         // owner was alive then (as the sender of an MLS message is when it arrives). Only

@@ -129,7 +129,11 @@ impl Conversation {
             };
             if let Some(why) = blocked {
                 self.pending_updates.remove(&m);
-                out.reject("key_package", format!("buffered request dropped: {why}"));
+                out.reject(
+                    InboundKind::KeyPackage,
+                    RejectCause::Invalid,
+                    format!("buffered request dropped: {why}"),
+                );
             } else {
                 todo.push(u.action.clone());
             }
@@ -361,7 +365,7 @@ impl Conversation {
             self.config.sn_min,
             self.config.sn_max,
         ) {
-            out.reject("election", e);
+            out.reject(InboundKind::Election, RejectCause::Invalid, e);
             return Installed::Invalid;
         }
         // An old election's evidence (carried by a candidate) never replaces a newer list.

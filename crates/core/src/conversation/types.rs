@@ -2,9 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::reject::{InboundKind, RejectCause};
 use crate::config::Millis;
+use crate::consensus::ConsensusError;
 use crate::identity::{EthSigner, MemberId};
-use crate::mls::MlsIdentity;
+use crate::mls::{MlsError, MlsIdentity};
 
 /// The two content-topic subtopics of a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -182,7 +184,8 @@ pub enum Event {
         /// Our first epoch.
         epoch: u64,
     },
-    /// A chat message from another member.
+    /// A chat message: from another member, or ours as it went out (`sent_to`), so that
+    /// our own messages reach the history by the same path, with the time they carry.
     Chat {
         /// Its author (MLS-authenticated, or by its signature when re-broadcast for
         /// repair by another member).
@@ -191,17 +194,14 @@ pub enum Event {
         text: String,
         /// Epoch it was sent in.
         epoch: u64,
-        /// Sender's timestamp, ms.
+        /// Sender's timestamp, ms (for ours, `Ctx::now` of the send, which is what the
+        /// members receive).
         timestamp: Millis,
         /// Its SDS message id (hex); `None` for a plain chat without SDS.
         id: Option<String>,
-    },
-    /// Our chat message went out with this SDS id (see `ChatDelivery`).
-    ChatSent {
-        /// Its SDS message id (hex).
-        id: String,
-        /// Members it was sent to (the group without us).
-        recipients: u32,
+        /// `Some(n)` for our own message, sent to `n` members (the group without us); its
+        /// delivery is then followed by `ChatDelivery`. `None` for a received one.
+        sent_to: Option<u32>,
     },
     /// A chat message we know we missed and nobody re-sent in time: given up.
     ChatLost {
@@ -276,9 +276,11 @@ pub enum Event {
     },
     /// Something inbound was refused (counted by the node's metrics).
     Rejected {
-        /// What was refused: "vote", "proposal", "commit", "key_package", "sync", …
-        what: &'static str,
-        /// Why.
+        /// What was refused.
+        what: InboundKind,
+        /// Why, coarsely.
+        cause: RejectCause,
+        /// Why, for a human.
         reason: String,
     },
     /// Members applied a different commit into `fork_epoch` than we did: two branches of
@@ -333,10 +335,14 @@ impl Output {
     pub(crate) fn event(&mut self, e: Event) {
         self.events.push(e);
     }
-    pub(crate) fn reject(&mut self, what: &'static str, reason: impl ToString) {
+    pub(crate) fn reject(&mut self, what: InboundKind, cause: RejectCause, reason: impl ToString) {
         let reason = reason.to_string();
-        tracing::debug!(what, %reason, "rejected");
-        self.events.push(Event::Rejected { what, reason });
+        tracing::debug!(what = what.as_str(), cause = cause.as_str(), %reason, "rejected");
+        self.events.push(Event::Rejected {
+            what,
+            cause,
+            reason,
+        });
     }
     /// Asks for history since `t` (the earliest of all asks made in one output).
     pub(crate) fn want_history_since(&mut self, t: Millis) {
@@ -370,7 +376,7 @@ pub enum Command {
     Leave,
 }
 
-/// Why a command cannot run. The node maps these to HTTP 4xx.
+/// Why a command cannot run. The node's API maps these to HTTP statuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     /// Not allowed in this state.
@@ -400,7 +406,24 @@ pub enum CommandError {
     /// Empty or oversized chat text.
     #[error("message text must be 1..=4096 bytes")]
     BadText,
-    /// An internal failure (MLS, signing).
-    #[error("{0}")]
-    Internal(String),
+    /// Consensus could not make our proposal or vote (signing, a taken id).
+    #[error(transparent)]
+    Consensus(#[from] ConsensusError),
+    /// What the command produced could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// Why one of our application messages could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// We have no MLS group (yet, or any more).
+    #[error("no MLS group yet")]
+    NoGroup,
+    /// Our Ethereum key did not sign the chat message.
+    #[error("cannot sign the chat message")]
+    ChatSignature,
+    /// MLS did not encrypt or seal it.
+    #[error(transparent)]
+    Mls(#[from] MlsError),
 }

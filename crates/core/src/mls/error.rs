@@ -1,7 +1,7 @@
 //! MLS errors. Anything from the wire maps to one of these, never to a panic.
 
 /// Local or structural MLS failures.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MlsError {
     /// Bytes that do not parse as the expected MLS structure.
     #[error("malformed MLS data: {0}")]

@@ -829,7 +829,7 @@ impl Sim {
         self.members[i]
             .events
             .iter()
-            .any(|(_, e)| matches!(e, Event::Chat { text: t, .. } if t == text))
+            .any(|(_, e)| matches!(e, Event::Chat { text: t, sent_to: None, .. } if t == text))
     }
 
     /// Member `from` sends `text`; runs until every other member of `to` received it or
