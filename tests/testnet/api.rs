@@ -256,7 +256,8 @@ impl Testnet {
         match std::fs::read_to_string(&path) {
             Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
             _ => Err(format!(
-                "{node}: no API token in {} (scripts/testnet.sh up copies it there once the node started)",
+                "{node}: no API token in {} (scripts/testnet.sh up copies it there once the \
+                 node started)",
                 path.display()
             )),
         }

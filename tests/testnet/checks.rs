@@ -28,6 +28,11 @@ impl Testnet {
         Ok(self.status(node).await.map_err(|e| e.to_string())?.address)
     }
 
+    /// `node`'s API answers (`GET /status`).
+    pub async fn answers(&self, node: &str) -> Result<(), String> {
+        self.status(node).await.map(drop).map_err(|e| e.to_string())
+    }
+
     /// `node`'s epoch of the conversation.
     pub async fn epoch(&self, node: &str) -> Result<u64, String> {
         Ok(self.show(node).await.map_err(|e| e.to_string())?.epoch)

@@ -169,21 +169,31 @@ impl Testnet {
             .map(drop)
     }
 
-    /// The compose network every node is on (`project_demls`, found by its labels).
+    /// The compose network every node is on: the network `demls` of the project. Compose
+    /// v1 labels it with that key; the name `project_demls` is the same in v1 and v2, so
+    /// either identifies it.
     pub async fn shared_network(&self) -> Result<String, String> {
         let project = format!("label=com.docker.compose.project={}", self.project);
+        let format = r#"{{.ID}} {{.Name}} {{.Label "com.docker.compose.network"}}"#;
         let out = docker(&[
             "network",
             "ls",
-            "-q",
             "--no-trunc",
             "--filter",
             &project,
-            "--filter",
-            "label=com.docker.compose.network=demls",
+            "--format",
+            format,
         ])
         .await?;
-        first_id(&out).ok_or_else(|| format!("no network demls in project {}", self.project))
+        let name = format!("{}_demls", self.project);
+        out.lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                Some((words.next()?, words.next()?, words.next().unwrap_or("")))
+            })
+            .find(|(_, n, key)| *key == "demls" || *n == name)
+            .map(|(id, _, _)| id.to_string())
+            .ok_or_else(|| format!("no network demls in project {}: {out:?}", self.project))
     }
 
     /// A network of its own for a cut-off part of the testnet (`project_half_b`; the

@@ -26,61 +26,13 @@ pub async fn kill_bootstrap(net: &Testnet) -> Result<(), Failed> {
         .role_holder("epoch_steward", &group)
         .await
         .map_err(|e| Failed(format!("no epoch steward found: {e}")))?;
-    let enr = net
-        .status(&steward)
-        .await
-        .map(|s| s.enr)
-        .unwrap_or_default();
-    let dial = if enr.is_empty() {
-        format!("/dns4/{steward}/tcp/60000")
-    } else {
-        enr
-    };
-    let rest: Vec<String> = group.iter().filter(|m| **m != steward).cloned().collect();
-    log(format!(
-        "epoch steward is {steward}; the relay node stops and {} restart dialing only {steward} ({dial})",
-        rest.join(" ")
-    ));
-    net.stop("bootstrap").await?;
-    net.recreate(&format!("star:{steward}={dial}"), &rest)
-        .await?;
-    for m in &rest {
-        let what = format!("{m} API answers");
-        wait_for(secs(120), &what, async || {
-            net.status(m).await.map(drop).map_err(|e| e.to_string())
-        })
-        .await?;
-    }
-    wait_for(secs(180), "group back after the restarts", async || {
-        net.converged(&group).await
-    })
-    .await?;
-    let after = net
-        .role_holder("epoch_steward", &group)
-        .await
-        .unwrap_or_default();
-    if after != steward {
-        return Err(Failed(format!(
-            "the epoch steward moved from {steward} to '{after}' during the restarts"
-        )));
-    }
-    // With discovery the others find each other through the steward; without it each
-    // one has the steward as its only peer. Either way the scenario goes on (logged).
-    wait_or_note(
-        secs(60),
-        &format!("members found peers beyond {steward}"),
-        async || net.peers_beyond(&rest).await,
-    )
-    .await;
-    log(format!(
-        "peers before the kill: {}",
-        net.peer_table(&group).await
-    ));
+    let rest = dial_only(net, &steward, &group).await?;
 
     let (victim, proposer) = (&rest[0], &rest[1]);
     let live = &rest[1..];
     log(format!(
-        "{proposer} proposes removing {victim}; {steward} (bootstrap of everyone, epoch steward) is killed"
+        "{proposer} proposes removing {victim}; \
+         {steward} (bootstrap of everyone, epoch steward) is killed"
     ));
     let address = net.address(victim).await?;
     net.remove(proposer, &address)
@@ -111,4 +63,55 @@ pub async fn kill_bootstrap(net: &Testnet) -> Result<(), Failed> {
     ));
     record(net, "kill-bootstrap: kill -> one group", took, live);
     Ok(())
+}
+
+/// Stops the relay node and recreates every member of `group` but `steward` dialing only
+/// `steward`; awaits the group back, `steward` still its epoch steward. Returns the
+/// recreated members.
+async fn dial_only(net: &Testnet, steward: &str, group: &[String]) -> Result<Vec<String>, Failed> {
+    let enr = net.status(steward).await.map(|s| s.enr).unwrap_or_default();
+    let dial = if enr.is_empty() {
+        format!("/dns4/{steward}/tcp/60000")
+    } else {
+        enr
+    };
+    let rest: Vec<String> = group.iter().filter(|m| *m != steward).cloned().collect();
+    log(format!(
+        "epoch steward is {steward}; the relay node stops and {} restart \
+         dialing only {steward} ({dial})",
+        rest.join(" ")
+    ));
+    net.stop("bootstrap").await?;
+    net.recreate(&format!("star:{steward}={dial}"), &rest)
+        .await?;
+    for m in &rest {
+        let what = format!("{m} API answers");
+        wait_for(secs(120), &what, async || net.answers(m).await).await?;
+    }
+    wait_for(secs(180), "group back after the restarts", async || {
+        net.converged(group).await
+    })
+    .await?;
+    let after = net
+        .role_holder("epoch_steward", group)
+        .await
+        .unwrap_or_default();
+    if after != steward {
+        return Err(Failed(format!(
+            "the epoch steward moved from {steward} to '{after}' during the restarts"
+        )));
+    }
+    // With discovery the others find each other through the steward; without it each
+    // one has the steward as its only peer. Either way the scenario goes on (logged).
+    wait_or_note(
+        secs(60),
+        &format!("members found peers beyond {steward}"),
+        async || net.peers_beyond(&rest).await,
+    )
+    .await;
+    log(format!(
+        "peers before the kill: {}",
+        net.peer_table(group).await
+    ));
+    Ok(rest)
 }
