@@ -440,6 +440,7 @@ run_scenario() {
     split-brain) n=6; export BOOT_MODE=mesh ;;
   esac
   log "=== scenario $name"
+  rm -f "$DIR/$name.log"
   cmd_down
   if ! cmd_up "$n"; then
     log "the testnet did not come up"; rc=1
