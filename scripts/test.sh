@@ -2,7 +2,8 @@
 # The project's test command (README "Run the tests"; .ci/run calls exactly this).
 # 1. installs what the tests need (Python venv with py-libp2p for the Waku interop test),
 # 2. runs every Rust test in the workspace,
-# 3. runs the docker-compose testnet scenarios when a Docker engine answers.
+# 3. runs the docker testnet scenarios (scripts/testnet.sh: compose v2 or v1, the checks in
+#    tests/testnet/) when a Docker engine answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

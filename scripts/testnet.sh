@@ -9,15 +9,25 @@
 #   scripts/testnet.sh scenario NAME   basic | kill-steward | partition | kill-bootstrap
 #                                      | split-brain | all
 #   scripts/testnet.sh compose [N]     print the compose file for N members
+#   scripts/testnet.sh recreate NODE.. write the compose file again (BOOT_MODE) and recreate
+#                                      NODEs from it, volumes kept (the runner's kill-bootstrap)
 #   scripts/testnet.sh swarm COMMAND    the same testnet as a Docker Swarm stack (demls-swarm),
 #                                      so that it can span hosts: up [N] | down | status | logs NODE
 #                                      | events NODE | cli NODE ARGS.. | scenario basic|kill-steward|all
 #                                      | compose [N] | init | leave   (docs/TESTNET.md)
 #
+# This script owns the containers: the compose file (or stack), up, down, logs, events.
+# What a scenario does and checks is Rust, tests/testnet/ (ignored tests of the test
+# target `testnet`, run here through cargo against each node's HTTP API); `status` is its
+# table too. Compose is `docker compose` (v2) or `docker-compose` (v1), whichever is
+# installed (v2 first), decided once below.
+#
 # Node APIs are published on host loopback only: bootstrap on 127.0.0.1:18645, member i
 # on 127.0.0.1:$((18645 + i)); each node's API token is copied out of its data volume
-# (`token NODE`), e.g. for curl: -H "Authorization: Bearer $(cat target/testnet/tokens/member1)". Every wait is bounded; scenarios clean up after themselves.
-# Healing times (kill-bootstrap, split-brain) are appended to target/testnet/heal-times.tsv.
+# (`token NODE`), e.g. for curl: -H "Authorization: Bearer $(cat target/testnet/tokens/member1)".
+# Every wait is bounded; scenarios clean up after themselves, and a failed one is not run
+# again. Healing times (kill-bootstrap, split-brain) are appended to
+# target/testnet/heal-times.tsv.
 #
 # BOOT_MODE (read when the compose file is generated) picks whom members dial at start:
 #   relay (default)  the `bootstrap` relay node only
@@ -51,18 +61,36 @@ CONV=testnet-chat
 BASE_PORT=18645
 N_FILE="$DIR/members"
 
-HEAL_TSV="$DIR/heal-times.tsv"
 # Fixed addresses, so that each node's ENR can advertise the address others reach it at
 # (waku.ext_ip, nwaku's --nat=extip): bootstrap .10, member i .(10 + i).
 SUBNET=172.31.250
 ip_of() { if [ "$1" = bootstrap ]; then echo "$SUBNET.10"; else echo "$SUBNET.$((10 + ${1#member}))"; fi; }
 HALF_B_NET="${PROJECT}_half_b"
-CLI_TIMEOUT=10; [ "$MODE" = compose ] || CLI_TIMEOUT=30
+SELF="$PWD/scripts/testnet.sh"
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+# UTC, as the runner's lines.
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { log "FAIL: $*"; exit 1; }
 
-dc() { docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
+# The compose command, decided once, here: the v2 plugin (`docker compose`) when the docker
+# CLI has it, else the v1 binary. Both read the same file; nothing else calls compose (the
+# runner finds containers by their compose labels, which both versions set alike, where
+# container names differ: project_service_1 in v1, project-service-1 in v2).
+COMPOSE=()
+if [ "$MODE" = compose ]; then
+  if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
+  elif command -v docker-compose >/dev/null 2>&1; then COMPOSE=(docker-compose)
+  fi
+fi
+dc() {
+  [ ${#COMPOSE[@]} -gt 0 ] || die "no docker compose: neither the plugin ('docker compose', v2) nor docker-compose (v1) is installed"
+  "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+}
+# The container of a compose service (running or not), by its labels.
+service_container() {
+  docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" \
+    --filter "label=com.docker.compose.service=$1" 2>/dev/null | head -n1
+}
 members() { cat "$N_FILE" 2>/dev/null || echo 4; }
 port() { if [ "$1" = bootstrap ]; then echo "$BASE_PORT"; else echo $((BASE_PORT + ${1#member})); fi; }
 # The API token of a node: the file api-token of its data volume (created at its first
@@ -74,7 +102,7 @@ token() {
   local f="$DIR/tokens/$1" id
   if [ ! -s "$f" ]; then
     [ "$MODE" = compose ] || return 1
-    id=$(dc ps -q "$1" 2>/dev/null) && [ -n "$id" ] || return 1
+    id=$(service_container "$1") && [ -n "$id" ] || return 1
     mkdir -p "$DIR/tokens" && chmod 700 "$DIR/tokens"
     if docker cp "$id:/data/api-token" - 2>/dev/null | tar -xO >"$f.tmp" 2>/dev/null && [ -s "$f.tmp" ]; then
       mv "$f.tmp" "$f"
@@ -115,20 +143,6 @@ cli() {
   api_argv "$node"
   DEMLS_API_TOKEN="$t" "${API_PRE[@]}" "$@" "${API_POST[@]}"
 }
-# node_kill NODE / node_start NODE: SIGKILL a node's container, start it again. Swarm: the
-# task container if it runs on this host, else the service scaled to 0 (a stop, on the
-# host that runs it); starting forces a new task (restart_policy is none).
-node_kill() {
-  if [ "$MODE" = compose ]; then dc kill "$1"; return; fi
-  local cid; cid=$(task_container "$1")
-  if [ -n "$cid" ]; then docker kill "$cid"; else docker service scale --detach "${PROJECT}_$1=0"; fi
-}
-node_start() {
-  if [ "$MODE" = compose ]; then dc start "$1"; return; fi
-  docker service update --detach --force --replicas 1 "${PROJECT}_$1"
-}
-jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
-
 # gen_compose N: the compose file for a bootstrap node and N members. In swarm mode the
 # same file with what `docker stack deploy` needs instead of what it ignores:
 # - no fixed addresses (swarm assigns task IPs on an overlay network): every node has a
@@ -136,8 +150,9 @@ jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.arg
 #   own address), members dial the relay and each other by name (BOOT_MODE mesh by
 #   default), and discv5 is off, as a node's ENR would advertise the address of its
 #   default route, docker_gwbridge, which no other node can reach;
-# - no published ports (swarm publishes on every interface, never on loopback only): the
-#   CLI reaches a node from inside (docker exec) or from the attachable overlay;
+# - no published ports (swarm publishes on every interface, never on loopback only): a
+#   node is reached from inside (docker exec), at its task's docker_gwbridge address (the
+#   runner, for a task on this host) or from the attachable overlay;
 # - API tokens generated here and given as swarm secrets (/data/api-token, mode 0400), so
 #   that the driver knows them wherever the tasks run;
 # - deploy: restart_policy none (compose's restart: "no"); no depends_on (members redial
@@ -324,7 +339,7 @@ gen_tokens() {
   rm -rf "$DIR/tokens"; mkdir -p "$DIR/tokens"; chmod 700 "$DIR/tokens"
   local node
   for node in bootstrap $(seq 1 "$1" | sed 's/^/member/'); do
-    (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' >"$DIR/tokens/$node")
+    (umask 077; printf '%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$DIR/tokens/$node")
   done
 }
 stack_deployed() { docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$PROJECT"; }
@@ -386,336 +401,59 @@ swarm_leave() {
   log "swarm: $(swarm_state)"
 }
 
-cmd_status() {
-  printf '%-10s %-6s %-13s %-15s %-8s %-6s\n' NODE EPOCH STATE ROLE MEMBERS PEERS
-  for node in $(seq 1 "$(members)" | sed 's/^/member/'); do
-    local st show me
-    st=$(cli "$node" status --json 2>/dev/null) || { printf '%-10s %s\n' "$node" "(down)"; continue; }
-    me=$(echo "$st" | jget 'd["address"]')
-    if show=$(cli "$node" show "$CONV" --json 2>/dev/null); then
-      echo "$show" | python3 -c '
-import json,sys
-d=json.load(sys.stdin); me=sys.argv[1]; node=sys.argv[2]; peers=sys.argv[3]
-role=next((m["role"] for m in d["members"] if m["address"].lower()==me.lower()), "-")
-epoch=d["epoch"]; state=d["state"]; n=len(d["members"])
-print(f"{node:<10} {epoch:<6} {state:<13} {role:<15} {n:<8} {peers:<6}")' "$me" "$node" "$(echo "$st" | jget 'd["peers"]')"
-    else
-      printf '%-10s %-6s %-13s %-15s %-8s %-6s\n' "$node" - "(not in $CONV)" - - "$(echo "$st" | jget 'd["peers"]')"
-    fi
-  done
+# --- the scenario runner ------------------------------------------------------------------
+# tests/testnet/: ignored tests, one per scenario, that act on the testnet and check it
+# through each node's API. They run in the debug test profile, which `cargo test
+# --workspace` builds anyway (CI builds it just before the testnet), so a scenario adds no
+# build there; cargo only checks that it is fresh.
+RUNNER=(cargo test --quiet --workspace --locked --test testnet)
+runner_build() {
+  log "building the scenario runner (tests/testnet/)"
+  "${RUNNER[@]}" --no-run
+}
+# runner TEST: one test of tests/testnet/main.rs against this testnet, which it learns of
+# from these variables (tests/testnet/net.rs).
+runner() {
+  DEMLS_TESTNET_MODE=$MODE DEMLS_TESTNET_PROJECT=$PROJECT DEMLS_TESTNET_DIR="$PWD/$DIR" \
+  DEMLS_TESTNET_MEMBERS="$(members)" DEMLS_TESTNET_CONV=$CONV DEMLS_TESTNET_BASE_PORT=$BASE_PORT \
+  DEMLS_TESTNET_IMAGE=$IMAGE DEMLS_TESTNET_SCRIPT="$SELF" \
+    "${RUNNER[@]}" -- --ignored --exact --nocapture --test-threads=1 "$1"
 }
 
-# --- checks -----------------------------------------------------------------------------
-addr() { cli "$1" status --json | jget 'd["address"]'; }
-epoch_of() { cli "$1" show "$CONV" --json | jget 'd["epoch"]'; }
-# converged NODES...: all Working, same epoch, each sees exactly the listed nodes.
-converged() {
-  local n spec=(); for n in "$@"; do
-    token "$n" >/dev/null || return 1
-    api_argv "$n"; spec+=("$n" "$(printf '%s\x1f' "${API_PRE[@]}")" "$(printf '%s\x1f' "${API_POST[@]}")")
-  done
-  python3 - "${spec[@]}" <<PY
-import json, os, subprocess, sys
-spec = sys.argv[1:]
-nodes = spec[0::3]
-argv = {n: (pre.split("\x1f")[:-1], post.split("\x1f")[:-1]) for n, pre, post in zip(spec[0::3], spec[1::3], spec[2::3])}
-def cli(node, *args):
-    pre, post = argv[node]
-    token = open(f"$DIR/tokens/{node}").read().strip()
-    out = subprocess.run([*pre, *args, *post, "--json"], capture_output=True, text=True, timeout=$CLI_TIMEOUT, env={**os.environ, "DEMLS_API_TOKEN": token})
-    if out.returncode != 0: sys.exit(1)
-    return json.loads(out.stdout)
-addrs = sorted(cli(n, "status")["address"].lower() for n in nodes)
-views = [cli(n, "show", "$CONV") for n in nodes]
-ok = all(v["state"] == "working" for v in views) \
-    and len({v["epoch"] for v in views}) == 1 \
-    and len({str(v.get("epoch_authenticator")) for v in views}) == 1 \
-    and all(sorted(m["address"].lower() for m in v["members"]) == addrs for v in views)
-sys.exit(0 if ok else 1)
-PY
-}
-has_message() { # has_message NODE TEXT
-  cli "$1" messages "$CONV" --json | python3 -c 'import json,sys; sys.exit(0 if any(m["text"]==sys.argv[1] for m in json.load(sys.stdin)) else 1)' "$2"
-}
-not_in() { ! cli "$1" show "$CONV" --json >/dev/null 2>&1; }
-role_holder() { # role_holder ROLE NODES... → prints the node holding ROLE
-  local role=$1; shift
-  local show; show=$(cli "$1" show "$CONV" --json)
-  local who; who=$(echo "$show" | python3 -c 'import json,sys; print(next((m["address"].lower() for m in json.load(sys.stdin)["members"] if m["role"]==sys.argv[1]), ""))' "$role")
-  for n in "$@"; do [ "$(addr "$n" | tr A-Z a-z)" = "$who" ] && { echo "$n"; return 0; }; done
-  return 1
+cmd_status() { runner status_table; }
+
+# recreate NODES...: the compose file written again (with $BOOT_MODE) and NODES recreated
+# from it, volumes kept. The runner's kill-bootstrap restarts members with another
+# bootstrap this way, so that compose stays in this script.
+cmd_recreate() {
+  [ "$MODE" = compose ] || die "recreate is for compose mode"
+  gen_compose "$(members)"
+  dc up -d --no-deps "$@"
 }
 
-join_proposed() { cli "$1" proposals "$CONV" --json | grep -q add_member; }
-epoch_above() { [ "$(epoch_of "$1")" -gt "$2" ]; }
-same_epoch_working() { # same_epoch_working MEMBERS NODES...
-  local want=$1; shift; local e=""
-  for m in "$@"; do
-    local v; v=$(cli "$m" show "$CONV" --json) || return 1
-    [ "$(echo "$v" | jget 'd["state"]')" = working ] || return 1
-    [ "$(echo "$v" | jget 'len(d["members"])')" = "$want" ] || return 1
-    local x; x=$(echo "$v" | jget 'd["epoch"]')
-    [ -z "$e" ] || [ "$e" = "$x" ] || return 1; e=$x
-  done
-}
-poke_and_check() { # poke_and_check SENDER NODES...: one chat, then check convergence
-  local sender=$1; shift
-  cli "$sender" send "$CONV" "ping $SECONDS" >/dev/null 2>&1 || true
-  converged "$@"
-}
-
-form_group() { # form_group N: member1 creates, 2..N join one by one
-  local n=$1
-  cli member1 create "$CONV" >/dev/null
-  local joined=(member1)
-  for i in $(seq 2 "$n"); do
-    cli "member$i" join "$CONV" >/dev/null
-    joined+=("member$i")
-    wait_for 180 "member$i joined (${#joined[@]} members converged)" converged "${joined[@]}" || return 1
-  done
-}
-
-# --- scenarios --------------------------------------------------------------------------
-scenario_basic() {
-  local n; n=$(members)
-  form_group "$n" || return 1
-  for i in $(seq 1 "$n"); do cli "member$i" send "$CONV" "hello from member$i" >/dev/null; done
-  for i in $(seq 1 "$n"); do for j in $(seq 1 "$n"); do
-    [ "$i" = "$j" ] && continue
-    wait_for 60 "member$j got member$i's message" has_message "member$j" "hello from member$i" || return 1
-  done; done
-  local victim="member$n"
-  log "member1 proposes removing $victim"
-  cli member1 remove "$CONV" "$(addr "$victim")" >/dev/null
-  local rest=(); for i in $(seq 1 $((n - 1))); do rest+=("member$i"); done
-  wait_for 180 "$victim removed, ${#rest[@]} converged" converged "${rest[@]}" || return 1
-  wait_for 60 "$victim sees it left" not_in "$victim" || return 1
-  local leaver="member$((n - 1))"
-  log "$leaver leaves"
-  cli "$leaver" leave "$CONV" >/dev/null
-  local rest2=("${rest[@]:0:${#rest[@]}-1}")
-  wait_for 180 "$leaver gone, ${#rest2[@]} converged" converged "${rest2[@]}" || return 1
-}
-
-scenario_kill_steward() {
-  local n; n=$(members)
-  form_group $((n - 1)) || return 1
-  local group=(); for i in $(seq 1 $((n - 1))); do group+=("member$i"); done
-  local es; es=$(role_holder epoch_steward "${group[@]}") || { log "no epoch steward found"; return 1; }
-  log "epoch steward is $es; member$n asks to join, then $es is killed mid-change"
-  cli "member$n" join "$CONV" >/dev/null
-  wait_for 60 "join proposal under way" join_proposed member1
-  node_kill "$es" >/dev/null
-  local rest=(); for m in "${group[@]}" "member$n"; do [ "$m" != "$es" ] && rest+=("$m"); done
-  # The killed steward stays in the roster (it was never removed): same epoch, Working,
-  # and the joiner is in everywhere.
-  wait_for 240 "backup committed; survivors at one epoch with member$n in" same_epoch_working "$n" "${rest[@]}" || return 1
-  node_start "$es" >/dev/null
-}
-
-scenario_partition() {
-  local n; n=$(members)
-  form_group "$n" || return 1
-  local cut="member$n"
-  local rest=(); for i in $(seq 1 $((n - 1))); do rest+=("member$i"); done
-  local before; before=$(epoch_of member1)
-  log "cutting $cut off the network"
-  docker network disconnect "${PROJECT}_demls" "${PROJECT}_${cut}_1"
-  local victim="member$((n - 1))"
-  cli member1 remove "$CONV" "$(addr "$victim")" >/dev/null
-  local rest2=("${rest[@]:0:${#rest[@]}-1}")
-  wait_for 180 "membership changed while $cut was cut off" epoch_above member1 "$before" || return 1
-  log "reconnecting $cut"
-  docker network connect --ip "$(ip_of "$cut")" --alias "$cut" "${PROJECT}_demls" "${PROJECT}_${cut}_1"
-  # By design (docs/PROTOCOL.md, catch-up) the cut-off member asks for the commit it missed.
-  # It notices on the next message of the new epoch, so keep the group talking.
-  wait_for 180 "$cut caught up with the group" poke_and_check member1 "${rest2[@]}" "$cut" || return 1
-}
-
-# --- fork scenarios (issue 12) ------------------------------------------------------------
-container() { echo "${PROJECT}_${1}_1"; }
-peers_of() { cli "$1" status --json 2>/dev/null | jget 'd["peers"]' 2>/dev/null || echo "?"; }
-peer_table() { local out=""; for m in "$@"; do out="$out $m=$(peers_of "$m")"; done; echo "${out# }"; }
-peers_beyond() { for m in "$@"; do [ "$(peers_of "$m")" -ge 2 ] 2>/dev/null || return 1; done; }
-enr_of() { cli "$1" status --json 2>/dev/null | jget 'd.get("enr") or ""' 2>/dev/null || true; }
-epochs_of() { local out=""; for m in "$@"; do out="$out $m=$(epoch_of "$m" 2>/dev/null || echo -)"; done; echo "${out# }"; }
-
-# all_chat TAG NODES...: every node sends "TAG from NODE"; true once each one's message is
-# at every other node (a message from another branch of a fork never decrypts).
-all_chat_sent() { local tag=$1; shift; for m in "$@"; do cli "$m" send "$CONV" "$tag from $m" >/dev/null 2>&1 || return 1; done; }
-all_chat_arrived() {
-  local tag=$1; shift
-  for a in "$@"; do for b in "$@"; do
-    [ "$a" = "$b" ] && continue
-    has_message "$b" "$tag from $a" || return 1
-  done; done
-}
-
-# one_group LIMIT WHAT NODES...: within LIMIT seconds, NODES are converged (Working, one
-# epoch, each sees exactly NODES) and a chat from each reaches every other (one group, not
-# two branches that happen to agree on epoch and roster). Logs and records the time taken.
-one_group() {
-  local limit=$1 what=$2; shift 2
-  local start=$SECONDS round=0
-  while (( SECONDS - start <= limit )); do
-    if converged "$@"; then
-      round=$((round + 1))
-      local tag="one-group check $round"
-      if all_chat_sent "$tag" "$@"; then
-        local t=$SECONDS
-        until all_chat_arrived "$tag" "$@" || (( SECONDS - t > 30 )); do sleep 2; done
-        if all_chat_arrived "$tag" "$@"; then
-          local took=$((SECONDS - start))
-          log "ok: $what: one group, chat reaches everyone (${took}s)"
-          mkdir -p "$DIR"
-          printf '%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$what" "$took" "$*" >>"$HEAL_TSV"
-          return 0
-        fi
-        log "converged but a chat did not reach everyone ($tag): still two groups?"
-      fi
-    fi
-    sleep 3
-  done
-  log "timed out after ${limit}s waiting for: $what (epochs: $(epochs_of "$@"); peers: $(peer_table "$@"))"
-  return 1
-}
-
-# The node everyone bootstrapped from is killed mid-change, and it is the epoch steward.
-# The relay node is stopped and every other member is restarted dialing only the epoch
-# steward (its ENR once the API shows one, else its multiaddr), so that without discovery
-# the rest would hear nothing once it is gone.
-scenario_kill_bootstrap() {
-  local n; n=$(members)
-  form_group "$n" || return 1
-  local group=(); for i in $(seq 1 "$n"); do group+=("member$i"); done
-  local es; es=$(role_holder epoch_steward "${group[@]}") || { log "no epoch steward found"; return 1; }
-  local addr; addr=$(enr_of "$es"); [ -n "$addr" ] || addr="/dns4/$es/tcp/60000"
-  local rest=(); for m in "${group[@]}"; do [ "$m" != "$es" ] && rest+=("$m"); done
-  log "epoch steward is $es; the relay node stops and ${rest[*]} restart dialing only $es ($addr)"
-  dc stop bootstrap >/dev/null 2>&1
-  BOOT_MODE="star:$es=$addr" gen_compose "$n"
-  dc up -d --no-deps "${rest[@]}" >/dev/null 2>&1
-  for m in "${rest[@]}"; do wait_for 120 "$m API answers" cli "$m" status || return 1; done
-  wait_for 180 "group back after the restarts" converged "${group[@]}" || return 1
-  local es2; es2=$(role_holder epoch_steward "${group[@]}") || es2=""
-  [ "$es2" = "$es" ] || { log "the epoch steward moved to '$es2' during the restarts"; return 1; }
-  # With discovery the others find each other through the steward; without it each one
-  # has the steward as its only peer. Either way the scenario goes on (logged).
-  wait_for 60 "members found peers beyond $es" peers_beyond "${rest[@]}" || true
-  log "peers before the kill: $(peer_table "${group[@]}")"
-  local victim=${rest[0]} proposer=${rest[1]}
-  local live=("${rest[@]:1}")
-  log "$proposer proposes removing $victim; $es (bootstrap of everyone, epoch steward) is killed"
-  cli "$proposer" remove "$CONV" "$(addr "$victim")" >/dev/null
-  dc kill "$es" >/dev/null
-  local t0=$SECONDS
-  sleep 10
-  log "peers 10s after the kill: $(peer_table "${live[@]}")"
-  # The removal commits everywhere (the dead steward stays on the roster: never removed),
-  # and the live members are one group.
-  wait_for 240 "removal of $victim committed, live members at one epoch" \
-    same_epoch_working $((n - 1)) "${live[@]}" || { log "epochs: $(epochs_of "${live[@]}")"; return 1; }
-  one_group_with "$((240 - (SECONDS - t0)))" "kill-bootstrap: committed -> chat checked" "$es" "${live[@]}" || return 1
-  log "kill-bootstrap: $((SECONDS - t0))s from the kill to one group"
-  printf '%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "kill-bootstrap: kill -> one group" "$((SECONDS - t0))" "${live[*]}" >>"$HEAL_TSV"
-}
-
-# one_group_with LIMIT WHAT DEAD NODES...: like one_group, where DEAD (killed) is still on
-# the roster of NODES.
-one_group_with() {
-  local limit=$1 what=$2 dead=$3; shift 3
-  local start=$SECONDS round=0
-  (( limit > 30 )) || limit=30
-  while (( SECONDS - start <= limit )); do
-    if same_epoch_working $(( $# + 1 )) "$@"; then
-      round=$((round + 1))
-      local tag="one-group check $round"
-      if all_chat_sent "$tag" "$@"; then
-        local t=$SECONDS
-        until all_chat_arrived "$tag" "$@" || (( SECONDS - t > 30 )); do sleep 2; done
-        if all_chat_arrived "$tag" "$@"; then
-          log "ok: $what: one group without $dead, chat reaches everyone ($((SECONDS - start))s)"
-          printf '%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$what" "$((SECONDS - start))" "$*" >>"$HEAL_TSV"
-          return 0
-        fi
-        log "same epoch and roster size but a chat did not reach everyone ($tag): two groups?"
-      fi
-    fi
-    sleep 3
-  done
-  log "timed out after ${limit}s waiting for: $what (epochs: $(epochs_of "$@"); peers: $(peer_table "$@"))"
-  return 1
-}
-
-half_b_cut() { # move NODES from the shared network to a private one
-  docker network inspect "$HALF_B_NET" >/dev/null 2>&1 || docker network create "$HALF_B_NET" >/dev/null
-  for m in "$@"; do
-    docker network disconnect "${PROJECT}_demls" "$(container "$m")"
-    docker network connect --alias "$m" "$HALF_B_NET" "$(container "$m")"
-  done
-}
-half_b_join() { # back onto the shared network
-  for m in "$@"; do
-    docker network disconnect "$HALF_B_NET" "$(container "$m")"
-    docker network connect --ip "$(ip_of "$m")" --alias "$m" "${PROJECT}_demls" "$(container "$m")"
-  done
-}
-
-# Members are cut into two halves (docker networks): member1-3 (with the relay) and
-# member4-5. The larger half adds a newcomer (member6), the smaller one proposes removing
-# member1; both chat; the network is joined again. Members dial the relay and every other
-# member (BOOT_MODE mesh), so each half stays connected among itself with or without
-# discovery. Whatever each half managed to commit, the end state must be one group of all
-# six: the smaller half cannot win, so member1 stays.
-scenario_split_brain() {
-  local n; n=$(members)
-  (( n >= 6 )) || { log "split-brain needs 6 members"; return 1; }
-  form_group 5 || return 1
-  local half_a=(member1 member2 member3) half_b=(member4 member5) all=(member1 member2 member3 member4 member5 member6)
-  local es; es=$(role_holder epoch_steward member1 member2 member3 member4 member5) || es="?"
-  local before; before=$(epoch_of member1)
-  log "epoch steward is $es; cutting ${half_b[*]} off (member1-3 and member6 keep the relay)"
-  half_b_cut "${half_b[@]}"
-  sleep 3
-  log "member6 asks to join half A; member4 proposes removing member1 in half B"
-  cli member6 join "$CONV" >/dev/null
-  cli member4 remove "$CONV" "$(addr member1)" >/dev/null || log "member4 could not propose the removal"
-  local t_split=$SECONDS
-  # Half A's roster still holds member4 and member5: six members.
-  wait_for 240 "half A added member6" same_epoch_working 6 "${half_a[@]}" member6 || true
-  cli member1 send "$CONV" "half A while split" >/dev/null 2>&1 || true
-  cli member4 send "$CONV" "half B while split" >/dev/null 2>&1 || true
-  # Long enough for half B's proposal to expire (proposal_expiration = 120s in the testnet
-  # config): a removal left open would otherwise still be voted on after the heal.
-  while (( SECONDS - t_split < 150 )); do sleep 5; done
-  log "before the heal: epochs $(epochs_of "${all[@]}") (member1 was at $before)"
-  log "joining the network again"
-  half_b_join "${half_b[@]}"
-  # A newcomer whose join expired while its half could not commit it is not a member of
-  # anything: it asks again, as its user would. Members get no such help.
-  if ! cli member6 show "$CONV" >/dev/null 2>&1; then
-    log "member6's join expired during the split: member6 joins again"
-    cli member6 join "$CONV" >/dev/null
-  fi
-  one_group 300 "split-brain: rejoin -> one group" "${all[@]}" || return 1
-}
-
+# run_scenario NAME: a fresh testnet of the size NAME needs, the runner's test for NAME,
+# the logs kept on failure, the testnet down. Sets took[NAME] (seconds).
 run_scenario() {
-  local name=$1 fn="scenario_${1//-/_}" n=${base:-$(members)}
+  local name=$1 n=${base:-$(members)} start=$SECONDS rc=0
   case "$name" in
     kill-bootstrap) (( n >= 5 )) || n=5 ;;
     split-brain) n=6; export BOOT_MODE=mesh ;;
   esac
   log "=== scenario $name"
+  rm -f "$DIR/$name.log"
   cmd_down
-  cmd_up "$n" || { cmd_down; unset BOOT_MODE; return 1; }
+  if ! cmd_up "$n"; then
+    log "the testnet did not come up"; rc=1
+  elif ! runner "${name//-/_}"; then
+    rc=1
+  fi
   unset BOOT_MODE
-  local rc=0
-  if "$fn"; then
-    log "=== $name: PASS"; cmd_status || true
+  took[$name]=$((SECONDS - start))
+  if [ "$rc" = 0 ]; then
+    log "=== $name: PASS (${took[$name]}s)"
   else
-    log "=== $name: FAIL"; cmd_status || true; dump_logs >"$DIR/$name.log" 2>&1 || true
-    log "last logs in $DIR/$name.log"; rc=1
+    log "=== $name: FAIL (${took[$name]}s)"; dump_logs >"$DIR/$name.log" 2>&1 || true
+    log "last logs in $DIR/$name.log"
   fi
   cmd_down
   # Scenarios that need more members leave the default count as it was.
@@ -745,34 +483,32 @@ case "${1:-}" in
   status) cmd_status ;;
   logs) dc logs -f ${2:-} ;;
   events) cli "${2:?node}" events ;;
+  recreate) shift; cmd_recreate "$@" ;;
   cli) [ "$MODE" = swarm ] || { echo "usage: $0 swarm cli NODE ARGS... (compose: $BIN --api http://127.0.0.1:PORT)" >&2; exit 2; }
        node=${2:?node}; shift 2; cli "$node" "$@" ;;
   scenario)
-    ensure_image
-    unset REBUILD
-    [ -f "$N_FILE" ] || gen_compose 4
-    declare -A result
-    base=$(members)
     case "${2:-}" in
       all) if [ "$MODE" = swarm ]; then list=(basic kill-steward)
            else list=(basic kill-steward partition kill-bootstrap split-brain); fi ;;
       basic|kill-steward|partition|kill-bootstrap|split-brain) list=("$2") ;;
       *) echo "usage: $0 scenario basic|kill-steward|partition|kill-bootstrap|split-brain|all" >&2; exit 2 ;;
     esac
+    ensure_image
+    unset REBUILD
+    # Built once here, so that no scenario's time includes a build.
+    runner_build
+    [ -f "$N_FILE" ] || gen_compose 4
+    base=$(members)
+    declare -A result took
     fails=0
-    # A failed scenario is run once more (known intermittent stall after a self-leave,
-    # see docs/PROTOCOL.md "Known gaps"); the summary says when a retry was needed.
     for s in "${list[@]}"; do
-      if run_scenario "$s"; then result[$s]=PASS
-      elif cp "$DIR/$s.log" "$DIR/$s.first-attempt.log" 2>/dev/null; log "retrying $s once"; run_scenario "$s"; then
-        result[$s]="PASS (on retry; first attempt failed, logs in $DIR/$s.first-attempt.log)"
-      else result[$s]=FAIL; fails=$((fails + 1)); fi
+      if run_scenario "$s"; then result[$s]=PASS; else result[$s]=FAIL; fails=$((fails + 1)); fi
     done
     echo; echo "testnet summary:"
-    for s in "${list[@]}"; do printf '  %-14s %s\n' "$s" "${result[$s]}"; done
+    for s in "${list[@]}"; do printf '  %-14s %s (%ss)\n' "$s" "${result[$s]}" "${took[$s]}"; done
     passed=$(( ${#list[@]} - fails ))
     echo "$passed passed, $fails failed"
     [ "$fails" = 0 ]
     ;;
-  *) sed -n '2,15p' "$0"; exit 2 ;;
+  *) sed -n '2,17p' "$0"; exit 2 ;;
 esac
