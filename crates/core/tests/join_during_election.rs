@@ -17,7 +17,11 @@
 //! 22.5 s here), the joiner gave up on 40 of 40 seeds, clean and lossy, 1–20 s before
 //! the first member applied the commit adding it, and every member not silenced carried it.
 //!
-//! `SIM_SEEDS=0..40` sweeps it; `SIM_NET=clean|lossy` picks a network.
+//! The bound does not count messages lost on the way: under 10 % loss seeds 3, 4, 11,
+//! 24, 30 and 36 of 0..40 still fail (see `docs/PROTOCOL.md`, "Pending-join expiry").
+//!
+//! `SIM_SEEDS=0..40` sweeps it; `SIM_NET=clean|lossy` picks a network; `JDE_TIMELINE=1`
+//! prints the milestones.
 
 mod sim;
 
