@@ -21,7 +21,8 @@ pub const MAX_TIMER: Millis = 7 * 24 * 3_600_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationConfig {
     /// RFC inactivity timer #1: how long approved work may wait for a commit before every
-    /// member freezes; ×3 is the pending-join expiry.
+    /// member freezes; ×3 is the pending-join expiry, unless the slowest regular path to a
+    /// welcome is longer (see `pending_join_expiry`).
     pub commit_inactivity: Millis,
     /// Candidate collection window once frozen.
     pub freeze: Millis,
@@ -153,18 +154,56 @@ impl ConversationConfig {
         Millis::from(VOTE_ASKS) * self.recovery_inactivity + REPLY_JITTER_MS
     }
 
+    /// How long a buffered membership request waits for the epoch steward to propose it
+    /// before a backup steward does (the epoch steward is taken to be silent).
+    pub fn takeover_window(&self) -> Millis {
+        self.commit_inactivity + self.recovery_inactivity
+    }
+
+    /// How long members wait for an election (its deterministic proposer silent, or
+    /// nobody electing in Reelection) before they reshuffle the list: the next retry
+    /// round's first steward proposes then.
+    pub fn reelection_patience(&self) -> Millis {
+        self.election_voting_delay * 2 + self.consensus_timeout
+    }
+
     /// Pending-join expiry: three commit-inactivity windows, as the reference, but never
-    /// shorter than the slowest regular path from request to welcome: a backup's takeover
-    /// of the request (the epoch steward silent), the vote with its timeout and the
-    /// requests for missing votes, the inactivity window and the freeze. A joiner that
-    /// gave up just before its welcome would be a member of the group that never reads it.
+    /// shorter than the slowest regular path from request to welcome. A joiner that gave
+    /// up just before its welcome would be a member of the group that never reads it; and
+    /// members drop announcements older than this (plus a minute of clock skew), so both
+    /// sides use this one bound. The path's stages, one after the other, each at its
+    /// slowest:
+    ///
+    /// - **takeover**: the epoch steward is silent, and a backup proposes the request
+    ///   once it has waited `takeover_window`;
+    /// - **busy**: nobody proposes while frozen, nor while the steward list is exhausted
+    ///   (there is no epoch steward then). A request that lands as the last freeze round
+    ///   of a list opens waits for that round (`freeze`), then for the election its
+    ///   commit sets off: its proposer silent (one reshuffle, `reelection_patience`),
+    ///   then the vote with its timeout and the requests for missing votes. It adds to
+    ///   the takeover: the backup's window runs out while the backup is frozen;
+    /// - **vote**: the request's own vote, with its timeout and the requests for missing
+    ///   votes;
+    /// - **commit**: a backup's inactivity window (the epoch steward silent), then the
+    ///   whole freeze window (a steward's candidate never comes).
+    ///
+    /// Not covered: an election rejected, or reshuffled more than once; a freeze round
+    /// that ends without a candidate (Reelection); fork healing; an announcement or a
+    /// welcome lost on the way (the joiner repeats its announcement every
+    /// `commit_inactivity`); delays beyond the timers (network, load); and the wake-up of
+    /// a newly elected epoch steward, which proposes the requests that waited for the list
+    /// at its next tick unless its backup takes them over (`docs/PROTOCOL.md`,
+    /// "Pending-join expiry").
     pub fn pending_join_expiry(&self) -> Millis {
-        let takeover = self.commit_inactivity + self.recovery_inactivity;
+        let takeover = self.takeover_window();
+        let election =
+            self.election_voting_delay + self.consensus_timeout + self.missing_votes_wait();
+        let busy = self.freeze + self.reelection_patience() + election;
         let vote = self.voting_delay + self.consensus_timeout + self.missing_votes_wait();
         let commit = self.commit_inactivity + self.recovery_inactivity + self.freeze;
         self.commit_inactivity
             .saturating_mul(3)
-            .max(takeover + vote + commit)
+            .max(takeover + busy + vote + commit)
     }
 }
 
@@ -178,8 +217,9 @@ mod tests {
         assert_eq!(c.commit_inactivity, 60_000);
         assert_eq!(c.freeze, 30_000);
         // The reference gives up after 3 × 60 s; the slowest regular path to a welcome
-        // (65 s takeover + 56 s vote + 95 s commit) is longer, so we wait 216 s.
-        assert_eq!(c.pending_join_expiry(), 216_000);
+        // is longer: 65 s takeover, 121 s busy (30 s freeze round, then an election: 40 s
+        // reshuffle, 51 s vote), 56 s vote, 95 s commit. So we wait 337 s.
+        assert_eq!(c.pending_join_expiry(), 337_000);
         c.validate().unwrap();
     }
 

@@ -968,12 +968,12 @@ impl Conversation {
 
     /// How long a backup waits for the epoch steward to propose a buffered request.
     fn takeover_window(&self) -> Millis {
-        self.config.commit_inactivity + self.config.recovery_inactivity
+        self.config.takeover_window()
     }
 
     /// How long Reelection waits for an election before reshuffling the proposer.
     fn reelection_patience(&self) -> Millis {
-        self.config.election_voting_delay * 2 + self.config.consensus_timeout
+        self.config.reelection_patience()
     }
 
     fn send_app<P: OpenMlsProvider>(
