@@ -285,13 +285,18 @@ impl Browser<'_> {
     }
 
     fn type_into(&self, css: &str, text: &str) {
-        let el = self.wait_for(css, 20);
-        self.cmd(
-            Method::POST,
-            &format!("/element/{el}/value"),
-            Some(json!({ "text": text })),
-        )
-        .unwrap();
+        self.wait_for(css, 20);
+        // A field can be disabled for a moment (the composer while a commit is applied)
+        // or replaced by a re-render: wait until it is enabled and takes the text.
+        until(20, &format!("type into {css}"), || {
+            let el = self.find(css).filter(|e| self.enabled(e))?;
+            self.cmd(
+                Method::POST,
+                &format!("/element/{el}/value"),
+                Some(json!({ "text": text })),
+            )
+            .ok()
+        });
     }
 
     /// Waits until the text of `css` contains `want`.
