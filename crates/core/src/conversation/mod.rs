@@ -27,6 +27,7 @@ mod proposals;
 mod reject;
 mod sealed_vote;
 mod stewardship;
+mod timer;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -1,0 +1,99 @@
+//! Deadlines: each part of a conversation says when it next needs a tick, and why.
+//!
+//! A part that keeps timed state (the pending join, the proposal set, the freeze round,
+//! the catch-up bookkeeping, the fork watch, the trailing winner, reliable chat) answers
+//! `deadline() -> Deadline`; [`super::Conversation::next_wakeup`] is the soonest of them,
+//! and a tick runs the parts that are due. Naming the reason makes a wake-up that does
+//! nothing traceable to the part that asked for it.
+
+// Until every part answers its deadline through these (issue 15, item 1).
+#![allow(dead_code)]
+
+use crate::Millis;
+
+/// Why a conversation asked to be woken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Timer {
+    /// Re-announce our key package while we wait for a welcome.
+    JoinAnnounce,
+    /// Give up (or, for a rejoin, renew) the pending join.
+    JoinExpiry,
+    /// Cast our automatic vote on an open proposal.
+    AutoVote,
+    /// An open proposal's consensus timeout.
+    VoteTimeout,
+    /// Approved work waits and no inactivity anchor is set yet: tick now to set it.
+    AnchorUnset,
+    /// The commit-inactivity window ran out: freeze.
+    Inactivity,
+    /// The freeze round's selection is due.
+    FreezeSelect,
+    /// Re-send our candidate within the freeze window.
+    FreezeResend,
+    /// Re-send the winner of the round we just left.
+    TrailingWinner,
+    /// A steward election has taken too long.
+    ReelectionPatience,
+    /// Our steward list has been exhausted too long with no election decided.
+    ExhaustedPatience,
+    /// A fork to decide, or a beacon to send.
+    Fork,
+    /// A catch-up reply, a proposal re-send or a request for a missing proposal is due.
+    CatchUp,
+    /// A probe of an epoch claimed ahead of ours ends, or asks again.
+    Probe,
+    /// A backup steward takes over a request the epoch steward left unproposed.
+    Takeover,
+    /// Reliable chat: a re-send, a sync or an acknowledgement is due.
+    Chat,
+    /// A welcome re-send a joiner asked for.
+    WelcomeResend,
+}
+
+/// When a part next needs a tick, and why; `None` when it waits for nothing.
+pub(crate) type Deadline = Option<(Millis, Timer)>;
+
+/// A deadline at `at` for `why`, if there is one.
+pub(crate) fn at(at: Option<Millis>, why: Timer) -> Deadline {
+    at.map(|t| (t, why))
+}
+
+/// Folds deadlines into the soonest one (the earlier reason wins a tie, so the fold
+/// is deterministic).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Soonest(Deadline);
+
+impl Soonest {
+    /// Takes `d` if it is sooner than what is held.
+    pub(crate) fn add(&mut self, d: Deadline) {
+        if let Some((t, why)) = d {
+            if self.0.is_none_or(|(held, _)| t < held) {
+                self.0 = Some((t, why));
+            }
+        }
+    }
+
+    /// The soonest deadline added.
+    pub(crate) fn get(self) -> Deadline {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soonest_deadline_wins_and_a_tie_keeps_the_first() {
+        let mut s = Soonest::default();
+        assert_eq!(s.get(), None);
+        s.add(None);
+        s.add(Some((50, Timer::Chat)));
+        s.add(Some((20, Timer::Fork)));
+        s.add(Some((20, Timer::CatchUp)));
+        s.add(Some((90, Timer::Probe)));
+        assert_eq!(s.get(), Some((20, Timer::Fork)));
+        assert_eq!(at(None, Timer::Fork), None);
+        assert_eq!(at(Some(7), Timer::Fork), Some((7, Timer::Fork)));
+    }
+}
