@@ -43,6 +43,7 @@ pub use fork::sign_beacon;
 pub use join::forge_announcement;
 use reject::Cause;
 pub use reject::{InboundKind, RejectCause};
+use timer::{Deadline, Soonest, Timer};
 pub use types::*;
 
 use crate::config::{ConversationConfig, Millis};
@@ -617,24 +618,31 @@ impl Conversation {
 
     /// When the next tick is needed (None: only inbound packets or commands can matter).
     pub fn next_wakeup(&self) -> Option<Millis> {
+        self.deadline().map(|(t, _)| t)
+    }
+
+    /// The soonest deadline of any part of the conversation, and which part asked.
+    /// Anything overdue is due now; callers tick at max(now, wakeup).
+    pub(crate) fn deadline(&self) -> Deadline {
         if self.closed.is_some() {
             return None;
         }
-        let mut t: Vec<Millis> = Vec::new();
+        let mut soonest = Soonest::default();
         if let Some(pj) = &self.pending_join {
-            t.push(pj.next_announce.min(pj.expires_at(&self.config)));
+            soonest.add(Some((pj.next_announce, Timer::JoinAnnounce)));
+            soonest.add(Some((pj.expires_at(&self.config), Timer::JoinExpiry)));
         }
         for p in self.proposals.values() {
             if p.status == ProposalStatus::Voting {
-                t.extend(p.auto_vote_at);
-                t.push(p.timeout_at);
+                soonest.add(timer::at(p.auto_vote_at, Timer::AutoVote));
+                soonest.add(Some((p.timeout_at, Timer::VoteTimeout)));
             }
         }
         // Approved work and no inactivity anchor yet: tick now so the anchor is set.
         // Without this a state change that happened outside a tick (a local steward list
         // after Reelection, say) left nothing scheduled, and a quiet group never froze.
         if self.anchor.is_none() && self.freeze_work_waiting() {
-            t.push(0);
+            soonest.add(Some((0, Timer::AnchorUnset)));
         }
         if let Some(a) = self.anchor.filter(|_| {
             matches!(
@@ -645,41 +653,49 @@ impl Conversation {
             // A window that ran out during a catch-up probe freezes when the probe ends.
             // Saturating: the anchor comes from saved state (a damaged file overflowed).
             let due = a.saturating_add(self.inactivity_window());
-            t.push(self.catch_up.probe_until.map_or(due, |u| due.max(u)));
+            let due = self.catch_up.probe_until.map_or(due, |u| due.max(u));
+            soonest.add(Some((due, Timer::Inactivity)));
         }
         if let Some(f) = self
             .freeze
             .as_ref()
             .filter(|_| self.state == ConversationState::Freezing)
         {
-            t.push(f.deadline(self.config.freeze));
-            t.extend(f.next_resend);
+            soonest.add(Some((f.deadline(self.config.freeze), Timer::FreezeSelect)));
+            soonest.add(timer::at(f.next_resend, Timer::FreezeResend));
         }
-        t.extend(self.trailing.as_ref().map(|w| w.next));
+        soonest.add(timer::at(
+            self.trailing.as_ref().map(|w| w.next),
+            Timer::TrailingWinner,
+        ));
         if let Some(s) = self
             .reelection_since
             .filter(|_| self.state == ConversationState::Reelection)
         {
-            t.push(s.saturating_add(self.reelection_patience()));
+            let due = s.saturating_add(self.reelection_patience());
+            soonest.add(Some((due, Timer::ReelectionPatience)));
         }
         if let Some(s) = self
             .exhausted_since
             .filter(|_| self.state == ConversationState::Working)
         {
-            t.push(s.saturating_add(self.reelection_patience()));
+            let due = s.saturating_add(self.reelection_patience());
+            soonest.add(Some((due, Timer::ExhaustedPatience)));
         }
-        t.extend(self.fork_deadline());
-        t.extend(self.catch_up.replies.values().copied());
-        t.extend(self.catch_up.proposal_replies.values().copied());
-        t.extend(self.catch_up.missing_proposals.values().copied());
-        if let Some(u) = self.catch_up.probe_until {
-            t.push(u);
-            if self.catch_up.next_request_at < u {
-                t.push(self.catch_up.next_request_at);
+        soonest.add(timer::at(self.fork_deadline(), Timer::Fork));
+        let cu = &self.catch_up;
+        let replies = cu.replies.values().chain(cu.proposal_replies.values());
+        for t in replies.chain(cu.missing_proposals.values()) {
+            soonest.add(Some((*t, Timer::CatchUp)));
+        }
+        if let Some(u) = cu.probe_until {
+            soonest.add(Some((u, Timer::Probe)));
+            if cu.next_request_at < u {
+                soonest.add(Some((cu.next_request_at, Timer::Probe)));
             }
         }
-        if self.catch_up.seen_epoch > self.epoch() {
-            t.push(self.catch_up.next_request_at);
+        if cu.seen_epoch > self.epoch() {
+            soonest.add(Some((cu.next_request_at, Timer::Probe)));
         }
         // A backup steward takes over requests the epoch steward left unproposed.
         if self.state == ConversationState::Working
@@ -691,14 +707,17 @@ impl Conversation {
                 // Only what the takeover would propose (a request it skips would be due
                 // for ever).
                 if !self.change_in_flight(m) && Self::buffered_applies(&u.action, &members) {
-                    t.push(u.first_seen_at.saturating_add(self.takeover_window()));
+                    let due = u.first_seen_at.saturating_add(self.takeover_window());
+                    soonest.add(Some((due, Timer::Takeover)));
                 }
             }
         }
-        t.extend(self.chat_deadline());
-        t.extend(self.welcome_resend_deadline());
-        // Anything overdue is due now; callers tick at max(now, wakeup).
-        t.into_iter().min()
+        soonest.add(timer::at(self.chat_deadline(), Timer::Chat));
+        soonest.add(timer::at(
+            self.welcome_resend_deadline(),
+            Timer::WelcomeResend,
+        ));
+        soonest.get()
     }
 
     // ---- commands --------------------------------------------------------------------------

@@ -6,10 +6,7 @@
 //! and a tick runs the parts that are due. Naming the reason makes a wake-up that does
 //! nothing traceable to the part that asked for it.
 
-// Until every part answers its deadline through these (issue 15, item 1).
-#![allow(dead_code)]
-
-use crate::Millis;
+use crate::config::Millis;
 
 /// Why a conversation asked to be woken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
