@@ -83,6 +83,8 @@ struct Snap {
     thread: Duration,
     wall: Instant,
     virt: u64,
+    /// Signature recoveries run so far (every member runs on this thread).
+    recoveries: u64,
 }
 
 fn snap(s: &Sim) -> Snap {
@@ -94,6 +96,32 @@ fn snap(s: &Sim) -> Snap {
         thread: thread_cpu(),
         wall: Instant::now(),
         virt: s.now,
+        recoveries: identity::recoveries_on_this_thread(),
+    }
+}
+
+/// With `SCALE_PERF_CTL=<fifo>` and `SCALE_PERF_CHANGE=<change>` (join, removal,
+/// self-leave), switches a `perf record --control fifo:<fifo> -D -1` on for that change
+/// only, so a profile shows the change and not the growth before it.
+fn perf_window(change: &str, on: bool) {
+    use std::io::Write;
+    let (Ok(fifo), Ok(which)) = (
+        std::env::var("SCALE_PERF_CTL"),
+        std::env::var("SCALE_PERF_CHANGE"),
+    ) else {
+        return;
+    };
+    if which != change {
+        return;
+    }
+    let cmd: &[u8] = if on { b"enable\n" } else { b"disable\n" };
+    match std::fs::OpenOptions::new().write(true).open(&fifo) {
+        Ok(mut f) => {
+            if let Err(e) = f.write_all(cmd) {
+                eprintln!("perf control {fifo}: {e}");
+            }
+        }
+        Err(e) => eprintln!("perf control {fifo}: {e}"),
     }
 }
 
@@ -109,6 +137,8 @@ struct Cost {
     sim_cpu: Duration,
     wall: Duration,
     virt: u64,
+    /// Signature recoveries during the change, per member of `over`.
+    recoveries: f64,
 }
 
 fn cost(s: &Sim, before: &Snap, over: &[usize]) -> Cost {
@@ -144,6 +174,7 @@ fn cost(s: &Sim, before: &Snap, over: &[usize]) -> Cost {
             .map(|&i| (s.members[i].sent_bytes - before.bytes[i]) as f64)
             .sum::<f64>()
             / n,
+        recoveries: (identity::recoveries_on_this_thread() - before.recoveries) as f64 / n,
         members_cpu: all_members,
         sim_cpu: thread.saturating_sub(all_members),
         wall: before.wall.elapsed(),
@@ -357,6 +388,7 @@ fn run_size(n: usize, seed: u64) -> (String, Vec<Row>) {
     // 2a. One join.
     let joiner = ids[n];
     let before = snap(&s);
+    perf_window("join", true);
     s.join(joiner);
     let mut after: Vec<usize> = roster.clone();
     after.push(joiner);
@@ -366,6 +398,7 @@ fn run_size(n: usize, seed: u64) -> (String, Vec<Row>) {
         s.describe()
     );
     s.run_for(SETTLE_MS);
+    perf_window("join", false);
     let observer = plain_member(&s, &roster, &[]);
     let (proposals, votes, own_votes) = votes_held(&s, &before, observer);
     let joiner_cpu = s.members[joiner].bench_cpu - before.cpu[joiner];
@@ -384,6 +417,7 @@ fn run_size(n: usize, seed: u64) -> (String, Vec<Row>) {
     // 2b. A plain member proposes removing the member just added.
     let proposer = plain_member(&s, &roster, &[joiner]);
     let before = snap(&s);
+    perf_window("removal", true);
     s.propose_removal(proposer, joiner);
     let after: Vec<usize> = roster.iter().copied().filter(|i| *i != joiner).collect();
     assert!(
@@ -393,6 +427,7 @@ fn run_size(n: usize, seed: u64) -> (String, Vec<Row>) {
         s.describe()
     );
     s.run_for(SETTLE_MS);
+    perf_window("removal", false);
     let observer = plain_member(&s, &after, &[proposer]);
     let (proposals, votes, own_votes) = votes_held(&s, &before, observer);
     rows.push(Row {
@@ -411,6 +446,7 @@ fn run_size(n: usize, seed: u64) -> (String, Vec<Row>) {
     if n >= 3 {
         let leaver = plain_member(&s, &roster, &[]);
         let before = snap(&s);
+        perf_window("self-leave", true);
         s.leave(leaver);
         let after: Vec<usize> = roster.iter().copied().filter(|i| *i != leaver).collect();
         assert!(
@@ -419,6 +455,7 @@ fn run_size(n: usize, seed: u64) -> (String, Vec<Row>) {
             s.describe()
         );
         s.run_for(SETTLE_MS);
+        perf_window("self-leave", false);
         let observer = plain_member(&s, &after, &[]);
         let (proposals, votes, own_votes) = votes_held(&s, &before, observer);
         rows.push(Row {
@@ -492,8 +529,8 @@ fn main() {
                 joiner,
             ));
             eprintln!(
-                "size {} {}: maximum at member {}, proposals {:?}",
-                r.size, r.change, r.cost.max_at, r.proposals
+                "size {} {}: maximum at member {}, proposals {:?}, {:.1} recoveries per member",
+                r.size, r.change, r.cost.max_at, r.proposals, r.cost.recoveries
             );
         }
         eprintln!(
