@@ -15,9 +15,13 @@ use crate::proto::pb;
 /// A received message waiting for its causal history.
 #[derive(Clone, Debug)]
 pub(super) struct Waiting {
+    /// Its id.
     pub(super) id: MsgId,
+    /// Its author.
     pub(super) sender: MemberId,
+    /// The message, delivered once its causal history is met.
     pub(super) msg: pb::SdsMessage,
+    /// Its encoded size, counted against [`WAITING_BYTES`].
     pub(super) bytes: usize,
 }
 

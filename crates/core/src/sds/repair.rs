@@ -24,7 +24,9 @@ pub(super) fn h64(parts: &[&[u8]]) -> u64 {
 /// A missing id we may ask for.
 #[derive(Clone, Debug)]
 pub(super) struct Missing {
+    /// Its sender, if a history entry named it (repeated in our requests).
     pub(super) sender: Option<MemberId>,
+    /// Its epoch, if a history entry gave it as the retrieval hint.
     pub(super) epoch: Option<u64>,
     /// When we first missed it.
     pub(super) since: Millis,
@@ -35,9 +37,13 @@ pub(super) struct Missing {
 /// A delivered message kept whole to answer repairs.
 #[derive(Clone, Debug)]
 pub(super) struct Cached {
+    /// Its id.
     pub(super) id: MsgId,
+    /// The epoch it was sent in: who may be shown it again.
     pub(super) epoch: u64,
+    /// Its sender (the first to answer a request for it).
     pub(super) sender: MemberId,
+    /// The encoded `SdsMessage`, re-broadcast as is.
     pub(super) encoded: Vec<u8>,
 }
 
