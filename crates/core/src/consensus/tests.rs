@@ -197,7 +197,7 @@ fn no_votes_reach_no() {
 }
 
 #[test]
-fn bad_votes_are_rejected_with_their_reason_and_never_counted() {
+fn forged_tampered_replayed_and_equivocating_votes_are_rejected_and_never_counted() {
     let (mut rng, k, mut states, p) = session(5, 1);
     let ids: Vec<MemberId> = k[..4].iter().map(|x| x.member_id()).collect(); // k[4] is not a member
     let is_voter = |m: &MemberId| ids.contains(m);
@@ -240,6 +240,23 @@ fn bad_votes_are_rejected_with_their_reason_and_never_counted() {
         states[0].receive_vote(second, T + 2, &is_voter),
         Err(Rejection::DuplicateVoter(_))
     ));
+
+    // Only the creator's and one good vote count.
+    assert_eq!(states[0].tally(id), Some((2, 0, 5)));
+}
+
+#[test]
+fn votes_moved_late_or_from_outsiders_are_rejected_and_never_counted() {
+    let (mut rng, k, mut states, p) = session(5, 1);
+    let ids: Vec<MemberId> = k[..4].iter().map(|x| x.member_id()).collect(); // k[4] is not a member
+    let is_voter = |m: &MemberId| ids.contains(m);
+    let id = p.proposal_id;
+    let (good, _) = states[1]
+        .cast_vote(&k[1], &mut rng, id, true, T + 1)
+        .unwrap();
+    states[0]
+        .receive_vote(good.clone(), T + 1, &is_voter)
+        .unwrap();
 
     // A vote from proposal A replayed into proposal B.
     let c2 = states[3]

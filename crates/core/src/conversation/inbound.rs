@@ -5,7 +5,7 @@ use openmls_traits::OpenMlsProvider;
 use prost::Message;
 
 use super::*;
-use crate::mls::DecryptError;
+use crate::mls::{DecryptError, Decrypted};
 use crate::proto::pb;
 
 /// Buffered later-epoch messages: at most this many, this many bytes in all, this many
@@ -137,20 +137,50 @@ impl Conversation {
         }
     }
 
+    /// An MLS message on the app topic, in steps: open it, decode it, check its sender may
+    /// still be heard, hand it to its handler.
     pub(super) fn on_mls_message<P: OpenMlsProvider>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
         ct: &[u8],
     ) {
-        let Some(mls) = self.mls.as_mut() else { return };
-        let decrypted = match mls.decrypt(ctx.provider, ct) {
-            Ok(d) => d,
+        let Some(decrypted) = self.open_mls_message(ctx, out, ct) else {
+            return;
+        };
+        let msg = match pb::AppMessage::decode(decrypted.plaintext.as_slice()) {
+            Ok(m) => m,
+            Err(e) => {
+                return out.reject(
+                    InboundKind::Packet,
+                    RejectCause::Malformed,
+                    format!("undecodable application message: {e}"),
+                );
+            }
+        };
+        let sender = decrypted.sender;
+        if !self.admit_app_sender(ctx.now, out, sender, decrypted.epoch, &msg) {
+            return;
+        }
+        self.dispatch_app_message(ctx, out, sender, decrypted.epoch, msg);
+    }
+
+    /// Decrypts `ct`. `None` when it cannot be read now: a later epoch is buffered (and
+    /// hints a catch-up and a fork), an expired one reported, anything else refused.
+    fn open_mls_message<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        ct: &[u8],
+    ) -> Option<Decrypted> {
+        let mls = self.mls.as_mut()?;
+        match mls.decrypt(ctx.provider, ct) {
+            Ok(d) => Some(d),
             Err(DecryptError::WrongEpoch { message_epoch, .. }) => {
                 self.hint(ctx.now, message_epoch);
                 self.fork_hint(ctx);
                 self.buffer_future(ctx.now, message_epoch, FutureKind::Mls, ct);
-                return;
+                None
             }
             Err(DecryptError::Expired {
                 message_epoch,
@@ -165,39 +195,42 @@ impl Conversation {
                         our_epoch,
                     });
                 }
-                return;
+                None
             }
             Err(e) if MlsConversation::peek_epoch(ct).is_some_and(|m| m < self.epoch()) => {
                 // A past epoch we hold no keys for (before we joined), a replay, or junk:
                 // not a sign of a fork.
-                return out.reject(InboundKind::Packet, e.cause(), e);
+                out.reject(InboundKind::Packet, e.cause(), e);
+                None
             }
             Err(e) => {
                 // At our epoch yet unreadable: junk, or a member on another branch of a
                 // fork. A beacon (suppressed if others send theirs) tells which.
                 self.fork_hint(ctx);
-                return out.reject(InboundKind::Packet, e.cause(), e);
+                out.reject(InboundKind::Packet, e.cause(), e);
+                None
             }
-        };
-        let msg = match pb::AppMessage::decode(decrypted.plaintext.as_slice()) {
-            Ok(m) => m,
-            Err(e) => {
-                return out.reject(
-                    InboundKind::Packet,
-                    RejectCause::Malformed,
-                    format!("undecodable application message: {e}"),
-                );
-            }
-        };
-        let sender = decrypted.sender;
-        if decrypted.epoch < self.epoch() {
+        }
+    }
+
+    /// Whether `sender`'s message of `epoch` is heard; a message of our epoch also marks
+    /// its sender as heard from (for the fork watch).
+    fn admit_app_sender(
+        &mut self,
+        now: Millis,
+        out: &mut Output,
+        sender: MemberId,
+        epoch: u64,
+        msg: &pb::AppMessage,
+    ) -> bool {
+        if epoch < self.epoch() {
             // From an epoch since closed: its chat still counts; governance (proposals,
             // votes, syncs, requests) was for a group state that no longer exists.
             if !matches!(
                 msg.body,
                 Some(pb::app_message::Body::Chat(_)) | Some(pb::app_message::Body::Sds(_))
             ) {
-                return;
+                return false;
             }
             // A member removed since still holds that epoch's keys: what it wrote then
             // arrives soon after we applied its removal (a relay delivery the commit
@@ -208,26 +241,36 @@ impl Conversation {
                 let recent = self
                     .fork_watch
                     .removed_when(&sender)
-                    .is_some_and(|t| ctx.now < t.saturating_add(grace));
+                    .is_some_and(|t| now < t.saturating_add(grace));
                 if !recent {
-                    return out.reject(
+                    out.reject(
                         InboundKind::Packet,
                         RejectCause::Stale,
-                        format!(
-                            "chat of epoch {} from {sender}, removed since",
-                            decrypted.epoch
-                        ),
+                        format!("chat of epoch {epoch} from {sender}, removed since"),
                     );
+                    return false;
                 }
             }
         } else {
-            self.fork_watch.heard.insert(sender, ctx.now);
+            self.fork_watch.heard.insert(sender, now);
         }
+        true
+    }
+
+    /// Hands a decrypted application message of `epoch` to its handler.
+    fn dispatch_app_message<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        out: &mut Output,
+        sender: MemberId,
+        epoch: u64,
+        msg: pb::AppMessage,
+    ) {
         match msg.body {
             Some(pb::app_message::Body::Chat(c)) => out.event(Event::Chat {
                 sender,
                 text: c.text,
-                epoch: decrypted.epoch,
+                epoch,
                 timestamp: c.timestamp_ms,
                 id: None,
                 sent_to: None,

@@ -4,7 +4,7 @@
 //! the slot for a staged remote commit, so dropping it and calling
 //! [`MlsConversation::load`] on the same provider restores the group.
 //!
-//! Choices and openmls 0.9.2 facts, each checked by a test in `tests.rs`:
+//! Choices and openmls 0.9.2 facts, each checked by a test in `tests/`:
 //! - **Our candidates carry their proposals inline** in the commit (openmls commit
 //!   builder, `consume_proposal_store(false)`); [`CommitOutput::proposals`] is empty.
 //!   openmls refuses `create_message` while its proposal store is non-empty

@@ -1,5 +1,6 @@
 use super::*;
 use crate::identity::EthSigner;
+use crate::proto::pb;
 use rand::SeedableRng;
 
 const CH: &str = "room";
