@@ -1017,18 +1017,7 @@ impl Conversation {
     ) {
         tracing::info!(conversation = %self.name, "re-added with another of our key packages: waiting for its welcome");
         let announcement = std::mem::take(&mut self.last_announcement);
-        let next_announce = if announcement.is_empty() {
-            Millis::MAX
-        } else {
-            ctx.now.saturating_add(self.config.commit_inactivity)
-        };
-        let pending = PendingJoin {
-            started_at: ctx.now,
-            announcement,
-            next_announce,
-            rejoin: true,
-            attempts: 0,
-        };
+        let pending = PendingJoin::awaiting(ctx.now, announcement, &self.config);
         // Only the welcome of the commit that re-added us: its committer signed it.
         let early = std::mem::take(&mut self.early_welcome)
             .into_iter()

@@ -41,6 +41,7 @@ pub use fork::SentChat;
 pub use fork::sign_beacon;
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
+use join::{PendingJoin, RecentWelcome};
 use reject::Cause;
 pub use reject::{InboundKind, RejectCause};
 use timer::{Deadline, Soonest, Timer};
@@ -186,66 +187,6 @@ pub(crate) struct PendingUpdate {
     pub action: Action,
     pub first_seen_epoch: u64,
     pub first_seen_at: Millis,
-}
-
-/// State kept while waiting for a welcome.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct PendingJoin {
-    pub started_at: Millis,
-    pub announcement: Vec<u8>,
-    pub next_announce: Millis,
-    /// We were a member and join afresh (see `fork`): the announcement says so, and the
-    /// attempt is renewed instead of given up.
-    #[serde(default)]
-    pub rejoin: bool,
-    /// Rejoin attempts renewed so far (each waits twice as long, up to 32×).
-    #[serde(default)]
-    pub attempts: u32,
-}
-
-impl PendingJoin {
-    /// Announces a fresh signed key package for `name` (sent on `out`) and returns the
-    /// attempt that waits for its welcome.
-    pub(crate) fn announce<P: OpenMlsProvider>(
-        name: &str,
-        config: &ConversationConfig,
-        ctx: &mut Ctx<'_, P>,
-        out: &mut Output,
-        rejoin: bool,
-        attempts: u32,
-    ) -> Result<Self, ConversationError> {
-        let announcement = join::build_announcement(name, ctx, rejoin)?;
-        out.send(Subtopic::Welcome, join::welcome_envelope_kp(&announcement));
-        Ok(Self {
-            started_at: ctx.now,
-            announcement,
-            next_announce: ctx.now + config.commit_inactivity,
-            rejoin,
-            attempts,
-        })
-    }
-
-    /// When this attempt is given up (or, for a rejoin, renewed).
-    pub fn expires_at(&self, config: &ConversationConfig) -> Millis {
-        let expiry = config.pending_join_expiry();
-        self.started_at
-            .saturating_add(expiry.saturating_mul(1 << self.attempts.min(5)))
-    }
-}
-
-/// A welcome we sent or saw, kept to re-send to a joiner that missed it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct RecentWelcome {
-    pub joiners: Vec<MemberId>,
-    pub envelope: Vec<u8>,
-    pub resent_at: Millis,
-    /// A re-send a joiner asked for, delayed so that one member's copy serves all.
-    #[serde(default)]
-    pub due: Option<Millis>,
-    /// Digests of the copies we sent or saw (at most `WELCOME_COPIES_SEEN`): a copy seen
-    /// before (a replay) cancels no re-send.
-    #[serde(default)]
-    pub seen: Vec<[u8; 32]>,
 }
 
 /// The winning candidate of the round we just left, re-sent for a while by a steward.
@@ -402,7 +343,6 @@ pub struct Conversation {
 
 const RESOLVED_CAP: usize = 256;
 const COMMITTED_CAP: usize = 16;
-const WELCOME_CAP: usize = 8;
 
 impl Conversation {
     fn blank(
@@ -629,8 +569,7 @@ impl Conversation {
         }
         let mut soonest = Soonest::default();
         if let Some(pj) = &self.pending_join {
-            soonest.add(Some((pj.next_announce, Timer::JoinAnnounce)));
-            soonest.add(Some((pj.expires_at(&self.config), Timer::JoinExpiry)));
+            soonest.add(pj.deadline(&self.config));
         }
         for p in self.proposals.values() {
             if p.status == ProposalStatus::Voting {
@@ -713,10 +652,7 @@ impl Conversation {
             }
         }
         soonest.add(timer::at(self.chat_deadline(), Timer::Chat));
-        soonest.add(timer::at(
-            self.welcome_resend_deadline(),
-            Timer::WelcomeResend,
-        ));
+        soonest.add(self.welcome_resend_deadline());
         soonest.get()
     }
 
