@@ -621,7 +621,7 @@ impl Conversation {
             let due = s.saturating_add(self.reelection_patience());
             soonest.add(Some((due, Timer::ExhaustedPatience)));
         }
-        soonest.add(timer::at(self.fork_deadline(), Timer::Fork));
+        soonest.add(self.fork_deadline());
         let cu = &self.catch_up;
         let replies = cu.replies.values().chain(cu.proposal_replies.values());
         for t in replies.chain(cu.missing_proposals.values()) {
