@@ -36,6 +36,7 @@ use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
 
 pub use action::{Action, Approved, Change, ProposalStatus, Tracked};
+use catchup::CatchUp;
 pub use fork::SentChat;
 #[cfg(feature = "adversary")]
 pub use fork::sign_beacon;
@@ -202,55 +203,6 @@ pub(crate) struct TrailingWinner {
     pub envelope: Vec<u8>,
     pub next: Millis,
     pub until: Millis,
-}
-
-/// Catch-up bookkeeping.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct CatchUp {
-    /// The epoch an unauthenticated packet claimed, while we probe it (see
-    /// `catchup::hint`); at most our epoch otherwise.
-    pub seen_epoch: u64,
-    /// Requests the current round of asks for a hint may still cost.
-    #[serde(default)]
-    pub hint_asks: u32,
-    /// When the current hint was taken.
-    #[serde(default)]
-    pub hint_since: Millis,
-    /// Hints are ignored until then (after hints that led nowhere).
-    #[serde(default)]
-    pub quiet_until: Millis,
-    /// The wait before the last round of asks for a hint (doubled each round).
-    #[serde(default)]
-    pub backoff: Millis,
-    /// Requests made so far for each missing proposal.
-    #[serde(default)]
-    pub missing_asks: BTreeMap<u32, u8>,
-    /// Missing proposals we gave up on: never asked for again.
-    #[serde(default)]
-    pub abandoned: VecDeque<u32>,
-    /// Members removed by recent commits (epoch left, member): their requests are answered.
-    #[serde(default)]
-    pub recent_removed: VecDeque<(u64, MemberId)>,
-    /// Catch-up requests we took up (hash of the signature, when): a replayed copy is
-    /// not answered again.
-    #[serde(skip)]
-    pub seen_requests: VecDeque<([u8; 32], Millis)>,
-    /// What we answer, per requester and in total.
-    #[serde(default)]
-    pub budget: budget::ReplyBudget,
-    /// When we may ask again.
-    pub next_request_at: Millis,
-    /// Replies we will send: epoch → due time (cancelled if someone else answers first).
-    pub replies: BTreeMap<u64, Millis>,
-    /// Proposals we saw votes for but do not know: id → when we may ask again.
-    pub missing_proposals: BTreeMap<u32, Millis>,
-    /// Proposal re-sends we will make: id → due time (cancelled if someone else answers).
-    pub proposal_replies: BTreeMap<u32, Millis>,
-    /// A freeze round ended with nothing valid: until this instant we ask whether the
-    /// group already left our epoch before we take part in an election (a member that
-    /// missed every candidate would otherwise commit a branch of its own).
-    #[serde(default)]
-    pub probe_until: Option<Millis>,
 }
 
 /// One conversation, from our point of view.
@@ -622,20 +574,7 @@ impl Conversation {
             soonest.add(Some((due, Timer::ExhaustedPatience)));
         }
         soonest.add(self.fork_deadline());
-        let cu = &self.catch_up;
-        let replies = cu.replies.values().chain(cu.proposal_replies.values());
-        for t in replies.chain(cu.missing_proposals.values()) {
-            soonest.add(Some((*t, Timer::CatchUp)));
-        }
-        if let Some(u) = cu.probe_until {
-            soonest.add(Some((u, Timer::Probe)));
-            if cu.next_request_at < u {
-                soonest.add(Some((cu.next_request_at, Timer::Probe)));
-            }
-        }
-        if cu.seen_epoch > self.epoch() {
-            soonest.add(Some((cu.next_request_at, Timer::Probe)));
-        }
+        soonest.add(self.catch_up.deadline(self.epoch()));
         // A backup steward takes over requests the epoch steward left unproposed.
         if self.state == ConversationState::Working
             && self.emergencies.is_empty()
