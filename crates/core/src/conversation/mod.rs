@@ -36,11 +36,13 @@ use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
 
 pub use action::{Action, Approved, Change, ProposalStatus, Tracked};
+use catchup::CatchUp;
 pub use fork::SentChat;
 #[cfg(feature = "adversary")]
 pub use fork::sign_beacon;
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
+use join::{PendingJoin, RecentWelcome};
 use reject::Cause;
 pub use reject::{InboundKind, RejectCause};
 use timer::{Deadline, Soonest, Timer};
@@ -188,66 +190,6 @@ pub(crate) struct PendingUpdate {
     pub first_seen_at: Millis,
 }
 
-/// State kept while waiting for a welcome.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct PendingJoin {
-    pub started_at: Millis,
-    pub announcement: Vec<u8>,
-    pub next_announce: Millis,
-    /// We were a member and join afresh (see `fork`): the announcement says so, and the
-    /// attempt is renewed instead of given up.
-    #[serde(default)]
-    pub rejoin: bool,
-    /// Rejoin attempts renewed so far (each waits twice as long, up to 32×).
-    #[serde(default)]
-    pub attempts: u32,
-}
-
-impl PendingJoin {
-    /// Announces a fresh signed key package for `name` (sent on `out`) and returns the
-    /// attempt that waits for its welcome.
-    pub(crate) fn announce<P: OpenMlsProvider>(
-        name: &str,
-        config: &ConversationConfig,
-        ctx: &mut Ctx<'_, P>,
-        out: &mut Output,
-        rejoin: bool,
-        attempts: u32,
-    ) -> Result<Self, ConversationError> {
-        let announcement = join::build_announcement(name, ctx, rejoin)?;
-        out.send(Subtopic::Welcome, join::welcome_envelope_kp(&announcement));
-        Ok(Self {
-            started_at: ctx.now,
-            announcement,
-            next_announce: ctx.now + config.commit_inactivity,
-            rejoin,
-            attempts,
-        })
-    }
-
-    /// When this attempt is given up (or, for a rejoin, renewed).
-    pub fn expires_at(&self, config: &ConversationConfig) -> Millis {
-        let expiry = config.pending_join_expiry();
-        self.started_at
-            .saturating_add(expiry.saturating_mul(1 << self.attempts.min(5)))
-    }
-}
-
-/// A welcome we sent or saw, kept to re-send to a joiner that missed it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct RecentWelcome {
-    pub joiners: Vec<MemberId>,
-    pub envelope: Vec<u8>,
-    pub resent_at: Millis,
-    /// A re-send a joiner asked for, delayed so that one member's copy serves all.
-    #[serde(default)]
-    pub due: Option<Millis>,
-    /// Digests of the copies we sent or saw (at most `WELCOME_COPIES_SEEN`): a copy seen
-    /// before (a replay) cancels no re-send.
-    #[serde(default)]
-    pub seen: Vec<[u8; 32]>,
-}
-
 /// The winning candidate of the round we just left, re-sent for a while by a steward.
 ///
 /// A member selects early once every steward's candidate is in, and stops re-sending its
@@ -261,55 +203,6 @@ pub(crate) struct TrailingWinner {
     pub envelope: Vec<u8>,
     pub next: Millis,
     pub until: Millis,
-}
-
-/// Catch-up bookkeeping.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct CatchUp {
-    /// The epoch an unauthenticated packet claimed, while we probe it (see
-    /// `catchup::hint`); at most our epoch otherwise.
-    pub seen_epoch: u64,
-    /// Requests the current round of asks for a hint may still cost.
-    #[serde(default)]
-    pub hint_asks: u32,
-    /// When the current hint was taken.
-    #[serde(default)]
-    pub hint_since: Millis,
-    /// Hints are ignored until then (after hints that led nowhere).
-    #[serde(default)]
-    pub quiet_until: Millis,
-    /// The wait before the last round of asks for a hint (doubled each round).
-    #[serde(default)]
-    pub backoff: Millis,
-    /// Requests made so far for each missing proposal.
-    #[serde(default)]
-    pub missing_asks: BTreeMap<u32, u8>,
-    /// Missing proposals we gave up on: never asked for again.
-    #[serde(default)]
-    pub abandoned: VecDeque<u32>,
-    /// Members removed by recent commits (epoch left, member): their requests are answered.
-    #[serde(default)]
-    pub recent_removed: VecDeque<(u64, MemberId)>,
-    /// Catch-up requests we took up (hash of the signature, when): a replayed copy is
-    /// not answered again.
-    #[serde(skip)]
-    pub seen_requests: VecDeque<([u8; 32], Millis)>,
-    /// What we answer, per requester and in total.
-    #[serde(default)]
-    pub budget: budget::ReplyBudget,
-    /// When we may ask again.
-    pub next_request_at: Millis,
-    /// Replies we will send: epoch → due time (cancelled if someone else answers first).
-    pub replies: BTreeMap<u64, Millis>,
-    /// Proposals we saw votes for but do not know: id → when we may ask again.
-    pub missing_proposals: BTreeMap<u32, Millis>,
-    /// Proposal re-sends we will make: id → due time (cancelled if someone else answers).
-    pub proposal_replies: BTreeMap<u32, Millis>,
-    /// A freeze round ended with nothing valid: until this instant we ask whether the
-    /// group already left our epoch before we take part in an election (a member that
-    /// missed every candidate would otherwise commit a branch of its own).
-    #[serde(default)]
-    pub probe_until: Option<Millis>,
 }
 
 /// One conversation, from our point of view.
@@ -402,7 +295,6 @@ pub struct Conversation {
 
 const RESOLVED_CAP: usize = 256;
 const COMMITTED_CAP: usize = 16;
-const WELCOME_CAP: usize = 8;
 
 impl Conversation {
     fn blank(
@@ -629,8 +521,7 @@ impl Conversation {
         }
         let mut soonest = Soonest::default();
         if let Some(pj) = &self.pending_join {
-            soonest.add(Some((pj.next_announce, Timer::JoinAnnounce)));
-            soonest.add(Some((pj.expires_at(&self.config), Timer::JoinExpiry)));
+            soonest.add(pj.deadline(&self.config));
         }
         for p in self.proposals.values() {
             if p.status == ProposalStatus::Voting {
@@ -682,21 +573,8 @@ impl Conversation {
             let due = s.saturating_add(self.reelection_patience());
             soonest.add(Some((due, Timer::ExhaustedPatience)));
         }
-        soonest.add(timer::at(self.fork_deadline(), Timer::Fork));
-        let cu = &self.catch_up;
-        let replies = cu.replies.values().chain(cu.proposal_replies.values());
-        for t in replies.chain(cu.missing_proposals.values()) {
-            soonest.add(Some((*t, Timer::CatchUp)));
-        }
-        if let Some(u) = cu.probe_until {
-            soonest.add(Some((u, Timer::Probe)));
-            if cu.next_request_at < u {
-                soonest.add(Some((cu.next_request_at, Timer::Probe)));
-            }
-        }
-        if cu.seen_epoch > self.epoch() {
-            soonest.add(Some((cu.next_request_at, Timer::Probe)));
-        }
+        soonest.add(self.fork_deadline());
+        soonest.add(self.catch_up.deadline(self.epoch()));
         // A backup steward takes over requests the epoch steward left unproposed.
         if self.state == ConversationState::Working
             && self.emergencies.is_empty()
@@ -713,10 +591,7 @@ impl Conversation {
             }
         }
         soonest.add(timer::at(self.chat_deadline(), Timer::Chat));
-        soonest.add(timer::at(
-            self.welcome_resend_deadline(),
-            Timer::WelcomeResend,
-        ));
+        soonest.add(self.welcome_resend_deadline());
         soonest.get()
     }
 
