@@ -63,10 +63,10 @@ pub(crate) struct Soonest(Deadline);
 impl Soonest {
     /// Takes `d` if it is sooner than what is held.
     pub(crate) fn add(&mut self, d: Deadline) {
-        if let Some((t, why)) = d {
-            if self.0.is_none_or(|(held, _)| t < held) {
-                self.0 = Some((t, why));
-            }
+        if let Some((t, why)) = d
+            && self.0.is_none_or(|(held, _)| t < held)
+        {
+            self.0 = Some((t, why));
         }
     }
 
