@@ -40,6 +40,7 @@ use catchup::CatchUp;
 pub use fork::SentChat;
 #[cfg(feature = "adversary")]
 pub use fork::sign_beacon;
+use freeze::{Candidate, FreezeRound, TrailingWinner};
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
 use join::{PendingJoin, RecentWelcome};
@@ -116,53 +117,6 @@ pub fn validate_name(name: &str) -> Result<(), ConversationError> {
     Err(ConversationError::BadName(problem))
 }
 
-/// A freeze round: candidates collected for one epoch.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct FreezeRound {
-    pub epoch: u64,
-    pub started_at: Millis,
-    pub candidates: Vec<Candidate>,
-    /// We hold a pending MLS commit of our own.
-    pub own_pending: bool,
-    /// When our candidate is next re-sent (a lost candidate forks the group, so it is
-    /// sent several times within the window).
-    pub next_resend: Option<Millis>,
-    /// When the first other steward's candidate arrived. The window runs `freeze` from
-    /// the later of this and our own start, so a member whose inactivity timer fired
-    /// early still waits long enough to hear every steward.
-    #[serde(default)]
-    pub first_foreign_at: Option<Millis>,
-}
-
-impl FreezeRound {
-    /// When selection is due (unless every steward's candidate is in before).
-    pub fn deadline(&self, freeze: Millis) -> Millis {
-        self.started_at.max(self.first_foreign_at.unwrap_or(0)) + freeze
-    }
-}
-
-/// A commit candidate buffered in a freeze round.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Candidate {
-    /// Encoded `CommitCandidate`.
-    pub bytes: Vec<u8>,
-    pub hash: [u8; 32],
-    pub steward: MemberId,
-    pub actions: usize,
-    pub local: bool,
-    pub welcome: Option<Vec<u8>>,
-    /// Whether the sealed welcome in `bytes` is known to open (so no later copy can
-    /// better it; learnt when a second copy comes, see `prefer_sealed_copy`).
-    pub sealed_opens: bool,
-    /// The commit's authenticated data: the digest of the evidence its steward sent.
-    #[serde(default)]
-    pub evidence_aad: Vec<u8>,
-    /// Whether the evidence in `bytes` is that list (a copy stripped or altered on the
-    /// way is replaced by one that carries it: see `merge_second_copy`).
-    #[serde(default)]
-    pub evidence_bound: bool,
-}
-
 /// An application message for a later epoch, kept until we reach it or it expires.
 #[derive(Clone, Debug)]
 pub(crate) struct FutureMessage {
@@ -188,21 +142,6 @@ pub(crate) struct PendingUpdate {
     pub action: Action,
     pub first_seen_epoch: u64,
     pub first_seen_at: Millis,
-}
-
-/// The winning candidate of the round we just left, re-sent for a while by a steward.
-///
-/// A member selects early once every steward's candidate is in, and stops re-sending its
-/// own. A member whose window is still open may by then hold only a losing candidate (the
-/// winner's copies lost on the way) and would apply that one: a fork. So stewards keep
-/// sending the winner until such windows have closed. Losing candidates are not re-sent:
-/// a member holding nothing at the end of its window probes and catches up instead.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct TrailingWinner {
-    /// The `AppEnvelope` carrying the winning candidate, as published.
-    pub envelope: Vec<u8>,
-    pub next: Millis,
-    pub until: Millis,
 }
 
 /// One conversation, from our point of view.
@@ -552,13 +491,9 @@ impl Conversation {
             .as_ref()
             .filter(|_| self.state == ConversationState::Freezing)
         {
-            soonest.add(Some((f.deadline(self.config.freeze), Timer::FreezeSelect)));
-            soonest.add(timer::at(f.next_resend, Timer::FreezeResend));
+            soonest.add(f.deadline(self.config.freeze));
         }
-        soonest.add(timer::at(
-            self.trailing.as_ref().map(|w| w.next),
-            Timer::TrailingWinner,
-        ));
+        soonest.add(self.trailing.as_ref().and_then(TrailingWinner::deadline));
         if let Some(s) = self
             .reelection_since
             .filter(|_| self.state == ConversationState::Reelection)
