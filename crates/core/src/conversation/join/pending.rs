@@ -140,10 +140,11 @@ impl Conversation {
                         // Left due, the expired attempt would ask for a tick at once,
                         // and fail again, at every tick. Giving up instead would leave a
                         // conversation we belong to over what may be a passing local
-                        // fault (storage, randomness, a signer). So keep waiting on the
-                        // attempt we have (its announcement is still repeated) and retry
-                        // the renewal after `commit_inactivity`, the pace of those
-                        // repeats: one error per window while the fault lasts.
+                        // fault (storage, randomness, a signer). So keep the attempt we
+                        // have (its repeats go on as before) and retry the renewal after
+                        // `commit_inactivity`, the pace of those repeats: one error per
+                        // window while the fault lasts, and a fresh key package as soon
+                        // as one can be made.
                         pj.renew_retry_at =
                             Some(ctx.now.saturating_add(self.config.commit_inactivity));
                     }
