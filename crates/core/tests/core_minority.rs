@@ -7,7 +7,7 @@
 mod sim;
 
 use demls_core::config::Millis;
-use demls_core::conversation::{Action, Event, ProposalStatus, Role};
+use demls_core::conversation::{Event, ProposalStatus, Role};
 use demls_core::identity::MemberId;
 use sim::{Net, Sim, fast_config, for_seeds};
 
@@ -37,33 +37,7 @@ fn group(seed: u64, net: Net, n: usize) -> (Sim, Vec<usize>) {
         let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
         s.assert_converge_rejoining(&upto, 20 * MIN);
     }
-    let settled = |s: &Sim| {
-        let lists: std::collections::BTreeSet<_> = ids
-            .iter()
-            .map(|i| s.members[*i].conv().steward_list().cloned())
-            .collect();
-        lists.len() == 1
-            && s.converged(&ids)
-            && ids.iter().all(|i| {
-                s.holder(*i, Role::EpochSteward).is_some()
-                    && !s.members[*i].conv().proposals().any(|p| {
-                        p.status == ProposalStatus::Voting
-                            && matches!(p.action, Action::Election { .. })
-                    })
-            })
-    };
-    let deadline = s.now + 10 * MIN;
-    loop {
-        assert!(
-            s.run_until(deadline.saturating_sub(s.now), &settled),
-            "steward list never settled\n{}",
-            s.describe()
-        );
-        s.run_for(5_000);
-        if settled(&s) {
-            break;
-        }
-    }
+    s.settle_steward_list_and(&ids, |s| s.converged(&ids));
     (s, ids)
 }
 

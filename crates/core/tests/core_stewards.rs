@@ -34,32 +34,7 @@ fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<us
     // Let the post-join steward elections finish: every member sees an epoch steward and
     // the same list, no election is still being voted on anywhere (under loss a second,
     // concurrent one can still replace the list), and that stays so for a while.
-    let settled = |s: &Sim| {
-        let lists: std::collections::BTreeSet<_> = ids
-            .iter()
-            .map(|i| s.members[*i].conv().steward_list().cloned())
-            .collect();
-        lists.len() == 1
-            && ids.iter().all(|i| {
-                s.holder(*i, Role::EpochSteward).is_some()
-                    && !s.members[*i].conv().proposals().any(|p| {
-                        p.status == ProposalStatus::Voting
-                            && matches!(p.action, Action::Election { .. })
-                    })
-            })
-    };
-    let deadline = s.now + 10 * MIN;
-    loop {
-        assert!(
-            s.run_until(deadline.saturating_sub(s.now), &settled),
-            "steward list never settled\n{}",
-            s.describe()
-        );
-        s.run_for(5_000);
-        if settled(&s) {
-            break;
-        }
-    }
+    s.settle_steward_list(&ids);
     (s, ids)
 }
 

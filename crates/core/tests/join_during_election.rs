@@ -43,39 +43,8 @@ fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<us
         let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
         s.assert_converge_rejoining(&upto, 20 * MIN);
     }
-    settle(&mut s, &ids);
+    s.settle_steward_list(&ids);
     (s, ids)
-}
-
-/// Runs until every listed member sees one steward list with an epoch steward and no
-/// election is being voted on anywhere, and that stays so for a while.
-fn settle(s: &mut Sim, ids: &[usize]) {
-    let settled = |s: &Sim| {
-        let lists: std::collections::BTreeSet<_> = ids
-            .iter()
-            .map(|i| s.members[*i].conv().steward_list().cloned())
-            .collect();
-        lists.len() == 1
-            && ids.iter().all(|i| {
-                s.holder(*i, Role::EpochSteward).is_some()
-                    && !s.members[*i].conv().proposals().any(|p| {
-                        p.status == ProposalStatus::Voting
-                            && matches!(p.action, Action::Election { .. })
-                    })
-            })
-    };
-    let deadline = s.now + 10 * MIN;
-    loop {
-        assert!(
-            s.run_until(deadline.saturating_sub(s.now), settled),
-            "steward list never settled\n{}",
-            s.describe()
-        );
-        s.run_for(5_000);
-        if settled(s) {
-            break;
-        }
-    }
 }
 
 fn envelope_body(payload: &[u8]) -> Option<pb::app_envelope::Body> {
@@ -107,7 +76,7 @@ fn remove(s: &mut Sim, ids: &mut Vec<usize>, proposer: usize, target: usize) {
     s.propose_removal(proposer, target);
     ids.retain(|i| *i != target);
     s.assert_converge(ids, 10 * MIN);
-    settle(s, ids);
+    s.settle_steward_list(ids);
 }
 
 /// When `joiner` gave up its join, if it did (virtual ms).

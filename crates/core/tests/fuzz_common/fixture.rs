@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use demls_core::config::Millis;
-use demls_core::conversation::{Action, Conversation, Ctx, ProposalStatus, Role, Subtopic};
+use demls_core::conversation::{Conversation, Ctx, Subtopic};
 use demls_core::identity::{EthSigner, MemberId};
 use demls_core::mls::MlsConversation;
 use demls_core::proto::pb;
@@ -80,20 +80,9 @@ pub struct Fixture {
 
 const MIN: Millis = 60_000;
 
+/// Whether the group has converged and its steward list settled.
 fn settled(s: &Sim, ids: &[usize]) -> bool {
-    let lists: std::collections::BTreeSet<_> = ids
-        .iter()
-        .map(|i| s.members[*i].conv().steward_list().cloned())
-        .collect();
-    s.converged(ids)
-        && lists.len() == 1
-        && ids.iter().all(|i| {
-            s.holder(*i, Role::EpochSteward).is_some()
-                && !s.members[*i].conv().proposals().any(|p| {
-                    p.status == ProposalStatus::Voting
-                        && matches!(p.action, Action::Election { .. })
-                })
-        })
+    s.converged(ids) && s.steward_list_settled(ids)
 }
 
 fn settle(s: &mut Sim, ids: &[usize]) {

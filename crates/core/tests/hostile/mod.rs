@@ -3,11 +3,9 @@
 //! the packets such an outsider (or a compromised insider) can publish.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
-
 use demls_core::config::ConversationConfig;
 use demls_core::consensus::{ConsensusState, NewProposal};
-use demls_core::conversation::{Action, OutPacket, ProposalStatus, Role, Subtopic};
+use demls_core::conversation::{Action, OutPacket, Role, Subtopic};
 use demls_core::identity::EthSigner;
 use demls_core::mls::MlsConversation;
 use demls_core::proto::{cpb, pb};
@@ -27,32 +25,7 @@ pub fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Ve
         let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
         s.assert_converge_rejoining(&upto, 20 * MIN);
     }
-    let settled = |s: &Sim| {
-        let lists: BTreeSet<_> = ids
-            .iter()
-            .map(|i| s.members[*i].conv().steward_list().cloned())
-            .collect();
-        lists.len() == 1
-            && ids.iter().all(|i| {
-                s.holder(*i, Role::EpochSteward).is_some()
-                    && !s.members[*i].conv().proposals().any(|p| {
-                        p.status == ProposalStatus::Voting
-                            && matches!(p.action, Action::Election { .. })
-                    })
-            })
-    };
-    let deadline = s.now + 10 * MIN;
-    loop {
-        assert!(
-            s.run_until(deadline.saturating_sub(s.now), settled),
-            "{}",
-            s.describe()
-        );
-        s.run_for(5_000);
-        if settled(&s) {
-            break;
-        }
-    }
+    s.settle_steward_list(&ids);
     (s, ids)
 }
 

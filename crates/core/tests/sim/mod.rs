@@ -21,6 +21,8 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+mod settle;
+
 /// Network behaviour.
 #[derive(Clone, Debug)]
 pub struct Net {

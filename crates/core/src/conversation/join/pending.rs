@@ -23,6 +23,10 @@ pub(crate) struct PendingJoin {
     /// Rejoin attempts renewed so far (each waits twice as long, up to 32×).
     #[serde(default)]
     pub attempts: u32,
+    /// A rejoin whose renewal failed (no key package could be made or signed): when the
+    /// renewal is tried again. `None` otherwise, and then not saved at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_retry_at: Option<Millis>,
 }
 
 impl PendingJoin {
@@ -44,6 +48,7 @@ impl PendingJoin {
             next_announce: ctx.now + config.commit_inactivity,
             rejoin,
             attempts,
+            renew_retry_at: None,
         })
     }
 
@@ -52,6 +57,13 @@ impl PendingJoin {
         let expiry = config.pending_join_expiry();
         self.started_at
             .saturating_add(expiry.saturating_mul(1 << self.attempts.min(5)))
+    }
+
+    /// When this attempt is next given up or renewed: at its expiry, or, after a renewal
+    /// that failed, when that renewal is retried.
+    fn due_at(&self, config: &ConversationConfig) -> Millis {
+        self.renew_retry_at
+            .unwrap_or_else(|| self.expires_at(config))
     }
 
     /// A rejoin that waits for the welcome of a commit that already re-added us (see
@@ -73,6 +85,7 @@ impl PendingJoin {
             next_announce,
             rejoin: true,
             attempts: 0,
+            renew_retry_at: None,
         }
     }
 
@@ -89,7 +102,7 @@ impl PendingJoin {
     pub(crate) fn deadline(&self, config: &ConversationConfig) -> Deadline {
         let mut soonest = Soonest::default();
         soonest.add(Some((self.next_announce, Timer::JoinAnnounce)));
-        soonest.add(Some((self.expires_at(config), Timer::JoinExpiry)));
+        soonest.add(Some((self.due_at(config), Timer::JoinExpiry)));
         soonest.get()
     }
 }
@@ -105,7 +118,7 @@ impl Conversation {
         let Some(pj) = self.pending_join.as_mut() else {
             return;
         };
-        if ctx.now >= pj.expires_at(&self.config) {
+        if ctx.now >= pj.due_at(&self.config) {
             if pj.rejoin {
                 // We were a member: try again with a fresh key package (an old one may
                 // have been consumed by an add whose welcome we never got), waiting
@@ -119,10 +132,22 @@ impl Conversation {
                             reason: RejoinReason::Retry,
                         });
                     }
-                    Err(e) => out.event(Event::Error {
-                        operation: "rejoin",
-                        message: e.to_string(),
-                    }),
+                    Err(e) => {
+                        out.event(Event::Error {
+                            operation: "rejoin",
+                            message: e.to_string(),
+                        });
+                        // Left due, the expired attempt would ask for a tick at once,
+                        // and fail again, at every tick. Giving up instead would leave a
+                        // conversation we belong to over what may be a passing local
+                        // fault (storage, randomness, a signer). So keep the attempt we
+                        // have (its repeats go on as before) and retry the renewal after
+                        // `commit_inactivity`, the pace of those repeats: one error per
+                        // window while the fault lasts, and a fresh key package as soon
+                        // as one can be made.
+                        pj.renew_retry_at =
+                            Some(ctx.now.saturating_add(self.config.commit_inactivity));
+                    }
                 }
                 return;
             }
@@ -131,5 +156,148 @@ impl Conversation {
             return;
         }
         pj.reannounce(ctx.now, &self.config, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openmls_rust_crypto::{MemoryStorage, OpenMlsRustCrypto, RustCrypto};
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::identity::EthSigner;
+    use crate::mls::MlsIdentity;
+
+    /// A realistic Unix time (ms) to start from.
+    const T0: Millis = 1_790_000_000_000;
+
+    /// Randomness that is never there: openmls cannot make a key package with it.
+    #[derive(Default)]
+    struct NoRandomness;
+
+    impl openmls_traits::random::OpenMlsRand for NoRandomness {
+        type Error = std::io::Error;
+        fn random_array<const N: usize>(&self) -> Result<[u8; N], Self::Error> {
+            Err(std::io::Error::other("no randomness"))
+        }
+        fn random_vec(&self, _len: usize) -> Result<Vec<u8>, Self::Error> {
+            Err(std::io::Error::other("no randomness"))
+        }
+    }
+
+    /// A provider whose key package generation fails, as a node's can when its
+    /// randomness or storage breaks while a rejoin is pending.
+    #[derive(Default)]
+    struct Broken {
+        crypto: RustCrypto,
+        rand: NoRandomness,
+        storage: MemoryStorage,
+    }
+
+    impl OpenMlsProvider for Broken {
+        type CryptoProvider = RustCrypto;
+        type RandProvider = NoRandomness;
+        type StorageProvider = MemoryStorage;
+        fn storage(&self) -> &MemoryStorage {
+            &self.storage
+        }
+        fn crypto(&self) -> &RustCrypto {
+            &self.crypto
+        }
+        fn rand(&self) -> &NoRandomness {
+            &self.rand
+        }
+    }
+
+    /// Our identity, made with `provider`.
+    fn identity(provider: &OpenMlsRustCrypto) -> LocalIdentity {
+        let eth = EthSigner::random_with(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1));
+        let mls = MlsIdentity::create(provider, eth.member_id()).expect("mls identity");
+        LocalIdentity { eth, mls }
+    }
+
+    /// One tick of `c` at `now` with `provider`.
+    fn tick<P: OpenMlsProvider>(
+        c: &mut Conversation,
+        provider: &P,
+        identity: &LocalIdentity,
+        now: Millis,
+    ) -> Output {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(now);
+        c.tick(&mut Ctx {
+            provider,
+            identity,
+            rng: &mut rng,
+            now,
+        })
+    }
+
+    /// Whether `out` reports a failed rejoin.
+    fn rejoin_errors(out: &Output) -> usize {
+        out.events
+            .iter()
+            .filter(|e| matches!(e, Event::Error { operation, .. } if *operation == "rejoin"))
+            .count()
+    }
+
+    /// A rejoin whose renewal fails (no key package can be made) must not make the
+    /// conversation ask to be woken at once, again and again, each tick reporting the same
+    /// failure: the renewal is retried after `commit_inactivity`, and succeeds once the
+    /// provider works again. (Failed before: the expired attempt stayed, its expiry in
+    /// the past, so `next_wakeup` was that past time and every tick was a new error.)
+    #[test]
+    fn a_failed_rejoin_renewal_is_retried_after_a_back_off() {
+        let good = OpenMlsRustCrypto::default();
+        let me = identity(&good);
+        let mut ctx_rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        let (mut c, _) = Conversation::join(
+            "t",
+            ConversationConfig::default(),
+            &mut Ctx {
+                provider: &good,
+                identity: &me,
+                rng: &mut ctx_rng,
+                now: T0,
+            },
+        )
+        .expect("join");
+        // A rejoin, as `fork` starts one.
+        c.pending_join.as_mut().expect("pending").rejoin = true;
+        let config = c.config.clone();
+        let expiry = c.pending_join.as_ref().unwrap().expires_at(&config);
+
+        // Three back-off windows with a broken provider, ticked as the node does: at the
+        // wake-up asked for, never before now.
+        let broken = Broken::default();
+        let end = expiry + 3 * config.commit_inactivity;
+        let (mut now, mut ticks, mut errors) = (expiry, 0, 0);
+        while now < end && ticks < 1_000 {
+            errors += rejoin_errors(&tick(&mut c, &broken, &me, now));
+            ticks += 1;
+            now = c.next_wakeup().expect("a wake-up").max(now);
+        }
+        assert_eq!(
+            (errors, c.state()),
+            (3, ConversationState::PendingJoin),
+            "one failed renewal per commit_inactivity ({ticks} ticks, stuck at +{} ms)",
+            now - expiry
+        );
+        assert_eq!(c.pending_join.as_ref().unwrap().attempts, 0);
+
+        // The provider works again: the next renewal goes through.
+        let out = tick(&mut c, &good, &me, now);
+        assert!(
+            out.events.iter().any(|e| matches!(
+                e,
+                Event::Rejoining {
+                    reason: RejoinReason::Retry
+                }
+            )),
+            "{:?}",
+            out.events
+        );
+        let pj = c.pending_join.as_ref().expect("still pending");
+        assert_eq!((pj.attempts, pj.started_at), (1, now));
+        assert!(c.next_wakeup().expect("a wake-up") > now);
     }
 }
