@@ -21,6 +21,7 @@ mod chat;
 mod evidence;
 mod fork;
 mod freeze;
+mod governance;
 mod inbound;
 mod join;
 mod proposals;
@@ -39,6 +40,7 @@ pub use action::{Action, Approved, Change, ProposalStatus, Tracked};
 pub use fork::SentChat;
 #[cfg(feature = "adversary")]
 pub use fork::sign_beacon;
+use governance::Governance;
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
 use reject::Cause;
@@ -47,7 +49,6 @@ use timer::{Deadline, Soonest, Timer};
 pub use types::*;
 
 use crate::config::{ConversationConfig, Millis};
-use crate::consensus::ConsensusState;
 use crate::identity::{IdentityError, MemberId};
 use crate::mls::{MlsConversation, MlsError};
 use crate::scoring::Scores;
@@ -322,12 +323,10 @@ pub struct Conversation {
     mode: OperatingMode,
     #[serde(skip)]
     mls: Option<MlsConversation>,
-    consensus: ConsensusState,
-    proposals: BTreeMap<u32, Tracked>,
-    approved: Vec<Approved>,
-    emergencies: BTreeSet<u32>,
-    pending_updates: BTreeMap<MemberId, PendingUpdate>,
-    resolved: VecDeque<u32>,
+    /// Proposals, votes, approved work, emergencies and their bookkeeping (see
+    /// `governance`). Flattened: its fields are saved as top-level keys.
+    #[serde(flatten, deserialize_with = "governance::from_flattened")]
+    gov: Governance,
     anchor: Option<Millis>,
     reelection_since: Option<Millis>,
     /// Since when our steward list has been exhausted with no election decided.
@@ -342,8 +341,6 @@ pub struct Conversation {
     recent_commits: VecDeque<(u64, Vec<u8>)>,
     recent_welcomes: VecDeque<RecentWelcome>,
     pending_join: Option<PendingJoin>,
-    urgent_target: Option<MemberId>,
-    score_removals: BTreeSet<MemberId>,
     /// Application messages from later epochs, replayed when we get there (under
     /// reordering the first messages of an epoch can overtake its commit). Nobody has
     /// authenticated them, so they are bounded (see `inbound`) and never saved.
@@ -363,11 +360,6 @@ pub struct Conversation {
     #[serde(default)]
     recent_sizes: VecDeque<evidence::GroupSize>,
     synced: bool,
-    /// Proposals open or accepted (not committed) when we joined, from the conversation
-    /// sync: they count fewer voters than we have members, so their evidence is taken
-    /// as it comes (see `judged_evidence`).
-    #[serde(default)]
-    inherited_approvals: BTreeSet<u32>,
     catch_up: CatchUp,
     /// The accepted election proposal that installed the current steward list, if it came
     /// by vote. Its evidence travels with our candidates, so a member that missed the
@@ -418,12 +410,7 @@ impl Conversation {
             state,
             mode: OperatingMode::Normal,
             mls: None,
-            consensus: ConsensusState::default(),
-            proposals: BTreeMap::new(),
-            approved: Vec::new(),
-            emergencies: BTreeSet::new(),
-            pending_updates: BTreeMap::new(),
-            resolved: VecDeque::new(),
+            gov: Governance::default(),
             anchor: None,
             reelection_since: None,
             exhausted_since: None,
@@ -436,15 +423,12 @@ impl Conversation {
             recent_commits: VecDeque::new(),
             recent_welcomes: VecDeque::new(),
             pending_join: None,
-            urgent_target: None,
-            score_removals: BTreeSet::new(),
             future: Vec::new(),
             recent_sizes: VecDeque::new(),
             used_key_packages: VecDeque::new(),
             refused_candidates: VecDeque::new(),
             recent_adds: VecDeque::new(),
             synced: false,
-            inherited_approvals: BTreeSet::new(),
             catch_up: CatchUp::default(),
             election_proof: None,
             early_stash: Vec::new(),
@@ -584,19 +568,19 @@ impl Conversation {
     }
     /// Approved membership changes waiting for a commit.
     pub fn approved(&self) -> &[Approved] {
-        &self.approved
+        &self.gov.approved
     }
     /// Every proposal we know, by id.
     pub fn proposals(&self) -> impl Iterator<Item = &Tracked> {
-        self.proposals.values()
+        self.gov.proposals.values()
     }
     /// Vote tally of a proposal: (yes, no, expected).
     pub fn tally(&self, id: u32) -> Option<(u32, u32, u32)> {
-        self.consensus.tally(id)
+        self.gov.consensus.tally(id)
     }
     /// Open emergency proposals.
     pub fn open_emergencies(&self) -> usize {
-        self.emergencies.len()
+        self.gov.emergencies.len()
     }
 
     /// The role of `m` in the current epoch.
@@ -632,7 +616,7 @@ impl Conversation {
             soonest.add(Some((pj.next_announce, Timer::JoinAnnounce)));
             soonest.add(Some((pj.expires_at(&self.config), Timer::JoinExpiry)));
         }
-        for p in self.proposals.values() {
+        for p in self.gov.proposals.values() {
             if p.status == ProposalStatus::Voting {
                 soonest.add(timer::at(p.auto_vote_at, Timer::AutoVote));
                 soonest.add(Some((p.timeout_at, Timer::VoteTimeout)));
@@ -699,11 +683,11 @@ impl Conversation {
         }
         // A backup steward takes over requests the epoch steward left unproposed.
         if self.state == ConversationState::Working
-            && self.emergencies.is_empty()
+            && self.gov.emergencies.is_empty()
             && self.role(&self.me) == Role::BackupSteward
         {
             let members = self.members();
-            for (m, u) in &self.pending_updates {
+            for (m, u) in &self.gov.pending_updates {
                 // Only what the takeover would propose (a request it skips would be due
                 // for ever).
                 if !self.change_in_flight(m) && Self::buffered_applies(&u.action, &members) {
@@ -769,7 +753,7 @@ impl Conversation {
         if self.state != ConversationState::Working {
             return Err(CommandError::Blocked(self.state));
         }
-        if !self.emergencies.is_empty() {
+        if !self.gov.emergencies.is_empty() {
             return Err(CommandError::PartialFreeze);
         }
         if member == self.me {
@@ -834,11 +818,11 @@ impl Conversation {
             ConversationState::Working | ConversationState::Reelection => {}
             s => return Err(CommandError::Blocked(s)),
         }
-        match self.proposals.get(&id) {
+        match self.gov.proposals.get(&id) {
             Some(p) if p.status == ProposalStatus::Voting => {}
             _ => return Err(CommandError::UnknownProposal(id)),
         }
-        if self.consensus.has_voted(id, &self.me) {
+        if self.gov.consensus.has_voted(id, &self.me) {
             return Err(CommandError::AlreadyVoted(id));
         }
         let mut out = Output::default();
@@ -864,7 +848,7 @@ impl Conversation {
             return Ok(out);
         }
         let id = crate::consensus::self_leave_proposal_id(&self.me);
-        if self.proposals.contains_key(&id) || self.removal_under_way(&self.me.clone()) {
+        if self.gov.proposals.contains_key(&id) || self.removal_under_way(&self.me.clone()) {
             return Ok(out);
         }
         self.open_proposal(
@@ -955,16 +939,18 @@ impl Conversation {
     fn eligible(&self, m: &MemberId) -> bool {
         self.mls.as_ref().is_some_and(|g| g.is_member(m))
             && !self
+                .gov
                 .approved
                 .iter()
                 .any(|a| a.change == Change::Remove { member: *m })
     }
 
     fn removal_under_way(&self, m: &MemberId) -> bool {
-        self.approved
+        self.gov
+            .approved
             .iter()
             .any(|a| a.change == Change::Remove { member: *m })
-            || self.proposals.values().any(|p| {
+            || self.gov.proposals.values().any(|p| {
                 p.status == ProposalStatus::Voting
                     && matches!(p.action, Action::Remove { member } if member == *m)
             })

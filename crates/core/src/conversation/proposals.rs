@@ -42,7 +42,7 @@ impl Conversation {
     /// Our own vote on a proposal (true = YES), once we cast it (by hand or
     /// automatically); read-only, for views.
     pub fn our_vote(&self, id: u32) -> Option<bool> {
-        self.consensus.vote_of(id, &self.me)
+        self.gov.consensus.vote_of(id, &self.me)
     }
 
     fn now_s(ctx_now: Millis) -> u64 {
@@ -71,6 +71,7 @@ impl Conversation {
         let n = expected.unwrap_or(self.voters().len() as u32).max(1);
         let kind = action.kind();
         let created = self
+            .gov
             .consensus
             .create_proposal(
                 &ctx.identity.eth,
@@ -99,7 +100,7 @@ impl Conversation {
             self.config.liveness_criteria_yes,
         );
         if kind == ProposalKind::Emergency {
-            self.emergencies.insert(id);
+            self.gov.emergencies.insert(id);
         }
         out.event(Event::ProposalCreated {
             id,
@@ -139,7 +140,7 @@ impl Conversation {
         auto_vote: bool,
     ) {
         let epoch = self.epoch();
-        self.proposals.insert(
+        self.gov.proposals.insert(
             id,
             Tracked {
                 id,
@@ -156,8 +157,9 @@ impl Conversation {
             },
         );
         // Keep the table bounded: forget the oldest finished proposals.
-        while self.proposals.len() > 512 {
+        while self.gov.proposals.len() > 512 {
             let Some(old) = self
+                .gov
                 .proposals
                 .values()
                 .filter(|p| {
@@ -168,7 +170,7 @@ impl Conversation {
             else {
                 break;
             };
-            self.proposals.remove(&old);
+            self.gov.proposals.remove(&old);
         }
     }
 
@@ -180,10 +182,11 @@ impl Conversation {
         yes: bool,
     ) -> Result<(), CommandError> {
         let (vote, outcome) = self
+            .gov
             .consensus
             .cast_vote(&ctx.identity.eth, ctx.rng, id, yes, Self::now_s(ctx.now))
             .map_err(CommandError::Consensus)?;
-        if let Some(p) = self.proposals.get_mut(&id) {
+        if let Some(p) = self.gov.proposals.get_mut(&id) {
             p.auto_vote_at = None;
         }
         self.send_vote(ctx, out, &vote)?;
@@ -226,7 +229,7 @@ impl Conversation {
             }
             _ => None,
         };
-        let approved = self.approved.iter().filter_map(|w| match &w.change {
+        let approved = self.gov.approved.iter().filter_map(|w| match &w.change {
             Change::Add {
                 member,
                 rejoin: true,
@@ -234,11 +237,13 @@ impl Conversation {
             } if in_roster(member) => Some(*member),
             _ => None,
         });
-        self.pending_updates
+        self.gov
+            .pending_updates
             .values()
             .filter_map(|u| asked(&u.action, u.first_seen_epoch))
             .chain(
-                self.proposals
+                self.gov
+                    .proposals
                     .values()
                     .filter(|t| {
                         matches!(t.status, ProposalStatus::Voting | ProposalStatus::Accepted)
@@ -354,15 +359,17 @@ impl Conversation {
     ) -> Option<MemberId> {
         let key = crate::mls::claimed_leaf_key(key_package)?;
         let buffered = self
+            .gov
             .pending_updates
             .values()
             .filter_map(|u| add_of(&u.action));
         let voting = self
+            .gov
             .proposals
             .values()
             .filter(|t| t.status == ProposalStatus::Voting)
             .filter_map(|t| add_of(&t.action));
-        let approved = self.approved.iter().filter_map(|a| match &a.change {
+        let approved = self.gov.approved.iter().filter_map(|a| match &a.change {
             Change::Add {
                 member,
                 key_package,
@@ -386,7 +393,7 @@ impl Conversation {
             return false;
         };
         Self::is_own_leave(p)
-            && self.proposals.get(&p.proposal_id).is_some_and(|old| {
+            && self.gov.proposals.get(&p.proposal_id).is_some_and(|old| {
                 old.owner == owner
                     && old.action == Action::Remove { member: owner }
                     && old.status == ProposalStatus::Committed
@@ -398,9 +405,9 @@ impl Conversation {
     pub(super) fn forget_renewed_leave(&mut self, p: &cpb::Proposal) {
         let id = p.proposal_id;
         tracing::info!(conversation = %self.name, id, "a member that left before leaves again");
-        self.proposals.remove(&id);
-        self.consensus.remove(id);
-        self.resolved.retain(|r| *r != id);
+        self.gov.proposals.remove(&id);
+        self.gov.consensus.remove(id);
+        self.gov.resolved.retain(|r| *r != id);
     }
 
     /// Content checks that need the proposal's owner: an emergency names its creator in
@@ -425,7 +432,7 @@ impl Conversation {
         // A member that left before and came back leaves again, under the same
         // deterministic id: its new leave replaces the old record once it is checked.
         // (Before, the old record swallowed it and the member could never leave again.)
-        let renewal = self.proposals.contains_key(&id);
+        let renewal = self.gov.proposals.contains_key(&id);
         if renewal && !self.renews_own_leave(&p) {
             return;
         }
@@ -434,7 +441,7 @@ impl Conversation {
             Err(e) => return out.reject(InboundKind::Proposal, RejectCause::Malformed, e),
         };
         let kind = action.kind();
-        if !self.emergencies.is_empty() && kind < ProposalKind::Emergency {
+        if !self.gov.emergencies.is_empty() && kind < ProposalKind::Emergency {
             // RFC partial freeze: lower-priority governance traffic is dropped.
             return out.reject(
                 InboundKind::Proposal,
@@ -527,6 +534,7 @@ impl Conversation {
         }
         let outcome =
             match self
+                .gov
                 .consensus
                 .receive_proposal(p.clone(), Self::now_s(ctx.now), &is_voter)
             {
@@ -545,7 +553,7 @@ impl Conversation {
             self.config.liveness_criteria_yes && valid.is_ok(),
         );
         if kind == ProposalKind::Emergency {
-            self.emergencies.insert(id);
+            self.gov.emergencies.insert(id);
         }
         if matches!(action, Action::Add { .. } | Action::Remove { .. }) && valid.is_ok() {
             self.buffer_update(ctx.now, action.clone());
@@ -611,7 +619,7 @@ impl Conversation {
         out: &mut Output,
         v: cpb::Vote,
     ) -> bool {
-        if let Some(refused) = self.consensus.refused_as_held(&v) {
+        if let Some(refused) = self.gov.consensus.refused_as_held(&v) {
             out.reject(InboundKind::Vote, refused.cause(), refused);
             return false;
         }
@@ -621,6 +629,7 @@ impl Conversation {
         let is_voter = |m: &MemberId| mls.is_some_and(|g| g.is_member(m)) && !away.contains(m);
         let id = v.proposal_id;
         match self
+            .gov
             .consensus
             .receive_vote(v, Self::now_s(ctx.now), &is_voter)
         {
@@ -631,7 +640,7 @@ impl Conversation {
                 // an election this way, and each member then waited for the other).
                 if r && self.overturnable(id) {
                     tracing::info!(conversation = %self.name, id, "a late vote overturns our timeout rejection");
-                    self.resolved.retain(|x| *x != id);
+                    self.gov.resolved.retain(|x| *x != id);
                 }
                 self.apply_outcome(ctx, out, id, r);
                 true
@@ -669,7 +678,7 @@ impl Conversation {
             member,
             key_package,
             ..
-        }) = self.proposals.get(&id).map(|t| &t.action)
+        }) = self.gov.proposals.get(&id).map(|t| &t.action)
             && self.add_blocked(ctx, member, key_package).is_some()
         {
             return;
@@ -679,11 +688,12 @@ impl Conversation {
         // a majority turnout, so a minority cannot pass anything this way).
         // (`now_s` is the judging time: a commit caught up on is judged as it was made.)
         if let Ok(Some(true)) =
-            self.consensus
+            self.gov
+                .consensus
                 .ingest_evidence_after_timeout(p.clone(), now_s, is_voter)
         {
             tracing::info!(conversation = %self.name, id, "signed votes overturn our timeout rejection");
-            self.resolved.retain(|x| *x != id);
+            self.gov.resolved.retain(|x| *x != id);
             self.apply_outcome(ctx, out, id, true);
         }
     }
@@ -691,7 +701,7 @@ impl Conversation {
     /// A membership change or election we rejected (at our timeout: a NO on votes is
     /// never overturned by more votes, which `certain` and the evidence rule ensure).
     fn overturnable(&self, id: u32) -> bool {
-        self.proposals.get(&id).is_some_and(|t| {
+        self.gov.proposals.get(&id).is_some_and(|t| {
             t.status == ProposalStatus::Rejected
                 && (matches!(
                     t.action,
@@ -714,7 +724,7 @@ impl Conversation {
         id: u32,
     ) -> bool {
         let gap = self.config.recovery_inactivity;
-        let Some(p) = self.proposals.get_mut(&id) else {
+        let Some(p) = self.gov.proposals.get_mut(&id) else {
             return false;
         };
         if p.vote_asks_left == 0 {
@@ -746,6 +756,7 @@ impl Conversation {
     ) {
         let now = ctx.now;
         let due: Vec<(u32, bool)> = self
+            .gov
             .proposals
             .values()
             .filter(|p| {
@@ -754,10 +765,10 @@ impl Conversation {
             .map(|p| (p.id, p.auto_vote))
             .collect();
         for (id, yes) in due {
-            if let Some(p) = self.proposals.get_mut(&id) {
+            if let Some(p) = self.gov.proposals.get_mut(&id) {
                 p.auto_vote_at = None;
             }
-            if self.consensus.has_voted(id, &self.me) {
+            if self.gov.consensus.has_voted(id, &self.me) {
                 continue;
             }
             if let Err(e) = self.cast_vote(ctx, out, id, yes) {
@@ -765,6 +776,7 @@ impl Conversation {
             }
         }
         let timed_out: Vec<u32> = self
+            .gov
             .proposals
             .values()
             .filter(|p| p.status == ProposalStatus::Voting && p.timeout_at <= now)
@@ -777,7 +789,7 @@ impl Conversation {
             // Every member applies the timeout rule (the reference lets only the owner do
             // it); commit evidence reconciles members that saw different votes.
             let can_vote = self.voters().len() as u32;
-            let result = self.consensus.on_timeout(id, can_vote).unwrap_or(false);
+            let result = self.gov.consensus.on_timeout(id, can_vote).unwrap_or(false);
             self.apply_outcome(ctx, out, id, result);
         }
     }
@@ -790,14 +802,14 @@ impl Conversation {
         id: u32,
         accepted: bool,
     ) {
-        if self.resolved.contains(&id) {
+        if self.gov.resolved.contains(&id) {
             return;
         }
-        self.resolved.push_back(id);
-        while self.resolved.len() > RESOLVED_CAP {
-            self.resolved.pop_front();
+        self.gov.resolved.push_back(id);
+        while self.gov.resolved.len() > RESOLVED_CAP {
+            self.gov.resolved.pop_front();
         }
-        let Some(p) = self.proposals.get_mut(&id) else {
+        let Some(p) = self.gov.proposals.get_mut(&id) else {
             return;
         };
         p.auto_vote_at = None;
@@ -838,7 +850,7 @@ impl Conversation {
         };
         if accepted
             && moot
-            && let Some(p) = self.proposals.get_mut(&id)
+            && let Some(p) = self.gov.proposals.get_mut(&id)
         {
             p.status = ProposalStatus::Committed;
         }
@@ -847,7 +859,7 @@ impl Conversation {
             tracing::info!(conversation = %self.name, id, summary = %action.summary(), "proposal decided, already carried out");
             return;
         }
-        tracing::info!(conversation = %self.name, id, accepted, tally = ?self.consensus.tally(id), summary = %action.summary(), "proposal decided");
+        tracing::info!(conversation = %self.name, id, accepted, tally = ?self.gov.consensus.tally(id), summary = %action.summary(), "proposal decided");
         match action {
             Action::Add {
                 member,
@@ -861,18 +873,19 @@ impl Conversation {
                     .then(|| self.add_blocked(ctx, &member, &key_package))
                     .flatten();
                 if let Some(why) = blocked {
-                    if let Some(t) = self.proposals.get_mut(&id) {
+                    if let Some(t) = self.gov.proposals.get_mut(&id) {
                         t.status = ProposalStatus::Rejected;
                     }
-                    self.pending_updates.remove(&member);
+                    self.gov.pending_updates.remove(&member);
                     out.reject(InboundKind::ApprovedAdd, RejectCause::Invalid, why);
                 } else if accepted
                     && !self
+                        .gov
                         .approved
                         .iter()
                         .any(|a| a.change.member() == member && a.change.is_add())
                 {
-                    self.approved.push(Approved {
+                    self.gov.approved.push(Approved {
                         id,
                         change: Change::Add {
                             member,
@@ -881,17 +894,18 @@ impl Conversation {
                         },
                     });
                 } else if !accepted {
-                    self.pending_updates.remove(&member);
+                    self.gov.pending_updates.remove(&member);
                 }
             }
             Action::Remove { member } => {
                 if accepted
                     && !self
+                        .gov
                         .approved
                         .iter()
                         .any(|a| a.change == Change::Remove { member })
                 {
-                    self.approved.push(Approved {
+                    self.gov.approved.push(Approved {
                         id,
                         change: Change::Remove { member },
                     });
@@ -904,7 +918,7 @@ impl Conversation {
                         self.reconcile_small_list(ctx, out);
                     }
                 } else if !accepted {
-                    self.pending_updates.remove(&member);
+                    self.gov.pending_updates.remove(&member);
                 }
             }
             Action::Election {
@@ -938,9 +952,9 @@ impl Conversation {
                 creator,
                 ..
             } => {
-                self.emergencies.remove(&id);
+                self.gov.emergencies.remove(&id);
                 if let Some(t) = target {
-                    self.score_removals.remove(&t);
+                    self.gov.score_removals.remove(&t);
                 }
                 self.scores.apply(
                     &creator,
@@ -961,7 +975,7 @@ impl Conversation {
                 }
             }
         }
-        if accepted && self.anchor.is_none() && !self.approved.is_empty() {
+        if accepted && self.anchor.is_none() && !self.gov.approved.is_empty() {
             self.anchor = Some(ctx.now);
         }
     }
@@ -979,16 +993,17 @@ impl Conversation {
             V::ScoreBelowThreshold => {
                 if let Some(t) = target {
                     if !self
+                        .gov
                         .approved
                         .iter()
                         .any(|a| a.change == Change::Remove { member: t })
                     {
-                        self.approved.push(Approved {
+                        self.gov.approved.push(Approved {
                             id,
                             change: Change::Remove { member: t },
                         });
                     }
-                    self.urgent_target = Some(t);
+                    self.gov.urgent_target = Some(t);
                     self.force_freeze(ctx, out);
                 }
             }
@@ -1025,24 +1040,25 @@ impl Conversation {
     pub(super) fn buffer_update(&mut self, now: Millis, action: Action) {
         let Some(m) = action.member() else { return };
         let epoch = self.epoch();
-        if !self.pending_updates.contains_key(&m)
-            && self.pending_updates.len() >= PENDING_UPDATES_CAP
+        if !self.gov.pending_updates.contains_key(&m)
+            && self.gov.pending_updates.len() >= PENDING_UPDATES_CAP
             && let Some(oldest) = self
+                .gov
                 .pending_updates
                 .iter()
                 .min_by_key(|(_, u)| u.first_seen_at)
                 .map(|(k, _)| *k)
         {
-            self.pending_updates.remove(&oldest);
+            self.gov.pending_updates.remove(&oldest);
         }
-        match self.pending_updates.get_mut(&m) {
+        match self.gov.pending_updates.get_mut(&m) {
             // A joiner that announced again with a fresh key package (a new attempt, a
             // rejoin) wants that one: an add of the older one would bring a welcome it
             // may no longer be waiting for.
             Some(u) if newer_announcement(&action, &u.action) => u.action = action,
             Some(_) => {}
             None => {
-                self.pending_updates.insert(
+                self.gov.pending_updates.insert(
                     m,
                     PendingUpdate {
                         action,
@@ -1056,7 +1072,8 @@ impl Conversation {
 
     /// How many proposals `owner` has open.
     pub(super) fn open_proposals_of(&self, owner: &MemberId) -> usize {
-        self.proposals
+        self.gov
+            .proposals
             .values()
             .filter(|p| p.status == ProposalStatus::Voting && p.owner == *owner)
             .count()
@@ -1064,8 +1081,8 @@ impl Conversation {
 
     /// Is a proposal about `m` already open or approved?
     pub(super) fn change_in_flight(&self, m: &MemberId) -> bool {
-        self.approved.iter().any(|a| a.change.member() == *m)
-            || self.proposals.values().any(|p| {
+        self.gov.approved.iter().any(|a| a.change.member() == *m)
+            || self.gov.proposals.values().any(|p| {
                 p.status == ProposalStatus::Voting
                     && matches!(p.action, Action::Add { member, .. } | Action::Remove { member } if member == *m)
             })
