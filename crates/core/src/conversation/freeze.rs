@@ -149,7 +149,7 @@ impl Conversation {
             }
             _ => false,
         };
-        phase && !self.approved.is_empty() && !self.election_in_flight()
+        phase && !self.gov.approved.is_empty() && !self.election_in_flight()
     }
 
     fn all_candidates_in(&self, f: &FreezeRound) -> bool {
@@ -189,7 +189,7 @@ impl Conversation {
     }
 
     pub(super) fn election_in_flight(&self) -> bool {
-        self.proposals.values().any(|p| {
+        self.gov.proposals.values().any(|p| {
             p.status == ProposalStatus::Voting && matches!(p.action, Action::Election { .. })
         })
     }
@@ -203,7 +203,7 @@ impl Conversation {
         if matches!(
             self.state,
             ConversationState::Working | ConversationState::Reelection
-        ) && !self.approved.is_empty()
+        ) && !self.gov.approved.is_empty()
         {
             self.start_freeze(ctx, out);
         }
@@ -332,10 +332,10 @@ impl Conversation {
     fn commit_batch<P: OpenMlsProvider>(&self, ctx: &Ctx<'_, P>) -> Vec<Approved> {
         let members = self.members();
         let mut leaf_keys = Vec::new();
-        self.approved
+        self.gov.approved
             .iter()
             .filter(|a| {
-                self.urgent_target
+                self.gov.urgent_target
                     .is_none_or(|t| a.change == Change::Remove { member: t })
             })
             .filter(|a| match &a.change {
@@ -397,7 +397,7 @@ impl Conversation {
             .iter()
             .map(|a| a.id)
             .chain(self.election_proof)
-            .filter_map(|id| self.consensus.evidence(id))
+            .filter_map(|id| self.gov.consensus.evidence(id))
             .collect();
         // The commit signs the digest of the evidence that rides beside it (see
         // `evidence_digest`): no copy with other evidence can pass for ours.
@@ -578,6 +578,7 @@ impl Conversation {
     /// they would open a freeze round after every commit that no steward can fill.
     fn drop_blocked_adds<P: OpenMlsProvider>(&mut self, ctx: &Ctx<'_, P>, out: &mut Output) {
         let blocked: Vec<(u32, String)> = self
+            .gov
             .approved
             .iter()
             .filter_map(|a| match &a.change {
@@ -592,8 +593,8 @@ impl Conversation {
             })
             .collect();
         for (id, why) in blocked {
-            self.approved.retain(|a| a.id != id);
-            if let Some(p) = self.proposals.get_mut(&id) {
+            self.gov.approved.retain(|a| a.id != id);
+            if let Some(p) = self.gov.proposals.get_mut(&id) {
                 p.status = ProposalStatus::Rejected;
             }
             out.reject(InboundKind::ApprovedAdd, RejectCause::Invalid, why);
@@ -714,7 +715,7 @@ impl Conversation {
         let late = matches!(
             self.state,
             ConversationState::Working | ConversationState::Reelection
-        ) && !self.approved.is_empty();
+        ) && !self.gov.approved.is_empty();
         if late {
             self.open_freeze(ctx.now, out);
         }
@@ -802,7 +803,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        if self.early_stash.is_empty() || self.approved.is_empty() {
+        if self.early_stash.is_empty() || self.gov.approved.is_empty() {
             return;
         }
         let epoch = self.epoch();
@@ -1098,9 +1099,10 @@ impl Conversation {
             &[]
         };
         let unsettled = evidence.iter().any(|p| {
-            !self.resolved.contains(&p.proposal_id)
+            !self.gov.resolved.contains(&p.proposal_id)
                 || self.renews_own_leave(p)
                 || self
+                    .gov
                     .proposals
                     .get(&p.proposal_id)
                     .is_some_and(|t| t.status == ProposalStatus::Rejected)
@@ -1175,6 +1177,7 @@ impl Conversation {
             }
         }
         let mut justified: BTreeSet<(bool, MemberId)> = self
+            .gov
             .approved
             .iter()
             .map(|a| (a.change.is_add(), a.change.member()))
@@ -1209,7 +1212,7 @@ impl Conversation {
         let rejoining = |m: &MemberId| {
             info.adds.contains(m)
                 && (justified.contains(&(true, *m))
-                    || self.approved.iter().any(|a| {
+                    || self.gov.approved.iter().any(|a| {
                         matches!(&a.change, Change::Add { member, rejoin: true, .. } if member == m)
                     }))
         };
@@ -1259,13 +1262,13 @@ impl Conversation {
         };
         self.members().contains(m)
             && !self.used_key_packages.contains(kp)
-            && self.proposals.values().any(|t| {
+            && self.gov.proposals.values().any(|t| {
                 t.epoch >= recent
                     && matches!(
                         t.status,
                         ProposalStatus::Committed | ProposalStatus::Accepted
                     )
-                    && self.consensus.outcome(t.id) == Some(true)
+                    && self.gov.consensus.outcome(t.id) == Some(true)
                     && matches!(&t.action, Action::Add { member, key_package, announcement }
                         if member == m
                             && join::announcement_rejoin(announcement)
@@ -1281,7 +1284,7 @@ impl Conversation {
         out: &mut Output,
         live_es: Option<MemberId>,
     ) {
-        if self.approved.is_empty() {
+        if self.gov.approved.is_empty() {
             self.set_state(out, ConversationState::Working);
             return;
         }
@@ -1314,7 +1317,7 @@ impl Conversation {
         };
         for p in &c.evidence {
             let id = p.proposal_id;
-            let Some(t) = self.proposals.get_mut(&id) else {
+            let Some(t) = self.gov.proposals.get_mut(&id) else {
                 continue;
             };
             let carried_out = match t.action.membership_change() {
@@ -1327,14 +1330,14 @@ impl Conversation {
             }
             t.status = ProposalStatus::Committed;
             t.auto_vote_at = None;
-            self.emergencies.remove(&id);
-            if !self.resolved.contains(&id) {
-                self.resolved.push_back(id);
+            self.gov.emergencies.remove(&id);
+            if !self.gov.resolved.contains(&id) {
+                self.gov.resolved.push_back(id);
             }
             out.event(Event::ProposalDecided { id, accepted: true });
         }
-        while self.resolved.len() > RESOLVED_CAP {
-            self.resolved.pop_front();
+        while self.gov.resolved.len() > RESOLVED_CAP {
+            self.gov.resolved.pop_front();
         }
     }
 
@@ -1382,6 +1385,7 @@ impl Conversation {
         let epoch = self.epoch();
         // Drop what the commit carried out (and anything made moot by it).
         let done: Vec<u32> = self
+            .gov
             .approved
             .iter()
             .filter(|a| match &a.change {
@@ -1399,6 +1403,7 @@ impl Conversation {
         // Every key package the commit added is used now, whether or not we had its add
         // queued (a second rejoin we did not queue: see `decided_rejoin`).
         let used: Vec<[u8; 32]> = self
+            .gov
             .approved
             .iter()
             .filter(|a| done.contains(&a.id))
@@ -1416,16 +1421,20 @@ impl Conversation {
                 self.recent_adds.pop_front();
             }
         }
-        self.approved.retain(|a| !done.contains(&a.id));
+        self.gov.approved.retain(|a| !done.contains(&a.id));
         for id in &done {
-            if let Some(p) = self.proposals.get_mut(id) {
+            if let Some(p) = self.gov.proposals.get_mut(id) {
                 p.status = ProposalStatus::Committed;
             }
         }
         self.drop_blocked_adds(ctx, out);
         self.settle_carried_proposals(out, &w.candidate, &members);
-        if self.urgent_target.is_some_and(|t| !members.contains(&t)) {
-            self.urgent_target = None;
+        if self
+            .gov
+            .urgent_target
+            .is_some_and(|t| !members.contains(&t))
+        {
+            self.gov.urgent_target = None;
         }
         self.scores
             .apply(&w.committer, ScoreEvent::SuccessfulCommit);
@@ -1438,7 +1447,7 @@ impl Conversation {
         self.fork_watch.note_commit(epoch, &w.added, &w.removed);
         self.reset_hints();
         let max_age = self.config.pending_update_max_epochs;
-        self.pending_updates.retain(|m, u| {
+        self.gov.pending_updates.retain(|m, u| {
             let moot = match u.action {
                 Action::Add { .. } => members.contains(m),
                 _ => !members.contains(m),
