@@ -40,7 +40,7 @@ pub use action::{Action, Approved, Change, ProposalStatus, Tracked};
 pub use fork::SentChat;
 #[cfg(feature = "adversary")]
 pub use fork::sign_beacon;
-use governance::Governance;
+use governance::{Governance, RESOLVED_CAP};
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
 use reject::Cause;
@@ -178,15 +178,6 @@ pub(crate) enum FutureKind {
     Mls,
     /// An encoded `SealedVote`.
     SealedVote,
-}
-
-/// A buffered membership request (key package announcement or removal) that the epoch
-/// steward turns into a proposal.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct PendingUpdate {
-    pub action: Action,
-    pub first_seen_epoch: u64,
-    pub first_seen_at: Millis,
 }
 
 /// State kept while waiting for a welcome.
@@ -392,7 +383,6 @@ pub struct Conversation {
     closed: Option<LeaveReason>,
 }
 
-const RESOLVED_CAP: usize = 256;
 const COMMITTED_CAP: usize = 16;
 const WELCOME_CAP: usize = 8;
 
@@ -616,12 +606,7 @@ impl Conversation {
             soonest.add(Some((pj.next_announce, Timer::JoinAnnounce)));
             soonest.add(Some((pj.expires_at(&self.config), Timer::JoinExpiry)));
         }
-        for p in self.gov.proposals.values() {
-            if p.status == ProposalStatus::Voting {
-                soonest.add(timer::at(p.auto_vote_at, Timer::AutoVote));
-                soonest.add(Some((p.timeout_at, Timer::VoteTimeout)));
-            }
-        }
+        soonest.add(self.gov.deadline());
         // Approved work and no inactivity anchor yet: tick now so the anchor is set.
         // Without this a state change that happened outside a tick (a local steward list
         // after Reelection, say) left nothing scheduled, and a quiet group never froze.
@@ -687,14 +672,9 @@ impl Conversation {
             && self.role(&self.me) == Role::BackupSteward
         {
             let members = self.members();
-            for (m, u) in &self.gov.pending_updates {
-                // Only what the takeover would propose (a request it skips would be due
-                // for ever).
-                if !self.change_in_flight(m) && Self::buffered_applies(&u.action, &members) {
-                    let due = u.first_seen_at.saturating_add(self.takeover_window());
-                    soonest.add(Some((due, Timer::Takeover)));
-                }
-            }
+            soonest.add(self.gov.takeover_deadline(self.takeover_window(), |a| {
+                Self::buffered_applies(a, &members)
+            }));
         }
         soonest.add(timer::at(self.chat_deadline(), Timer::Chat));
         soonest.add(timer::at(
@@ -937,23 +917,12 @@ impl Conversation {
 
     /// A member that may be steward: in the group and not on its way out.
     fn eligible(&self, m: &MemberId) -> bool {
-        self.mls.as_ref().is_some_and(|g| g.is_member(m))
-            && !self
-                .gov
-                .approved
-                .iter()
-                .any(|a| a.change == Change::Remove { member: *m })
+        self.mls.as_ref().is_some_and(|g| g.is_member(m)) && !self.gov.removal_approved(m)
     }
 
+    /// Is the removal of `m` approved, or in vote?
     fn removal_under_way(&self, m: &MemberId) -> bool {
-        self.gov
-            .approved
-            .iter()
-            .any(|a| a.change == Change::Remove { member: *m })
-            || self.gov.proposals.values().any(|p| {
-                p.status == ProposalStatus::Voting
-                    && matches!(p.action, Action::Remove { member } if member == *m)
-            })
+        self.gov.removal_under_way(m)
     }
 
     /// How long approved work waits before we freeze. The epoch steward goes first; every
