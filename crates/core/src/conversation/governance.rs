@@ -428,3 +428,92 @@ fn newer_announcement(new: &Action, old: &Action) -> bool {
     };
     matches!((stamp(new), stamp(old)), (Some(n), Some(o)) if n > o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(b: u8) -> MemberId {
+        MemberId::from_slice(&[b; 20]).unwrap()
+    }
+
+    /// A removal of member `b`, by member 1, in the given status.
+    fn removal(pid: u32, b: u8, status: ProposalStatus, timeout_at: Millis) -> Tracked {
+        Tracked {
+            id: pid,
+            action: Action::Remove { member: id(b) },
+            owner: id(1),
+            epoch: 3,
+            made_s: 0,
+            timeout_at,
+            expires_at: timeout_at + 60_000,
+            auto_vote_at: None,
+            auto_vote: true,
+            status,
+            vote_asks_left: 1,
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_the_soonest_vote_or_timeout_of_a_proposal_in_vote() {
+        let mut g = Governance::default();
+        assert_eq!(g.deadline(), None);
+        g.track(removal(1, 2, ProposalStatus::Voting, 900));
+        // Decided proposals wait for nothing, however early their timers.
+        g.track(Tracked {
+            auto_vote_at: Some(10),
+            ..removal(2, 3, ProposalStatus::Rejected, 20)
+        });
+        assert_eq!(g.deadline(), Some((900, Timer::VoteTimeout)));
+        g.track(Tracked {
+            auto_vote_at: Some(500),
+            ..removal(3, 4, ProposalStatus::Voting, 700)
+        });
+        assert_eq!(g.deadline(), Some((500, Timer::AutoVote)));
+        g.cancel_auto_vote(3);
+        assert_eq!(g.deadline(), Some((700, Timer::VoteTimeout)));
+    }
+
+    #[test]
+    fn an_outcome_is_applied_once_until_unresolved() {
+        let mut g = Governance::default();
+        g.track(removal(1, 2, ProposalStatus::Voting, 900));
+        assert!(g.resolve(1));
+        assert!(!g.resolve(1));
+        assert_eq!(g.decide(1, false).map(|(_, e)| e), Some(3));
+        assert!(g.overturnable(1));
+        g.unresolve(1);
+        assert!(g.resolve(1));
+        for n in 2..(RESOLVED_CAP as u32 + 2) {
+            assert!(g.resolve(n));
+        }
+        assert_eq!(g.resolved.len(), RESOLVED_CAP);
+        assert!(g.resolve(1), "the oldest is forgotten beyond the cap");
+    }
+
+    #[test]
+    fn the_table_forgets_the_oldest_finished_proposals_only() {
+        let mut g = Governance::default();
+        g.track(removal(0, 2, ProposalStatus::Voting, 1));
+        for n in 1..=(TRACKED_CAP as u32 + 5) {
+            g.track(removal(n, 2, ProposalStatus::Committed, 1));
+        }
+        assert_eq!(g.proposals.len(), TRACKED_CAP);
+        assert!(g.proposals.contains_key(&0));
+        assert!(!g.proposals.contains_key(&1));
+    }
+
+    #[test]
+    fn removals_under_way_and_approved_are_told_apart() {
+        let mut g = Governance::default();
+        g.track(removal(1, 2, ProposalStatus::Voting, 900));
+        assert!(g.removal_under_way(&id(2)) && !g.removal_approved(&id(2)));
+        assert!(g.change_in_flight(&id(2)));
+        assert_eq!(g.open_proposals_of(&id(1)), 1);
+        g.decide(1, true);
+        g.approve(1, Change::Remove { member: id(2) });
+        assert!(g.removal_under_way(&id(2)) && g.removal_approved(&id(2)));
+        assert!(!g.add_approved(&id(2)));
+        assert_eq!(g.open_proposals_of(&id(1)), 0);
+    }
+}
