@@ -1,10 +1,11 @@
-//! Consensus flows over the conversation's [`Governance`](super::governance::Governance):
-//! opening proposals and casting our votes (here), who votes (`voters`), the checks a
-//! proposal's content must pass (`checks`), receiving proposals (`receive`), votes,
-//! automatic votes and timeouts (`votes`), and applying decided outcomes (`outcome`,
-//! `emergency`).
+//! Consensus flows over the conversation's `Governance` (`super::governance`):
+//! opening proposals and casting our votes (here), the user's commands (`commands`),
+//! who votes (`voters`), the checks a proposal's content must pass (`checks`),
+//! receiving proposals (`receive`), votes, automatic votes and timeouts (`votes`), and
+//! applying decided outcomes (`outcome`, `emergency`).
 
 mod checks;
+mod commands;
 mod emergency;
 mod outcome;
 mod receive;
