@@ -38,6 +38,7 @@ impl Conversation {
         for m in extra_removes {
             let action = Action::Remove { member: *m };
             let created = self
+                .gov
                 .consensus
                 .create_proposal(
                     &ctx.identity.eth,
@@ -66,7 +67,7 @@ impl Conversation {
         extra_removes: &[MemberId],
         extra_evidence: Vec<crate::proto::cpb::Proposal>,
     ) -> Option<Vec<u8>> {
-        let batch: Vec<Approved> = self.approved.clone();
+        let batch: Vec<Approved> = self.gov.approved.clone();
         let adds: Vec<Vec<u8>> = batch
             .iter()
             .filter_map(|a| match &a.change {
@@ -84,7 +85,7 @@ impl Conversation {
         removes.extend_from_slice(extra_removes);
         let evidence = batch
             .iter()
-            .filter_map(|a| self.consensus.evidence(a.id))
+            .filter_map(|a| self.gov.consensus.evidence(a.id))
             .chain(extra_evidence)
             .collect();
         let epoch = self.epoch();

@@ -99,7 +99,7 @@ impl Conversation {
     /// Whether a proposal was open or accepted before we joined, by the conversation sync
     /// we were given: it counts the voters of the group before us.
     pub(super) fn predates_our_join(&self, p: &cpb::Proposal) -> bool {
-        self.inherited_approvals.contains(&p.proposal_id)
+        self.gov.inherited_approvals.contains(&p.proposal_id)
     }
 
     /// Whether the voter count (at least 2) of a proposal that counts **only by its signed
@@ -180,7 +180,7 @@ impl Conversation {
         // voter count changes as members start and finish rejoining, and a proposal made
         // while two of four were rejoining was refused, with its commit, once one of them
         // was back (lossy seed 30 of the equal-sides decided-then-split).
-        if self.consensus.holds_header(p) {
+        if self.gov.consensus.holds_header(p) {
             return Ok(());
         }
         let fits = (n == 1 && Self::is_own_leave(p))
@@ -288,14 +288,14 @@ impl Conversation {
             if self.renews_own_leave(p) {
                 self.forget_renewed_leave(p);
             }
-            if self.resolved.contains(&id) {
+            if self.gov.resolved.contains(&id) {
                 self.overturn_timeout_rejection(ctx, out, p, &is_voter, now_s);
                 continue;
             }
             let Ok(action) = Action::from_payload(&p.payload) else {
                 continue;
             };
-            let held = self.consensus.tally(id).is_some();
+            let held = self.gov.consensus.tally(id).is_some();
             // An election judged as made only to learn the list in force: a failed one
             // teaches nothing (and was never checked for tampering here).
             let relaxed = judge == Judge::Now && current_election;
@@ -309,9 +309,13 @@ impl Conversation {
                 // silent member on the header's side, and the header is the committer's.
                 continue;
             }
-            match self.consensus.ingest_evidence(p.clone(), now_s, &is_voter) {
+            match self
+                .gov
+                .consensus
+                .ingest_evidence(p.clone(), now_s, &is_voter)
+            {
                 Ok(outcome) => {
-                    if !self.proposals.contains_key(&id)
+                    if !self.gov.proposals.contains_key(&id)
                         && let Ok(owner) = MemberId::from_slice(&p.proposal_owner)
                     {
                         self.track(ctx.now, p.timestamp, id, action, owner, None, false);

@@ -21,6 +21,7 @@ mod chat;
 mod evidence;
 mod fork;
 mod freeze;
+mod governance;
 mod inbound;
 mod join;
 mod proposals;
@@ -30,7 +31,7 @@ mod stewardship;
 mod timer;
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,7 @@ pub use fork::SentChat;
 #[cfg(feature = "adversary")]
 pub use fork::sign_beacon;
 use freeze::{Candidate, FreezeRound, TrailingWinner};
+use governance::{Governance, RESOLVED_CAP};
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
 use join::{PendingJoin, RecentWelcome};
@@ -50,7 +52,6 @@ use timer::{Deadline, Soonest, Timer};
 pub use types::*;
 
 use crate::config::{ConversationConfig, Millis};
-use crate::consensus::ConsensusState;
 use crate::identity::{IdentityError, MemberId};
 use crate::mls::{MlsConversation, MlsError};
 use crate::scoring::Scores;
@@ -135,15 +136,6 @@ pub(crate) enum FutureKind {
     SealedVote,
 }
 
-/// A buffered membership request (key package announcement or removal) that the epoch
-/// steward turns into a proposal.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct PendingUpdate {
-    pub action: Action,
-    pub first_seen_epoch: u64,
-    pub first_seen_at: Millis,
-}
-
 /// One conversation, from our point of view.
 #[derive(Serialize, Deserialize)]
 pub struct Conversation {
@@ -154,12 +146,10 @@ pub struct Conversation {
     mode: OperatingMode,
     #[serde(skip)]
     mls: Option<MlsConversation>,
-    consensus: ConsensusState,
-    proposals: BTreeMap<u32, Tracked>,
-    approved: Vec<Approved>,
-    emergencies: BTreeSet<u32>,
-    pending_updates: BTreeMap<MemberId, PendingUpdate>,
-    resolved: VecDeque<u32>,
+    /// Proposals, votes, approved work, emergencies and their bookkeeping (see
+    /// `governance`). Flattened: its fields are saved as top-level keys.
+    #[serde(flatten, deserialize_with = "governance::from_flattened")]
+    gov: Governance,
     anchor: Option<Millis>,
     reelection_since: Option<Millis>,
     /// Since when our steward list has been exhausted with no election decided.
@@ -174,8 +164,6 @@ pub struct Conversation {
     recent_commits: VecDeque<(u64, Vec<u8>)>,
     recent_welcomes: VecDeque<RecentWelcome>,
     pending_join: Option<PendingJoin>,
-    urgent_target: Option<MemberId>,
-    score_removals: BTreeSet<MemberId>,
     /// Application messages from later epochs, replayed when we get there (under
     /// reordering the first messages of an epoch can overtake its commit). Nobody has
     /// authenticated them, so they are bounded (see `inbound`) and never saved.
@@ -195,11 +183,6 @@ pub struct Conversation {
     #[serde(default)]
     recent_sizes: VecDeque<evidence::GroupSize>,
     synced: bool,
-    /// Proposals open or accepted (not committed) when we joined, from the conversation
-    /// sync: they count fewer voters than we have members, so their evidence is taken
-    /// as it comes (see `judged_evidence`).
-    #[serde(default)]
-    inherited_approvals: BTreeSet<u32>,
     catch_up: CatchUp,
     /// The accepted election proposal that installed the current steward list, if it came
     /// by vote. Its evidence travels with our candidates, so a member that missed the
@@ -232,7 +215,6 @@ pub struct Conversation {
     closed: Option<LeaveReason>,
 }
 
-const RESOLVED_CAP: usize = 256;
 const COMMITTED_CAP: usize = 16;
 
 impl Conversation {
@@ -249,12 +231,7 @@ impl Conversation {
             state,
             mode: OperatingMode::Normal,
             mls: None,
-            consensus: ConsensusState::default(),
-            proposals: BTreeMap::new(),
-            approved: Vec::new(),
-            emergencies: BTreeSet::new(),
-            pending_updates: BTreeMap::new(),
-            resolved: VecDeque::new(),
+            gov: Governance::default(),
             anchor: None,
             reelection_since: None,
             exhausted_since: None,
@@ -267,15 +244,12 @@ impl Conversation {
             recent_commits: VecDeque::new(),
             recent_welcomes: VecDeque::new(),
             pending_join: None,
-            urgent_target: None,
-            score_removals: BTreeSet::new(),
             future: Vec::new(),
             recent_sizes: VecDeque::new(),
             used_key_packages: VecDeque::new(),
             refused_candidates: VecDeque::new(),
             recent_adds: VecDeque::new(),
             synced: false,
-            inherited_approvals: BTreeSet::new(),
             catch_up: CatchUp::default(),
             election_proof: None,
             early_stash: Vec::new(),
@@ -415,19 +389,19 @@ impl Conversation {
     }
     /// Approved membership changes waiting for a commit.
     pub fn approved(&self) -> &[Approved] {
-        &self.approved
+        &self.gov.approved
     }
     /// Every proposal we know, by id.
     pub fn proposals(&self) -> impl Iterator<Item = &Tracked> {
-        self.proposals.values()
+        self.gov.proposals.values()
     }
     /// Vote tally of a proposal: (yes, no, expected).
     pub fn tally(&self, id: u32) -> Option<(u32, u32, u32)> {
-        self.consensus.tally(id)
+        self.gov.consensus.tally(id)
     }
     /// Open emergency proposals.
     pub fn open_emergencies(&self) -> usize {
-        self.emergencies.len()
+        self.gov.emergencies.len()
     }
 
     /// The role of `m` in the current epoch.
@@ -462,12 +436,7 @@ impl Conversation {
         if let Some(pj) = &self.pending_join {
             soonest.add(pj.deadline(&self.config));
         }
-        for p in self.proposals.values() {
-            if p.status == ProposalStatus::Voting {
-                soonest.add(timer::at(p.auto_vote_at, Timer::AutoVote));
-                soonest.add(Some((p.timeout_at, Timer::VoteTimeout)));
-            }
-        }
+        soonest.add(self.gov.deadline());
         // Approved work and no inactivity anchor yet: tick now so the anchor is set.
         // Without this a state change that happened outside a tick (a local steward list
         // after Reelection, say) left nothing scheduled, and a quiet group never froze.
@@ -512,18 +481,13 @@ impl Conversation {
         soonest.add(self.catch_up.deadline(self.epoch()));
         // A backup steward takes over requests the epoch steward left unproposed.
         if self.state == ConversationState::Working
-            && self.emergencies.is_empty()
+            && self.gov.emergencies.is_empty()
             && self.role(&self.me) == Role::BackupSteward
         {
             let members = self.members();
-            for (m, u) in &self.pending_updates {
-                // Only what the takeover would propose (a request it skips would be due
-                // for ever).
-                if !self.change_in_flight(m) && Self::buffered_applies(&u.action, &members) {
-                    let due = u.first_seen_at.saturating_add(self.takeover_window());
-                    soonest.add(Some((due, Timer::Takeover)));
-                }
-            }
+            soonest.add(self.gov.takeover_deadline(self.takeover_window(), |a| {
+                Self::buffered_applies(a, &members)
+            }));
         }
         soonest.add(timer::at(self.chat_deadline(), Timer::Chat));
         soonest.add(self.welcome_resend_deadline());
@@ -569,93 +533,6 @@ impl Conversation {
         Ok(out)
     }
 
-    /// Proposes removing `member`, with our YES vote bundled. Returns the proposal id.
-    pub fn propose_removal<P: OpenMlsProvider>(
-        &mut self,
-        ctx: &mut Ctx<'_, P>,
-        member: MemberId,
-    ) -> Result<(u32, Output), CommandError> {
-        self.check_open()?;
-        if self.state != ConversationState::Working {
-            return Err(CommandError::Blocked(self.state));
-        }
-        if !self.emergencies.is_empty() {
-            return Err(CommandError::PartialFreeze);
-        }
-        if member == self.me {
-            return Err(CommandError::SelfRemoval);
-        }
-        if !self.members().contains(&member) {
-            return Err(CommandError::NotAMember(member));
-        }
-        if self.removal_under_way(&member) {
-            return Err(CommandError::AlreadyProposed(member));
-        }
-        let mut out = Output::default();
-        let id = self.open_proposal(
-            ctx,
-            &mut out,
-            Action::Remove { member },
-            Some(true),
-            None,
-            None,
-        )?;
-        Ok((id, out))
-    }
-
-    /// Files an emergency criteria proposal against `target` (our YES bundled). Emergencies
-    /// take priority: lower-priority proposals wait until it is decided.
-    pub fn report_violation<P: OpenMlsProvider>(
-        &mut self,
-        ctx: &mut Ctx<'_, P>,
-        violation: crate::proto::pb::ViolationType,
-        target: MemberId,
-    ) -> Result<(u32, Output), CommandError> {
-        self.check_open()?;
-        if !matches!(
-            self.state,
-            ConversationState::Working | ConversationState::Reelection
-        ) {
-            return Err(CommandError::Blocked(self.state));
-        }
-        if !self.members().contains(&target) {
-            return Err(CommandError::NotAMember(target));
-        }
-        let action = Action::Emergency {
-            violation: violation as i32,
-            target: Some(target),
-            creator: self.me,
-            epoch: self.epoch(),
-        };
-        let mut out = Output::default();
-        let id = self.open_proposal(ctx, &mut out, action, Some(true), None, None)?;
-        Ok((id, out))
-    }
-
-    /// Votes on a proposal by hand (cancels the automatic vote).
-    pub fn vote<P: OpenMlsProvider>(
-        &mut self,
-        ctx: &mut Ctx<'_, P>,
-        id: u32,
-        yes: bool,
-    ) -> Result<Output, CommandError> {
-        self.check_open()?;
-        match self.state {
-            ConversationState::Working | ConversationState::Reelection => {}
-            s => return Err(CommandError::Blocked(s)),
-        }
-        match self.proposals.get(&id) {
-            Some(p) if p.status == ProposalStatus::Voting => {}
-            _ => return Err(CommandError::UnknownProposal(id)),
-        }
-        if self.consensus.has_voted(id, &self.me) {
-            return Err(CommandError::AlreadyVoted(id));
-        }
-        let mut out = Output::default();
-        self.cast_vote(ctx, &mut out, id, yes)?;
-        Ok(out)
-    }
-
     /// Leaves: while pending, locally and silently; otherwise by a one-voter self-leave
     /// proposal (deterministic id, so asking twice proposes once) that a steward commits.
     pub fn leave<P: OpenMlsProvider>(
@@ -674,7 +551,7 @@ impl Conversation {
             return Ok(out);
         }
         let id = crate::consensus::self_leave_proposal_id(&self.me);
-        if self.proposals.contains_key(&id) || self.removal_under_way(&self.me.clone()) {
+        if self.gov.proposals.contains_key(&id) || self.removal_under_way(&self.me.clone()) {
             return Ok(out);
         }
         self.open_proposal(
@@ -763,21 +640,12 @@ impl Conversation {
 
     /// A member that may be steward: in the group and not on its way out.
     fn eligible(&self, m: &MemberId) -> bool {
-        self.mls.as_ref().is_some_and(|g| g.is_member(m))
-            && !self
-                .approved
-                .iter()
-                .any(|a| a.change == Change::Remove { member: *m })
+        self.mls.as_ref().is_some_and(|g| g.is_member(m)) && !self.gov.removal_approved(m)
     }
 
+    /// Is the removal of `m` approved, or in vote?
     fn removal_under_way(&self, m: &MemberId) -> bool {
-        self.approved
-            .iter()
-            .any(|a| a.change == Change::Remove { member: *m })
-            || self.proposals.values().any(|p| {
-                p.status == ProposalStatus::Voting
-                    && matches!(p.action, Action::Remove { member } if member == *m)
-            })
+        self.gov.removal_under_way(m)
     }
 
     /// How long approved work waits before we freeze. The epoch steward goes first; every

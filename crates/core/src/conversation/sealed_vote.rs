@@ -104,7 +104,7 @@ impl Conversation {
         // start, which the proposer chose (possibly in the future), so a timestamp equal
         // to the start says nothing of when the owner voted.
         let owner = MemberId::from_slice(&vote.vote_owner).ok();
-        let made_s = self.proposals.get(&vote.proposal_id).map(|p| p.made_s);
+        let made_s = self.gov.proposals.get(&vote.proposal_id).map(|p| p.made_s);
         let signed_at = (made_s.is_some_and(|m| vote.timestamp > m))
             .then(|| vote.timestamp.saturating_mul(1000))
             .filter(|t| *t <= ctx.now);

@@ -73,7 +73,7 @@ impl Conversation {
     /// answer to a `ProposalRequest`): a member that rejected at the timeout overturns
     /// that on them and freezes on the work with us.
     fn offer_approved_proofs<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>) {
-        let ids: Vec<u32> = self.approved.iter().map(|a| a.id).collect();
+        let ids: Vec<u32> = self.gov.approved.iter().map(|a| a.id).collect();
         for id in ids {
             self.on_proposal_request(ctx, None, id);
         }
@@ -87,7 +87,7 @@ impl Conversation {
         out: &mut Output,
         allow_takeover: bool,
     ) {
-        if self.state != ConversationState::Working || !self.emergencies.is_empty() {
+        if self.state != ConversationState::Working || !self.gov.emergencies.is_empty() {
             return;
         }
         let role = self.role(&self.me);
@@ -98,6 +98,7 @@ impl Conversation {
         let window = self.takeover_window();
         let members = self.members();
         let due: Vec<MemberId> = self
+            .gov
             .pending_updates
             .iter()
             .filter(|(_, u)| {
@@ -109,7 +110,7 @@ impl Conversation {
             .collect();
         let mut todo = Vec::with_capacity(due.len());
         for m in due {
-            let Some(u) = self.pending_updates.get(&m) else {
+            let Some(u) = self.gov.pending_updates.get(&m) else {
                 continue;
             };
             // What we would vote NO on is not worth a proposal (its key package was used,
@@ -128,7 +129,7 @@ impl Conversation {
                 _ => None,
             };
             if let Some(why) = blocked {
-                self.pending_updates.remove(&m);
+                self.gov.pending_updates.remove(&m);
                 out.reject(
                     InboundKind::KeyPackage,
                     RejectCause::Invalid,
@@ -252,8 +253,9 @@ impl Conversation {
         {
             return;
         }
-        if self.emergencies.iter().any(|id| {
-            self.proposals
+        if self.gov.emergencies.iter().any(|id| {
+            self.gov
+                .proposals
                 .get(id)
                 .is_some_and(|p| p.status == ProposalStatus::Voting)
         }) {
@@ -469,10 +471,10 @@ impl Conversation {
             .below(self.config.threshold_peer_score)
             .into_iter()
             .filter(|t| *t != self.me && members.contains(t))
-            .filter(|t| !self.score_removals.contains(t) && !self.removal_under_way(t))
+            .filter(|t| !self.gov.score_removals.contains(t) && !self.removal_under_way(t))
             .collect();
         for t in targets {
-            self.score_removals.insert(t);
+            self.gov.score_removals.insert(t);
             let action = Action::Emergency {
                 violation: pb::ViolationType::ScoreBelowThreshold as i32,
                 target: Some(t),
@@ -481,7 +483,7 @@ impl Conversation {
             };
             tracing::warn!(conversation = %self.name, target = %t, "score below threshold: emergency proposal");
             if let Err(e) = self.open_proposal(ctx, out, action, Some(true), None, None) {
-                self.score_removals.remove(&t);
+                self.gov.score_removals.remove(&t);
                 out.event(Event::Error {
                     operation: "score removal",
                     message: e.to_string(),

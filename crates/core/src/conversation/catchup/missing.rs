@@ -83,7 +83,7 @@ impl Conversation {
     ) {
         let now = ctx.now;
         for id in CatchUp::due(&self.catch_up.missing_proposals, now) {
-            if self.proposals.contains_key(&id) || self.consensus.tally(id).is_some() {
+            if self.gov.proposals.contains_key(&id) || self.gov.consensus.tally(id).is_some() {
                 self.catch_up.forget_missing(id);
                 continue;
             }
@@ -111,17 +111,18 @@ impl Conversation {
             // Someone is waiting for votes: an automatic vote of ours still pending goes
             // out now, and with the answer (it would otherwise miss their timeout).
             let pending_vote = self
+                .gov
                 .proposals
                 .get(&id)
                 .filter(|p| p.status == ProposalStatus::Voting && p.auto_vote_at.is_some())
                 .map(|p| p.auto_vote);
             if let Some(yes) = pending_vote
-                && !self.consensus.has_voted(id, &self.me)
+                && !self.gov.consensus.has_voted(id, &self.me)
                 && let Err(e) = self.cast_vote(ctx, out, id, yes)
             {
                 tracing::debug!(id, error = %e, "early automatic vote not cast");
             }
-            if let Some(p) = self.consensus.evidence(id) {
+            if let Some(p) = self.gov.consensus.evidence(id) {
                 let msg = pb::AppMessage {
                     body: Some(pb::app_message::Body::ProposalState(p)),
                 };
@@ -135,7 +136,7 @@ impl Conversation {
     /// Notes a proposal id we saw votes or requests for but do not hold: we ask for it
     /// (a few times at most, see `tick_proposal_recovery`), unless we gave up on it.
     pub(crate) fn want_proposal(&mut self, id: u32, at: Millis) {
-        if self.resolved.contains(&id) || self.proposals.contains_key(&id) {
+        if self.gov.resolved.contains(&id) || self.gov.proposals.contains_key(&id) {
             return;
         }
         self.catch_up.want(id, at);
@@ -149,7 +150,7 @@ impl Conversation {
         sender: Option<MemberId>,
         id: u32,
     ) {
-        let known = self.consensus.tally(id).is_some();
+        let known = self.gov.consensus.tally(id).is_some();
         tracing::debug!(conversation = %self.name, id, known, "asked for a proposal");
         if !known {
             // Someone asks for votes on a proposal we never received: its owner (or a
@@ -203,7 +204,7 @@ impl Conversation {
     /// the proposal is no longer missing.
     fn note_proposal_answer(&mut self, p: &crate::proto::cpb::Proposal) {
         let id = p.proposal_id;
-        let ours_adds_votes = self.consensus.evidence(id).is_some_and(|mine| {
+        let ours_adds_votes = self.gov.consensus.evidence(id).is_some_and(|mine| {
             mine.votes
                 .iter()
                 .any(|v| !p.votes.iter().any(|x| x.vote_hash == v.vote_hash))
@@ -223,7 +224,7 @@ impl Conversation {
         now_s: u64,
     ) -> bool {
         let id = p.proposal_id;
-        let known = self.consensus.tally(id).is_some() || self.resolved.contains(&id);
+        let known = self.gov.consensus.tally(id).is_some() || self.gov.resolved.contains(&id);
         let owner_busy = MemberId::from_slice(&p.proposal_owner).is_ok_and(|o| {
             self.open_proposals_of(&o) >= crate::conversation::proposals::MAX_OPEN_PER_OWNER
         });
@@ -261,7 +262,7 @@ impl Conversation {
         let is_voter = |m: &MemberId| members.contains(m);
         let owner = MemberId::from_slice(&p.proposal_owner).unwrap_or(sender);
         let made_s = p.timestamp;
-        let outcome = match self.consensus.ingest_evidence(p, now_s, &is_voter) {
+        let outcome = match self.gov.consensus.ingest_evidence(p, now_s, &is_voter) {
             Ok(o) => o,
             Err(e) => return out.reject(InboundKind::Proposal, e.cause(), e),
         };
@@ -278,7 +279,7 @@ impl Conversation {
         }
         let at = ctx.now + self.voting_delay(action.kind());
         let kind = action.kind();
-        let voted = self.consensus.has_voted(id, &self.me);
+        let voted = self.gov.consensus.has_voted(id, &self.me);
         self.track(
             ctx.now,
             made_s,
@@ -289,7 +290,7 @@ impl Conversation {
             valid.is_ok() && self.config.liveness_criteria_yes,
         );
         if kind == ProposalKind::Emergency {
-            self.emergencies.insert(id);
+            self.gov.emergencies.insert(id);
         }
         if let Some(r) = outcome {
             self.apply_outcome(ctx, out, id, r);

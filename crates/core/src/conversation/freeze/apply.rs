@@ -109,9 +109,10 @@ impl Conversation {
             &[]
         };
         let unsettled = evidence.iter().any(|p| {
-            !self.resolved.contains(&p.proposal_id)
+            !self.gov.resolved.contains(&p.proposal_id)
                 || self.renews_own_leave(p)
                 || self
+                    .gov
                     .proposals
                     .get(&p.proposal_id)
                     .is_some_and(|t| t.status == ProposalStatus::Rejected)
@@ -249,6 +250,7 @@ impl Conversation {
         let epoch = self.epoch();
         // Drop what the commit carried out (and anything made moot by it).
         let done: Vec<u32> = self
+            .gov
             .approved
             .iter()
             .filter(|a| match &a.change {
@@ -266,6 +268,7 @@ impl Conversation {
         // Every key package the commit added is used now, whether or not we had its add
         // queued (a second rejoin we did not queue: see `decided_rejoin`).
         let used: Vec<[u8; 32]> = self
+            .gov
             .approved
             .iter()
             .filter(|a| done.contains(&a.id))
@@ -283,16 +286,20 @@ impl Conversation {
                 self.recent_adds.pop_front();
             }
         }
-        self.approved.retain(|a| !done.contains(&a.id));
+        self.gov.approved.retain(|a| !done.contains(&a.id));
         for id in &done {
-            if let Some(p) = self.proposals.get_mut(id) {
+            if let Some(p) = self.gov.proposals.get_mut(id) {
                 p.status = ProposalStatus::Committed;
             }
         }
         self.drop_blocked_adds(ctx, out);
         self.settle_carried_proposals(out, &w.candidate, members);
-        if self.urgent_target.is_some_and(|t| !members.contains(&t)) {
-            self.urgent_target = None;
+        if self
+            .gov
+            .urgent_target
+            .is_some_and(|t| !members.contains(&t))
+        {
+            self.gov.urgent_target = None;
         }
     }
 
@@ -310,7 +317,7 @@ impl Conversation {
         self.fork_watch.note_commit(epoch, &w.added, &w.removed);
         self.reset_hints();
         let max_age = self.config.pending_update_max_epochs;
-        self.pending_updates.retain(|m, u| {
+        self.gov.pending_updates.retain(|m, u| {
             let moot = match u.action {
                 Action::Add { .. } => members.contains(m),
                 _ => !members.contains(m),
@@ -337,7 +344,7 @@ impl Conversation {
         };
         for p in &c.evidence {
             let id = p.proposal_id;
-            let Some(t) = self.proposals.get_mut(&id) else {
+            let Some(t) = self.gov.proposals.get_mut(&id) else {
                 continue;
             };
             let carried_out = match t.action.membership_change() {
@@ -350,14 +357,14 @@ impl Conversation {
             }
             t.status = ProposalStatus::Committed;
             t.auto_vote_at = None;
-            self.emergencies.remove(&id);
-            if !self.resolved.contains(&id) {
-                self.resolved.push_back(id);
+            self.gov.emergencies.remove(&id);
+            if !self.gov.resolved.contains(&id) {
+                self.gov.resolved.push_back(id);
             }
             out.event(Event::ProposalDecided { id, accepted: true });
         }
-        while self.resolved.len() > RESOLVED_CAP {
-            self.resolved.pop_front();
+        while self.gov.resolved.len() > RESOLVED_CAP {
+            self.gov.resolved.pop_front();
         }
     }
 }

@@ -42,7 +42,7 @@ impl Conversation {
         let late = matches!(
             self.state,
             ConversationState::Working | ConversationState::Reelection
-        ) && !self.approved.is_empty();
+        ) && !self.gov.approved.is_empty();
         if late {
             self.open_freeze(ctx.now, out);
         }
@@ -208,7 +208,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        if self.early_stash.is_empty() || self.approved.is_empty() {
+        if self.early_stash.is_empty() || self.gov.approved.is_empty() {
             return;
         }
         let epoch = self.epoch();

@@ -83,10 +83,10 @@ impl Conversation {
     fn commit_batch<P: OpenMlsProvider>(&self, ctx: &Ctx<'_, P>) -> Vec<Approved> {
         let members = self.members();
         let mut leaf_keys = Vec::new();
-        self.approved
+        self.gov.approved
             .iter()
             .filter(|a| {
-                self.urgent_target
+                self.gov.urgent_target
                     .is_none_or(|t| a.change == Change::Remove { member: t })
             })
             .filter(|a| match &a.change {
@@ -134,7 +134,7 @@ impl Conversation {
             .iter()
             .map(|a| a.id)
             .chain(self.election_proof)
-            .filter_map(|id| self.consensus.evidence(id))
+            .filter_map(|id| self.gov.consensus.evidence(id))
             .collect();
         // The commit signs the digest of the evidence that rides beside it (see
         // `evidence_digest`): no copy with other evidence can pass for ours.
@@ -269,6 +269,7 @@ impl Conversation {
         out: &mut Output,
     ) {
         let blocked: Vec<(u32, String)> = self
+            .gov
             .approved
             .iter()
             .filter_map(|a| match &a.change {
@@ -283,8 +284,8 @@ impl Conversation {
             })
             .collect();
         for (id, why) in blocked {
-            self.approved.retain(|a| a.id != id);
-            if let Some(p) = self.proposals.get_mut(&id) {
+            self.gov.approved.retain(|a| a.id != id);
+            if let Some(p) = self.gov.proposals.get_mut(&id) {
                 p.status = ProposalStatus::Rejected;
             }
             out.reject(InboundKind::ApprovedAdd, RejectCause::Invalid, why);

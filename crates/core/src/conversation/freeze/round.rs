@@ -196,7 +196,7 @@ impl Conversation {
             }
             _ => false,
         };
-        phase && !self.approved.is_empty() && !self.election_in_flight()
+        phase && !self.gov.approved.is_empty() && !self.election_in_flight()
     }
 
     /// Whether the round holds a candidate from every steward it waits for.
@@ -236,7 +236,7 @@ impl Conversation {
 
     /// Whether an election proposal is still being voted on.
     pub(in crate::conversation) fn election_in_flight(&self) -> bool {
-        self.proposals.values().any(|p| {
+        self.gov.proposals.values().any(|p| {
             p.status == ProposalStatus::Voting && matches!(p.action, Action::Election { .. })
         })
     }
@@ -250,7 +250,7 @@ impl Conversation {
         if matches!(
             self.state,
             ConversationState::Working | ConversationState::Reelection
-        ) && !self.approved.is_empty()
+        ) && !self.gov.approved.is_empty()
         {
             self.start_freeze(ctx, out);
         }

@@ -179,7 +179,7 @@ impl Conversation {
         out: &mut Output,
         live_es: Option<MemberId>,
     ) {
-        if self.approved.is_empty() {
+        if self.gov.approved.is_empty() {
             self.set_state(out, ConversationState::Working);
             return;
         }

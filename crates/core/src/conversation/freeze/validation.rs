@@ -165,6 +165,7 @@ impl Conversation {
             }
         }
         let mut justified: BTreeSet<(bool, MemberId)> = self
+            .gov
             .approved
             .iter()
             .map(|a| (a.change.is_add(), a.change.member()))
@@ -199,7 +200,7 @@ impl Conversation {
         let rejoining = |m: &MemberId| {
             info.adds.contains(m)
                 && (justified.contains(&(true, *m))
-                    || self.approved.iter().any(|a| {
+                    || self.gov.approved.iter().any(|a| {
                         matches!(&a.change, Change::Add { member, rejoin: true, .. } if member == m)
                     }))
         };
@@ -249,13 +250,13 @@ impl Conversation {
         };
         self.members().contains(m)
             && !self.used_key_packages.contains(kp)
-            && self.proposals.values().any(|t| {
+            && self.gov.proposals.values().any(|t| {
                 t.epoch >= recent
                     && matches!(
                         t.status,
                         ProposalStatus::Committed | ProposalStatus::Accepted
                     )
-                    && self.consensus.outcome(t.id) == Some(true)
+                    && self.gov.consensus.outcome(t.id) == Some(true)
                     && matches!(&t.action, Action::Add { member, key_package, announcement }
                         if member == m
                             && join::announcement_rejoin(announcement)

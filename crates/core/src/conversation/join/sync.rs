@@ -73,11 +73,13 @@ impl Conversation {
             recovery_mode: self.mode == OperatingMode::Recovery,
             epoch: self.epoch(),
             proposals_before_join: self
+                .gov
                 .approved
                 .iter()
                 .map(|a| a.id)
                 .chain(
-                    self.proposals
+                    self.gov
+                        .proposals
                         .values()
                         .filter(|p| p.status == ProposalStatus::Voting)
                         .map(|p| p.id),
@@ -113,7 +115,7 @@ impl Conversation {
                         self.scores.set(m, ps.score);
                     }
                 }
-                self.inherited_approvals = s.proposals_before_join.iter().copied().collect();
+                self.gov.inherited_approvals = s.proposals_before_join.iter().copied().collect();
                 self.synced = true;
                 tracing::info!(conversation = %self.name, "conversation sync applied");
                 // The list we were given may already be exhausted (we may even be the
