@@ -9,6 +9,35 @@ use crate::proto::pb;
 use crate::sds::{self, Effects, Params};
 
 impl Conversation {
+    /// Sends a chat message (an MLS application message).
+    pub fn send_chat<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        text: &str,
+    ) -> Result<Output, CommandError> {
+        self.check_open()?;
+        if text.is_empty() || text.len() > 4096 {
+            return Err(CommandError::BadText);
+        }
+        match self.state {
+            ConversationState::Working | ConversationState::Reelection => {}
+            s => return Err(CommandError::Blocked(s)),
+        }
+        let mut out = Output::default();
+        let id = self.send_sds_chat(ctx, &mut out, text)?;
+        self.note_sent_chat(ctx.now, text);
+        let recipients = self.members().len().saturating_sub(1) as u32;
+        out.event(Event::Chat {
+            sender: self.me,
+            text: text.to_string(),
+            epoch: self.epoch(),
+            timestamp: ctx.now,
+            id: Some(hex::encode(id)),
+            sent_to: Some(recipients),
+        });
+        Ok(out)
+    }
+
     fn sds_params(&self) -> Params {
         Params::from_config(&self.config)
     }

@@ -18,6 +18,7 @@ mod adversary;
 mod budget;
 mod catchup;
 mod chat;
+mod error;
 mod evidence;
 mod fork;
 mod freeze;
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 pub use action::{Action, Approved, Change, ProposalStatus, Tracked};
 use catchup::CatchUp;
+pub use error::{ConversationError, CorruptState, MAX_NAME_LEN, validate_name};
 pub use fork::SentChat;
 #[cfg(feature = "adversary")]
 pub use fork::sign_beacon;
@@ -52,71 +54,10 @@ use timer::{Deadline, Soonest, Timer};
 pub use types::*;
 
 use crate::config::{ConversationConfig, Millis};
-use crate::identity::{IdentityError, MemberId};
-use crate::mls::{MlsConversation, MlsError};
+use crate::identity::MemberId;
+use crate::mls::MlsConversation;
 use crate::scoring::Scores;
 use crate::steward::StewardList;
-
-/// Longest conversation name (it becomes part of a content topic).
-pub const MAX_NAME_LEN: usize = 64;
-
-/// Why a conversation cannot be created, joined or restored.
-#[derive(Debug, thiserror::Error)]
-pub enum ConversationError {
-    /// Bad name; the text says which rule it breaks.
-    #[error("{0}")]
-    BadName(String),
-    /// Bad configuration.
-    #[error("invalid conversation config: {0}")]
-    Config(#[from] crate::config::ConfigError),
-    /// MLS failure.
-    #[error("MLS: {0}")]
-    Mls(#[from] MlsError),
-    /// Our Ethereum key did not sign our key package announcement.
-    #[error("cannot sign the key package announcement: {0}")]
-    Sign(#[source] IdentityError),
-    /// The state does not serialize (a bug: it is plain data).
-    #[error("cannot serialize the conversation state: {0}")]
-    Serialize(#[source] serde_json::Error),
-    /// Saved state unreadable.
-    #[error("saved conversation state is unreadable: {0}")]
-    Corrupt(#[from] CorruptState),
-}
-
-/// What is wrong with a saved conversation state.
-#[derive(Debug, thiserror::Error)]
-pub enum CorruptState {
-    /// The bytes are not a saved state.
-    #[error(transparent)]
-    Decode(serde_json::Error),
-    /// Its timings could not have been configured.
-    #[error("saved timings: {0}")]
-    Timings(#[source] crate::config::ConfigError),
-    /// Its MLS group is not in the provider's storage.
-    #[error("MLS state for {0:?} is missing from storage")]
-    MissingMls(String),
-}
-
-/// Checks a conversation name: non-empty, at most 64 bytes, no `/`, no whitespace or
-/// control characters (it becomes a segment of a Waku content topic). The error says
-/// which rule failed.
-pub fn validate_name(name: &str) -> Result<(), ConversationError> {
-    let problem = if name.is_empty() {
-        "a conversation name must not be empty".to_string()
-    } else if name.len() > MAX_NAME_LEN {
-        format!(
-            "conversation name {name:?} is {} bytes; at most {MAX_NAME_LEN} are allowed",
-            name.len()
-        )
-    } else if name.contains('/') {
-        format!("conversation name {name:?} must not contain '/'")
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        format!("conversation name {name:?} must not contain whitespace or control characters")
-    } else {
-        return Ok(());
-    };
-    Err(ConversationError::BadName(problem))
-}
 
 /// An application message for a later epoch, kept until we reach it or it expires.
 #[derive(Clone, Debug)]
@@ -494,75 +435,15 @@ impl Conversation {
         soonest.get()
     }
 
-    // ---- commands --------------------------------------------------------------------------
+    // ---- commands (in `chat.rs` and `proposals/commands.rs`) --------------------------------
 
+    /// Every command is refused once the conversation is closed.
     fn check_open(&self) -> Result<(), CommandError> {
         if self.closed.is_some() {
             Err(CommandError::Closed)
         } else {
             Ok(())
         }
-    }
-
-    /// Sends a chat message (an MLS application message).
-    pub fn send_chat<P: OpenMlsProvider>(
-        &mut self,
-        ctx: &mut Ctx<'_, P>,
-        text: &str,
-    ) -> Result<Output, CommandError> {
-        self.check_open()?;
-        if text.is_empty() || text.len() > 4096 {
-            return Err(CommandError::BadText);
-        }
-        match self.state {
-            ConversationState::Working | ConversationState::Reelection => {}
-            s => return Err(CommandError::Blocked(s)),
-        }
-        let mut out = Output::default();
-        let id = self.send_sds_chat(ctx, &mut out, text)?;
-        self.note_sent_chat(ctx.now, text);
-        let recipients = self.members().len().saturating_sub(1) as u32;
-        out.event(Event::Chat {
-            sender: self.me,
-            text: text.to_string(),
-            epoch: self.epoch(),
-            timestamp: ctx.now,
-            id: Some(hex::encode(id)),
-            sent_to: Some(recipients),
-        });
-        Ok(out)
-    }
-
-    /// Leaves: while pending, locally and silently; otherwise by a one-voter self-leave
-    /// proposal (deterministic id, so asking twice proposes once) that a steward commits.
-    pub fn leave<P: OpenMlsProvider>(
-        &mut self,
-        ctx: &mut Ctx<'_, P>,
-    ) -> Result<Output, CommandError> {
-        self.check_open()?;
-        let mut out = Output::default();
-        if self.state == ConversationState::PendingJoin {
-            self.close(ctx, &mut out, LeaveReason::LeftWhilePending);
-            return Ok(out);
-        }
-        if self.members().len() <= 1 {
-            // Nobody is left to commit our removal: the group simply ends here.
-            self.close(ctx, &mut out, LeaveReason::Removed);
-            return Ok(out);
-        }
-        let id = crate::consensus::self_leave_proposal_id(&self.me);
-        if self.gov.proposals.contains_key(&id) || self.removal_under_way(&self.me.clone()) {
-            return Ok(out);
-        }
-        self.open_proposal(
-            ctx,
-            &mut out,
-            Action::Remove { member: self.me },
-            Some(true),
-            Some(id),
-            Some(1),
-        )?;
-        Ok(out)
     }
 
     // ---- time ------------------------------------------------------------------------------

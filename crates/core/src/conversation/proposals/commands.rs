@@ -1,5 +1,5 @@
 //! The governance commands: a removal proposed, a violation reported, a vote cast by
-//! hand. Each is refused (a typed [`CommandError`]) when the conversation's state does
+//! hand, our own leave. Each is refused (a typed [`CommandError`]) when the conversation's state does
 //! not allow it.
 
 use openmls_traits::OpenMlsProvider;
@@ -91,6 +91,38 @@ impl Conversation {
         }
         let mut out = Output::default();
         self.cast_vote(ctx, &mut out, id, yes)?;
+        Ok(out)
+    }
+
+    /// Leaves: while pending, locally and silently; otherwise by a one-voter self-leave
+    /// proposal (deterministic id, so asking twice proposes once) that a steward commits.
+    pub fn leave<P: OpenMlsProvider>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+    ) -> Result<Output, CommandError> {
+        self.check_open()?;
+        let mut out = Output::default();
+        if self.state == ConversationState::PendingJoin {
+            self.close(ctx, &mut out, LeaveReason::LeftWhilePending);
+            return Ok(out);
+        }
+        if self.members().len() <= 1 {
+            // Nobody is left to commit our removal: the group simply ends here.
+            self.close(ctx, &mut out, LeaveReason::Removed);
+            return Ok(out);
+        }
+        let id = crate::consensus::self_leave_proposal_id(&self.me);
+        if self.gov.proposals.contains_key(&id) || self.removal_under_way(&self.me.clone()) {
+            return Ok(out);
+        }
+        self.open_proposal(
+            ctx,
+            &mut out,
+            Action::Remove { member: self.me },
+            Some(true),
+            Some(id),
+            Some(1),
+        )?;
         Ok(out)
     }
 }
