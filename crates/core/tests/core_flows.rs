@@ -133,6 +133,41 @@ fn our_own_chat_is_an_event_with_the_time_the_members_receive() {
     });
 }
 
+/// A tick between a member's deadlines (the node polls quiet conversations every few
+/// seconds) finds nothing due in a settled group: it sends nothing, reports nothing and
+/// leaves the saved state as it was.
+#[test]
+fn a_tick_between_deadlines_sends_nothing_and_changes_nothing() {
+    let (mut s, ids) = group(0, Net::clean(), 3);
+    s.chat(ids[1], "hello");
+    s.run_for(MIN);
+    let mut checked = 0;
+    for _ in 0..300 {
+        for &i in &ids {
+            if s.members[i].conv().next_wakeup().is_none_or(|t| t <= s.now) {
+                continue;
+            }
+            let saved = s.members[i].conv().save().expect("save");
+            s.act(i, |c, ctx| {
+                let out = c.tick(ctx);
+                assert!(
+                    out.packets.is_empty() && out.events.is_empty() && out.history_since.is_none(),
+                    "member {i} at {}: {out:?}",
+                    ctx.now
+                );
+                ((), out)
+            });
+            assert!(
+                s.members[i].conv().save().expect("save") == saved,
+                "member {i} changed"
+            );
+            checked += 1;
+        }
+        s.step(u64::MAX);
+    }
+    assert!(checked > 100, "{checked}");
+}
+
 /// What cannot even be decoded is refused as malformed, named by what it came as; the
 /// human reason says why.
 #[test]

@@ -27,6 +27,7 @@ mod inbound;
 mod join;
 mod proposals;
 mod reject;
+mod schedule;
 mod sealed_vote;
 mod stewardship;
 mod timer;
@@ -373,7 +374,14 @@ impl Conversation {
         if self.closed.is_some() {
             return None;
         }
-        let mut soonest = Soonest::default();
+        let mut s = Soonest::default();
+        self.fold_deadlines(&mut s);
+        s.get()
+    }
+
+    /// Adds the deadline of every part of the conversation to `soonest`: one fold for
+    /// when to wake ([`Conversation::deadline`]) and for what a tick runs (`schedule`).
+    fn fold_deadlines(&self, soonest: &mut Soonest) {
         if let Some(pj) = &self.pending_join {
             soonest.add(pj.deadline(&self.config));
         }
@@ -432,7 +440,6 @@ impl Conversation {
         }
         soonest.add(timer::at(self.chat_deadline(), Timer::Chat));
         soonest.add(self.welcome_resend_deadline());
-        soonest.get()
     }
 
     // ---- commands (in `chat.rs` and `proposals/commands.rs`) --------------------------------
@@ -444,33 +451,6 @@ impl Conversation {
         } else {
             Ok(())
         }
-    }
-
-    // ---- time ------------------------------------------------------------------------------
-
-    /// Runs every timer that is due at `ctx.now`.
-    pub fn tick<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>) -> Output {
-        let mut out = Output::default();
-        if self.closed.is_some() {
-            return out;
-        }
-        if self.state == ConversationState::PendingJoin {
-            self.tick_pending_join(ctx, &mut out);
-            return out;
-        }
-        self.tick_votes(ctx, &mut out);
-        self.tick_catch_up(ctx, &mut out);
-        self.tick_proposal_recovery(ctx, &mut out);
-        self.tick_phase(ctx, &mut out);
-        self.tick_chat(ctx, &mut out);
-        self.tick_trailing_winner(ctx.now, &mut out);
-        self.tick_welcome_resends(ctx, &mut out);
-        self.tick_stewardship(ctx, &mut out);
-        self.replay_early_candidates(ctx, &mut out);
-        if self.closed.is_none() && self.state != ConversationState::PendingJoin {
-            self.tick_fork(ctx, &mut out);
-        }
-        out
     }
 
     // ---- shared helpers --------------------------------------------------------------------

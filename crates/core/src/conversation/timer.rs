@@ -55,24 +55,83 @@ pub(crate) fn at(at: Option<Millis>, why: Timer) -> Deadline {
     at.map(|t| (t, why))
 }
 
+// Each timer is one bit of a `Timers`; new variants go at the end, so the last is the
+// largest.
+const _: () = assert!((Timer::WelcomeResend as u32) < u32::BITS);
+
+/// A set of [`Timer`]s: the reasons a part of the conversation answers to, or the ones
+/// due at some instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Timers(u32);
+
+impl Timers {
+    /// The set of `timers` (usable in constants, for the tick's schedule).
+    pub(crate) const fn of(timers: &[Timer]) -> Self {
+        let mut set = Self(0);
+        let mut i = 0;
+        while i < timers.len() {
+            set = set.with(timers[i]);
+            i += 1;
+        }
+        set
+    }
+
+    /// Adds `t`.
+    pub(crate) fn insert(&mut self, t: Timer) {
+        *self = self.with(t);
+    }
+
+    /// The set with `t` added.
+    pub(crate) const fn with(self, t: Timer) -> Self {
+        Self(self.0 | 1 << t as u32)
+    }
+
+    /// Whether the two sets share a timer.
+    pub(crate) fn meets(self, other: Self) -> bool {
+        self.0 & other.0 != 0
+    }
+}
+
 /// Folds deadlines into the soonest one (the earlier reason wins a tie, so the fold
-/// is deterministic).
+/// is deterministic). Made with [`Soonest::due_at`], it also collects every reason whose
+/// deadline has come: what a tick at that instant has to run.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Soonest(Deadline);
+pub(crate) struct Soonest {
+    soonest: Deadline,
+    /// The instant whose due timers are collected, if any.
+    now: Option<Millis>,
+    due: Timers,
+}
 
 impl Soonest {
-    /// Takes `d` if it is sooner than what is held.
+    /// A fold that also collects the timers due at `now` (deadline at or before it).
+    pub(crate) fn due_at(now: Millis) -> Self {
+        Self {
+            now: Some(now),
+            ..Self::default()
+        }
+    }
+
+    /// Takes `d` if it is sooner than what is held (and notes it if it is due).
     pub(crate) fn add(&mut self, d: Deadline) {
-        if let Some((t, why)) = d
-            && self.0.is_none_or(|(held, _)| t < held)
-        {
-            self.0 = Some((t, why));
+        if let Some((t, why)) = d {
+            if self.now.is_some_and(|now| t <= now) {
+                self.due.insert(why);
+            }
+            if self.soonest.is_none_or(|(held, _)| t < held) {
+                self.soonest = Some((t, why));
+            }
         }
     }
 
     /// The soonest deadline added.
     pub(crate) fn get(self) -> Deadline {
-        self.0
+        self.soonest
+    }
+
+    /// The reasons added whose deadline is due (none unless made by [`Soonest::due_at`]).
+    pub(crate) fn due(self) -> Timers {
+        self.due
     }
 }
 
@@ -92,5 +151,19 @@ mod tests {
         assert_eq!(s.get(), Some((20, Timer::Fork)));
         assert_eq!(at(None, Timer::Fork), None);
         assert_eq!(at(Some(7), Timer::Fork), Some((7, Timer::Fork)));
+        assert_eq!(s.due(), Timers::default(), "a plain fold collects nothing");
+    }
+
+    #[test]
+    fn a_fold_at_an_instant_collects_every_reason_due_by_then() {
+        let mut s = Soonest::due_at(20);
+        s.add(Some((50, Timer::Chat)));
+        s.add(Some((20, Timer::Fork)));
+        s.add(Some((5, Timer::CatchUp)));
+        s.add(None);
+        assert_eq!(s.get(), Some((5, Timer::CatchUp)));
+        assert_eq!(s.due(), Timers::of(&[Timer::Fork, Timer::CatchUp]));
+        assert!(s.due().meets(Timers::of(&[Timer::Chat, Timer::CatchUp])));
+        assert!(!s.due().meets(Timers::of(&[Timer::Chat, Timer::Probe])));
     }
 }
