@@ -89,3 +89,24 @@ fn only_the_optional_keys_may_be_missing() {
         assert_eq!(optional, want, "{name}: keys that may be missing");
     }
 }
+
+/// A damaged file with a key twice is refused, as it was before the governance fields
+/// moved into their own type (read through `#[serde(flatten)]`, the last copy of a
+/// governance key silently won).
+#[test]
+fn a_saved_state_with_a_key_twice_is_refused() {
+    let bytes = read("voting.json");
+    let text = std::str::from_utf8(&bytes).expect("utf-8");
+    let body = text.trim_end().strip_suffix('}').expect("a JSON object");
+    for key in ["proposals", "resolved", "approved", "anchor", "name"] {
+        let full: Value = serde_json::from_slice(&bytes).unwrap();
+        let value = full
+            .get(key)
+            .unwrap_or_else(|| panic!("voting.json has no {key}"));
+        let twice = format!("{body},\"{key}\":{value}}}");
+        let err = decode(twice.as_bytes())
+            .err()
+            .unwrap_or_else(|| panic!("a second {key:?} was taken"));
+        assert!(err.to_string().contains("duplicate field"), "{key}: {err}");
+    }
+}

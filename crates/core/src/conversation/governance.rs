@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::timer::{self, Deadline, Soonest, Timer};
 use super::{Action, Approved, Change, Conversation, ProposalStatus, Tracked};
@@ -69,17 +69,6 @@ pub(crate) struct Governance {
     /// as it comes (see `judged_evidence`).
     #[serde(default)]
     pub inherited_approvals: BTreeSet<u32>,
-}
-
-/// Reads the governance fields of a saved conversation.
-///
-/// serde hands a flattened field its keys as buffered content, in which a map keyed by
-/// numbers (`proposals`, the consensus sessions) has string keys that no longer read as
-/// numbers. Read through a `serde_json::Value`, they read exactly as a conversation's
-/// own fields did.
-pub(super) fn from_flattened<'de, D: Deserializer<'de>>(d: D) -> Result<Governance, D::Error> {
-    let value = serde_json::Value::deserialize(d)?;
-    serde_json::from_value(value).map_err(serde::de::Error::custom)
 }
 
 impl Governance {

@@ -27,6 +27,7 @@ mod inbound;
 mod join;
 mod proposals;
 mod reject;
+mod saved;
 mod schedule;
 mod sealed_vote;
 mod stewardship;
@@ -80,6 +81,7 @@ pub(crate) enum FutureKind {
 
 /// One conversation, from our point of view.
 #[derive(Serialize, Deserialize)]
+#[serde(from = "saved::SavedConversation")]
 pub struct Conversation {
     name: String,
     me: MemberId,
@@ -90,7 +92,7 @@ pub struct Conversation {
     mls: Option<MlsConversation>,
     /// Proposals, votes, approved work, emergencies and their bookkeeping (see
     /// `governance`). Flattened: its fields are saved as top-level keys.
-    #[serde(flatten, deserialize_with = "governance::from_flattened")]
+    #[serde(flatten)]
     gov: Governance,
     anchor: Option<Millis>,
     reelection_since: Option<Millis>,

@@ -91,7 +91,13 @@ impl PendingJoin {
 
     /// Repeats our announcement if it is due: a steward that already committed our add
     /// re-sends the welcome we missed; otherwise it is a fresh request.
+    /// An attempt that expired and waits to retry its renewal repeats nothing: its
+    /// announcement is stale (members refuse it, after checking it, once it is older than
+    /// the expiry) and could bring back a key package the renewal replaces.
     fn reannounce(&mut self, now: Millis, config: &ConversationConfig, out: &mut Output) {
+        if self.renew_retry_at.is_some() {
+            return;
+        }
         if now >= self.next_announce && !self.announcement.is_empty() {
             self.next_announce = now.saturating_add(config.commit_inactivity);
             out.send(Subtopic::Welcome, welcome_envelope_kp(&self.announcement));
@@ -101,7 +107,9 @@ impl PendingJoin {
     /// When the announcement is repeated or the attempt expires, whichever is sooner.
     pub(crate) fn deadline(&self, config: &ConversationConfig) -> Deadline {
         let mut soonest = Soonest::default();
-        soonest.add(Some((self.next_announce, Timer::JoinAnnounce)));
+        if self.renew_retry_at.is_none() {
+            soonest.add(Some((self.next_announce, Timer::JoinAnnounce)));
+        }
         soonest.add(Some((self.due_at(config), Timer::JoinExpiry)));
         soonest.get()
     }
@@ -270,9 +278,11 @@ mod tests {
         // wake-up asked for, never before now.
         let broken = Broken::default();
         let end = expiry + 3 * config.commit_inactivity;
-        let (mut now, mut ticks, mut errors) = (expiry, 0, 0);
+        let (mut now, mut ticks, mut errors, mut sent) = (expiry, 0, 0, 0);
         while now < end && ticks < 1_000 {
-            errors += rejoin_errors(&tick(&mut c, &broken, &me, now));
+            let out = tick(&mut c, &broken, &me, now);
+            errors += rejoin_errors(&out);
+            sent += out.packets.len();
             ticks += 1;
             now = c.next_wakeup().expect("a wake-up").max(now);
         }
@@ -283,6 +293,11 @@ mod tests {
             now - expiry
         );
         assert_eq!(c.pending_join.as_ref().unwrap().attempts, 0);
+        // The expired attempt's announcement is stale: it is not repeated meanwhile.
+        assert_eq!(
+            sent, 0,
+            "packets sent while the renewal waits to be retried"
+        );
 
         // The provider works again: the next renewal goes through.
         let out = tick(&mut c, &good, &me, now);
