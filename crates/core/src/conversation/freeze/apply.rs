@@ -358,13 +358,8 @@ impl Conversation {
             t.status = ProposalStatus::Committed;
             t.auto_vote_at = None;
             self.gov.emergencies.remove(&id);
-            if !self.gov.resolved.contains(&id) {
-                self.gov.resolved.push_back(id);
-            }
+            self.gov.resolve(id);
             out.event(Event::ProposalDecided { id, accepted: true });
-        }
-        while self.gov.resolved.len() > RESOLVED_CAP {
-            self.gov.resolved.pop_front();
         }
     }
 }

@@ -59,9 +59,18 @@ impl Conversation {
     /// with equal support) could decide nothing, not even their rejoin.
     pub(crate) fn voters(&self) -> Vec<MemberId> {
         let away = self.rejoining();
-        self.members()
-            .into_iter()
-            .filter(|m| !away.contains(m))
-            .collect()
+        let is_voter = Self::voter_check(self.mls.as_ref(), &away);
+        self.members().into_iter().filter(|m| is_voter(m)).collect()
+    }
+
+    /// The test behind [`Self::voters`] for one member, without a copy of the roster:
+    /// in our group and not rejoining (`away`, from [`Self::rejoining`]). Built from the
+    /// group alone, so a caller can hold it while it changes the governance state (a vote
+    /// checked as it is recorded).
+    pub(crate) fn voter_check<'a>(
+        mls: Option<&'a MlsConversation>,
+        away: &'a BTreeSet<MemberId>,
+    ) -> impl Fn(&MemberId) -> bool + 'a {
+        move |m| mls.is_some_and(|g| g.is_member(m)) && !away.contains(m)
     }
 }

@@ -21,14 +21,13 @@ impl Conversation {
         }
         // `voters()` without its copy of the roster: this runs once per vote received.
         let away = self.rejoining();
-        let mls = self.mls.as_ref();
-        let is_voter = |m: &MemberId| mls.is_some_and(|g| g.is_member(m)) && !away.contains(m);
         let id = v.proposal_id;
-        match self
-            .gov
-            .consensus
-            .receive_vote(v, Self::now_s(ctx.now), &is_voter)
-        {
+        let received = {
+            let is_voter = Self::voter_check(self.mls.as_ref(), &away);
+            let now = Self::now_s(ctx.now);
+            self.gov.consensus.receive_vote(v, now, &is_voter)
+        };
+        match received {
             Ok(Some(r)) => {
                 // A vote that arrives after our timeout rejected the proposal, and with
                 // which no further vote can make it anything but YES: the members that
