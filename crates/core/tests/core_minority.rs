@@ -31,12 +31,7 @@ fn nets() -> Vec<Net> {
 fn group(seed: u64, net: Net, n: usize) -> (Sim, Vec<usize>) {
     let mut s = Sim::new(seed, net, fast_config());
     let ids = s.add_members(n);
-    s.create(ids[0]);
-    for &j in &ids[1..] {
-        s.join(j);
-        let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
-        s.assert_converge_rejoining(&upto, 20 * MIN);
-    }
+    s.join_one_by_one(&ids);
     s.settle_steward_list_and(&ids, |s| s.converged(&ids));
     (s, ids)
 }

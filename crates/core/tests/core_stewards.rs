@@ -22,21 +22,7 @@ fn nets() -> Vec<Net> {
     }
 }
 
-fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<usize>) {
-    let mut s = Sim::new(seed, net, cfg);
-    let ids = s.add_members(n);
-    s.create(ids[0]);
-    for &j in &ids[1..] {
-        s.join(j);
-        let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
-        s.assert_converge_rejoining(&upto, 20 * MIN);
-    }
-    // Let the post-join steward elections finish: every member sees an epoch steward and
-    // the same list, no election is still being voted on anywhere (under loss a second,
-    // concurrent one can still replace the list), and that stays so for a while.
-    s.settle_steward_list(&ids);
-    (s, ids)
-}
+use sim::settle::settled_group as group;
 
 /// Whether a published payload is a commit candidate.
 fn is_candidate(payload: &[u8]) -> bool {

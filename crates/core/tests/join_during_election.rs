@@ -25,27 +25,14 @@
 
 mod sim;
 
-use demls_core::config::ConversationConfig;
 use demls_core::conversation::{Action, Event, LeaveReason, ProposalStatus, Role};
 use demls_core::identity::MemberId;
 use demls_core::proto::pb;
-use sim::{Net, OutFilter, Sim, fast_config, for_nets_and_seeds};
+use sim::{OutFilter, Sim, fast_config, for_nets_and_seeds};
 
 const MIN: u64 = 60_000;
 
-/// `n` members, joined one at a time, with a settled steward list (as `core_stewards`).
-fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<usize>) {
-    let mut s = Sim::new(seed, net, cfg);
-    let ids = s.add_members(n);
-    s.create(ids[0]);
-    for &j in &ids[1..] {
-        s.join(j);
-        let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
-        s.assert_converge_rejoining(&upto, 20 * MIN);
-    }
-    s.settle_steward_list(&ids);
-    (s, ids)
-}
+use sim::settle::settled_group as group;
 
 fn envelope_body(payload: &[u8]) -> Option<pb::app_envelope::Body> {
     use prost::Message;

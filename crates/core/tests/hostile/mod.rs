@@ -3,7 +3,6 @@
 //! the packets such an outsider (or a compromised insider) can publish.
 #![allow(dead_code)]
 
-use demls_core::config::ConversationConfig;
 use demls_core::consensus::{ConsensusState, NewProposal};
 use demls_core::conversation::{Action, OutPacket, Role, Subtopic};
 use demls_core::identity::EthSigner;
@@ -16,18 +15,7 @@ use crate::sim::{Net, Sim, fast_config};
 pub const MIN: u64 = 60_000;
 
 /// `n` members, converged, with one steward list everywhere and no election in flight.
-pub fn group(seed: u64, net: Net, cfg: ConversationConfig, n: usize) -> (Sim, Vec<usize>) {
-    let mut s = Sim::new(seed, net, cfg);
-    let ids = s.add_members(n);
-    s.create(ids[0]);
-    for &j in &ids[1..] {
-        s.join(j);
-        let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
-        s.assert_converge_rejoining(&upto, 20 * MIN);
-    }
-    s.settle_steward_list(&ids);
-    (s, ids)
-}
+pub use crate::sim::settle::settled_group as group;
 
 pub fn others(all: &[usize], except: &[usize]) -> Vec<usize> {
     all.iter()

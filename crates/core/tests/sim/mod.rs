@@ -21,7 +21,7 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-mod settle;
+pub mod settle;
 
 /// Network behaviour.
 #[derive(Clone, Debug)]

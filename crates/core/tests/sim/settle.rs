@@ -57,3 +57,31 @@ impl Sim {
         }
     }
 }
+
+impl Sim {
+    /// Grows the group of `ids` from `ids[0]`, which creates it, one join at a time: each
+    /// joiner converges with the members before it (a rejoin allowed) within 20 minutes.
+    pub fn join_one_by_one(&mut self, ids: &[usize]) {
+        self.create(ids[0]);
+        for &j in &ids[1..] {
+            self.join(j);
+            let upto: Vec<usize> = ids.iter().copied().take_while(|x| *x <= j).collect();
+            self.assert_converge_rejoining(&upto, 20 * 60_000);
+        }
+    }
+}
+
+/// `n` members joined one at a time, then their steward list settled (no election still
+/// being voted on anywhere): the starting point of the steward and hostile scenarios.
+pub fn settled_group(
+    seed: u64,
+    net: super::Net,
+    cfg: demls_core::config::ConversationConfig,
+    n: usize,
+) -> (Sim, Vec<usize>) {
+    let mut s = Sim::new(seed, net, cfg);
+    let ids = s.add_members(n);
+    s.join_one_by_one(&ids);
+    s.settle_steward_list(&ids);
+    (s, ids)
+}
