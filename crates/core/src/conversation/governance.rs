@@ -40,8 +40,9 @@ pub(crate) struct PendingUpdate {
 /// The group's decisions in progress and decided, from our point of view.
 ///
 /// Saved flattened into the conversation's JSON (its fields are top-level keys, as they
-/// were before this type existed), so its field names are part of the saved format.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// were before this type existed), so its field names are part of the saved format; it
+/// is read back through `saved::SavedConversation`, not on its own.
+#[derive(Debug, Default, Serialize)]
 pub(crate) struct Governance {
     /// Consensus sessions: each proposal's header, votes and outcome.
     pub consensus: ConsensusState,
@@ -67,7 +68,6 @@ pub(crate) struct Governance {
     /// Proposals open or accepted (not committed) when we joined, from the conversation
     /// sync: they count fewer voters than we have members, so their evidence is taken
     /// as it comes (see `judged_evidence`).
-    #[serde(default)]
     pub inherited_approvals: BTreeSet<u32>,
 }
 

@@ -46,7 +46,7 @@ pub use fork::SentChat;
 #[cfg(feature = "adversary")]
 pub use fork::sign_beacon;
 use freeze::{Candidate, FreezeRound, TrailingWinner};
-use governance::{Governance, RESOLVED_CAP};
+use governance::Governance;
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
 use join::{PendingJoin, RecentWelcome};
@@ -80,6 +80,9 @@ pub(crate) enum FutureKind {
 }
 
 /// One conversation, from our point of view.
+///
+/// Saved as JSON (`save`) and read back through `saved::SavedConversation`, which holds
+/// which keys an older state may lack.
 #[derive(Serialize, Deserialize)]
 #[serde(from = "saved::SavedConversation")]
 pub struct Conversation {
@@ -114,29 +117,23 @@ pub struct Conversation {
     #[serde(skip)]
     future: Vec<FutureMessage>,
     /// Candidates refused on arrival (see `freeze::authenticate_candidate`).
-    #[serde(default)]
     refused_candidates: VecDeque<[u8; 32]>,
     /// Key packages our recent commits consumed: announcing one again adds nobody.
-    #[serde(default)]
     used_key_packages: VecDeque<[u8; 32]>,
     /// Recent commits that added members: (new epoch, committer, added). A welcome is
     /// kept for re-sending only when it matches one of these.
-    #[serde(default)]
     recent_adds: VecDeque<(u64, MemberId, Vec<MemberId>)>,
     /// Member counts of the groups we had at recent epochs (see `evidence`).
-    #[serde(default)]
     recent_sizes: VecDeque<evidence::GroupSize>,
     synced: bool,
     catch_up: CatchUp,
     /// The accepted election proposal that installed the current steward list, if it came
     /// by vote. Its evidence travels with our candidates, so a member that missed the
     /// election learns the list before judging the commit.
-    #[serde(default)]
     election_proof: Option<u32>,
     /// Candidates for our epoch that came before we knew of any approved change (a
     /// joiner still tallying the votes), with when they arrived: kept, and judged once
     /// something is approved.
-    #[serde(default)]
     early_stash: Vec<(Vec<u8>, Millis)>,
     /// A welcome naming us into our next epoch, come while we are still a member: the
     /// committer of a duplicate rejoin of ours sends it before we apply that commit
@@ -146,15 +143,11 @@ pub struct Conversation {
     early_welcome: Vec<(MemberId, Vec<u8>)>,
     /// Our last key package announcement before we joined: a second rejoin commit may
     /// still add us with it (see `fork::await_welcome`).
-    #[serde(default)]
     last_announcement: Vec<u8>,
-    #[serde(default)]
     trailing: Option<TrailingWinner>,
     /// Epoch log, beacons and known forks (see `fork`).
-    #[serde(default)]
     fork_watch: fork::ForkWatch,
     /// Reliable chat (see `chat` and [`crate::sds`]).
-    #[serde(default)]
     sds: crate::sds::Channel,
     closed: Option<LeaveReason>,
 }

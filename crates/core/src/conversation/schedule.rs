@@ -2,7 +2,7 @@
 //! one of its timers is due or, when some of its work has no deadline, on every tick.
 //!
 //! The timers due at a tick come from the same fold that says when to wake
-//! (`Conversation::fold_deadlines`), taken afresh before each part: a part that runs can
+//! (`Conversation::fold_deadlines`), taken again after each part that ran: a part that runs can
 //! make a later one due at once (a vote that approves work gives the freeze its anchor).
 //! A part runs only when due if every effect it can have (a packet, an event, a change of
 //! state, a draw from `ctx.rng`) needs a condition one of its timers reports as due; at
