@@ -2,8 +2,9 @@
 //! reads back after an upgrade, so its shape must not change by accident. The files in
 //! `tests/data/` were saved by simulated members in busy states (proposals open with
 //! votes, approved work waiting, an emergency open, an urgent removal, approvals
-//! inherited from the conversation sync, a catch-up under way); each must read and save
-//! again to the same JSON.
+//! inherited from the conversation sync, a catch-up under way, a freeze round holding a
+//! candidate, a reelection, a join waiting for its welcome and one given up); each must
+//! read and save again to the same JSON.
 
 use demls_core::conversation::Conversation;
 use serde_json::Value;
@@ -16,6 +17,10 @@ const FILES: &[&str] = &[
     "urgent_removal.json",
     "inherited_approvals.json",
     "catching_up.json",
+    "freezing.json",
+    "reelection.json",
+    "pending_join.json",
+    "join_expired.json",
 ];
 
 /// Top-level keys a saved state may lack (state saved by an older build): each is read
@@ -87,6 +92,31 @@ fn only_the_optional_keys_may_be_missing() {
         let mut want = OPTIONAL_KEYS.to_vec();
         want.sort_unstable();
         assert_eq!(optional, want, "{name}: keys that may be missing");
+    }
+}
+
+/// Each saved state, read back, asks to be woken when it did for the build that saved it
+/// (fc979dd, before the phase carried its data: the freeze round, the pending join and
+/// the start of a reelection were fields beside the state then). Read without its MLS
+/// group, as `serde` gives it.
+#[test]
+fn each_saved_state_wakes_when_it_did_for_the_build_that_saved_it() {
+    let want: &[(&str, Option<u64>)] = &[
+        ("voting.json", Some(1_790_000_023_443)),
+        ("approved_waiting.json", Some(1_790_000_030_473)),
+        ("emergency_open.json", Some(1_790_000_024_526)),
+        ("urgent_removal.json", None),
+        ("inherited_approvals.json", None),
+        ("catching_up.json", Some(1_790_000_032_216)),
+        ("freezing.json", Some(1_790_000_046_603)),
+        ("reelection.json", Some(1_790_000_046_953)),
+        ("pending_join.json", Some(1_790_000_006_000)),
+        ("join_expired.json", None),
+    ];
+    assert_eq!(want.len(), FILES.len());
+    for (name, wake) in want {
+        let c = decode(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(c.next_wakeup(), *wake, "{name} ({:?})", c.state());
     }
 }
 

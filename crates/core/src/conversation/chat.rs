@@ -19,7 +19,7 @@ impl Conversation {
         if text.is_empty() || text.len() > 4096 {
             return Err(CommandError::BadText);
         }
-        match self.state {
+        match self.state() {
             ConversationState::Working | ConversationState::Reelection => {}
             s => return Err(CommandError::Blocked(s)),
         }
@@ -46,7 +46,7 @@ impl Conversation {
     fn may_send_app(&self) -> bool {
         self.mls.is_some()
             && matches!(
-                self.state,
+                self.state(),
                 ConversationState::Working | ConversationState::Reelection
             )
     }

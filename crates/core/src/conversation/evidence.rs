@@ -374,7 +374,7 @@ impl Conversation {
 mod tests {
     use super::{GroupSize, SizeStopped};
     use crate::config::ConversationConfig;
-    use crate::conversation::{Action, Conversation, ConversationState};
+    use crate::conversation::{Action, Conversation, Phase};
     use crate::identity::MemberId;
     use crate::proto::cpb;
 
@@ -407,12 +407,7 @@ mod tests {
             g.create_commit(&p, &mls_id, &[], &[]).unwrap();
             g.merge_own_commit(&p).unwrap();
         }
-        let mut c = Conversation::blank(
-            "t",
-            id(1),
-            ConversationConfig::default(),
-            ConversationState::Working,
-        );
+        let mut c = Conversation::blank("t", id(1), ConversationConfig::default(), Phase::Working);
         c.mls = Some(g);
         c
     }

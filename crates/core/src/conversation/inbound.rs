@@ -89,7 +89,7 @@ impl Conversation {
         payload: &[u8],
     ) -> Output {
         let mut out = Output::default();
-        if self.closed.is_some() {
+        if self.closed().is_some() {
             return out;
         }
         match subtopic {
@@ -106,7 +106,7 @@ impl Conversation {
         out: &mut Output,
         payload: &[u8],
     ) {
-        if self.state == ConversationState::PendingJoin {
+        if self.state() == ConversationState::PendingJoin {
             return;
         }
         let env = match pb::AppEnvelope::decode(payload) {

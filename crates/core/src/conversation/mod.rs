@@ -25,6 +25,7 @@ mod freeze;
 mod governance;
 mod inbound;
 mod join;
+mod phase;
 mod proposals;
 mod reject;
 mod saved;
@@ -45,11 +46,12 @@ pub use error::{ConversationError, CorruptState, MAX_NAME_LEN, validate_name};
 pub use fork::SentChat;
 #[cfg(feature = "adversary")]
 pub use fork::sign_beacon;
-use freeze::{Candidate, FreezeRound, TrailingWinner};
+use freeze::{Candidate, TrailingWinner};
 use governance::Governance;
 #[cfg(feature = "adversary")]
 pub use join::forge_announcement;
 use join::{PendingJoin, RecentWelcome};
+use phase::Phase;
 use reject::Cause;
 pub use reject::{InboundKind, RejectCause};
 use timer::{Deadline, Soonest, Timer};
@@ -89,7 +91,10 @@ pub struct Conversation {
     name: String,
     me: MemberId,
     config: ConversationConfig,
-    state: ConversationState,
+    /// The state and the data only it has (see `phase`). Flattened: saved as the keys
+    /// `state`, `freeze`, `pending_join`, `reelection_since` and `closed`.
+    #[serde(flatten)]
+    phase: Phase,
     mode: OperatingMode,
     #[serde(skip)]
     mls: Option<MlsConversation>,
@@ -98,10 +103,8 @@ pub struct Conversation {
     #[serde(flatten)]
     gov: Governance,
     anchor: Option<Millis>,
-    reelection_since: Option<Millis>,
     /// Since when our steward list has been exhausted with no election decided.
     exhausted_since: Option<Millis>,
-    freeze: Option<FreezeRound>,
     stewards: Option<StewardList>,
     next_retry_round: u32,
     /// Stewards found silent this epoch: left out of recovery elections.
@@ -110,7 +113,6 @@ pub struct Conversation {
     committed_hashes: VecDeque<[u8; 32]>,
     recent_commits: VecDeque<(u64, Vec<u8>)>,
     recent_welcomes: VecDeque<RecentWelcome>,
-    pending_join: Option<PendingJoin>,
     /// Application messages from later epochs, replayed when we get there (under
     /// reordering the first messages of an epoch can overtake its commit). Nobody has
     /// authenticated them, so they are bounded (see `inbound`) and never saved.
@@ -149,30 +151,22 @@ pub struct Conversation {
     fork_watch: fork::ForkWatch,
     /// Reliable chat (see `chat` and [`crate::sds`]).
     sds: crate::sds::Channel,
-    closed: Option<LeaveReason>,
 }
 
 const COMMITTED_CAP: usize = 16;
 
 impl Conversation {
-    fn blank(
-        name: &str,
-        me: MemberId,
-        config: ConversationConfig,
-        state: ConversationState,
-    ) -> Self {
+    fn blank(name: &str, me: MemberId, config: ConversationConfig, phase: Phase) -> Self {
         Self {
             name: name.to_string(),
             me,
             config,
-            state,
+            phase,
             mode: OperatingMode::Normal,
             mls: None,
             gov: Governance::default(),
             anchor: None,
-            reelection_since: None,
             exhausted_since: None,
-            freeze: None,
             stewards: None,
             next_retry_round: 0,
             silent: BTreeSet::new(),
@@ -180,7 +174,6 @@ impl Conversation {
             committed_hashes: VecDeque::new(),
             recent_commits: VecDeque::new(),
             recent_welcomes: VecDeque::new(),
-            pending_join: None,
             future: Vec::new(),
             recent_sizes: VecDeque::new(),
             used_key_packages: VecDeque::new(),
@@ -195,7 +188,6 @@ impl Conversation {
             trailing: None,
             fork_watch: fork::ForkWatch::default(),
             sds: crate::sds::Channel::default(),
-            closed: None,
         }
     }
 
@@ -209,7 +201,7 @@ impl Conversation {
         config.validate()?;
         let mls = MlsConversation::create(ctx.provider, &ctx.identity.mls, name)?;
         let me = ctx.identity.member_id();
-        let mut c = Self::blank(name, me, config, ConversationState::Working);
+        let mut c = Self::blank(name, me, config, Phase::Working);
         c.stewards = Some(StewardList {
             stewards: vec![me],
             election_epoch: 0,
@@ -237,11 +229,9 @@ impl Conversation {
         validate_name(name)?;
         config.validate()?;
         let me = ctx.identity.member_id();
-        let mut c = Self::blank(name, me, config, ConversationState::PendingJoin);
         let mut out = Output::default();
-        c.pending_join = Some(PendingJoin::announce(
-            name, &c.config, ctx, &mut out, false, 0,
-        )?);
+        let pending = PendingJoin::announce(name, &config, ctx, &mut out, false, 0)?;
+        let c = Self::blank(name, me, config, Phase::PendingJoin(pending));
         out.event(Event::StateChanged {
             state: ConversationState::PendingJoin,
         });
@@ -267,7 +257,7 @@ impl Conversation {
         // never run on timings it could not have been created with.
         c.config.validate().map_err(CorruptState::Timings)?;
         validate_name(&c.name)?;
-        if c.state != ConversationState::PendingJoin && c.closed.is_none() {
+        if !matches!(c.phase, Phase::PendingJoin(_) | Phase::Closed { .. }) {
             c.mls = MlsConversation::load(provider, &c.name)?;
             if c.mls.is_none() {
                 return Err(CorruptState::MissingMls(c.name.clone()).into());
@@ -287,7 +277,7 @@ impl Conversation {
     }
     /// Current state.
     pub fn state(&self) -> ConversationState {
-        self.state
+        self.phase.state()
     }
     /// Operating mode.
     pub fn mode(&self) -> OperatingMode {
@@ -314,7 +304,7 @@ impl Conversation {
     }
     /// Closed (left, removed, expired)?
     pub fn closed(&self) -> Option<LeaveReason> {
-        self.closed
+        self.phase.closed()
     }
     /// The installed steward list.
     pub fn steward_list(&self) -> Option<&StewardList> {
@@ -366,7 +356,7 @@ impl Conversation {
     /// The soonest deadline of any part of the conversation, and which part asked.
     /// Anything overdue is due now; callers tick at max(now, wakeup).
     pub(crate) fn deadline(&self) -> Deadline {
-        if self.closed.is_some() {
+        if self.phase.closed().is_some() {
             return None;
         }
         let mut s = Soonest::default();
@@ -377,7 +367,7 @@ impl Conversation {
     /// Adds the deadline of every part of the conversation to `soonest`: one fold for
     /// when to wake ([`Conversation::deadline`]) and for what a tick runs (`schedule`).
     fn fold_deadlines(&self, soonest: &mut Soonest) {
-        if let Some(pj) = &self.pending_join {
+        if let Some(pj) = self.phase.pending_join() {
             soonest.add(pj.deadline(&self.config));
         }
         soonest.add(self.gov.deadline());
@@ -389,7 +379,7 @@ impl Conversation {
         }
         if let Some(a) = self.anchor.filter(|_| {
             matches!(
-                self.state,
+                self.state(),
                 ConversationState::Working | ConversationState::Reelection
             )
         }) {
@@ -399,24 +389,17 @@ impl Conversation {
             let due = self.catch_up.probe_until.map_or(due, |u| due.max(u));
             soonest.add(Some((due, Timer::Inactivity)));
         }
-        if let Some(f) = self
-            .freeze
-            .as_ref()
-            .filter(|_| self.state == ConversationState::Freezing)
-        {
+        if let Some(f) = self.phase.round() {
             soonest.add(f.deadline(self.config.freeze));
         }
         soonest.add(self.trailing.as_ref().and_then(TrailingWinner::deadline));
-        if let Some(s) = self
-            .reelection_since
-            .filter(|_| self.state == ConversationState::Reelection)
-        {
+        if let Some(s) = self.phase.reelection_since() {
             let due = s.saturating_add(self.reelection_patience());
             soonest.add(Some((due, Timer::ReelectionPatience)));
         }
         if let Some(s) = self
             .exhausted_since
-            .filter(|_| self.state == ConversationState::Working)
+            .filter(|_| self.state() == ConversationState::Working)
         {
             let due = s.saturating_add(self.reelection_patience());
             soonest.add(Some((due, Timer::ExhaustedPatience)));
@@ -424,7 +407,7 @@ impl Conversation {
         soonest.add(self.fork_deadline());
         soonest.add(self.catch_up.deadline(self.epoch()));
         // A backup steward takes over requests the epoch steward left unproposed.
-        if self.state == ConversationState::Working
+        if self.state() == ConversationState::Working
             && self.gov.emergencies.is_empty()
             && self.role(&self.me) == Role::BackupSteward
         {
@@ -441,7 +424,7 @@ impl Conversation {
 
     /// Every command is refused once the conversation is closed.
     fn check_open(&self) -> Result<(), CommandError> {
-        if self.closed.is_some() {
+        if self.phase.closed().is_some() {
             Err(CommandError::Closed)
         } else {
             Ok(())
@@ -450,21 +433,28 @@ impl Conversation {
 
     // ---- shared helpers --------------------------------------------------------------------
 
-    fn set_state(&mut self, out: &mut Output, state: ConversationState) {
-        if self.state != state {
-            tracing::debug!(conversation = %self.name, from = self.state.as_str(), to = state.as_str(), "state");
-            self.state = state;
-            out.event(Event::StateChanged { state });
+    /// Moves to `next` and returns the phase we left, with its data. A change of state is
+    /// reported; a catch-up probe runs only in Working and Reelection.
+    ///
+    /// Once closed we stay closed: a step that closed us may still move on as it unwinds,
+    /// and only the state it reaches is kept (it is the state views show).
+    fn enter(&mut self, out: &mut Output, next: Phase) -> Phase {
+        let (from, to) = (self.phase.state(), next.state());
+        if from != to {
+            tracing::debug!(conversation = %self.name, from = from.as_str(), to = to.as_str(), "state");
+            out.event(Event::StateChanged { state: to });
         }
-        if state != ConversationState::Reelection {
-            self.reelection_since = None;
-        }
+        let next = match self.phase.closed() {
+            Some(reason) => Phase::Closed { reason, last: to },
+            None => next,
+        };
         if !matches!(
-            state,
+            to,
             ConversationState::Working | ConversationState::Reelection
         ) {
             self.catch_up.probe_until = None;
         }
+        std::mem::replace(&mut self.phase, next)
     }
 
     fn close<P: OpenMlsProvider>(
@@ -474,10 +464,9 @@ impl Conversation {
         reason: LeaveReason,
     ) {
         self.delete_mls(ctx, out);
-        self.pending_join = None;
-        self.freeze = None;
         self.anchor = None;
-        self.closed = Some(reason);
+        let last = self.phase.state();
+        self.phase = Phase::Closed { reason, last };
         tracing::info!(conversation = %self.name, ?reason, "conversation closed");
         out.event(Event::Left { reason });
     }

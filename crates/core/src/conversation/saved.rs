@@ -17,6 +17,7 @@ use super::catchup::CatchUp;
 use super::freeze::{FreezeRound, TrailingWinner};
 use super::governance::{Governance, PendingUpdate};
 use super::join::{PendingJoin, RecentWelcome};
+use super::phase::{Phase, SavedPhase};
 use super::{Approved, Conversation, LeaveReason, OperatingMode, Tracked, evidence, fork};
 use crate::config::{ConversationConfig, Millis};
 use crate::consensus::ConsensusState;
@@ -83,7 +84,14 @@ pub(super) struct SavedConversation {
 
 impl From<SavedConversation> for Conversation {
     fn from(s: SavedConversation) -> Self {
-        let mut c = Conversation::blank(&s.name, s.me, s.config, s.state);
+        let phase = Phase::from_saved(SavedPhase {
+            state: s.state,
+            closed: s.closed,
+            freeze: s.freeze,
+            pending_join: s.pending_join,
+            reelection_since: s.reelection_since,
+        });
+        let mut c = Conversation::blank(&s.name, s.me, s.config, phase);
         c.mode = s.mode;
         c.gov = Governance {
             consensus: s.consensus,
@@ -97,9 +105,7 @@ impl From<SavedConversation> for Conversation {
             inherited_approvals: s.inherited_approvals,
         };
         c.anchor = s.anchor;
-        c.reelection_since = s.reelection_since;
         c.exhausted_since = s.exhausted_since;
-        c.freeze = s.freeze;
         c.stewards = s.stewards;
         c.next_retry_round = s.next_retry_round;
         c.silent = s.silent;
@@ -107,7 +113,6 @@ impl From<SavedConversation> for Conversation {
         c.committed_hashes = s.committed_hashes;
         c.recent_commits = s.recent_commits;
         c.recent_welcomes = s.recent_welcomes;
-        c.pending_join = s.pending_join;
         c.refused_candidates = s.refused_candidates;
         c.used_key_packages = s.used_key_packages;
         c.recent_adds = s.recent_adds;
@@ -120,7 +125,6 @@ impl From<SavedConversation> for Conversation {
         c.trailing = s.trailing;
         c.fork_watch = s.fork_watch;
         c.sds = s.sds;
-        c.closed = s.closed;
         c
     }
 }

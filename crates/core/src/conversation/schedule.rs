@@ -110,7 +110,7 @@ const SCHEDULE: [Slot; 10] = [
         // inactivity anchor (the window of later work then runs from a fresh one); in
         // Freezing it selects as soon as every expected candidate is in (the expected
         // set can grow complete between ticks: a late steward's own candidate, a
-        // removal approved) or when there is no round at all.
+        // removal approved).
         &[
             Timer::AnchorUnset,
             Timer::Inactivity,
@@ -139,7 +139,7 @@ const SCHEDULE: [Slot; 10] = [
         // No deadline: in Working the epoch steward proposes buffered requests at once
         // (only a backup's takeover waits for a deadline) and a list with no live
         // steward is reconciled or an election tried (the exhausted mark is set or
-        // cleared with it); in Reelection the patience starts at the first tick.
+        // cleared with it); in Reelection it probes, elects, or restarts the patience.
         &[
             Timer::ReelectionPatience,
             Timer::ExhaustedPatience,
@@ -166,10 +166,10 @@ impl Conversation {
     /// Runs every part of the conversation that is due at `ctx.now` (see [`SCHEDULE`]).
     pub fn tick<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>) -> Output {
         let mut out = Output::default();
-        if self.closed.is_some() {
+        if self.closed().is_some() {
             return out;
         }
-        let schedule: &[Slot] = if self.state == ConversationState::PendingJoin {
+        let schedule: &[Slot] = if let Phase::PendingJoin(_) = self.phase {
             &WHILE_PENDING
         } else {
             &SCHEDULE
@@ -214,7 +214,7 @@ impl Conversation {
             Part::EarlyCandidates => self.replay_early_candidates(ctx, out),
             // A part before may have closed us, or sent us back to wait for a welcome.
             Part::Fork => {
-                if self.closed.is_none() && self.state != ConversationState::PendingJoin {
+                if !matches!(self.phase, Phase::PendingJoin(_) | Phase::Closed { .. }) {
                     self.tick_fork(ctx, out);
                 }
             }
@@ -281,8 +281,8 @@ mod tests {
     }
 
     /// A member in `state` with no MLS group (so no chat and no fork watch).
-    fn bare(state: ConversationState) -> Conversation {
-        Conversation::blank("t", id(1), ConversationConfig::default(), state)
+    fn bare(phase: Phase) -> Conversation {
+        Conversation::blank("t", id(1), ConversationConfig::default(), phase)
     }
 
     /// The parts that run only when due and are due at `now`, in the state as it is.
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_part_runs_only_once_one_of_its_timers_is_due() {
-        let mut c = bare(ConversationState::Working);
+        let mut c = bare(Phase::Working);
         c.trailing = Some(TrailingWinner {
             envelope: vec![1],
             next: 200,
@@ -385,7 +385,7 @@ mod tests {
     fn a_part_whose_fold_reports_another_reason_first_still_runs() {
         // The catch-up fold reports only its soonest deadline: a probe's end at 100 hides
         // the missing proposal due at 150, which proposal recovery must still ask for.
-        let mut c = bare(ConversationState::Working);
+        let mut c = bare(Phase::Working);
         c.catch_up.probe_until = Some(100);
         c.catch_up.next_request_at = 100;
         c.catch_up.missing_proposals.insert(9, 150);
@@ -395,8 +395,12 @@ mod tests {
 
     #[test]
     fn a_pending_join_runs_when_its_announcement_or_expiry_is_due() {
-        let mut c = bare(ConversationState::PendingJoin);
-        c.pending_join = Some(PendingJoin::awaiting(1_000, vec![1], &c.config));
+        let config = ConversationConfig::default();
+        let c = bare(Phase::PendingJoin(PendingJoin::awaiting(
+            1_000,
+            vec![1],
+            &config,
+        )));
         let announce = 1_000 + c.config.commit_inactivity;
         assert_eq!(due_parts(&c, &WHILE_PENDING, announce - 1), []);
         assert_eq!(due_parts(&c, &WHILE_PENDING, announce), [Part::PendingJoin]);

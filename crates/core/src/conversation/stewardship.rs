@@ -26,7 +26,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        if self.state == ConversationState::Working {
+        if self.state() == ConversationState::Working {
             self.ensure_live_steward(ctx, out);
             self.propose_buffered(ctx, out, true);
             if let Some(since) = self.exhausted_since
@@ -41,21 +41,22 @@ impl Conversation {
                 }
             }
         }
-        if self.state == ConversationState::Reelection {
+        if self.state() == ConversationState::Reelection {
             let probe_was_open = self.catch_up.probe_until.is_some();
             if self.probing(ctx.now) {
                 return;
             }
             if probe_was_open {
                 // Nobody answered: the epoch really is stuck, so elect.
-                self.reelection_since = Some(ctx.now);
+                self.phase.restart_reelection(ctx.now);
                 self.offer_approved_proofs(ctx);
                 self.try_election(ctx, out, true);
                 return;
             }
-            let since = *self.reelection_since.get_or_insert(ctx.now);
+            // (Only a step that closed us mid-tick leaves the state without its start.)
+            let since = self.phase.reelection_since().unwrap_or(ctx.now);
             if ctx.now >= since.saturating_add(self.reelection_patience()) {
-                self.reelection_since = Some(ctx.now);
+                self.phase.restart_reelection(ctx.now);
                 if !self.election_in_flight() {
                     // The expected election proposer is silent too: reshuffle, and try
                     // again once a fresh probe finds nobody ahead of us.
@@ -87,7 +88,7 @@ impl Conversation {
         out: &mut Output,
         allow_takeover: bool,
     ) {
-        if self.state != ConversationState::Working || !self.gov.emergencies.is_empty() {
+        if self.state() != ConversationState::Working || !self.gov.emergencies.is_empty() {
             return;
         }
         let role = self.role(&self.me);
@@ -283,8 +284,8 @@ impl Conversation {
             );
             self.stewards = Some(l);
             self.election_proof = None;
-            if self.state == ConversationState::Reelection {
-                self.set_state(out, ConversationState::Working);
+            if self.state() == ConversationState::Reelection {
+                self.enter(out, Phase::Working);
             }
             return;
         }
@@ -405,8 +406,8 @@ impl Conversation {
         self.mode = OperatingMode::Normal;
         self.silent.clear();
         self.exhausted_since = None;
-        if self.state == ConversationState::Reelection {
-            self.set_state(out, ConversationState::Working);
+        if self.state() == ConversationState::Reelection {
+            self.enter(out, Phase::Working);
         }
         Installed::Yes
     }
@@ -456,7 +457,7 @@ impl Conversation {
         out: &mut Output,
     ) {
         if !matches!(
-            self.state,
+            self.state(),
             ConversationState::Working | ConversationState::Reelection
         ) {
             return;

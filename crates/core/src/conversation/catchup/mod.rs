@@ -117,7 +117,7 @@ impl Conversation {
         out: &mut Output,
     ) {
         let now = ctx.now;
-        if self.state != ConversationState::Reelection {
+        if self.state() != ConversationState::Reelection {
             self.probing(now);
         }
         self.ask_if_behind(ctx, out);

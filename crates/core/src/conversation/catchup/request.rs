@@ -123,7 +123,7 @@ impl Conversation {
                 "catch-up commit without a steward id",
             );
         };
-        let own_pending = self.freeze.as_ref().is_some_and(|f| f.own_pending);
+        let own_pending = self.phase.round().is_some_and(|f| f.own_pending);
         let hash: [u8; 32] = sha2::Digest::finalize(
             <sha2::Sha256 as sha2::Digest>::new_with_prefix(&c.commit_message),
         )
@@ -131,8 +131,8 @@ impl Conversation {
         // The group moved on with our own candidate while our window was still open
         // (MLS cannot process one's own commit as a peer's): merge it.
         let ours = self
-            .freeze
-            .as_ref()
+            .phase
+            .round()
             .and_then(|f| f.candidates.iter().find(|x| x.local && x.hash == hash))
             .cloned();
         if let Some(ours) = ours

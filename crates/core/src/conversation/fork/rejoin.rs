@@ -62,14 +62,12 @@ impl Conversation {
         reason: RejoinReason,
     ) {
         self.delete_mls(ctx, out);
-        let mut fresh = Self::blank(
+        *self = Self::blank(
             &self.name,
             self.me,
             self.config.clone(),
-            ConversationState::PendingJoin,
+            Phase::PendingJoin(pending),
         );
-        fresh.pending_join = Some(pending);
-        *self = fresh;
         out.event(Event::Rejoining { reason });
         out.event(Event::StateChanged {
             state: ConversationState::PendingJoin,

@@ -184,7 +184,7 @@ impl Conversation {
             added: w.added.clone(),
             removed: w.removed,
         });
-        self.set_state(out, ConversationState::Working);
+        self.enter(out, Phase::Working);
         self.after_commit_stewardship(ctx, out);
         if let Some(welcome) = w.welcome {
             self.send_welcome(ctx, out, welcome, w.added);
@@ -198,7 +198,13 @@ impl Conversation {
     /// The round is over: its state goes, and the commit is remembered (its hash against
     /// a late copy, the candidate for catch-up replies).
     fn close_round(&mut self, w: &Winner) {
-        self.freeze = None;
+        // A round still open (the commit came by catch-up) is over too: from here to
+        // Working the commit is being applied, which is what Selection means, and
+        // nothing reads a round of the epoch we left. No event: the change to Working
+        // is reported when the bookkeeping is done.
+        if let Phase::Freezing(_) = self.phase {
+            self.phase = Phase::Selection;
+        }
         self.anchor = None;
         self.catch_up.probe_until = None;
         self.early_stash.clear();

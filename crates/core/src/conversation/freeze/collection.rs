@@ -21,7 +21,7 @@ impl Conversation {
         let Some((steward, hash)) = self.screen_candidate(ctx.now, out, &c) else {
             return;
         };
-        if let Some(held) = self.freeze.as_ref().and_then(|f| f.position(&hash)) {
+        if let Some(held) = self.phase.round().and_then(|f| f.position(&hash)) {
             self.merge_second_copy(ctx, out, held, &c, steward);
             return;
         }
@@ -40,13 +40,13 @@ impl Conversation {
         let evidence_bound =
             self.adopt_signed_evidence(ctx, out, &c, steward, actions, &evidence_aad);
         let late = matches!(
-            self.state,
+            self.state(),
             ConversationState::Working | ConversationState::Reelection
         ) && !self.gov.approved.is_empty();
         if late {
             self.open_freeze(ctx.now, out);
         }
-        if self.state != ConversationState::Freezing {
+        if self.state() != ConversationState::Freezing {
             return self.stash_early_candidate(out, &c, hash, evidence_bound, arrived_at);
         }
         let candidate = Candidate {
@@ -61,7 +61,7 @@ impl Conversation {
             evidence_bound,
         };
         let cap = self.members().len().max(1);
-        let Some(f) = self.freeze.as_mut() else {
+        let Some(f) = self.phase.round_mut() else {
             return;
         };
         if !f.add_peer(candidate, arrived_at, cap) {
@@ -85,11 +85,10 @@ impl Conversation {
     /// end, and a catch-up on the group's winner could overtake it: it then never judged
     /// (nor reported, nor scored) the candidates it held.
     fn select_if_all_in<P: OpenMlsProvider>(&mut self, ctx: &mut Ctx<'_, P>, out: &mut Output) {
-        if self.state == ConversationState::Freezing
-            && self
-                .freeze
-                .as_ref()
-                .is_some_and(|f| self.all_candidates_in(f))
+        if self
+            .phase
+            .round()
+            .is_some_and(|f| self.all_candidates_in(f))
         {
             self.finalize_freeze(ctx, out);
         }
@@ -174,7 +173,7 @@ impl Conversation {
         arrived_at: Millis,
     ) {
         if !matches!(
-            self.state,
+            self.state(),
             ConversationState::Working | ConversationState::Reelection
         ) {
             return out.reject(
@@ -234,7 +233,7 @@ impl Conversation {
         c: &pb::CommitCandidate,
         steward: MemberId,
     ) {
-        let Some(cand) = self.freeze.as_ref().and_then(|f| f.candidates.get(held)) else {
+        let Some(cand) = self.phase.round().and_then(|f| f.candidates.get(held)) else {
             return;
         };
         if cand.local || cand.steward != steward {
@@ -250,8 +249,8 @@ impl Conversation {
             };
             fixed.evidence = c.evidence.clone();
             if let Some(cand) = self
-                .freeze
-                .as_mut()
+                .phase
+                .round_mut()
                 .and_then(|f| f.candidates.get_mut(held))
             {
                 cand.bytes = fixed.encode_to_vec();
@@ -278,7 +277,7 @@ impl Conversation {
         c: &pb::CommitCandidate,
         steward: MemberId,
     ) {
-        let Some(cand) = self.freeze.as_ref().and_then(|f| f.candidates.get(held)) else {
+        let Some(cand) = self.phase.round().and_then(|f| f.candidates.get(held)) else {
             return;
         };
         if cand.local || cand.steward != steward || c.sealed_welcome.is_empty() {
@@ -297,8 +296,8 @@ impl Conversation {
         // on arrival: only a second copy needs to know.
         if !merged.sealed_welcome.is_empty() && self.sealed_welcome_opens(ctx, &merged, steward) {
             if let Some(cand) = self
-                .freeze
-                .as_mut()
+                .phase
+                .round_mut()
                 .and_then(|f| f.candidates.get_mut(held))
             {
                 cand.sealed_opens = true;
@@ -310,8 +309,8 @@ impl Conversation {
         }
         merged.sealed_welcome = c.sealed_welcome.clone();
         if let Some(cand) = self
-            .freeze
-            .as_mut()
+            .phase
+            .round_mut()
             .and_then(|f| f.candidates.get_mut(held))
         {
             cand.bytes = merged.encode_to_vec();

@@ -29,8 +29,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        let submitted = self.freeze.as_ref().is_none_or(|f| f.own().is_some());
-        if self.state == ConversationState::Freezing && !submitted {
+        if self.phase.round().is_some_and(|f| f.own().is_none()) {
             self.submit_if_late_is_harmless(ctx, out);
         }
     }
@@ -53,8 +52,8 @@ impl Conversation {
             return;
         }
         let prompt = self
-            .freeze
-            .as_ref()
+            .phase
+            .round()
             .and_then(|f| f.first_foreign_at)
             .is_none_or(|t| ctx.now <= t + self.config.freeze / 2);
         if prompt {
@@ -62,7 +61,7 @@ impl Conversation {
         }
         let es = self.ranking_steward();
         let mine = Self::rank(self.commit_batch(ctx).len(), self.me, es);
-        let best_held = self.freeze.as_ref().and_then(|f| {
+        let best_held = self.phase.round().and_then(|f| {
             f.candidates
                 .iter()
                 .map(|c| Self::rank(c.actions, c.steward, es))
@@ -255,7 +254,7 @@ impl Conversation {
             evidence_bound: true,
         };
         let gap = self.resend_gap();
-        if let Some(f) = self.freeze.as_mut() {
+        if let Some(f) = self.phase.round_mut() {
             f.add_own(candidate, now, gap);
         }
     }
@@ -303,7 +302,7 @@ impl Conversation {
     pub(super) fn resend_candidate(&mut self, now: Millis, out: &mut Output) {
         let gap = self.resend_gap();
         let freeze = self.config.freeze;
-        let Some(f) = self.freeze.as_mut() else {
+        let Some(f) = self.phase.round_mut() else {
             return;
         };
         if let Some(env) = f.resend_due(now, gap, freeze).and_then(Candidate::envelope) {

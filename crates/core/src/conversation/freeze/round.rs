@@ -151,7 +151,7 @@ impl Conversation {
         out: &mut Output,
     ) {
         let now = ctx.now;
-        match self.state {
+        match self.state() {
             ConversationState::Working | ConversationState::Reelection => {
                 if !self.freeze_work_waiting() {
                     self.anchor = None;
@@ -169,7 +169,8 @@ impl Conversation {
             }
             ConversationState::Freezing => {
                 self.resend_candidate(now, out);
-                let due = self.freeze.as_ref().is_none_or(|f| {
+                // (No round in Freezing: only once closed, when no tick runs.)
+                let due = self.phase.round().is_none_or(|f| {
                     now >= f.select_at(self.config.freeze) || self.all_candidates_in(f)
                 });
                 if due {
@@ -189,7 +190,7 @@ impl Conversation {
         // In Reelection only Recovery mode freezes on its own (any member may commit
         // then); in normal mode the same list would give the same empty round, and
         // freezing over and over keeps the retry-round patience from ever running out.
-        let phase = match self.state {
+        let phase = match self.state() {
             ConversationState::Working => true,
             ConversationState::Reelection => {
                 self.mode == OperatingMode::Recovery && self.catch_up.probe_until.is_none()
@@ -228,7 +229,7 @@ impl Conversation {
     /// we hold among those expected, stewards expected, when selection is due at the
     /// latest, ms since the Unix epoch). None outside a freeze round.
     pub fn freeze_progress(&self) -> Option<(usize, usize, Millis)> {
-        let f = self.freeze.as_ref()?;
+        let f = self.phase.round()?;
         let expected = self.expected_candidates().unwrap_or_default();
         let seen = f.held_of(&expected);
         Some((seen, expected.len(), f.select_at(self.config.freeze)))
@@ -248,7 +249,7 @@ impl Conversation {
         out: &mut Output,
     ) {
         if matches!(
-            self.state,
+            self.state(),
             ConversationState::Working | ConversationState::Reelection
         ) && !self.gov.approved.is_empty()
         {
@@ -272,16 +273,15 @@ impl Conversation {
     pub(super) fn open_freeze(&mut self, now: Millis, out: &mut Output) {
         let epoch = self.epoch();
         self.anchor = None;
-        let round = self
-            .freeze
-            .take()
-            .filter(|f| f.epoch == epoch)
-            .unwrap_or(FreezeRound {
-                epoch,
-                started_at: now,
-                ..Default::default()
-            });
-        self.freeze = Some(round);
-        self.set_state(out, ConversationState::Freezing);
+        let open = match self.phase.round_mut() {
+            Some(f) if f.epoch == epoch => Some(std::mem::take(f)),
+            _ => None,
+        };
+        let round = open.unwrap_or(FreezeRound {
+            epoch,
+            started_at: now,
+            ..Default::default()
+        });
+        self.enter(out, Phase::Freezing(round));
     }
 }

@@ -20,8 +20,10 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        self.set_state(out, ConversationState::Selection);
-        let mut round = self.freeze.take().unwrap_or_default();
+        let mut round = match self.enter(out, Phase::Selection) {
+            Phase::Freezing(round) => round,
+            _ => FreezeRound::default(),
+        };
         let epoch = self.epoch();
         self.learn_candidate_elections(ctx, out, &round);
         let (live_es, _) = self
@@ -180,7 +182,7 @@ impl Conversation {
         live_es: Option<MemberId>,
     ) {
         if self.gov.approved.is_empty() {
-            self.set_state(out, ConversationState::Working);
+            self.enter(out, Phase::Working);
             return;
         }
         if let Some(es) = live_es {
@@ -190,8 +192,7 @@ impl Conversation {
             self.silent.insert(es);
         }
         tracing::warn!(conversation = %self.name, epoch = self.epoch(), "no valid commit candidate: reelection");
-        self.set_state(out, ConversationState::Reelection);
-        self.reelection_since = Some(ctx.now);
+        self.enter(out, Phase::Reelection { since: ctx.now });
         // The election waits for the probe: we may just have missed the round.
         self.start_probe(ctx.now);
         self.check_score_removals(ctx, out);

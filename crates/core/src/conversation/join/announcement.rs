@@ -223,7 +223,7 @@ impl Conversation {
         out: &mut Output,
         ann: pb::KeyPackageAnnouncement,
     ) {
-        if self.state == ConversationState::PendingJoin || ann.conversation != self.name {
+        if self.state() == ConversationState::PendingJoin || ann.conversation != self.name {
             return;
         }
         let bytes = ann.encode_to_vec();

@@ -89,6 +89,19 @@ impl PendingJoin {
         }
     }
 
+    /// The attempt of a state saved with none (an older build dropped it when it gave
+    /// the join up): started at 0 with nothing to announce, so it has expired.
+    pub(crate) fn expired() -> Self {
+        Self {
+            started_at: 0,
+            announcement: Vec::new(),
+            next_announce: Millis::MAX,
+            rejoin: false,
+            attempts: 0,
+            renew_retry_at: None,
+        }
+    }
+
     /// Repeats our announcement if it is due: a steward that already committed our add
     /// re-sends the welcome we missed; otherwise it is a fresh request.
     /// An attempt that expired and waits to retry its renewal repeats nothing: its
@@ -123,7 +136,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        let Some(pj) = self.pending_join.as_mut() else {
+        let Some(pj) = self.phase.pending_join_mut() else {
             return;
         };
         if ctx.now >= pj.due_at(&self.config) {
@@ -134,8 +147,8 @@ impl Conversation {
                 let attempts = pj.attempts.saturating_add(1);
                 tracing::warn!(conversation = %self.name, attempts, "no welcome arrived: announcing a fresh key package");
                 match PendingJoin::announce(&self.name, &self.config, ctx, out, true, attempts) {
-                    Ok(pj) => {
-                        self.pending_join = Some(pj);
+                    Ok(renewed) => {
+                        *pj = renewed;
                         out.event(Event::Rejoining {
                             reason: RejoinReason::Retry,
                         });
@@ -270,9 +283,9 @@ mod tests {
         )
         .expect("join");
         // A rejoin, as `fork` starts one.
-        c.pending_join.as_mut().expect("pending").rejoin = true;
+        c.phase.pending_join_mut().expect("pending").rejoin = true;
         let config = c.config.clone();
-        let expiry = c.pending_join.as_ref().unwrap().expires_at(&config);
+        let expiry = c.phase.pending_join().unwrap().expires_at(&config);
 
         // Three back-off windows with a broken provider, ticked as the node does: at the
         // wake-up asked for, never before now.
@@ -292,7 +305,7 @@ mod tests {
             "one failed renewal per commit_inactivity ({ticks} ticks, stuck at +{} ms)",
             now - expiry
         );
-        assert_eq!(c.pending_join.as_ref().unwrap().attempts, 0);
+        assert_eq!(c.phase.pending_join().unwrap().attempts, 0);
         // The expired attempt's announcement is stale: it is not repeated meanwhile.
         assert_eq!(
             sent, 0,
@@ -311,7 +324,7 @@ mod tests {
             "{:?}",
             out.events
         );
-        let pj = c.pending_join.as_ref().expect("still pending");
+        let pj = c.phase.pending_join().expect("still pending");
         assert_eq!((pj.attempts, pj.started_at), (1, now));
         assert!(c.next_wakeup().expect("a wake-up") > now);
     }

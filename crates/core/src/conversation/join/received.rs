@@ -27,7 +27,7 @@ impl Conversation {
         if w.conversation != self.name {
             return;
         }
-        if self.state != ConversationState::PendingJoin {
+        if self.state() != ConversationState::PendingJoin {
             return self.keep_welcome_copy(ctx.now, &w, raw);
         }
         if !w
@@ -133,10 +133,10 @@ impl Conversation {
     ) {
         let epoch = mls.epoch();
         self.mls = Some(mls);
-        if let Some(pj) = self.pending_join.take()
+        if let Some(pj) = self.phase.pending_join_mut()
             && !pj.announcement.is_empty()
         {
-            self.last_announcement = pj.announcement;
+            self.last_announcement = std::mem::take(&mut pj.announcement);
         }
         self.scores
             .sync_roster(&self.members(), self.config.default_peer_score);
@@ -146,7 +146,7 @@ impl Conversation {
         // Chat from before this epoch is not ours to read (nor, after a rejoin, ours to
         // wait for: the branch we left was reported in `BranchAbandoned`).
         self.sds.reset(epoch);
-        self.set_state(out, ConversationState::Working);
+        self.enter(out, Phase::Working);
         // The welcome may be a re-send from a member that has moved on since: ask before
         // acting on what may be an old epoch.
         self.start_probe(ctx.now);

@@ -14,8 +14,8 @@ impl Conversation {
         member: MemberId,
     ) -> Result<(u32, Output), CommandError> {
         self.check_open()?;
-        if self.state != ConversationState::Working {
-            return Err(CommandError::Blocked(self.state));
+        if self.state() != ConversationState::Working {
+            return Err(CommandError::Blocked(self.state()));
         }
         if !self.gov.emergencies.is_empty() {
             return Err(CommandError::PartialFreeze);
@@ -51,10 +51,10 @@ impl Conversation {
     ) -> Result<(u32, Output), CommandError> {
         self.check_open()?;
         if !matches!(
-            self.state,
+            self.state(),
             ConversationState::Working | ConversationState::Reelection
         ) {
-            return Err(CommandError::Blocked(self.state));
+            return Err(CommandError::Blocked(self.state()));
         }
         if !self.members().contains(&target) {
             return Err(CommandError::NotAMember(target));
@@ -78,7 +78,7 @@ impl Conversation {
         yes: bool,
     ) -> Result<Output, CommandError> {
         self.check_open()?;
-        match self.state {
+        match self.state() {
             ConversationState::Working | ConversationState::Reelection => {}
             s => return Err(CommandError::Blocked(s)),
         }
@@ -102,7 +102,7 @@ impl Conversation {
     ) -> Result<Output, CommandError> {
         self.check_open()?;
         let mut out = Output::default();
-        if self.state == ConversationState::PendingJoin {
+        if self.state() == ConversationState::PendingJoin {
             self.close(ctx, &mut out, LeaveReason::LeftWhilePending);
             return Ok(out);
         }

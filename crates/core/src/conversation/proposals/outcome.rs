@@ -153,7 +153,7 @@ impl Conversation {
             // a member whose next wake-up was the freeze with the old list,
             // refusing the new steward's commit for good (clean seed 5 of
             // `remove_then_leave_leaves_two_converged`).
-            if self.state == ConversationState::Working {
+            if self.state() == ConversationState::Working {
                 self.reconcile_small_list(ctx, out);
             }
         } else if !accepted {
@@ -184,9 +184,7 @@ impl Conversation {
                 // so the round's window starts over for them (the new epoch
                 // steward would otherwise be judged silent by a window that was
                 // nearly over when it became one).
-                if self.state == ConversationState::Freezing
-                    && let Some(f) = self.freeze.as_mut()
-                {
+                if let Some(f) = self.phase.round_mut() {
                     f.started_at = f.started_at.max(ctx.now);
                 }
                 self.submit_if_new_steward(ctx, out);
