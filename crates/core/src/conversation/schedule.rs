@@ -1,13 +1,15 @@
-//! What a tick runs: the parts of a conversation in a fixed order, each either only when
-//! one of its timers is due or, when some of its work has no deadline, on every tick.
+//! What a tick runs: the parts of a conversation in a fixed order, each only when it is
+//! due: one of its timers has come, or (for a part with work that waits on no time) the
+//! condition of that work holds.
 //!
 //! The timers due at a tick come from the same fold that says when to wake
 //! (`Conversation::fold_deadlines`), taken again after each part that ran: a part that runs can
 //! make a later one due at once (a vote that approves work gives the freeze its anchor).
-//! A part runs only when due if every effect it can have (a packet, an event, a change of
-//! state, a draw from `ctx.rng`) needs a condition one of its timers reports as due; at
-//! any other tick it would do nothing, so skipping it changes nothing. The other parts
-//! keep running on every tick, as all of them did before this schedule.
+//! Every effect a part can have (a packet, an event, a change of state, a draw from
+//! `ctx.rng`) needs a timer it answers to or its ready condition; at any other tick it
+//! would do nothing, so skipping it changes nothing. A ready condition is asked only as
+//! a tick reaches the part, never to wake us: work that waits on no time is done at the
+//! next tick, whatever woke us, as it was when every part ran on every tick.
 //!
 //! A part's own deadline is often a fold of several (the catch-up bookkeeping, the pending
 //! join): it reports only the soonest reason, so a part answers to every reason its fold
@@ -45,15 +47,18 @@ enum Part {
     Fork,
 }
 
+/// Whether a part's work that waits on no time is ready at `now`.
+type Ready = fn(&Conversation, Millis) -> bool;
+
 /// A part and when a tick runs it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 struct Slot {
     part: Part,
     /// The reasons its deadlines are folded under.
     timers: Timers,
-    /// Some of its work has no deadline (see its entry in [`SCHEDULE`]): it runs on every
-    /// tick, and its timers only wake us. Otherwise it runs only when one of them is due.
-    every_tick: bool,
+    /// The condition of its work that no deadline covers (see its entry in
+    /// [`SCHEDULE`]), if it has such work.
+    ready: Option<Ready>,
 }
 
 impl Slot {
@@ -62,17 +67,22 @@ impl Slot {
         Self {
             part,
             timers: Timers::of(timers),
-            every_tick: false,
+            ready: None,
         }
     }
 
-    /// A part that runs on every tick; `timers` are the deadlines its other work has.
-    const fn every_tick(part: Part, timers: &[Timer]) -> Self {
+    /// A part that runs when one of `timers` is due or when `ready` holds.
+    const fn when_ready(part: Part, timers: &[Timer], ready: Ready) -> Self {
         Self {
             part,
             timers: Timers::of(timers),
-            every_tick: true,
+            ready: Some(ready),
         }
+    }
+
+    /// Whether the part is due at `now`, with `due` the timers that have come.
+    fn is_due(&self, c: &Conversation, due: Timers, now: Millis) -> bool {
+        due.meets(self.timers) || self.ready.is_some_and(|ready| ready(c, now))
     }
 }
 
@@ -104,19 +114,21 @@ const SCHEDULE: [Slot; 10] = [
         // catch-up fold, which may report `Probe` instead when a probe is sooner.
         &[Timer::CatchUp, Timer::Probe],
     ),
-    Slot::every_tick(
+    Slot::when_ready(
         Part::Phase,
-        // No deadline: in Working or Reelection with no work waiting it drops the
-        // inactivity anchor (the window of later work then runs from a fresh one); in
-        // Freezing it selects as soon as every expected candidate is in (the expected
-        // set can grow complete between ticks: a late steward's own candidate, a
-        // removal approved).
+        // The anchor set, the window run out, our candidate re-sent, the selection's
+        // time come; with no deadline (`phase_ready`): in Working or Reelection with no
+        // work waiting it drops the inactivity anchor (the window of later work then
+        // runs from a fresh one); in Freezing it selects as soon as every expected
+        // candidate is in (the expected set can grow complete between ticks: a late
+        // steward's own candidate, a removal approved).
         &[
             Timer::AnchorUnset,
             Timer::Inactivity,
             Timer::FreezeSelect,
             Timer::FreezeResend,
         ],
+        Conversation::phase_ready,
     ),
     Slot::when_due(
         Part::Chat,
@@ -134,24 +146,28 @@ const SCHEDULE: [Slot; 10] = [
         // A welcome's `due` re-send: its only work.
         &[Timer::WelcomeResend],
     ),
-    Slot::every_tick(
+    Slot::when_ready(
         Part::Stewardship,
-        // No deadline: in Working the epoch steward proposes buffered requests at once
-        // (only a backup's takeover waits for a deadline) and a list with no live
-        // steward is reconciled or an election tried (the exhausted mark is set or
-        // cleared with it); in Reelection it probes, elects, or restarts the patience.
+        // A patience run out, a backup's takeover due, a probe ended; with no deadline
+        // (`stewardship_ready`): in Working the epoch steward proposes buffered
+        // requests, and a list with no live steward is reconciled or an election tried
+        // (the exhausted mark is set or cleared with it); in Reelection a probe that ran
+        // out elects (the catch-up fold may report another of its reasons first).
         &[
             Timer::ReelectionPatience,
             Timer::ExhaustedPatience,
             Timer::Takeover,
             Timer::Probe,
         ],
+        Conversation::stewardship_ready,
     ),
-    Slot::every_tick(
+    Slot::when_ready(
         Part::EarlyCandidates,
-        // No deadline: candidates kept before anything was approved are judged (or
-        // dropped) at the first tick that finds something approved.
+        // No deadline (`early_candidates_ready`): candidates kept before anything was
+        // approved are judged (or dropped) at the first tick that finds something
+        // approved.
         &[],
+        Conversation::early_candidates_ready,
     ),
     Slot::when_due(
         Part::Fork,
@@ -178,13 +194,13 @@ impl Conversation {
         // or no longer due), not before every part: a part that did not run changed nothing.
         let mut due: Option<Timers> = None;
         for slot in schedule {
-            let run = slot.every_tick
-                || due
-                    .get_or_insert_with(|| self.due_timers(ctx.now))
-                    .meets(slot.timers);
-            if run {
+            let timers = *due.get_or_insert_with(|| self.due_timers(ctx.now));
+            if slot.is_due(self, timers, ctx.now) {
                 self.run(slot.part, ctx, &mut out);
                 due = None;
+            } else {
+                #[cfg(feature = "adversary")]
+                self.check_skipped(slot.part, ctx);
             }
         }
         out
@@ -197,6 +213,28 @@ impl Conversation {
         let mut s = Soonest::due_at(now);
         self.fold_deadlines(&mut s);
         s.due()
+    }
+
+    /// `SCHEDULE_CHECK=1`, in test builds: a part the schedule skips is run anyway, and
+    /// must have done nothing (no packet, no event, no change to the saved state): the
+    /// claim the schedule rests on, checked at every tick of every simulated scenario.
+    #[cfg(feature = "adversary")]
+    fn check_skipped<P: OpenMlsProvider>(&mut self, part: Part, ctx: &mut Ctx<'_, P>) {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*ON.get_or_init(|| std::env::var_os("SCHEDULE_CHECK").is_some_and(|v| v == "1")) {
+            return;
+        }
+        let before = self.save().ok();
+        let mut out = Output::default();
+        self.run(part, ctx, &mut out);
+        let idle = out.packets.is_empty() && out.events.is_empty() && out.history_since.is_none();
+        assert!(
+            idle && self.save().ok() == before,
+            "{part:?}, skipped at {} by {}, would have acted: {:?}",
+            ctx.now,
+            self.me,
+            out.events
+        );
     }
 
     /// Runs one part.
@@ -290,7 +328,7 @@ mod tests {
         let due = c.due_timers(now);
         schedule
             .iter()
-            .filter(|s| !s.every_tick && due.meets(s.timers))
+            .filter(|s| s.is_due(c, due, now))
             .map(|s| s.part)
             .collect()
     }
@@ -303,18 +341,18 @@ mod tests {
         }
         for s in WHILE_PENDING.iter().chain(&SCHEDULE) {
             assert!(
-                s.every_tick || s.timers != Timers::default(),
+                s.ready.is_some() || s.timers != Timers::default(),
                 "{:?}",
                 s.part
             );
         }
-        let always: Vec<Part> = SCHEDULE
+        let with_ready: Vec<Part> = SCHEDULE
             .iter()
-            .filter(|s| s.every_tick)
+            .filter(|s| s.ready.is_some())
             .map(|s| s.part)
             .collect();
         assert_eq!(
-            always,
+            with_ready,
             [Part::Phase, Part::Stewardship, Part::EarlyCandidates]
         );
     }
@@ -379,6 +417,42 @@ mod tests {
         c.catch_up.replies.clear();
         c.recent_welcomes.clear();
         assert_eq!(due_parts(&c, &SCHEDULE, 400), []);
+    }
+
+    #[test]
+    fn a_part_with_work_on_no_timer_runs_once_that_work_is_ready() {
+        let mut c = bare(Phase::Working);
+        assert_eq!(due_parts(&c, &SCHEDULE, 100), []);
+        // An inactivity anchor with no work waiting: the phase drops it.
+        c.anchor = Some(50);
+        assert_eq!(due_parts(&c, &SCHEDULE, 100), [Part::Phase]);
+        c.anchor = None;
+        // A candidate kept before anything was approved: judged once something is.
+        c.early_stash.push((vec![1], 10));
+        assert_eq!(due_parts(&c, &SCHEDULE, 100), []);
+        c.gov.approve(4, Change::Remove { member: id(2) });
+        let due = due_parts(&c, &SCHEDULE, 100);
+        assert!(due.contains(&Part::EarlyCandidates), "{due:?}");
+        c.early_stash.clear();
+        c.gov.approved.clear();
+        // A steward list with no live steward (we hold no group, so nobody on it is
+        // eligible): stewardship reconciles it or elects.
+        c.stewards = Some(StewardList {
+            stewards: vec![id(1)],
+            election_epoch: 0,
+            retry_round: 0,
+        });
+        assert_eq!(due_parts(&c, &SCHEDULE, 100), [Part::Stewardship]);
+        // In Reelection, a probe that ran out elects, even when the catch-up fold
+        // reports another reason.
+        let mut c = bare(Phase::Reelection { since: 0 });
+        c.catch_up.probe_until = Some(100);
+        c.catch_up.next_request_at = 1_000;
+        c.catch_up.replies.insert(3, 20);
+        assert_eq!(c.catch_up.deadline(0), Some((20, Timer::CatchUp)));
+        assert!(!c.stewardship_ready(99) && c.stewardship_ready(100));
+        assert!(!due_parts(&c, &SCHEDULE, 99).contains(&Part::Stewardship));
+        assert!(due_parts(&c, &SCHEDULE, 100).contains(&Part::Stewardship));
     }
 
     #[test]

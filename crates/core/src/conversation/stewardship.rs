@@ -67,6 +67,45 @@ impl Conversation {
         }
     }
 
+    /// Stewardship's work that waits on no deadline (see `schedule`). In Working: a steward
+    /// list with no live steward left (reconciled, or an election tried, at every tick
+    /// while it lasts), an exhausted mark to clear, requests buffered for the epoch
+    /// steward (us) to propose. In Reelection: a catch-up probe that ran out (we elect).
+    /// The patience and the backup's takeover have deadlines of their own.
+    pub(super) fn stewardship_ready(&self, now: Millis) -> bool {
+        match self.state() {
+            ConversationState::Working => {
+                self.steward_list_needs_care() || self.buffered_for_epoch_steward()
+            }
+            ConversationState::Reelection => self.catch_up.probe_until.is_some_and(|u| now >= u),
+            _ => false,
+        }
+    }
+
+    /// Whether `ensure_live_steward` has anything to do: the list has no live steward or
+    /// is exhausted, or it is fine again and the exhausted mark is still set.
+    fn steward_list_needs_care(&self) -> bool {
+        let Some(list) = &self.stewards else {
+            return false;
+        };
+        let epoch = self.epoch();
+        self.exhausted_since.is_some()
+            || list.is_exhausted(epoch)
+            || list.live_roles(epoch, |m| self.eligible(m)).0.is_none()
+    }
+
+    /// Whether we are the epoch steward and hold a buffered request that
+    /// `propose_buffered` would propose (or drop, if it can no longer be carried out).
+    fn buffered_for_epoch_steward(&self) -> bool {
+        if !self.gov.emergencies.is_empty() || self.role(&self.me) != Role::EpochSteward {
+            return false;
+        }
+        let members = self.members();
+        self.gov
+            .takeover_deadline(0, |a| Self::buffered_applies(a, &members))
+            .is_some()
+    }
+
     /// In Reelection we hold approved work that the others may have decided otherwise:
     /// under loss the timeout rule can reject at them what the votes we hold accept (a
     /// late vote reached only us). Then nobody but us sees a reason to elect, and we would

@@ -200,6 +200,12 @@ impl Conversation {
         }
     }
 
+    /// Whether candidates kept before anything was approved can be judged now: some are
+    /// kept and something is approved (see `schedule`; `now` is not needed).
+    pub(in crate::conversation) fn early_candidates_ready(&self, _now: Millis) -> bool {
+        !self.early_stash.is_empty() && !self.gov.approved.is_empty()
+    }
+
     /// Judges the candidates kept by `on_candidate` once a change is approved; drops them
     /// when our epoch moved on.
     pub(in crate::conversation) fn replay_early_candidates<P: OpenMlsProvider>(
@@ -207,7 +213,7 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        if self.early_stash.is_empty() || self.gov.approved.is_empty() {
+        if !self.early_candidates_ready(ctx.now) {
             return;
         }
         let epoch = self.epoch();

@@ -181,6 +181,23 @@ impl Conversation {
         }
     }
 
+    /// The phase's work that waits on no deadline (see `schedule`): an inactivity anchor
+    /// with no work waiting any more is dropped; a round that holds every candidate it
+    /// waits for selects. (`now` is not needed.)
+    pub(in crate::conversation) fn phase_ready(&self, _now: Millis) -> bool {
+        let stale_anchor = self.anchor.is_some()
+            && matches!(
+                self.state(),
+                ConversationState::Working | ConversationState::Reelection
+            )
+            && !self.freeze_work_waiting();
+        stale_anchor
+            || self
+                .phase
+                .round()
+                .is_some_and(|f| self.all_candidates_in(f))
+    }
+
     /// Whether approved work waits for the inactivity window to freeze: something is
     /// approved, no election is under way, and we are in Working, or in Reelection in
     /// Recovery mode and not probing (Reelection's tick acts when the probe ends).
