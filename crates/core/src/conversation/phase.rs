@@ -118,7 +118,9 @@ impl Phase {
     /// A state saved in PendingJoin with no attempt (an older build dropped it when it
     /// gave the join up, and such a state was closed) reads as an attempt that has
     /// expired, which is what it was. A Reelection saved without its start reads as
-    /// begun at 0: the wait ran out, and the first tick probes again.
+    /// begun at 0: the wait ran out, and the first tick probes again. A Freezing state
+    /// without its round (no build wrote one) reads as an empty round begun at 0, whose
+    /// selection is due at once: a round-less Freezing selected at its first tick.
     pub(crate) fn from_saved(saved: SavedPhase) -> Self {
         let SavedPhase {
             state,

@@ -47,6 +47,33 @@ enum Part {
     Fork,
 }
 
+/// Counts the draws a part makes (see `check_skipped`).
+#[cfg(feature = "adversary")]
+struct CountingRng<'a> {
+    inner: &'a mut dyn rand::RngCore,
+    draws: usize,
+}
+
+#[cfg(feature = "adversary")]
+impl rand::RngCore for CountingRng<'_> {
+    fn next_u32(&mut self) -> u32 {
+        self.draws += 1;
+        self.inner.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.draws += 1;
+        self.inner.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.draws += 1;
+        self.inner.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.draws += 1;
+        self.inner.try_fill_bytes(dest)
+    }
+}
+
 /// Whether a part's work that waits on no time is ready at `now`.
 type Ready = fn(&Conversation, Millis) -> bool;
 
@@ -216,23 +243,42 @@ impl Conversation {
     }
 
     /// `SCHEDULE_CHECK=1`, in test builds: a part the schedule skips is run anyway, and
-    /// must have done nothing (no packet, no event, no change to the saved state): the
-    /// claim the schedule rests on, checked at every tick of every simulated scenario.
+    /// must have done nothing (no packet, no event, no draw from the RNG, no change to the
+    /// saved state, the unsaved buffers' sizes or the MLS epoch): the claim the schedule
+    /// rests on, checked at every tick of every simulated scenario.
     #[cfg(feature = "adversary")]
     fn check_skipped<P: OpenMlsProvider>(&mut self, part: Part, ctx: &mut Ctx<'_, P>) {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         if !*ON.get_or_init(|| std::env::var_os("SCHEDULE_CHECK").is_some_and(|v| v == "1")) {
             return;
         }
-        let before = self.save().ok();
+        let looks = |c: &Self| {
+            let mls = c.mls.as_ref().map(|g| (g.epoch(), g.epoch_authenticator()));
+            (c.save().ok(), c.future.len(), c.early_welcome.len(), mls)
+        };
+        let before = looks(self);
+        let mut draws = CountingRng {
+            inner: &mut *ctx.rng,
+            draws: 0,
+        };
         let mut out = Output::default();
-        self.run(part, ctx, &mut out);
+        self.run(
+            part,
+            &mut Ctx {
+                provider: ctx.provider,
+                identity: ctx.identity,
+                rng: &mut draws,
+                now: ctx.now,
+            },
+            &mut out,
+        );
         let idle = out.packets.is_empty() && out.events.is_empty() && out.history_since.is_none();
         assert!(
-            idle && self.save().ok() == before,
-            "{part:?}, skipped at {} by {}, would have acted: {:?}",
+            idle && draws.draws == 0 && looks(self) == before,
+            "{part:?}, skipped at {} by {}, would have acted ({} draws): {:?}",
             ctx.now,
             self.me,
+            draws.draws,
             out.events
         );
     }
