@@ -97,7 +97,10 @@ impl Conversation {
     /// Whether we are the epoch steward and hold a buffered request that
     /// `propose_buffered` would propose (or drop, if it can no longer be carried out).
     fn buffered_for_epoch_steward(&self) -> bool {
-        if !self.gov.emergencies.is_empty() || self.role(&self.me) != Role::EpochSteward {
+        if self.gov.pending_updates.is_empty()
+            || !self.gov.emergencies.is_empty()
+            || self.role(&self.me) != Role::EpochSteward
+        {
             return false;
         }
         let members = self.members();
