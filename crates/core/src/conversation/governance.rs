@@ -90,13 +90,23 @@ impl Governance {
     /// would be due for ever.
     pub fn takeover_deadline(&self, window: Millis, applies: impl Fn(&Action) -> bool) -> Deadline {
         let mut soonest = Soonest::default();
-        for (m, u) in &self.pending_updates {
-            if !self.change_in_flight(m) && applies(&u.action) {
-                let due = u.first_seen_at.saturating_add(window);
-                soonest.add(Some((due, Timer::Takeover)));
-            }
+        for (_, u) in self.proposable_updates(applies) {
+            let due = u.first_seen_at.saturating_add(window);
+            soonest.add(Some((due, Timer::Takeover)));
         }
         soonest.get()
+    }
+
+    /// The buffered requests a steward would turn into proposals (at once as epoch
+    /// steward, after the takeover window as backup): those `applies` accepts, with no
+    /// change about the same member in flight.
+    pub fn proposable_updates(
+        &self,
+        applies: impl Fn(&Action) -> bool,
+    ) -> impl Iterator<Item = (&MemberId, &PendingUpdate)> {
+        self.pending_updates
+            .iter()
+            .filter(move |(m, u)| applies(&u.action) && !self.change_in_flight(m))
     }
 
     // ---- proposals -------------------------------------------------------------------------

@@ -356,7 +356,7 @@ impl Conversation {
     /// The soonest deadline of any part of the conversation, and which part asked.
     /// Anything overdue is due now; callers tick at max(now, wakeup).
     pub(crate) fn deadline(&self) -> Deadline {
-        if self.phase.closed().is_some() {
+        if self.closed().is_some() {
             return None;
         }
         let mut s = Soonest::default();
@@ -424,7 +424,7 @@ impl Conversation {
 
     /// Every command is refused once the conversation is closed.
     fn check_open(&self) -> Result<(), CommandError> {
-        if self.phase.closed().is_some() {
+        if self.closed().is_some() {
             Err(CommandError::Closed)
         } else {
             Ok(())

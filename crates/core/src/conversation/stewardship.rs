@@ -77,7 +77,7 @@ impl Conversation {
             ConversationState::Working => {
                 self.steward_list_needs_care() || self.buffered_for_epoch_steward()
             }
-            ConversationState::Reelection => self.catch_up.probe_until.is_some_and(|u| now >= u),
+            ConversationState::Reelection => self.catch_up.probe_ran_out(now),
             _ => false,
         }
     }
@@ -85,13 +85,16 @@ impl Conversation {
     /// Whether `ensure_live_steward` has anything to do: the list has no live steward or
     /// is exhausted, or it is fine again and the exhausted mark is still set.
     fn steward_list_needs_care(&self) -> bool {
-        let Some(list) = &self.stewards else {
-            return false;
-        };
+        self.steward_list_live()
+            .is_some_and(|live| !live || self.exhausted_since.is_some())
+    }
+
+    /// Whether the steward list is not exhausted and has a live steward this epoch (None
+    /// without a list).
+    fn steward_list_live(&self) -> Option<bool> {
+        let list = self.stewards.as_ref()?;
         let epoch = self.epoch();
-        self.exhausted_since.is_some()
-            || list.is_exhausted(epoch)
-            || list.live_roles(epoch, |m| self.eligible(m)).0.is_none()
+        Some(!list.is_exhausted(epoch) && list.live_roles(epoch, |m| self.eligible(m)).0.is_some())
     }
 
     /// Whether we are the epoch steward and hold a buffered request that
@@ -105,7 +108,8 @@ impl Conversation {
         }
         let members = self.members();
         self.gov
-            .takeover_deadline(0, |a| Self::buffered_applies(a, &members))
+            .proposable_updates(|a| Self::buffered_applies(a, &members))
+            .next()
             .is_some()
     }
 
@@ -142,14 +146,11 @@ impl Conversation {
         let members = self.members();
         let due: Vec<MemberId> = self
             .gov
-            .pending_updates
-            .iter()
+            .proposable_updates(|a| Self::buffered_applies(a, &members))
             .filter(|(_, u)| {
                 role == Role::EpochSteward || ctx.now >= u.first_seen_at.saturating_add(window)
             })
-            .filter(|(_, u)| Self::buffered_applies(&u.action, &members))
             .map(|(m, _)| *m)
-            .filter(|m| !self.change_in_flight(m))
             .collect();
         let mut todo = Vec::with_capacity(due.len());
         for m in due {
@@ -248,14 +249,14 @@ impl Conversation {
         ctx: &mut Ctx<'_, P>,
         out: &mut Output,
     ) {
-        let Some(list) = &self.stewards else { return };
-        let epoch = self.epoch();
-        let exhausted = list.is_exhausted(epoch);
-        let none_live = list.live_roles(epoch, |m| self.eligible(m)).0.is_none();
-        if !exhausted && !none_live {
+        let Some(live) = self.steward_list_live() else {
+            return;
+        };
+        if live {
             self.exhausted_since = None;
             return;
         }
+        let epoch = self.epoch();
         let pool = self.steward_pool(false);
         if pool.is_empty() {
             return;

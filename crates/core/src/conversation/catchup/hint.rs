@@ -79,14 +79,15 @@ impl CatchUp {
 
     /// Whether a probe is still waiting for answers at `now`; clears one that ran out.
     fn probing(&mut self, now: Millis) -> bool {
-        match self.probe_until {
-            Some(u) if now < u => true,
-            Some(_) => {
-                self.probe_until = None;
-                false
-            }
-            None => false,
+        if self.probe_ran_out(now) {
+            self.probe_until = None;
         }
+        self.probe_until.is_some()
+    }
+
+    /// Whether a probe ran out by `now` and is not cleared yet.
+    pub(crate) fn probe_ran_out(&self, now: Millis) -> bool {
+        self.probe_until.is_some_and(|u| now >= u)
     }
 }
 

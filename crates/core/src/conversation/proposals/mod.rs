@@ -176,9 +176,4 @@ impl Conversation {
     pub(crate) fn open_proposals_of(&self, owner: &MemberId) -> usize {
         self.gov.open_proposals_of(owner)
     }
-
-    /// Is a proposal about `m` already open or approved?
-    pub(crate) fn change_in_flight(&self, m: &MemberId) -> bool {
-        self.gov.change_in_flight(m)
-    }
 }
